@@ -1,0 +1,85 @@
+//! Response bodies: small JSON documents, or a generated stream of any length that is never held
+//! in memory whole (it repeats one shared chunk).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+
+pub enum MockBody {
+    Full(Option<Bytes>),
+    /// `sized: false` hides the length, so HTTP/1.1 sends it chunked (no `Content-Length`).
+    Repeat {
+        chunk: Bytes,
+        remaining: u64,
+        sized: bool,
+    },
+}
+
+impl MockBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        MockBody::Full(Some(bytes.into()))
+    }
+
+    pub fn empty() -> Self {
+        MockBody::Full(None)
+    }
+
+    /// `total` bytes made of `chunk` repeated (the last piece cut short).
+    pub fn repeat(chunk: Bytes, total: u64, sized: bool) -> Self {
+        MockBody::Repeat {
+            chunk,
+            remaining: total,
+            sized,
+        }
+    }
+}
+
+impl http_body::Body for MockBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            MockBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            MockBody::Repeat {
+                chunk, remaining, ..
+            } => {
+                if *remaining == 0 || chunk.is_empty() {
+                    return Poll::Ready(None);
+                }
+                let n = (*remaining).min(chunk.len() as u64);
+                *remaining -= n;
+                Poll::Ready(Some(Ok(Frame::data(chunk.slice(..n as usize)))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            MockBody::Full(data) => data.is_none(),
+            MockBody::Repeat { remaining, .. } => *remaining == 0,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            MockBody::Full(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+            MockBody::Repeat {
+                remaining, sized, ..
+            } => {
+                if *sized {
+                    SizeHint::with_exact(*remaining)
+                } else {
+                    SizeHint::default()
+                }
+            }
+        }
+    }
+}

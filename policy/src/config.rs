@@ -1,0 +1,595 @@
+//! The configuration file's model: TOML → serde structs (`deny_unknown_fields`) → checked values.
+//!
+//! Every error, whether from the TOML syntax, an unknown field, a bad value or a cross-field check,
+//! comes back as a [`ConfigError`] naming `file:line:column`, because operators fix configs from a
+//! terminal and need to land on the exact spot. Relative paths stay relative here; the proxy resolves
+//! them against the config file's directory (this crate does no I/O).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer};
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// A configuration problem, located in the source text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, counted in characters.
+    pub column: usize,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn at(file: &str, text: &str, span: Option<Range<usize>>, message: impl Into<String>) -> Self {
+        let (line, column) = span.map(|s| line_column(text, s.start)).unwrap_or((1, 1));
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..floor_char_boundary(text, offset)];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    (line, column)
+}
+
+fn floor_char_boundary(text: &str, mut i: usize) -> usize {
+    while i > 0 && !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    #[serde(default)]
+    pub admin: Admin,
+    pub upstream: Upstream,
+    #[serde(default)]
+    pub log: Log,
+}
+
+/// The vendor-facing TLS listener and the limits that protect it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Spanned<SocketAddr>,
+    /// PEM certificate chain, leaf first.
+    pub tls_cert: PathBuf,
+    /// PEM private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC).
+    pub tls_key: PathBuf,
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "defaults::tls_handshake_timeout")]
+    pub tls_handshake_timeout: HumanDuration,
+    /// Time allowed for a request's headers to arrive: a slowloris client is dropped after this.
+    #[serde(default = "defaults::header_read_timeout")]
+    pub header_read_timeout: HumanDuration,
+    /// A keep-alive connection with no request in flight for this long is closed.
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: HumanDuration,
+    #[serde(default = "defaults::max_header_size")]
+    pub max_header_size: ByteSize,
+    #[serde(default = "defaults::max_request_body")]
+    pub max_request_body: ByteSize,
+    #[serde(default = "defaults::max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish before connections are cut.
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: HumanDuration,
+}
+
+/// The operator-facing listener: health, readiness (and later metrics). Plain HTTP, loopback by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    #[serde(default = "defaults::admin_listen")]
+    pub listen: Spanned<SocketAddr>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: defaults::admin_listen(),
+        }
+    }
+}
+
+/// The SaaS API being protected.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub url: UpstreamUrl,
+    /// PEM bundle of CAs to trust instead of the built-in web PKI roots.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    #[serde(default = "defaults::connect_timeout")]
+    pub connect_timeout: HumanDuration,
+    /// Time from sending the request to receiving the upstream's response headers.
+    #[serde(default = "defaults::response_timeout")]
+    pub response_timeout: HumanDuration,
+    #[serde(default = "defaults::pool_idle_timeout")]
+    pub pool_idle_timeout: HumanDuration,
+    #[serde(default = "defaults::pool_max_idle_per_host")]
+    pub pool_max_idle_per_host: usize,
+    /// Offer HTTP/2 to the upstream over ALPN; HTTP/1.1 is used when it declines.
+    #[serde(default = "defaults::yes")]
+    pub http2: bool,
+}
+
+/// Operational logging (not the decision trail).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    #[serde(default = "defaults::log_level")]
+    pub level: LogLevel,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: defaults::log_level(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+/// An upstream base URL: scheme and authority only, because the path and query of each request pass
+/// through untouched and a base path would silently change every route the policy classifies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub scheme: Scheme,
+    pub host: String,
+    pub port: u16,
+    /// `host[:port]` as it should appear in `Host`/`:authority` (default port omitted).
+    pub authority: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+impl UpstreamUrl {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let uri: http::Uri = text
+            .parse()
+            .map_err(|e| format!("invalid upstream url {text:?}: {e}"))?;
+        let scheme = match uri.scheme_str() {
+            Some("https") => Scheme::Https,
+            Some("http") => Scheme::Http,
+            Some(other) => {
+                return Err(format!(
+                    "invalid upstream url {text:?}: scheme {other:?} is not supported (expected https or http)"
+                ))
+            }
+            None => {
+                return Err(format!(
+                    "invalid upstream url {text:?}: expected an absolute URL such as \"https://acme.zendesk.com\""
+                ))
+            }
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("invalid upstream url {text:?}: missing host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "invalid upstream url {text:?}: credentials do not belong in the URL"
+            ));
+        }
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(format!(
+                "invalid upstream url {text:?}: expected scheme and host only; request paths pass through unchanged"
+            ));
+        }
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("invalid upstream url {text:?}: missing host"));
+        }
+        let default_port = match scheme {
+            Scheme::Https => 443,
+            Scheme::Http => 80,
+        };
+        let port = authority.port_u16().unwrap_or(default_port);
+        let authority = if port == default_port {
+            authority.host().to_string()
+        } else {
+            format!("{}:{port}", authority.host())
+        };
+        Ok(UpstreamUrl {
+            scheme,
+            host: host.to_string(),
+            port,
+            authority,
+        })
+    }
+
+    /// `scheme://authority`, the prefix every forwarded request URI starts with.
+    pub fn origin(&self) -> String {
+        format!("{}://{}", self.scheme.as_str(), self.authority)
+    }
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.origin())
+    }
+}
+
+impl<'de> Deserialize<'de> for UpstreamUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        UpstreamUrl::parse(&text).map_err(de::Error::custom)
+    }
+}
+
+mod defaults {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn tls_handshake_timeout() -> HumanDuration {
+        HumanDuration::from_secs(10)
+    }
+    pub fn header_read_timeout() -> HumanDuration {
+        HumanDuration::from_secs(10)
+    }
+    pub fn idle_timeout() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+    pub fn max_header_size() -> ByteSize {
+        ByteSize::kib(32)
+    }
+    /// Zendesk accepts attachments up to 50 MB; anything larger is not a support agent's upload.
+    pub fn max_request_body() -> ByteSize {
+        ByteSize::mib(50)
+    }
+    pub fn max_concurrent_streams() -> u32 {
+        100
+    }
+    pub fn shutdown_grace() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+    pub fn admin_listen() -> Spanned<SocketAddr> {
+        Spanned::new(0..0, SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9901))
+    }
+    pub fn connect_timeout() -> HumanDuration {
+        HumanDuration::from_secs(5)
+    }
+    pub fn response_timeout() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
+    pub fn pool_idle_timeout() -> HumanDuration {
+        HumanDuration::from_secs(90)
+    }
+    pub fn pool_max_idle_per_host() -> usize {
+        256
+    }
+    pub fn log_level() -> LogLevel {
+        LogLevel::Info
+    }
+}
+
+/// hyper refuses read buffers smaller than this, so a smaller header limit could not be enforced.
+pub const MIN_HEADER_SIZE: u64 = 8192;
+
+impl Config {
+    /// Parses and checks a configuration file's text. `file` is only used to label errors.
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::at(file, text, e.span(), e.message().trim_end()))?;
+        config.check(text, file)?;
+        Ok(config)
+    }
+
+    fn check(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let err =
+            |span: Range<usize>, msg: String| Err(ConfigError::at(file, text, Some(span), msg));
+        let s = &self.server;
+        if s.listen.get_ref() == self.admin.listen.get_ref() && s.listen.get_ref().port() != 0 {
+            return err(
+                self.admin.listen.span(),
+                format!(
+                    "admin.listen {} is the same address as server.listen",
+                    self.admin.listen.get_ref()
+                ),
+            );
+        }
+        let checks: [(bool, &str, &str); 6] = [
+            (
+                s.max_connections == 0,
+                "max_connections",
+                "must be at least 1",
+            ),
+            (
+                s.max_concurrent_streams == 0,
+                "max_concurrent_streams",
+                "must be at least 1",
+            ),
+            (
+                s.header_read_timeout.0.is_zero(),
+                "header_read_timeout",
+                "must be greater than 0s",
+            ),
+            (
+                s.tls_handshake_timeout.0.is_zero(),
+                "tls_handshake_timeout",
+                "must be greater than 0s",
+            ),
+            (
+                s.idle_timeout.0.is_zero(),
+                "idle_timeout",
+                "must be greater than 0s",
+            ),
+            (
+                s.max_header_size.0 < MIN_HEADER_SIZE,
+                "max_header_size",
+                "must be at least 8KiB",
+            ),
+        ];
+        for (bad, key, what) in checks {
+            if bad {
+                return err(
+                    key_span(text, "server", key),
+                    format!("server.{key} {what}"),
+                );
+            }
+        }
+        let u = &self.upstream;
+        for (bad, key) in [
+            (u.connect_timeout.0.is_zero(), "connect_timeout"),
+            (u.response_timeout.0.is_zero(), "response_timeout"),
+        ] {
+            if bad {
+                return err(
+                    key_span(text, "upstream", key),
+                    format!("upstream.{key} must be greater than 0s"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves the relative paths in the config against `base` (the config file's directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.tls_cert);
+        fix(&mut self.server.tls_key);
+        if let Some(ca) = self.upstream.ca_bundle.as_mut() {
+            fix(ca);
+        }
+    }
+}
+
+/// Finds where `key` is set inside `[table]`, for errors about values that were parsed fine on their
+/// own but fail a check. Falls back to the table header, then to the start of the file.
+fn key_span(text: &str, table: &str, key: &str) -> Range<usize> {
+    let header = format!("[{table}]");
+    let mut offset = 0;
+    let mut in_table = false;
+    let mut table_start = None;
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_start();
+        if trimmed.starts_with('[') {
+            in_table = trimmed.starts_with(&header);
+            if in_table {
+                table_start.get_or_insert(offset + (line.len() - trimmed.len()));
+            }
+        } else if in_table {
+            if let Some(rest) = trimmed.strip_prefix(key) {
+                if rest.trim_start().starts_with('=') {
+                    let start = offset + (line.len() - trimmed.len());
+                    return start..start + key.len();
+                }
+            }
+        }
+        offset += line.len();
+    }
+    let start = table_start.unwrap_or(0);
+    start..start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+tls_cert = "certs/server.pem"
+tls_key = "certs/server-key.pem"
+idle_timeout = "2m"
+max_request_body = "10MiB"
+
+[upstream]
+url = "https://acme.zendesk.com"
+"#;
+
+    #[test]
+    fn a_good_config_gets_defaults() {
+        let c = Config::from_toml(GOOD, "v.toml").unwrap();
+        assert_eq!(c.server.idle_timeout, HumanDuration::from_secs(120));
+        assert_eq!(c.server.max_request_body, ByteSize::mib(10));
+        assert_eq!(c.server.header_read_timeout, HumanDuration::from_secs(10));
+        assert_eq!(c.admin.listen.get_ref().to_string(), "127.0.0.1:9901");
+        assert_eq!(c.upstream.url.authority, "acme.zendesk.com");
+        assert_eq!(c.upstream.url.port, 443);
+        assert!(c.upstream.http2);
+    }
+
+    fn error_of(text: &str) -> ConfigError {
+        Config::from_toml(text, "v.toml").unwrap_err()
+    }
+
+    #[test]
+    fn errors_name_file_line_and_column() {
+        // (what is broken, replacement text, expected line, expected column, expected words)
+        let cases = [
+            (
+                "bad duration",
+                GOOD.replace("\"2m\"", "\"2 minutes\""),
+                6,
+                16,
+                "unknown unit",
+            ),
+            (
+                "unknown field",
+                GOOD.replace("idle_timeout", "idle_timout"),
+                6,
+                1,
+                "unknown field `idle_timout`",
+            ),
+            (
+                "bad size",
+                GOOD.replace("\"10MiB\"", "\"10 parsecs\""),
+                7,
+                20,
+                "unknown unit",
+            ),
+            (
+                "bad url",
+                GOOD.replace("https://acme.zendesk.com", "ftp://x"),
+                10,
+                7,
+                "scheme \"ftp\"",
+            ),
+            (
+                "url with path",
+                GOOD.replace("zendesk.com", "zendesk.com/api/v2"),
+                10,
+                7,
+                "scheme and host only",
+            ),
+            (
+                "bad address",
+                GOOD.replace("127.0.0.1:8443", "localhost"),
+                3,
+                10,
+                "invalid socket address",
+            ),
+            ("syntax", GOOD.replace("[upstream]", "[upstream"), 9, 10, ""),
+            (
+                "wrong type",
+                GOOD.replace("\"2m\"", "120"),
+                6,
+                16,
+                "duration string",
+            ),
+        ];
+        for (what, text, line, column, words) in cases {
+            let e = error_of(&text);
+            assert_eq!((e.line, e.column), (line, column), "{what}: {e}");
+            assert!(e.message.contains(words), "{what}: {e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("v.toml:{line}:{column}: ")),
+                "{what}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn missing_section_is_reported() {
+        let e = error_of("[server]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"a\"\ntls_key = \"b\"\n");
+        assert!(e.message.contains("missing field `upstream`"), "{e}");
+    }
+
+    #[test]
+    fn cross_field_checks_point_at_the_key() {
+        let e = error_of(&GOOD.replace("idle_timeout = \"2m\"", "idle_timeout = \"0s\""));
+        assert_eq!((e.line, e.column), (6, 1), "{e}");
+        assert!(e
+            .message
+            .contains("server.idle_timeout must be greater than 0s"));
+
+        let text = format!("{GOOD}\n[admin]\nlisten = \"127.0.0.1:8443\"\n");
+        let e = error_of(&text);
+        assert_eq!((e.line, e.column), (13, 10), "{e}");
+        assert!(e.message.contains("same address"));
+
+        let e = error_of(&GOOD.replace(
+            "max_request_body",
+            "max_header_size = \"1KiB\"\nmax_request_body",
+        ));
+        assert!(e.message.contains("at least 8KiB"), "{e}");
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = UpstreamUrl::parse("https://localhost:8443").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.authority.as_str()),
+            ("localhost", 8443, "localhost:8443")
+        );
+        let u = UpstreamUrl::parse("https://[::1]:9000/").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.authority.as_str()),
+            ("::1", "[::1]:9000")
+        );
+        assert_eq!(u.origin(), "https://[::1]:9000");
+        assert!(UpstreamUrl::parse("https://user:pw@host")
+            .unwrap_err()
+            .contains("credentials"));
+        assert!(UpstreamUrl::parse("acme.zendesk.com").is_err());
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_dir() {
+        let mut c = Config::from_toml(GOOD, "v.toml").unwrap();
+        c.resolve_paths(Path::new("/etc/vendorgate"));
+        assert_eq!(
+            c.server.tls_cert,
+            Path::new("/etc/vendorgate/certs/server.pem")
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! Bodies in both directions, streamed frame by frame: nothing here ever holds a whole body.
+
+use std::error::Error as StdError;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+
+use crate::conn::InFlight;
+
+pub type BoxError = Box<dyn StdError + Send + Sync>;
+
+/// Raised inside the upload stream when it passes the configured limit. hyper does not always carry
+/// it back out (an HTTP/2 upstream sees a stream reset), so the body also raises an [`Overflow`]
+/// flag that the pipeline checks to answer 413.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("request body exceeds {limit} bytes")]
+pub struct BodyTooLarge {
+    pub limit: u64,
+}
+
+/// The agent's request body on its way upstream, cut off once it passes `limit` bytes (for uploads
+/// without a `Content-Length`, or that lie about it).
+pub struct RequestBody {
+    inner: Incoming,
+    limit: u64,
+    seen: u64,
+    overflow: Option<Overflow>,
+}
+
+/// Set when a [`RequestBody`] passed its limit; shared with the pipeline.
+#[derive(Clone, Default)]
+pub struct Overflow(Arc<AtomicBool>);
+
+impl Overflow {
+    pub fn happened(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl RequestBody {
+    /// The body, and an overflow flag when there is a body to overflow (none is allocated for the
+    /// common empty GET).
+    pub fn new(inner: Incoming, limit: u64) -> (Self, Option<Overflow>) {
+        let overflow = (!inner.is_end_stream()).then(Overflow::default);
+        let body = RequestBody {
+            inner,
+            limit,
+            seen: 0,
+            overflow: overflow.clone(),
+        };
+        (body, overflow)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    if this.seen > this.limit {
+                        if let Some(flag) = &this.overflow {
+                            flag.0.store(true, Ordering::Relaxed);
+                        }
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
+                            limit: this.limit,
+                        }))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// What the proxy sends back to the agent: the upstream's streamed body or a small body of its own.
+/// It holds the connection's in-flight marker, so a connection counts as busy until the last byte of
+/// its response has gone out, not merely until the headers have.
+pub struct ProxyBody {
+    kind: Kind,
+    _in_flight: Option<InFlight>,
+}
+
+enum Kind {
+    Upstream(Incoming),
+    Full(Option<Bytes>),
+}
+
+impl ProxyBody {
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        ProxyBody {
+            kind: Kind::Full(Some(bytes.into())),
+            _in_flight: None,
+        }
+    }
+
+    pub fn upstream(body: Incoming) -> Self {
+        ProxyBody {
+            kind: Kind::Upstream(body),
+            _in_flight: None,
+        }
+    }
+
+    pub fn holding(mut self, in_flight: InFlight) -> Self {
+        self._in_flight = Some(in_flight);
+        self
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Upstream(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(data) => data.is_none(),
+            Kind::Upstream(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            Kind::Upstream(body) => body.size_hint(),
+        }
+    }
+}

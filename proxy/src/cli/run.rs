@@ -1,0 +1,57 @@
+//! `vendorgate run`: serve until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use tokio::signal::unix::{signal, SignalKind};
+use vendorgate::settings::load_config;
+use vendorgate::Running;
+
+pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    let config = load_config(config_path)?;
+    super::init_logging(config.log.level);
+    super::runtime()?.block_on(async move {
+        let running = vendorgate::start(config).await?;
+        announce(&running)?;
+        tracing::info!(
+            proxy = %running.proxy_addr,
+            admin = %running.admin_addr,
+            upstream = %running.gateway.config.upstream.url,
+            "vendorgate serving"
+        );
+        wait_for_stop(&running).await?;
+        running.shutdown();
+        running.wait().await;
+        Ok(())
+    })
+}
+
+/// One machine-readable line on stdout once both listeners are bound (ports may have been 0).
+pub fn announce(running: &Running) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "vendorgate listening proxy={} admin={}",
+        running.proxy_addr, running.admin_addr
+    )?;
+    out.flush()?;
+    Ok(())
+}
+
+/// Returns on SIGTERM or SIGINT; reloads the certificate on each SIGHUP meanwhile.
+pub async fn wait_for_stop(running: &Running) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: draining"); return Ok(()) }
+            _ = int.recv() => { tracing::info!("SIGINT: draining"); return Ok(()) }
+            _ = hup.recv() => match running.gateway.cert.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => tracing::error!("SIGHUP: TLS certificate reload failed, keeping the current one: {e}"),
+            },
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! vendorgate: a TLS-terminating reverse proxy that stands between a company's subcontractors and the
+//! SaaS support platform they work in, and decides every request.
+//!
+//! This crate owns everything with I/O: listeners, the upstream client, the admin endpoint, the CLI
+//! and the demo. What to decide lives in `vendorgate-policy`, which is pure; TLS material lives in
+//! `vendorgate-certs`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod conn;
+pub mod errors;
+pub mod gateway;
+pub mod headers;
+pub mod pipeline;
+pub mod request_id;
+pub mod server;
+pub mod settings;
+pub mod upstream;
+
+pub use server::{start, Running, StartError};
+pub use settings::{load_config, LoadError};

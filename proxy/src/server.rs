@@ -1,0 +1,204 @@
+//! Listeners, connections and shutdown.
+//!
+//! Connections are admitted up to `max_connections` (further ones wait in the kernel's backlog rather
+//! than being accepted and starved), get `tls_handshake_timeout` to finish TLS, then are served by
+//! hyper (HTTP/1.1 or HTTP/2 by ALPN) until they close, go idle, or shutdown drains them.
+
+use std::net::SocketAddr;
+use std::pin::pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::{JoinHandle, JoinSet};
+use vendorgate_certs::CertError;
+use vendorgate_policy::Config;
+
+use crate::conn::ConnInfo;
+use crate::gateway::Gateway;
+use crate::{admin, pipeline};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A started proxy. Dropping it does not stop it; call [`Running::shutdown`] and [`Running::wait`].
+pub struct Running {
+    pub proxy_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    admin_task: JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting and asks every connection to finish what it has in flight.
+    pub fn shutdown(&self) {
+        self.gateway.ready.store(false, Ordering::Relaxed);
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Waits until every connection has finished or the shutdown grace period has run out.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+        self.admin_task.abort();
+    }
+}
+
+/// Binds both listeners and starts serving.
+pub async fn start(config: Config) -> Result<Running, StartError> {
+    let gateway = Arc::new(Gateway::new(config)?);
+    let bind = |what, addr: SocketAddr| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let listener = bind("server.listen", *gateway.config.server.listen.get_ref()).await?;
+    let admin_listener = bind("admin.listen", *gateway.config.admin.listen.get_ref()).await?;
+    let local = |l: &TcpListener, what, addr| {
+        l.local_addr()
+            .map_err(|source| StartError::Bind { what, addr, source })
+    };
+    let proxy_addr = local(
+        &listener,
+        "server.listen",
+        *gateway.config.server.listen.get_ref(),
+    )?;
+    let admin_addr = local(
+        &admin_listener,
+        "admin.listen",
+        *gateway.config.admin.listen.get_ref(),
+    )?;
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let admin_task = tokio::spawn(admin::serve(admin_listener, gateway.clone()));
+    gateway.ready.store(true, Ordering::Relaxed);
+    let task = tokio::spawn(accept_loop(listener, gateway.clone(), shutdown_rx));
+    Ok(Running {
+        proxy_addr,
+        admin_addr,
+        gateway,
+        shutdown,
+        task,
+        admin_task,
+    })
+}
+
+async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(gw.config.server.max_connections));
+    let mut connections = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = slots.clone().acquire_owned() => p,
+            _ = shutdown.changed() => break,
+        };
+        let Ok(permit) = permit else { break };
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually EMFILE/ENFILE: back off instead of spinning; the backlog holds clients.
+                    tracing::error!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let gw = gw.clone();
+        let conn_shutdown = shutdown.clone();
+        connections.spawn(async move {
+            serve_connection(gw, tcp, peer, conn_shutdown).await;
+            drop(permit);
+        });
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    let open = connections.len();
+    let grace = gw.config.server.shutdown_grace.0;
+    tracing::info!(
+        open_connections = open,
+        "shutting down: draining for up to {grace:?}"
+    );
+    let drained = tokio::time::timeout(grace, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            cut = connections.len(),
+            "shutdown grace period over: closing connections still busy"
+        );
+        connections.shutdown().await;
+    }
+    tracing::info!("shutdown complete");
+}
+
+async fn serve_connection(
+    gw: Arc<Gateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    let s = &gw.config.server;
+    let tls = match tokio::time::timeout(s.tls_handshake_timeout.0, gw.tls.accept(tcp)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            tracing::debug!(client.ip = %peer.ip(), "TLS handshake failed: {e}");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(client.ip = %peer.ip(), "TLS handshake timed out");
+            return;
+        }
+    };
+    let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let info = Arc::new(ConnInfo::new(peer, alpn_h2));
+    let idle = s.idle_timeout.0;
+
+    let svc = {
+        let gw = gw.clone();
+        let info = info.clone();
+        service_fn(move |req| pipeline::handle(gw.clone(), info.clone(), req))
+    };
+    let mut conn = pin!(gw.http.serve_connection(TokioIo::new(tls), svc));
+    let mut draining = *shutdown.borrow_and_update();
+    if draining {
+        conn.as_mut().graceful_shutdown();
+    }
+    loop {
+        let idle_at = info.activity.idle_deadline(idle);
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client.ip = %info.peer_ip, "connection ended: {e}");
+                }
+                return;
+            }
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep_until(idle_at), if !draining => {
+                if info.activity.is_idle_for(idle) {
+                    draining = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The pooled client to the SaaS upstream, and what its failures mean for the agent.
+
+use std::error::Error as StdError;
+
+use http::{HeaderValue, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use vendorgate_certs::{client_config, Alpn, CertError};
+use vendorgate_policy::config::Upstream as UpstreamConfig;
+
+use crate::body::{BodyTooLarge, RequestBody};
+use crate::errors::ProxyError;
+
+pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
+
+/// The upstream as the request path needs it: a pooled client and the pieces of every forwarded URI.
+pub struct Upstream {
+    pub client: UpstreamClient,
+    /// `scheme://authority`, prefixed to each request's path and query.
+    pub origin: String,
+    pub authority: HeaderValue,
+    pub response_timeout: std::time::Duration,
+}
+
+impl Upstream {
+    pub fn new(config: &UpstreamConfig) -> Result<Self, CertError> {
+        let mut tls = client_config(config.ca_bundle.as_deref(), Alpn::Http11)?;
+        // hyper-rustls sets ALPN itself from enable_http1/enable_http2 (and panics if it is preset).
+        tls.alpn_protocols.clear();
+
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(config.connect_timeout.0));
+        http.set_keepalive(Some(std::time::Duration::from_secs(60)));
+
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1();
+        let https = if config.http2 {
+            builder.enable_http2().wrap_connector(http)
+        } else {
+            builder.wrap_connector(http)
+        };
+
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(config.pool_idle_timeout.0)
+            .pool_max_idle_per_host(config.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(https);
+        Ok(Upstream {
+            client,
+            origin: config.url.origin(),
+            // The authority was parsed from a URI, so it is a valid header value.
+            authority: HeaderValue::from_str(&config.url.authority)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            response_timeout: config.response_timeout.0,
+        })
+    }
+
+    /// The upstream URI for a request: the upstream's origin with the request's path and query as
+    /// they arrived (no decoding, no re-encoding).
+    pub fn uri_for(&self, original: &Uri) -> Result<Uri, http::Error> {
+        let pq = original.path_and_query().map_or("/", |pq| pq.as_str());
+        let mut text = String::with_capacity(self.origin.len() + pq.len());
+        text.push_str(&self.origin);
+        text.push_str(pq);
+        Ok(Uri::try_from(text)?)
+    }
+}
+
+/// Maps a client failure to what the agent is told. The causes are searched because hyper wraps them
+/// (a timed-out connect, a rustls alert, our own upload limit) a few layers deep.
+pub fn classify(err: &hyper_util::client::legacy::Error) -> ProxyError {
+    let causes = causes(err);
+    if let Some(limit) = causes.iter().find_map(|e| e.downcast_ref::<BodyTooLarge>()) {
+        return ProxyError::RequestBodyTooLarge { limit: limit.limit };
+    }
+    if causes
+        .iter()
+        .any(|e| e.downcast_ref::<rustls::Error>().is_some())
+    {
+        return ProxyError::UpstreamTls(describe(err));
+    }
+    if err.is_connect() {
+        let timed_out = causes.iter().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        });
+        tracing::debug!("upstream connect failed: {err:?}");
+        return if timed_out {
+            ProxyError::UpstreamConnectTimeout
+        } else {
+            ProxyError::UpstreamUnreachable(describe(err))
+        };
+    }
+    // The agent's own upload broke off (it disconnected or reset the stream).
+    let hyper_errors = || {
+        causes
+            .iter()
+            .filter_map(|e| e.downcast_ref::<hyper::Error>())
+    };
+    if hyper_errors().any(|h| h.is_user()) && hyper_errors().any(|h| h.is_incomplete_message()) {
+        return ProxyError::RequestBodyIncomplete(describe(err));
+    }
+    ProxyError::UpstreamProtocol(describe(err))
+}
+
+/// Every error in the chain, including the one `source()` walks past: an `io::Error`'s `source()` is
+/// its inner error's source, skipping the inner error itself (where rustls puts its alerts).
+fn causes<'a>(err: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
+    let mut out = Vec::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        out.push(e);
+        if let Some(inner) = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            out.extend(causes(inner));
+        }
+        next = e.source();
+    }
+    out
+}
+
+/// The whole chain on one line, for operators' logs.
+fn describe(err: &dyn StdError) -> String {
+    let mut text = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cur = e.source();
+    }
+    text
+}

@@ -1,0 +1,171 @@
+//! The commands a platform team types: `check`, `certs dev`, and the README's `demo`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+fn vendorgate(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+#[test]
+fn check_points_at_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"a.pem\"\ntls_key = \"b.pem\"\nidle_timeout = \"5 minutes\"\n\n[upstream]\nurl = \"https://acme.zendesk.com\"\n",
+    )
+    .unwrap();
+    let out = vendorgate(&["check", "--config", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("{}:5:16:", path.display())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("unknown unit \"minutes\""), "{stderr}");
+
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"127.0.0.1:8443\"\ntls_crt = \"a.pem\"\n",
+    )
+    .unwrap();
+    let out = vendorgate(&["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(":3:1:") && stderr.contains("unknown field `tls_crt`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn certs_dev_then_check_a_config_that_uses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let out = vendorgate(&["certs", "dev", "--out", certs.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let path = dir.path().join("vendorgate.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"certs/server.pem\"\ntls_key = \"certs/server-key.pem\"\n\n[upstream]\nurl = \"https://acme.zendesk.com\"\n",
+    )
+    .unwrap();
+    let out = vendorgate(&["check", "--config", path.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(": OK"), "{stdout}");
+    assert!(
+        stdout.contains("upstream   https://acme.zendesk.com"),
+        "{stdout}"
+    );
+
+    // The key of the CA given as the server key: named, not a generic failure.
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("server-key.pem", "ca-key.pem");
+    std::fs::write(&path, text).unwrap();
+    let out = vendorgate(&["check", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("ca-key.pem") && stderr.contains("does not belong"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo_path("examples/vendorgate.toml")).unwrap();
+    let certs = dir.path().join("certs");
+    assert!(
+        vendorgate(&["certs", "dev", "--out", certs.to_str().unwrap()])
+            .status
+            .success()
+    );
+    let path = dir.path().join("vendorgate.toml");
+    std::fs::write(&path, example).unwrap();
+    let out = vendorgate(&["check", "--config", path.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn the_demo_serves_tickets_through_the_proxy() {
+    let mut child = Command::new(BIN)
+        .args(["demo", "--port", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut proxy = None;
+    let mut ca = None;
+    while ca.is_none() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("demo printed no guide");
+        if let Some(addr) = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("proxy="))
+        {
+            proxy = Some(addr.parse::<std::net::SocketAddr>().unwrap());
+        }
+        if let Some(path) = line
+            .split_whitespace()
+            .skip_while(|w| *w != "--cacert")
+            .nth(1)
+        {
+            ca = Some(path.to_string());
+        }
+    }
+    let (proxy, ca) = (proxy.unwrap(), ca.unwrap());
+
+    let mut tls = vendorgate_certs::client_config(
+        Some(std::path::Path::new(&ca)),
+        vendorgate_certs::Alpn::Http11,
+    )
+    .unwrap();
+    tls.alpn_protocols.clear();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: TestClient =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(https);
+    let url = format!("https://localhost:{}/api/v2/tickets/1.json", proxy.port());
+    let (parts, body) = send_json(&client, get(&url)).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body["ticket"]["id"], 1);
+
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}

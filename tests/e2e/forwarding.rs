@@ -1,0 +1,278 @@
+//! What an agent and the upstream see of a proxied exchange.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Version};
+use http_body_util::BodyExt;
+use vendorgate_certs::Alpn;
+use vendorgate_mock::{MockBody, MockOptions};
+
+use crate::support::*;
+
+fn header_list<'a>(echo: &'a serde_json::Value, name: &str) -> Vec<&'a str> {
+    echo["headers"][name]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn http1_request_reaches_the_upstream_rewritten_and_traceable() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+
+    let mut req = get(&proxy.url("/__mock/echo?q=a%20b&page%5Bsize%5D=2"));
+    req.headers_mut()
+        .insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
+    req.headers_mut()
+        .insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+    let (parts, echo) = send_json(&client, req).await;
+
+    assert_eq!(parts.status, 200);
+    assert_eq!(parts.version, Version::HTTP_11);
+    let request_id = parts.headers["x-request-id"].to_str().unwrap();
+    assert_eq!(request_id.len(), 32, "{request_id}");
+    // The query passes through byte for byte, encoded as it came.
+    assert_eq!(echo["query"], "q=a%20b&page%5Bsize%5D=2");
+    assert_eq!(echo["path"], "/__mock/echo");
+    // Authority rewritten to the upstream's; forwarding headers are the proxy's, not the client's.
+    let up = format!("127.0.0.1:{}", upstream.addr().port());
+    let host = header_list(&echo, "host");
+    let authority_ok = host == [up.as_str()] || (host.is_empty() && echo["version"] == "HTTP/2.0");
+    assert!(authority_ok, "host seen upstream: {host:?}");
+    assert_eq!(header_list(&echo, "x-forwarded-for"), ["127.0.0.1"]);
+    assert_eq!(header_list(&echo, "x-forwarded-proto"), ["https"]);
+    assert_eq!(
+        header_list(&echo, "x-forwarded-host"),
+        [format!("127.0.0.1:{}", proxy.addr.port())]
+    );
+    assert_eq!(header_list(&echo, "x-request-id"), [request_id]);
+    // The upstream's own request id is kept under another name rather than lost or confused.
+    assert!(parts.headers["x-upstream-request-id"]
+        .to_str()
+        .unwrap()
+        .starts_with("zd-"));
+}
+
+#[tokio::test]
+async fn http2_end_to_end_and_http2_to_http1_translation() {
+    let pki = Pki::new();
+    let h2_upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let h1_upstream = mock(&pki, Alpn::Http11).await;
+    let client = client(&pki, Http::Two);
+
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&h2_upstream));
+    let (parts, echo) = send_json(&client, get(&proxy.url("/__mock/echo"))).await;
+    assert_eq!(parts.version, Version::HTTP_2);
+    assert_eq!(
+        echo["version"], "HTTP/2.0",
+        "the upstream offered h2, so the pool should use it"
+    );
+
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&h1_upstream));
+    let (parts, echo) = send_json(&client, get(&proxy.url("/__mock/echo"))).await;
+    assert_eq!(parts.version, Version::HTTP_2);
+    assert_eq!(echo["version"], "HTTP/1.1");
+    assert_eq!(
+        header_list(&echo, "host"),
+        [format!("127.0.0.1:{}", h1_upstream.addr().port())]
+    );
+
+    // Turning HTTP/2 off upstream is honoured even when the upstream offers it.
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&h2_upstream).upstream("http2 = false"),
+    );
+    let (_, echo) = send_json(&client, get(&proxy.url("/__mock/echo"))).await;
+    assert_eq!(echo["version"], "HTTP/1.1");
+}
+
+#[tokio::test]
+async fn a_well_formed_client_request_id_is_kept() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+    let mut req = get(&proxy.url("/__mock/echo"));
+    req.headers_mut()
+        .insert("x-request-id", HeaderValue::from_static("agent-trace-42"));
+    let (parts, echo) = send_json(&client, req).await;
+    assert_eq!(parts.headers["x-request-id"], "agent-trace-42");
+    assert_eq!(header_list(&echo, "x-request-id"), ["agent-trace-42"]);
+}
+
+#[tokio::test]
+async fn zendesk_api_through_the_proxy_including_a_full_incremental_export() {
+    let pki = Pki::new();
+    let options = MockOptions {
+        export_total: 250,
+        ..MockOptions::default()
+    };
+    let upstream = mock_with(&pki, Alpn::H2AndHttp11, options).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::Two);
+
+    let (parts, body) = send_json(&client, get(&proxy.url("/api/v2/tickets/7.json"))).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body["ticket"]["id"], 7);
+    assert_eq!(
+        parts.headers[header::CONTENT_TYPE],
+        "application/json; charset=utf-8"
+    );
+
+    let (parts, body) = send_json(&client, get(&proxy.url("/api/v2/tickets/999999.json"))).await;
+    assert_eq!(parts.status, 404);
+    assert_eq!(body["error"], "RecordNotFound");
+
+    let update = http::Request::put(proxy.url("/api/v2/tickets/7.json"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(
+            r#"{"ticket":{"status":"pending","comment":{"body":"On it","public":false}}}"#,
+        ))
+        .unwrap();
+    let (parts, body) = send_json(&client, update).await;
+    assert_eq!(parts.status, 200);
+    assert_eq!(body["ticket"]["status"], "pending");
+    assert_eq!(body["audit"]["events"][0]["body"], "On it");
+
+    // Walk the export by cursor, through the proxy, to its end.
+    let mut url = proxy.url("/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=100");
+    let mut seen = 0;
+    let mut pages = 0;
+    loop {
+        let (parts, page) = send_json(&client, get(&url)).await;
+        assert_eq!(parts.status, 200);
+        seen += page["tickets"].as_array().unwrap().len();
+        pages += 1;
+        if page["end_of_stream"] == true {
+            break;
+        }
+        let cursor = page["after_cursor"].as_str().unwrap();
+        url = proxy.url(&format!(
+            "/api/v2/incremental/tickets/cursor.json?cursor={cursor}&per_page=100"
+        ));
+    }
+    assert_eq!((seen, pages), (250, 3));
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_removed_in_both_directions() {
+    let pki = Pki::new();
+    // An HTTP/1.1 upstream: HTTP/2 would drop connection headers on its own and prove nothing.
+    let upstream = mock(&pki, Alpn::Http11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+
+    let mut req = get(&proxy.url("/__mock/echo?hop=1"));
+    let h = req.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("x-client-hop"));
+    h.insert("x-client-hop", HeaderValue::from_static("should-not-pass"));
+    h.insert("keep-alive", HeaderValue::from_static("timeout=99"));
+    h.insert(
+        header::PROXY_AUTHORIZATION,
+        HeaderValue::from_static("Basic cHJveHk6c2VjcmV0"),
+    );
+    h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert("x-end-to-end", HeaderValue::from_static("kept"));
+    let (parts, echo) = send_json(&client, req).await;
+
+    for gone in [
+        "x-client-hop",
+        "keep-alive",
+        "proxy-authorization",
+        "proxy-connection",
+        "upgrade",
+    ] {
+        assert!(
+            header_list(&echo, gone).is_empty(),
+            "{gone} reached the upstream: {echo}"
+        );
+    }
+    assert_eq!(header_list(&echo, "x-end-to-end"), ["kept"]);
+    assert!(
+        header_list(&echo, "connection")
+            .iter()
+            .all(|v| !v.contains("x-client-hop")),
+        "{echo}"
+    );
+
+    for gone in ["x-mock-hop", "keep-alive", "proxy-authenticate"] {
+        assert!(
+            !parts.headers.contains_key(gone),
+            "{gone} reached the client: {:?}",
+            parts.headers
+        );
+    }
+    assert_eq!(parts.headers["x-mock-end-to-end"], "kept");
+}
+
+/// A 64 KiB pattern whose byte sum is easy to know, for checking uploads arrive whole.
+fn pattern() -> Bytes {
+    Bytes::from((0..64 * 1024).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+#[tokio::test]
+async fn a_large_upload_streams_through_whole() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("max_request_body = \"100MiB\""),
+    );
+    let chunk = pattern();
+    let chunk_sum: u64 = chunk.iter().map(|b| u64::from(*b)).sum();
+    let total: u64 = 64 * 1024 * 1024;
+
+    for version in [Http::One, Http::Two] {
+        let client = client(&pki, version);
+        // Unsized: HTTP/1.1 sends it chunked, so nothing can have been sized or buffered up front.
+        let req = http::Request::post(proxy.url("/__mock/echo"))
+            .body(MockBody::repeat(chunk.clone(), total, false).boxed())
+            .unwrap();
+        let (parts, echo) = send_json(&client, req).await;
+        assert_eq!(parts.status, 200, "{version:?}");
+        assert_eq!(echo["body_bytes"], total, "{version:?}");
+        assert_eq!(
+            echo["body_sum"],
+            chunk_sum * (total / chunk.len() as u64),
+            "{version:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_1_gib_download_streams_with_flat_proxy_memory() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+
+    // Warm up (TLS, pools, allocator) so the baseline is the steady state.
+    let (parts, _) = send(&client, get(&proxy.url("/__mock/stream?bytes=1048576"))).await;
+    assert_eq!(parts.status, 200);
+    let baseline = proxy.peak_rss_kib();
+
+    let total: u64 = 1 << 30;
+    let resp = client
+        .request(get(&proxy.url(&format!("/__mock/stream?bytes={total}"))))
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()[header::CONTENT_LENGTH], total.to_string());
+    let mut body = resp.into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len() as u64;
+        }
+    }
+    assert_eq!(received, total);
+    let peak = proxy.peak_rss_kib();
+    println!("proxy peak RSS: {baseline} KiB before, {peak} KiB after a 1 GiB download");
+    // Flat: the download adds at most a few MiB of buffers, nowhere near the body's size.
+    assert!(
+        peak < baseline + 16 * 1024,
+        "RSS grew from {baseline} KiB to {peak} KiB"
+    );
+}

@@ -1,0 +1,260 @@
+//! Connections over time: slow and silent clients, idle keep-alives, and draining on SIGTERM.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vendorgate_certs::Alpn;
+
+use crate::support::*;
+
+/// Reads until the peer closes (or errors); returns what was read and when it closed.
+async fn read_until_closed<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Option<(Vec<u8>, Instant)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut chunk)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some((buf, Instant::now())),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slowloris_client_is_dropped_after_the_header_timeout() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("header_read_timeout = \"1s\""),
+    );
+
+    let mut tls = raw_tls(&pki, proxy.addr).await;
+    let start = Instant::now();
+    // Trickle a request one byte at a time; it would take ~20 s to finish.
+    let request = b"GET /api/v2/tickets/1 HTTP/1.1\r\nHost: localhost\r\nX-Slow: 1\r\n\r\n";
+    let mut closed = false;
+    for byte in request.iter() {
+        if tls.write_all(&[*byte]).await.is_err() || tls.flush().await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if start.elapsed() > Duration::from_secs(5) {
+            break;
+        }
+    }
+    if !closed {
+        let result = read_until_closed(&mut tls, Duration::from_secs(3)).await;
+        assert!(
+            result.is_some(),
+            "connection still open after {:?}",
+            start.elapsed()
+        );
+    }
+    let elapsed = start.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "dropped too early: {elapsed:?}"
+    );
+    assert!(
+        elapsed < Duration::from_secs(5),
+        "dropped too late: {elapsed:?}"
+    );
+    assert_eq!(upstream.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_tls_is_dropped() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("tls_handshake_timeout = \"1s\""),
+    );
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let start = Instant::now();
+    let closed = read_until_closed(&mut tcp, Duration::from_secs(4)).await;
+    let (_, at) = closed.expect("silent connection was never closed");
+    assert!(
+        at - start >= Duration::from_millis(900),
+        "closed after {:?}",
+        at - start
+    );
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("idle_timeout = \"1s\""),
+    );
+    let mut tls = raw_tls(&pki, proxy.addr).await;
+    tls.write_all(b"GET /api/v2/tickets/1.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let (buf, at) = read_until_closed(&mut tls, Duration::from_secs(5))
+        .await
+        .expect("idle connection was never closed");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let idle_for = at - start;
+    assert!(
+        idle_for >= Duration::from_millis(900),
+        "closed after only {idle_for:?}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_then_exits() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("shutdown_grace = \"10s\""),
+    );
+    let client = client(&pki, Http::One);
+    let admin = format!("http://{}/readyz", proxy.admin);
+
+    let url = proxy.url("/__mock/slow?ms=1500");
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { send_json(&client, get(&url)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    proxy.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // While draining: not ready, and no new connections.
+    let ready = admin_get(&admin).await;
+    assert!(
+        ready.contains("503") && ready.contains("draining"),
+        "{ready}"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "still accepting"
+    );
+
+    let (parts, body) = in_flight.await.unwrap();
+    assert_eq!(parts.status, 200, "{body}");
+    assert_eq!(body["slept_ms"], 1500);
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("proxy did not exit");
+    assert!(status.success(), "{status:?}\n{}", proxy.log());
+}
+
+#[tokio::test]
+async fn sigterm_grace_period_bounds_the_drain() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("shutdown_grace = \"500ms\""),
+    );
+    let client = client(&pki, Http::One);
+    let url = proxy.url("/__mock/slow?ms=20000");
+    let in_flight = tokio::spawn(async move { client.request(get(&url)).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    proxy.signal("TERM");
+    let status = proxy
+        .wait_exit(Duration::from_secs(5))
+        .expect("proxy did not exit");
+    assert!(status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the cut request cannot have completed"
+    );
+    assert!(
+        proxy.log().contains("shutdown grace period over"),
+        "{}",
+        proxy.log()
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let health = admin_get(&format!("http://{}/healthz", proxy.admin)).await;
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains(r#"{"status":"ok"}"#),
+        "{health}"
+    );
+    let ready = admin_get(&format!("http://{}/readyz", proxy.admin)).await;
+    assert!(
+        ready.starts_with("HTTP/1.1 200") && ready.contains(r#"{"status":"ready"}"#),
+        "{ready}"
+    );
+    let missing = admin_get(&format!("http://{}/nope", proxy.admin)).await;
+    assert!(missing.starts_with("HTTP/1.1 404"), "{missing}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_certificate_and_a_bad_one_is_refused() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let fingerprint = || async {
+        let tls = raw_tls(&pki, proxy.addr).await;
+        tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+    };
+    let original = fingerprint().await;
+
+    // A broken file: the old certificate keeps serving.
+    std::fs::write(&pki.files.server_cert, "garbage").unwrap();
+    proxy.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(fingerprint().await, original);
+    assert!(proxy.log().contains("reload failed"), "{}", proxy.log());
+
+    // A new certificate from the same CA: picked up without a restart.
+    let fresh =
+        vendorgate_certs::dev::DevPki::generate(vendorgate_certs::dev::LOCAL_NAMES).unwrap();
+    let (cert, key) = (fresh_leaf(&pki, &fresh), fresh.server_key_pem.clone());
+    std::fs::write(&pki.files.server_key, key).unwrap();
+    std::fs::write(&pki.files.server_cert, cert).unwrap();
+    proxy.signal("HUP");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The new pair is signed by a different CA, so a client trusting the old CA refuses it: that
+    // refusal is the proof that the new certificate is what the proxy now presents.
+    let connector =
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(pki.client_tls(Alpn::Http11)));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    assert!(connector.connect(name, tcp).await.is_err());
+}
+
+fn fresh_leaf(_pki: &Pki, fresh: &vendorgate_certs::dev::DevPki) -> String {
+    fresh.server_cert_pem.clone()
+}
+
+/// A minimal HTTP/1.1 GET over plain TCP to the admin listener; returns the raw response.
+async fn admin_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (addr, path) = rest.split_once('/').unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out
+}

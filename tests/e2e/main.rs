@@ -1,0 +1,9 @@
+//! End-to-end tests over real sockets: a client → the real `vendorgate` binary (TLS) → the mock
+//! Zendesk (TLS), everything on loopback with ephemeral ports and temporary directories.
+
+mod support;
+
+mod cli;
+mod errors;
+mod forwarding;
+mod lifecycle;

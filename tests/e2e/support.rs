@@ -1,0 +1,318 @@
+//! Shared test fixtures: dev PKI, the mock upstream, the proxy as a child process, clients.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use tempfile::TempDir;
+use vendorgate_certs::dev::{DevPki, DevPkiFiles, LOCAL_NAMES};
+use vendorgate_certs::{client_config, server_config, Alpn, ReloadableCert};
+use vendorgate_mock::{MockOptions, MockUpstream};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vendorgate");
+
+/// A dev CA and server certificate in a temporary directory.
+pub struct Pki {
+    pub dir: TempDir,
+    pub files: DevPkiFiles,
+}
+
+impl Pki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let files = DevPki::generate(LOCAL_NAMES)
+            .unwrap()
+            .write_to(&dir.path().join("certs"))
+            .unwrap();
+        Pki { dir, files }
+    }
+
+    pub fn server_tls(&self, alpn: Alpn) -> Arc<rustls::ServerConfig> {
+        let cert = ReloadableCert::load(&self.files.server_cert, &self.files.server_key).unwrap();
+        Arc::new(server_config(Arc::new(cert), alpn).unwrap())
+    }
+
+    pub fn client_tls(&self, alpn: Alpn) -> rustls::ClientConfig {
+        client_config(Some(&self.files.ca_cert), alpn).unwrap()
+    }
+}
+
+pub async fn mock(pki: &Pki, alpn: Alpn) -> MockUpstream {
+    mock_with(pki, alpn, MockOptions::default()).await
+}
+
+pub async fn mock_with(pki: &Pki, alpn: Alpn, options: MockOptions) -> MockUpstream {
+    MockUpstream::start(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        Some(pki.server_tls(alpn)),
+        options,
+    )
+    .await
+    .unwrap()
+}
+
+/// What goes into the proxy's config besides the certificates.
+pub struct ProxyConfig {
+    pub upstream_url: String,
+    /// Extra `key = value` lines for `[server]`.
+    pub server: String,
+    /// Extra `key = value` lines for `[upstream]`.
+    pub upstream: String,
+    /// Trust the dev CA for the upstream (off: the built-in web PKI roots).
+    pub trust_dev_ca: bool,
+}
+
+impl ProxyConfig {
+    pub fn to(upstream: &MockUpstream) -> Self {
+        Self::to_url(format!("https://127.0.0.1:{}", upstream.addr().port()))
+    }
+
+    pub fn to_url(url: String) -> Self {
+        ProxyConfig {
+            upstream_url: url,
+            server: String::new(),
+            upstream: String::new(),
+            trust_dev_ca: true,
+        }
+    }
+
+    pub fn server(mut self, lines: &str) -> Self {
+        self.server.push_str(lines);
+        self.server.push('\n');
+        self
+    }
+
+    pub fn upstream(mut self, lines: &str) -> Self {
+        self.upstream.push_str(lines);
+        self.upstream.push('\n');
+        self
+    }
+
+    pub fn render(&self, pki: &Pki) -> String {
+        let ca = if self.trust_dev_ca {
+            format!("ca_bundle = {:?}\n", pki.files.ca_cert)
+        } else {
+            String::new()
+        };
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n{}\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [upstream]\nurl = {:?}\n{ca}{}\n\
+             [log]\nlevel = \"debug\"\n",
+            pki.files.server_cert,
+            pki.files.server_key,
+            self.server,
+            self.upstream_url,
+            self.upstream
+        )
+    }
+}
+
+/// The real binary, started with `vendorgate run`, killed when dropped.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Proxy {
+    pub fn start(pki: &Pki, config: ProxyConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("vendorgate.toml");
+        std::fs::write(&config_path, config.render(pki)).unwrap();
+        let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let line = first_line(&mut child, Duration::from_secs(20));
+        let Some(line) = line else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.path().join("proxy.log")).unwrap_or_default();
+            panic!("proxy did not announce its addresses; log:\n{log}");
+        };
+        let addr = field(&line, "proxy=");
+        let admin = field(&line, "admin=");
+        Proxy {
+            child,
+            addr,
+            admin,
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the proxy process so far, in KiB (Linux `VmHWM`).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the child's first stdout line, giving up after `limit`.
+pub fn first_line(child: &mut Child, limit: Duration) -> Option<String> {
+    let stdout = child.stdout.take()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(stdout);
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_ok() {
+            let _ = tx.send(line);
+        }
+        // Keep draining so the child never blocks on a full pipe.
+        let mut sink = String::new();
+        while reader.read_line(&mut sink).map(|n| n > 0).unwrap_or(false) {
+            sink.clear();
+        }
+    });
+    rx.recv_timeout(limit).ok()
+}
+
+fn field(line: &str, key: &str) -> SocketAddr {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key))
+        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+        .parse()
+        .unwrap()
+}
+
+pub type TestBody = BoxBody<Bytes, Infallible>;
+pub type TestClient = Client<HttpsConnector<HttpConnector>, TestBody>;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Http {
+    One,
+    Two,
+}
+
+/// A real HTTPS client trusting the dev CA, speaking only the given version.
+pub fn client(pki: &Pki, version: Http) -> TestClient {
+    let mut tls = pki.client_tls(Alpn::Http11);
+    tls.alpn_protocols.clear();
+    let builder = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only();
+    match version {
+        Http::One => Client::builder(TokioExecutor::new()).build(builder.enable_http1().build()),
+        Http::Two => Client::builder(TokioExecutor::new())
+            .http2_only(true)
+            .build(builder.enable_http2().build()),
+    }
+}
+
+pub fn empty() -> TestBody {
+    Empty::new().boxed()
+}
+
+pub fn full(bytes: impl Into<Bytes>) -> TestBody {
+    Full::new(bytes.into()).boxed()
+}
+
+pub fn get(url: &str) -> http::Request<TestBody> {
+    http::Request::get(url).body(empty()).unwrap()
+}
+
+/// Sends a request and reads the whole (small) response body.
+pub async fn send(
+    client: &TestClient,
+    req: http::Request<TestBody>,
+) -> (http::response::Parts, Bytes) {
+    let resp = client.request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts, bytes)
+}
+
+pub async fn send_json(
+    client: &TestClient,
+    req: http::Request<TestBody>,
+) -> (http::response::Parts, serde_json::Value) {
+    let (parts, bytes) = send(client, req).await;
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (parts, json)
+}
+
+/// A raw TLS connection to the proxy, for tests that misbehave on purpose.
+pub async fn raw_tls(
+    pki: &Pki,
+    addr: SocketAddr,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(pki.client_tls(Alpn::Http11)));
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.unwrap()
+}
+
+/// A free loopback port with nothing listening on it (bound, then released).
+pub fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(rel)
+}

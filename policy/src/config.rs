@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use ipnetwork::IpNetwork;
 use serde::de::{self, Deserializer};
 use serde::Deserialize;
 use toml::Spanned;
@@ -66,6 +67,158 @@ pub struct Config {
     pub upstream: Upstream,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub network: Network,
+    pub identity: Identity,
+    /// The subcontracting companies. At least one.
+    pub vendors: Vec<Vendor>,
+    /// Method + path → class or deny. Unmatched requests are refused.
+    pub routes: Vec<Route>,
+    #[serde(default)]
+    pub routing: Routing,
+    /// The compiled form of `network`, `identity`, `vendors` and `routes`, filled by
+    /// [`Config::from_toml`]: holding a `Config` means holding a valid policy.
+    #[serde(skip)]
+    pub policy: crate::Policy,
+}
+
+/// Where client addresses come from.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Network {
+    /// Peers whose `X-Forwarded-For` is believed (load balancers in front of the proxy). The client
+    /// is the rightmost address in the chain that is not itself a trusted proxy.
+    #[serde(default)]
+    pub trusted_proxies: Vec<Spanned<IpNetwork>>,
+}
+
+/// The identity provider and what a token must prove.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    pub issuer: Spanned<String>,
+    pub audiences: Spanned<Vec<String>>,
+    /// Signature algorithms accepted. HMAC (`HS*`) is refused at load time: a shared secret cannot
+    /// come from an IdP's public key set, and allowing it invites key-confusion attacks.
+    #[serde(default = "defaults::algorithms")]
+    pub algorithms: Vec<Spanned<String>>,
+    /// Exactly one of `jwks_file`, `jwks_url`, `discovery_url`.
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    #[serde(default)]
+    pub jwks_url: Option<Spanned<String>>,
+    /// An OIDC issuer URL; `/.well-known/openid-configuration` is appended to find `jwks_uri`.
+    #[serde(default)]
+    pub discovery_url: Option<Spanned<String>>,
+    /// CAs to trust for the IdP's HTTPS endpoints instead of the web PKI roots.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "defaults::leeway")]
+    pub leeway: HumanDuration,
+    #[serde(default = "defaults::account_claim")]
+    pub account_claim: String,
+    /// The claim naming the vendor; its value is matched against each vendor's `claim_values`.
+    #[serde(default = "defaults::vendor_claim")]
+    pub vendor_claim: String,
+    /// `amr` must contain one of these…
+    #[serde(default = "defaults::amr_any")]
+    pub amr_any: Vec<String>,
+    /// …or `acr` must be one of these.
+    #[serde(default)]
+    pub acr_any: Vec<String>,
+    /// `auth_time` (the sign-in itself) may be at most this old. Tokens without it are refused.
+    #[serde(default)]
+    pub max_auth_age: Option<HumanDuration>,
+    /// How often the key set is fetched again from a URL.
+    #[serde(default = "defaults::jwks_refresh")]
+    pub jwks_refresh: HumanDuration,
+    /// A token with an unknown `kid` triggers a fetch at most this often.
+    #[serde(default = "defaults::jwks_min_refetch")]
+    pub jwks_min_refetch: HumanDuration,
+    /// Verified tokens remembered (until their `exp`) so hot sessions skip signature checks.
+    #[serde(default = "defaults::token_cache_entries")]
+    pub token_cache_entries: usize,
+    /// Tokens longer than this are refused unread.
+    #[serde(default = "defaults::max_token_size")]
+    pub max_token_size: ByteSize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vendor {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Values of `identity.vendor_claim` that mean this vendor (default: the vendor's id).
+    #[serde(default)]
+    pub claim_values: Vec<Spanned<String>>,
+    /// Networks the vendor's agents connect from.
+    pub ip_allow: Spanned<Vec<Spanned<IpNetwork>>>,
+    /// Route classes the vendor may use.
+    pub classes: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Methods (`"GET"`, …) or `"*"` for any. Default: any.
+    #[serde(default)]
+    pub methods: Vec<Spanned<String>>,
+    /// `/literal/{param}/**`.
+    pub path: Spanned<String>,
+    /// The class this route belongs to (`read`, `write`, `export`, `admin` or your own)…
+    #[serde(default)]
+    pub class: Option<Spanned<String>>,
+    /// …or an explicit refusal.
+    #[serde(default)]
+    pub deny: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Routing {
+    /// A suffix the upstream treats as optional (Zendesk: `.json`), ignored on the last segment when
+    /// matching so one rule covers both spellings.
+    #[serde(default = "defaults::optional_suffix")]
+    pub optional_suffix: Option<String>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            optional_suffix: defaults::optional_suffix(),
+        }
+    }
+}
+
+/// The credential the proxy presents upstream in place of the agent's token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Credential {
+    /// Zendesk API token: `Basic base64("{email}/token:{token}")`. The email is pinned here: a
+    /// Zendesk API token works with any user's email, so the client must never choose it.
+    ZendeskApiToken {
+        email: String,
+        #[serde(flatten)]
+        secret: SecretSource,
+    },
+    /// `Authorization: Bearer {token}` (an OAuth access token).
+    Bearer {
+        #[serde(flatten)]
+        secret: SecretSource,
+    },
+}
+
+/// Where a secret comes from; never the config file itself.
+#[derive(Debug, Clone, Deserialize)]
+pub struct SecretSource {
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// The vendor-facing TLS listener and the limits that protect it.
@@ -134,6 +287,12 @@ pub struct Upstream {
     /// Offer HTTP/2 to the upstream over ALPN; HTTP/1.1 is used when it declines.
     #[serde(default = "defaults::yes")]
     pub http2: bool,
+    #[serde(default)]
+    pub credential: Option<Credential>,
+    /// Header carrying `vendor/account` upstream, so the SaaS side can tell who acted. Any copy sent
+    /// by the client is removed first.
+    #[serde(default = "defaults::identity_header")]
+    pub identity_header: Option<String>,
 }
 
 /// Operational logging (not the decision trail).
@@ -314,6 +473,42 @@ mod defaults {
     pub fn log_level() -> LogLevel {
         LogLevel::Info
     }
+    pub fn algorithms() -> Vec<Spanned<String>> {
+        ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
+            .iter()
+            .map(|a| Spanned::new(0..0, a.to_string()))
+            .collect()
+    }
+    pub fn leeway() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+    pub fn account_claim() -> String {
+        "sub".into()
+    }
+    pub fn vendor_claim() -> String {
+        "vendor".into()
+    }
+    pub fn amr_any() -> Vec<String> {
+        vec!["mfa".into(), "hwk".into(), "otp".into()]
+    }
+    pub fn jwks_refresh() -> HumanDuration {
+        HumanDuration::from_secs(900)
+    }
+    pub fn jwks_min_refetch() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
+    pub fn token_cache_entries() -> usize {
+        100_000
+    }
+    pub fn max_token_size() -> ByteSize {
+        ByteSize::kib(8)
+    }
+    pub fn optional_suffix() -> Option<String> {
+        Some(".json".into())
+    }
+    pub fn identity_header() -> Option<String> {
+        Some("X-Vendorgate-Agent".into())
+    }
 }
 
 /// hyper refuses read buffers smaller than this, so a smaller header limit could not be enforced.
@@ -322,9 +517,11 @@ pub const MIN_HEADER_SIZE: u64 = 8192;
 impl Config {
     /// Parses and checks a configuration file's text. `file` is only used to label errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text)
+        let mut config: Config = toml::from_str(text)
             .map_err(|e| ConfigError::at(file, text, e.span(), e.message().trim_end()))?;
         config.check(text, file)?;
+        config.policy = crate::Policy::compile(&config)
+            .map_err(|(span, message)| ConfigError::at(file, text, span, message))?;
         Ok(config)
     }
 
@@ -405,8 +602,23 @@ impl Config {
         };
         fix(&mut self.server.tls_cert);
         fix(&mut self.server.tls_key);
-        if let Some(ca) = self.upstream.ca_bundle.as_mut() {
-            fix(ca);
+        for path in [
+            self.upstream.ca_bundle.as_mut(),
+            self.identity.jwks_file.as_mut(),
+            self.identity.ca_bundle.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            fix(path);
+        }
+        match &mut self.upstream.credential {
+            Some(Credential::ZendeskApiToken { secret, .. } | Credential::Bearer { secret }) => {
+                if let Some(p) = secret.token_file.as_mut() {
+                    fix(p);
+                }
+            }
+            None => {}
         }
     }
 }
@@ -453,6 +665,20 @@ max_request_body = "10MiB"
 
 [upstream]
 url = "https://acme.zendesk.com"
+
+[identity]
+issuer = "https://idp.test"
+audiences = ["vendorgate"]
+jwks_file = "jwks.json"
+
+[[vendors]]
+id = "acme"
+ip_allow = ["127.0.0.2/32"]
+classes = ["read"]
+
+[[routes]]
+path = "/api/v2/tickets/{id}"
+class = "read"
 "#;
 
     #[test]
@@ -542,6 +768,8 @@ url = "https://acme.zendesk.com"
     fn missing_section_is_reported() {
         let e = error_of("[server]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"a\"\ntls_key = \"b\"\n");
         assert!(e.message.contains("missing field `upstream`"), "{e}");
+        let e = error_of(&GOOD.replace("[identity]", "[identity_]"));
+        assert!(e.message.contains("identity"), "{e}");
     }
 
     #[test]
@@ -554,7 +782,7 @@ url = "https://acme.zendesk.com"
 
         let text = format!("{GOOD}\n[admin]\nlisten = \"127.0.0.1:8443\"\n");
         let e = error_of(&text);
-        assert_eq!((e.line, e.column), (13, 10), "{e}");
+        assert_eq!((e.line, e.column), (27, 10), "{e}");
         assert!(e.message.contains("same address"));
 
         let e = error_of(&GOOD.replace(

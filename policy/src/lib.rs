@@ -7,7 +7,20 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decision;
+pub mod ipset;
+pub mod path;
+pub mod policy;
+pub mod routes;
+pub mod token;
 pub mod units;
 
 pub use config::{Config, ConfigError};
+pub use decision::{Allow, Challenge, Denial, Reason};
+pub use ipset::IpSet;
+pub use policy::{Admission, Policy, RouteAction};
+pub use token::{bearer, JwksError, KeySet, VerifiedToken, VerifyError};
 pub use units::{ByteSize, HumanDuration};
+
+#[cfg(test)]
+mod tests;

@@ -1,20 +1,92 @@
 //! Everything the request path needs, built once from a validated config and shared by all
-//! connections.
+//! connections. The policy part ([`Active`]) is swapped whole on reload, so a request sees either the
+//! old policy or the new one, never a mix.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio_rustls::TlsAcceptor;
 use vendorgate_certs::{server_config, Alpn, CertError, ReloadableCert};
 use vendorgate_policy::Config;
 
+use crate::credential::{authorization, CredentialError};
+use crate::identity::{KeySource, KeyStore, KeysError, TokenCache};
 use crate::request_id::RequestIds;
 use crate::upstream::Upstream;
 
-pub struct Gateway {
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error(transparent)]
+    Certs(#[from] CertError),
+    #[error(transparent)]
+    Keys(#[from] KeysError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("upstream.identity_header {0:?} is not a valid header name")]
+    IdentityHeader(String),
+}
+
+/// The reloadable part: the policy and what it needs to decide.
+pub struct Active {
     pub config: Config,
+    pub keys: Arc<KeyStore>,
+    /// `Authorization` to send upstream, if a credential is configured.
+    pub credential: Option<HeaderValue>,
+    pub identity_header: Option<HeaderName>,
+}
+
+impl Active {
+    /// Builds from `config`, keeping `previous`'s key store when the key source is unchanged (so a
+    /// policy reload does not forget keys fetched from an IdP that is down right now).
+    pub fn build(config: Config, previous: Option<&Active>) -> Result<Active, BuildError> {
+        let source = KeySource::from_config(&config.identity);
+        let keys = match previous {
+            Some(p)
+                if Some(p.keys.source()) == source.as_ref()
+                    && p.config.identity.ca_bundle == config.identity.ca_bundle
+                    && !matches!(source, Some(KeySource::File(_))) =>
+            {
+                p.keys.clone()
+            }
+            _ => {
+                let store = KeyStore::new(&config.identity)?;
+                store.spawn_refresh();
+                store
+            }
+        };
+        let credential = config
+            .upstream
+            .credential
+            .as_ref()
+            .map(authorization)
+            .transpose()?;
+        let identity_header = config
+            .upstream
+            .identity_header
+            .as_ref()
+            .map(|h| {
+                HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| BuildError::IdentityHeader(h.clone()))
+            })
+            .transpose()?;
+        Ok(Active {
+            config,
+            keys,
+            credential,
+            identity_header,
+        })
+    }
+}
+
+pub struct Gateway {
+    /// The config the listeners were started with (addresses, limits, upstream connection).
+    pub config: Config,
+    pub active: ArcSwap<Active>,
+    pub tokens: TokenCache,
     pub upstream: Upstream,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
@@ -25,7 +97,7 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Result<Self, CertError> {
+    pub fn new(config: Config) -> Result<Self, BuildError> {
         let s = &config.server;
         let cert = Arc::new(ReloadableCert::load(&s.tls_cert, &s.tls_key)?);
         let tls = TlsAcceptor::from(Arc::new(server_config(cert.clone(), Alpn::H2AndHttp11)?));
@@ -46,8 +118,12 @@ impl Gateway {
             .keep_alive_timeout(std::time::Duration::from_secs(20));
 
         let upstream = Upstream::new(&config.upstream)?;
+        let tokens = TokenCache::new(config.identity.token_cache_entries);
+        let active = Active::build(config.clone(), None)?;
         Ok(Gateway {
             config,
+            active: ArcSwap::from_pointee(active),
+            tokens,
             upstream,
             request_ids: RequestIds::new(),
             cert,
@@ -59,5 +135,27 @@ impl Gateway {
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Swaps in a new policy. On error nothing changes. Settings that only take effect at startup
+    /// (listen addresses, limits, upstream connection) are reported, not applied.
+    pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, BuildError> {
+        let current = self.active.load_full();
+        let next = Active::build(config, Some(&current))?;
+        let mut needs_restart = Vec::new();
+        let (old, new) = (&self.config, &next.config);
+        if format!("{:?}", old.server) != format!("{:?}", new.server) {
+            needs_restart.push("server");
+        }
+        if old.admin.listen.get_ref() != new.admin.listen.get_ref() {
+            needs_restart.push("admin");
+        }
+        if old.upstream.url != new.upstream.url || old.upstream.ca_bundle != new.upstream.ca_bundle
+        {
+            needs_restart.push("upstream.url/ca_bundle");
+        }
+        self.active.store(Arc::new(next));
+        self.tokens.clear();
+        Ok(needs_restart)
     }
 }

@@ -58,6 +58,20 @@ pub fn set_forwarded(
     };
 }
 
+/// A header value from arbitrary text (an account name from a token): visible ASCII is kept, anything
+/// else is percent-encoded, so the value is always valid and never splits a header.
+pub fn encoded_value(text: &str) -> HeaderValue {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (0x21..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    HeaderValue::from_str(&out).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -82,6 +96,13 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::ACCEPT));
+    }
+
+    #[test]
+    fn encoded_values_are_always_valid() {
+        assert_eq!(encoded_value("acme/agent-7"), "acme/agent-7");
+        assert_eq!(encoded_value("a b\r\nX-Evil: 1"), "a%20b%0D%0AX-Evil:%201");
+        assert_eq!(encoded_value("zoë"), "zo%C3%AB");
     }
 
     #[test]

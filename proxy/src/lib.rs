@@ -9,9 +9,11 @@
 pub mod admin;
 pub mod body;
 pub mod conn;
+pub mod credential;
 pub mod errors;
 pub mod gateway;
 pub mod headers;
+pub mod identity;
 pub mod pipeline;
 pub mod request_id;
 pub mod server;

@@ -1,28 +1,54 @@
 //! One request's way through the proxy, in named phases:
 //!
-//! 1. **request**: give it an id; refuse what can be refused without the upstream (methods we do not
-//!    proxy, a declared body over the limit). Policy checks join here as they land.
-//! 2. **upstream request**: rewrite for the upstream (authority, hop-by-hop headers out, forwarding
-//!    headers in) and send it, body streamed through the size limit.
-//! 3. **response**: hop-by-hop headers out, the upstream's request id kept under its own name, ours set;
-//!    the body streams back untouched.
+//! 1. **request**: give it an id; refuse what can be refused cheaply and without knowing who asks
+//!    (methods we do not proxy, a declared body over the limit, an ambiguous path, an address that is
+//!    no vendor's).
+//! 2. **identity**: the bearer token, verified (or found in the cache of verified tokens).
+//! 3. **authorization**: what that vendor may do from that address on that route.
+//! 4. **upstream request**: the normalized path that was authorized, the agent's credential swapped
+//!    for the upstream's, the agent's identity in a header, hop-by-hop headers out, forwarding headers
+//!    in; sent with the body streamed through the size limit.
+//! 5. **response**: hop-by-hop headers out, the upstream's request id kept under its own name, ours
+//!    set; the body streams back untouched.
 //!
 //! Every outcome, including every failure, becomes a response here: the service never returns an error
-//! to hyper and never panics on what a client sends.
+//! to hyper and never panics on what a client sends. Refusals never contact the upstream.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use http::{header, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
+use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifiedToken, VerifyError};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::conn::{ConnInfo, InFlight};
-use crate::errors::ProxyError;
-use crate::gateway::Gateway;
-use crate::headers::{set_forwarded, strip_hop_by_hop, X_UPSTREAM_REQUEST_ID};
+use crate::errors::{error_response, ProxyError};
+use crate::gateway::{Active, Gateway};
+use crate::headers::{
+    encoded_value, set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID,
+};
+use crate::identity::cache::token_key;
 use crate::request_id;
 use crate::upstream::classify;
+
+/// Why a request did not get an upstream response.
+enum Refusal {
+    Policy(Denial),
+    Proxy(ProxyError),
+}
+
+impl From<Denial> for Refusal {
+    fn from(d: Denial) -> Self {
+        Refusal::Policy(d)
+    }
+}
+
+impl From<ProxyError> for Refusal {
+    fn from(e: ProxyError) -> Self {
+        Refusal::Proxy(e)
+    }
+}
 
 pub async fn handle(
     gw: Arc<Gateway>,
@@ -35,7 +61,19 @@ pub async fn handle(
     let path = req.uri().path().to_owned();
     let mut resp = match forward(&gw, &conn, &request_id, req).await {
         Ok(resp) => resp,
-        Err(err) => {
+        Err(Refusal::Policy(denial)) => {
+            tracing::info!(
+                request_id = request_id.to_str().unwrap_or(""),
+                client.ip = %conn.peer_ip,
+                http.method = %method,
+                url.path = %path,
+                reason = denial.reason.as_str(),
+                rule = %denial.rule,
+                "denied"
+            );
+            denial_response(&denial, &request_id)
+        }
+        Err(Refusal::Proxy(err)) => {
             tracing::warn!(
                 request_id = request_id.to_str().unwrap_or(""),
                 client.ip = %conn.peer_ip,
@@ -51,15 +89,40 @@ pub async fn handle(
     Ok(resp.map(|body| body.holding(in_flight)))
 }
 
+/// The JSON refusal, with the RFC 6750 / RFC 9470 challenge on a 401. Never echoes the token.
+fn denial_response(denial: &Denial, request_id: &HeaderValue) -> Response<ProxyBody> {
+    let reason = denial.reason;
+    let mut resp = error_response(reason.status(), reason.as_str(), request_id);
+    let challenge = match reason.challenge() {
+        Some(Challenge::Plain) => Some("Bearer realm=\"vendorgate\""),
+        Some(Challenge::InvalidToken) => Some("Bearer realm=\"vendorgate\", error=\"invalid_token\""),
+        Some(Challenge::InsufficientUserAuthentication) => Some(
+            "Bearer realm=\"vendorgate\", error=\"insufficient_user_authentication\", error_description=\"sign in again with multi-factor authentication\"",
+        ),
+        None => None,
+    };
+    if let Some(c) = challenge {
+        resp.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+    }
+    resp
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 async fn forward(
     gw: &Gateway,
     conn: &ConnInfo,
     request_id: &HeaderValue,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, ProxyError> {
+) -> Result<Response<ProxyBody>, Refusal> {
     // Phase 1: request.
     if req.method() == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed(req.method().to_string()));
+        return Err(ProxyError::MethodNotAllowed(req.method().to_string()).into());
     }
     let limit = gw.config.server.max_request_body.0;
     let declared = req
@@ -68,10 +131,33 @@ async fn forward(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
-        return Err(ProxyError::RequestBodyTooLarge { limit });
+        return Err(ProxyError::RequestBodyTooLarge { limit }.into());
     }
+    let active = gw.active.load_full();
+    let policy = &active.config.policy;
+    let forwarded_for = joined(req.headers(), &X_FORWARDED_FOR);
+    let admission = policy.admit(conn.peer_ip, forwarded_for.as_deref(), req.uri().path())?;
 
-    // Phase 2: upstream request.
+    // Phase 2: identity.
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| bearer(v.as_bytes()))
+        .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
+    let now = unix_now();
+    let identity = verify(gw, &active, token, now).await?;
+
+    // Phase 3: authorization.
+    let allow = policy.authorize(&admission, req.method(), &identity, now)?;
+    tracing::debug!(
+        request_id = request_id.to_str().unwrap_or(""),
+        vendor = %policy.vendors[allow.vendor].id,
+        account = %identity.account,
+        route = %policy.routes[allow.route].id,
+        "allowed"
+    );
+
+    // Phase 4: upstream request.
     let (mut parts, body) = req.into_parts();
     let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -81,13 +167,23 @@ async fn forward(
     });
     let uri = gw
         .upstream
-        .uri_for(&parts.uri)
+        .uri_for(&admission.path, parts.uri.query())
         .map_err(|e| ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}")))?;
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
     // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI: the upstream's.
     headers.remove(header::HOST);
-    set_forwarded(&mut headers, conn.peer_ip, original_host);
+    // The agent's token is for us; the upstream gets the proxy's own credential, or none.
+    headers.remove(header::AUTHORIZATION);
+    if let Some(credential) = &active.credential {
+        headers.insert(header::AUTHORIZATION, credential.clone());
+    }
+    if let Some(name) = &active.identity_header {
+        // Whatever the client put there is a claim, not a fact: replace it.
+        let who = format!("{}/{}", policy.vendors[allow.vendor].id, identity.account);
+        headers.insert(name.clone(), encoded_value(&who));
+    }
+    set_forwarded(&mut headers, admission.client_ip, original_host);
     headers.insert(request_id::HEADER, request_id.clone());
 
     let (body, overflow) = RequestBody::new(body, limit);
@@ -109,11 +205,67 @@ async fn forward(
         _ => classify(&e),
     })?;
 
-    // Phase 3: response.
+    // Phase 5: response.
     let (mut parts, body) = upstream_resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     if let Some(theirs) = parts.headers.remove(request_id::HEADER) {
         parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
     }
     Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+}
+
+/// All values of a header joined with ", " (a list split over several lines is one list).
+fn joined(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    Some(values.fold(first.to_string(), |mut acc, v| {
+        acc.push_str(", ");
+        acc.push_str(v);
+        acc
+    }))
+}
+
+/// A verified token: from the cache, or checked against the IdP's keys (fetching them again once
+/// if the token names a key we do not hold: the IdP may have rotated).
+async fn verify(
+    gw: &Gateway,
+    active: &Active,
+    token: &str,
+    now: u64,
+) -> Result<Arc<VerifiedToken>, Denial> {
+    let key = token_key(token);
+    if let Some(hit) = gw.tokens.get(key, now) {
+        return Ok(hit);
+    }
+    let policy = &active.config.policy;
+    let keys = active.keys.current().ok_or_else(|| {
+        Denial::new(
+            Reason::IdentityKeysUnavailable,
+            "no IdP key set has been obtained",
+        )
+    })?;
+    let verified = match policy.verify_token(token, &keys, now) {
+        Ok(v) => v,
+        Err(VerifyError::Denied(d)) => return Err(d),
+        Err(VerifyError::UnknownKey { kid }) => {
+            let unknown = || {
+                Denial::new(
+                    Reason::TokenInvalid,
+                    format!("unknown kid {:?}", kid.as_deref().unwrap_or("")),
+                )
+            };
+            if !active.keys.refetch_for_unknown_key().await {
+                return Err(unknown());
+            }
+            let keys = active.keys.current().ok_or_else(unknown)?;
+            match policy.verify_token(token, &keys, now) {
+                Ok(v) => v,
+                Err(VerifyError::Denied(d)) => return Err(d),
+                Err(VerifyError::UnknownKey { .. }) => return Err(unknown()),
+            }
+        }
+    };
+    let verified = Arc::new(verified);
+    gw.tokens.insert(key, verified.clone(), now);
+    Ok(verified)
 }

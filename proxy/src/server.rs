@@ -15,17 +15,16 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
-use vendorgate_certs::CertError;
 use vendorgate_policy::Config;
 
 use crate::conn::ConnInfo;
-use crate::gateway::Gateway;
+use crate::gateway::{BuildError, Gateway};
 use crate::{admin, pipeline};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
-    Certs(#[from] CertError),
+    Build(#[from] BuildError),
     #[error("cannot listen on {addr} ({what}): {source}")]
     Bind {
         what: &'static str,

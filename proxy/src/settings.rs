@@ -4,6 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use vendorgate_certs::{client_config, load_certified_key, Alpn, CertError};
+use vendorgate_policy::config::Credential;
+use vendorgate_policy::KeySet;
+
+use crate::credential::{authorization, CredentialError};
 use vendorgate_policy::{Config, ConfigError};
 
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +21,10 @@ pub enum LoadError {
     Invalid(#[from] ConfigError),
     #[error(transparent)]
     Certs(#[from] CertError),
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
+    #[error("{path}: {detail}")]
+    Jwks { path: PathBuf, detail: String },
 }
 
 /// Reads and parses `path`; relative paths inside resolve against the file's directory.
@@ -34,6 +42,22 @@ pub fn load_config(path: &Path) -> Result<Config, LoadError> {
 pub fn check_files(config: &Config) -> Result<(), LoadError> {
     load_certified_key(&config.server.tls_cert, &config.server.tls_key)?;
     client_config(config.upstream.ca_bundle.as_deref(), Alpn::Http11)?;
+    if let Some(ca) = &config.identity.ca_bundle {
+        client_config(Some(ca), Alpn::Http11)?;
+    }
+    if let Some(path) = &config.identity.jwks_file {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        KeySet::from_jwks(&text).map_err(|e| LoadError::Jwks {
+            path: path.clone(),
+            detail: e.to_string(),
+        })?;
+    }
+    if let Some(cred) = &config.upstream.credential {
+        authorization(cred)?;
+    }
     Ok(())
 }
 
@@ -69,6 +93,64 @@ pub fn summary(config: &Config) -> String {
         u.response_timeout,
         s.shutdown_grace,
     );
+    let id = &config.identity;
+    let keys = if let Some(p) = &id.jwks_file {
+        format!("JWKS file {}", p.display())
+    } else if let Some(u) = &id.jwks_url {
+        format!("JWKS {}", u.get_ref())
+    } else {
+        format!(
+            "OIDC discovery {}",
+            id.discovery_url.as_ref().map_or("", |u| u.get_ref())
+        )
+    };
+    out.push_str(&format!(
+        "identity   issuer {} for {}; keys from {keys}; MFA: amr in [{}]{}{}\n",
+        id.issuer.get_ref(),
+        id.audiences.get_ref().join(", "),
+        id.amr_any.join(", "),
+        if id.acr_any.is_empty() {
+            String::new()
+        } else {
+            format!(" or acr in [{}]", id.acr_any.join(", "))
+        },
+        id.max_auth_age
+            .map_or(String::new(), |a| format!("; sign-in at most {a} old")),
+    ));
+    let p = &config.policy;
+    for v in &config.vendors {
+        out.push_str(&format!(
+            "vendor     {} ({} networks; classes {})\n",
+            v.id.get_ref(),
+            v.ip_allow.get_ref().len(),
+            v.classes
+                .iter()
+                .map(|c| c.get_ref().as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let denies = p
+        .routes
+        .iter()
+        .filter(|r| r.action == vendorgate_policy::RouteAction::Deny)
+        .count();
+    out.push_str(&format!(
+        "routes     {} ({} explicit denies; classes {}); anything else is refused\n",
+        p.routes.len(),
+        denies,
+        p.classes.join(", ")
+    ));
+    out.push_str(&match &u.credential {
+        Some(Credential::ZendeskApiToken { email, .. }) => {
+            format!("credential Zendesk API token as {email}, injected upstream\n")
+        }
+        Some(Credential::Bearer { .. }) => {
+            "credential bearer token, injected upstream\n".to_string()
+        }
+        None => "credential none: the agent's Authorization is removed and nothing replaces it\n"
+            .to_string(),
+    });
     if u.url.scheme == vendorgate_policy::config::Scheme::Http {
         out.push_str("warning    the upstream is plain HTTP: anything injected upstream travels unencrypted\n");
     }

@@ -62,13 +62,19 @@ impl Upstream {
         })
     }
 
-    /// The upstream URI for a request: the upstream's origin with the request's path and query as
-    /// they arrived (no decoding, no re-encoding).
-    pub fn uri_for(&self, original: &Uri) -> Result<Uri, http::Error> {
-        let pq = original.path_and_query().map_or("/", |pq| pq.as_str());
-        let mut text = String::with_capacity(self.origin.len() + pq.len());
+    /// The upstream URI for a request: the upstream's origin, the normalized path that was
+    /// authorized (so the upstream acts on exactly what the policy judged), and the query as it
+    /// arrived.
+    pub fn uri_for(&self, path: &str, query: Option<&str>) -> Result<Uri, http::Error> {
+        let mut text = String::with_capacity(
+            self.origin.len() + path.len() + query.map_or(0, |q| q.len() + 1),
+        );
         text.push_str(&self.origin);
-        text.push_str(pq);
+        text.push_str(path);
+        if let Some(q) = query {
+            text.push('?');
+            text.push_str(q);
+        }
         Ok(Uri::try_from(text)?)
     }
 }

@@ -53,9 +53,14 @@ fn certs_dev_then_check_a_config_that_uses_them() {
         String::from_utf8_lossy(&out.stderr)
     );
     let path = dir.path().join("vendorgate.toml");
+    let idp = vendorgate_mock::idp::DevIdp::new("https://idp.e2e.test");
+    std::fs::write(dir.path().join("jwks.json"), idp.jwks()).unwrap();
     std::fs::write(
         &path,
-        "[server]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"certs/server.pem\"\ntls_key = \"certs/server-key.pem\"\n\n[upstream]\nurl = \"https://acme.zendesk.com\"\n",
+        format!(
+            "[server]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"certs/server.pem\"\ntls_key = \"certs/server-key.pem\"\n\n[upstream]\nurl = \"https://acme.zendesk.com\"\n{}",
+            OPEN_POLICY.replace("@JWKS@", "jwks.json")
+        ),
     )
     .unwrap();
     let out = vendorgate(&["check", "--config", path.to_str().unwrap()]);
@@ -86,23 +91,47 @@ fn certs_dev_then_check_a_config_that_uses_them() {
 }
 
 #[test]
-fn the_example_config_is_valid() {
+fn the_example_zendesk_policy_is_valid_and_needs_its_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let example = std::fs::read_to_string(repo_path("examples/vendorgate.toml")).unwrap();
+    let example = std::fs::read_to_string(repo_path("examples/policies/zendesk.toml")).unwrap();
     let certs = dir.path().join("certs");
     assert!(
         vendorgate(&["certs", "dev", "--out", certs.to_str().unwrap()])
             .status
             .success()
     );
-    let path = dir.path().join("vendorgate.toml");
+    let path = dir.path().join("zendesk.toml");
     std::fs::write(&path, example).unwrap();
-    let out = vendorgate(&["check", "--config", path.to_str().unwrap()]);
+
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("ZENDESK_API_TOKEN", "test-token")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(
+        stdout.contains("vendor     northwind-bpo") && stdout.contains("vendor     contoso-cx"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("credential Zendesk API token as vendorgate-svc@acme.example"),
+        "{stdout}"
+    );
+
+    // Without the secret in the environment, check says which variable is missing.
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env_remove("ZENDESK_API_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("ZENDESK_API_TOKEN is not set"), "{stderr}");
 }
 
 #[tokio::test]
@@ -123,7 +152,8 @@ async fn the_demo_serves_tickets_through_the_proxy() {
     });
     let mut proxy = None;
     let mut ca = None;
-    while ca.is_none() {
+    let mut token = None;
+    while ca.is_none() || token.is_none() {
         let line = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("demo printed no guide");
@@ -140,8 +170,11 @@ async fn the_demo_serves_tickets_through_the_proxy() {
         {
             ca = Some(path.to_string());
         }
+        if let Some(t) = line.trim().strip_prefix("export VG_TOKEN=") {
+            token = Some(t.to_string());
+        }
     }
-    let (proxy, ca) = (proxy.unwrap(), ca.unwrap());
+    let (proxy, ca, token) = (proxy.unwrap(), ca.unwrap(), token.unwrap());
 
     let mut tls = vendorgate_certs::client_config(
         Some(std::path::Path::new(&ca)),
@@ -157,10 +190,35 @@ async fn the_demo_serves_tickets_through_the_proxy() {
     let client: TestClient =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build(https);
-    let url = format!("https://localhost:{}/api/v2/tickets/1.json", proxy.port());
-    let (parts, body) = send_json(&client, get(&url)).await;
-    assert_eq!(parts.status, 200);
+    let base = format!("https://localhost:{}", proxy.port());
+    // The guide's four examples, with the outcomes it promises.
+    let (parts, body) = send_json(
+        &client,
+        bearer_get(&format!("{base}/api/v2/tickets/1.json"), &token),
+    )
+    .await;
+    assert_eq!(parts.status, 200, "{body}");
     assert_eq!(body["ticket"]["id"], 1);
+    let delete = http::Request::delete(format!("{base}/api/v2/users/5.json"))
+        .header("authorization", format!("Bearer {token}"))
+        .body(empty())
+        .unwrap();
+    let (parts, body) = send_json(&client, delete).await;
+    assert_eq!(
+        (parts.status.as_u16(), body["error"].as_str()),
+        (403, Some("route_denied"))
+    );
+    let export = format!("{base}/api/v2/incremental/tickets/cursor.json?start_time=0");
+    let (parts, body) = send_json(&client, bearer_get(&export, &token)).await;
+    assert_eq!(
+        (parts.status.as_u16(), body["error"].as_str()),
+        (403, Some("class_not_permitted"))
+    );
+    let (parts, body) = send_json(&client, get(&format!("{base}/api/v2/tickets/1.json"))).await;
+    assert_eq!(
+        (parts.status.as_u16(), body["error"].as_str()),
+        (401, Some("token_missing"))
+    );
 
     let _ = Command::new("kill")
         .arg("-TERM")

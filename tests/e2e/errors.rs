@@ -27,8 +27,7 @@ async fn upstream_down_is_a_502_with_a_reason() {
     let url = format!("https://127.0.0.1:{}", closed_port());
     let proxy = Proxy::start(&pki, ProxyConfig::to_url(url));
     for version in [Http::One, Http::Two] {
-        let (parts, body) =
-            send_json(&client(&pki, version), get(&proxy.url("/api/v2/tickets/1"))).await;
+        let (parts, body) = send_json(&client(&pki, version), proxy.get("/api/v2/tickets/1")).await;
         assert_error_body(&parts, &body, 502, "upstream_unreachable");
     }
 }
@@ -41,18 +40,11 @@ async fn a_slow_upstream_is_a_504() {
         &pki,
         ProxyConfig::to(&upstream).upstream("response_timeout = \"300ms\""),
     );
-    let (parts, body) = send_json(
-        &client(&pki, Http::One),
-        get(&proxy.url("/__mock/slow?ms=3000")),
-    )
-    .await;
+    let (parts, body) =
+        send_json(&client(&pki, Http::One), proxy.get("/__mock/slow?ms=3000")).await;
     assert_error_body(&parts, &body, 504, "upstream_timeout");
     // A fast request on the same proxy still works.
-    let (parts, _) = send_json(
-        &client(&pki, Http::One),
-        get(&proxy.url("/__mock/slow?ms=10")),
-    )
-    .await;
+    let (parts, _) = send_json(&client(&pki, Http::One), proxy.get("/__mock/slow?ms=10")).await;
     assert_eq!(parts.status, 200);
 }
 
@@ -65,11 +57,7 @@ async fn an_untrusted_upstream_certificate_is_a_502_tls_error() {
     config.trust_dev_ca = false;
     let proxy = Proxy::start(&pki, config);
     let before = upstream.request_count();
-    let (parts, body) = send_json(
-        &client(&pki, Http::One),
-        get(&proxy.url("/api/v2/tickets/1")),
-    )
-    .await;
+    let (parts, body) = send_json(&client(&pki, Http::One), proxy.get("/api/v2/tickets/1")).await;
     assert_error_body(&parts, &body, 502, "upstream_tls_error");
     assert_eq!(
         upstream.request_count(),
@@ -107,6 +95,7 @@ async fn request_bodies_over_the_limit_are_refused_declared_or_streamed() {
 
     // Streamed with no length over HTTP/2: cut off once it passes the limit, answered with 413.
     let req = http::Request::post(proxy.url("/__mock/echo"))
+        .header("authorization", format!("Bearer {}", proxy.token))
         .body(MockBody::repeat(chunk.clone(), 2 << 20, false).boxed())
         .unwrap();
     let (parts, body) = send_json(&client(&pki, Http::Two), req).await;
@@ -114,6 +103,7 @@ async fn request_bodies_over_the_limit_are_refused_declared_or_streamed() {
 
     // At the limit exactly: fine.
     let req = http::Request::post(proxy.url("/__mock/echo"))
+        .header("authorization", format!("Bearer {}", proxy.token))
         .body(MockBody::repeat(chunk, 1 << 20, false).boxed())
         .unwrap();
     let (parts, echo) = send_json(&client(&pki, Http::One), req).await;
@@ -131,13 +121,13 @@ async fn oversized_headers_are_refused() {
     );
     let before = upstream.request_count();
 
-    let mut req = get(&proxy.url("/__mock/echo"));
+    let mut req = proxy.get("/__mock/echo");
     let big = HeaderValue::from_str(&"x".repeat(32 * 1024)).unwrap();
     req.headers_mut().insert("x-big", big.clone());
     let resp = client(&pki, Http::One).request(req).await.unwrap();
     assert_eq!(resp.status(), 431);
 
-    let mut req = get(&proxy.url("/__mock/echo"));
+    let mut req = proxy.get("/__mock/echo");
     req.headers_mut().insert("x-big", big);
     // HTTP/2 refuses the stream (or answers 431); either way nothing reaches the upstream.
     if let Ok(resp) = client(&pki, Http::Two).request(req).await {
@@ -145,7 +135,7 @@ async fn oversized_headers_are_refused() {
     }
     assert_eq!(upstream.request_count(), before);
 
-    let mut req = get(&proxy.url("/__mock/echo"));
+    let mut req = proxy.get("/__mock/echo");
     req.headers_mut().insert(
         "x-small",
         HeaderValue::from_str(&"x".repeat(4 * 1024)).unwrap(),

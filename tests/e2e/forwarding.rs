@@ -22,7 +22,7 @@ async fn http1_request_reaches_the_upstream_rewritten_and_traceable() {
     let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
     let client = client(&pki, Http::One);
 
-    let mut req = get(&proxy.url("/__mock/echo?q=a%20b&page%5Bsize%5D=2"));
+    let mut req = proxy.get("/__mock/echo?q=a%20b&page%5Bsize%5D=2");
     req.headers_mut()
         .insert("x-forwarded-for", HeaderValue::from_static("203.0.113.9"));
     req.headers_mut()
@@ -63,7 +63,7 @@ async fn http2_end_to_end_and_http2_to_http1_translation() {
     let client = client(&pki, Http::Two);
 
     let proxy = Proxy::start(&pki, ProxyConfig::to(&h2_upstream));
-    let (parts, echo) = send_json(&client, get(&proxy.url("/__mock/echo"))).await;
+    let (parts, echo) = send_json(&client, proxy.get("/__mock/echo")).await;
     assert_eq!(parts.version, Version::HTTP_2);
     assert_eq!(
         echo["version"], "HTTP/2.0",
@@ -71,7 +71,7 @@ async fn http2_end_to_end_and_http2_to_http1_translation() {
     );
 
     let proxy = Proxy::start(&pki, ProxyConfig::to(&h1_upstream));
-    let (parts, echo) = send_json(&client, get(&proxy.url("/__mock/echo"))).await;
+    let (parts, echo) = send_json(&client, proxy.get("/__mock/echo")).await;
     assert_eq!(parts.version, Version::HTTP_2);
     assert_eq!(echo["version"], "HTTP/1.1");
     assert_eq!(
@@ -84,7 +84,7 @@ async fn http2_end_to_end_and_http2_to_http1_translation() {
         &pki,
         ProxyConfig::to(&h2_upstream).upstream("http2 = false"),
     );
-    let (_, echo) = send_json(&client, get(&proxy.url("/__mock/echo"))).await;
+    let (_, echo) = send_json(&client, proxy.get("/__mock/echo")).await;
     assert_eq!(echo["version"], "HTTP/1.1");
 }
 
@@ -94,7 +94,7 @@ async fn a_well_formed_client_request_id_is_kept() {
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;
     let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
     let client = client(&pki, Http::One);
-    let mut req = get(&proxy.url("/__mock/echo"));
+    let mut req = proxy.get("/__mock/echo");
     req.headers_mut()
         .insert("x-request-id", HeaderValue::from_static("agent-trace-42"));
     let (parts, echo) = send_json(&client, req).await;
@@ -113,7 +113,7 @@ async fn zendesk_api_through_the_proxy_including_a_full_incremental_export() {
     let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
     let client = client(&pki, Http::Two);
 
-    let (parts, body) = send_json(&client, get(&proxy.url("/api/v2/tickets/7.json"))).await;
+    let (parts, body) = send_json(&client, proxy.get("/api/v2/tickets/7.json")).await;
     assert_eq!(parts.status, 200);
     assert_eq!(body["ticket"]["id"], 7);
     assert_eq!(
@@ -121,11 +121,12 @@ async fn zendesk_api_through_the_proxy_including_a_full_incremental_export() {
         "application/json; charset=utf-8"
     );
 
-    let (parts, body) = send_json(&client, get(&proxy.url("/api/v2/tickets/999999.json"))).await;
+    let (parts, body) = send_json(&client, proxy.get("/api/v2/tickets/999999.json")).await;
     assert_eq!(parts.status, 404);
     assert_eq!(body["error"], "RecordNotFound");
 
     let update = http::Request::put(proxy.url("/api/v2/tickets/7.json"))
+        .header("authorization", format!("Bearer {}", proxy.token))
         .header(header::CONTENT_TYPE, "application/json")
         .body(full(
             r#"{"ticket":{"status":"pending","comment":{"body":"On it","public":false}}}"#,
@@ -141,7 +142,7 @@ async fn zendesk_api_through_the_proxy_including_a_full_incremental_export() {
     let mut seen = 0;
     let mut pages = 0;
     loop {
-        let (parts, page) = send_json(&client, get(&url)).await;
+        let (parts, page) = send_json(&client, bearer_get(&url, &proxy.token)).await;
         assert_eq!(parts.status, 200);
         seen += page["tickets"].as_array().unwrap().len();
         pages += 1;
@@ -164,7 +165,7 @@ async fn hop_by_hop_headers_are_removed_in_both_directions() {
     let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
     let client = client(&pki, Http::One);
 
-    let mut req = get(&proxy.url("/__mock/echo?hop=1"));
+    let mut req = proxy.get("/__mock/echo?hop=1");
     let h = req.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("x-client-hop"));
     h.insert("x-client-hop", HeaderValue::from_static("should-not-pass"));
@@ -229,6 +230,7 @@ async fn a_large_upload_streams_through_whole() {
         let client = client(&pki, version);
         // Unsized: HTTP/1.1 sends it chunked, so nothing can have been sized or buffered up front.
         let req = http::Request::post(proxy.url("/__mock/echo"))
+            .header("authorization", format!("Bearer {}", proxy.token))
             .body(MockBody::repeat(chunk.clone(), total, false).boxed())
             .unwrap();
         let (parts, echo) = send_json(&client, req).await;
@@ -250,13 +252,13 @@ async fn a_1_gib_download_streams_with_flat_proxy_memory() {
     let client = client(&pki, Http::One);
 
     // Warm up (TLS, pools, allocator) so the baseline is the steady state.
-    let (parts, _) = send(&client, get(&proxy.url("/__mock/stream?bytes=1048576"))).await;
+    let (parts, _) = send(&client, proxy.get("/__mock/stream?bytes=1048576")).await;
     assert_eq!(parts.status, 200);
     let baseline = proxy.peak_rss_kib();
 
     let total: u64 = 1 << 30;
     let resp = client
-        .request(get(&proxy.url(&format!("/__mock/stream?bytes={total}"))))
+        .request(proxy.get(&format!("/__mock/stream?bytes={total}")))
         .await
         .unwrap();
     assert_eq!(resp.headers()[header::CONTENT_LENGTH], total.to_string());

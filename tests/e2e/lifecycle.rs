@@ -96,9 +96,11 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
         ProxyConfig::to(&upstream).server("idle_timeout = \"1s\""),
     );
     let mut tls = raw_tls(&pki, proxy.addr).await;
-    tls.write_all(b"GET /api/v2/tickets/1.json HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .unwrap();
+    let request = format!(
+        "GET /api/v2/tickets/1.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+        proxy.token
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
     let start = Instant::now();
     let (buf, at) = read_until_closed(&mut tls, Duration::from_secs(5))
         .await
@@ -123,10 +125,10 @@ async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let client = client(&pki, Http::One);
     let admin = format!("http://{}/readyz", proxy.admin);
 
-    let url = proxy.url("/__mock/slow?ms=1500");
+    let req = proxy.get("/__mock/slow?ms=1500");
     let in_flight = tokio::spawn({
         let client = client.clone();
-        async move { send_json(&client, get(&url)).await }
+        async move { send_json(&client, req).await }
     });
     tokio::time::sleep(Duration::from_millis(400)).await;
     proxy.signal("TERM");
@@ -161,8 +163,8 @@ async fn sigterm_grace_period_bounds_the_drain() {
         ProxyConfig::to(&upstream).server("shutdown_grace = \"500ms\""),
     );
     let client = client(&pki, Http::One);
-    let url = proxy.url("/__mock/slow?ms=20000");
-    let in_flight = tokio::spawn(async move { client.request(get(&url)).await });
+    let req = proxy.get("/__mock/slow?ms=20000");
+    let in_flight = tokio::spawn(async move { client.request(req).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     let start = Instant::now();
     proxy.signal("TERM");

@@ -20,14 +20,20 @@ use hyper_util::rt::TokioExecutor;
 use tempfile::TempDir;
 use vendorgate_certs::dev::{DevPki, DevPkiFiles, LOCAL_NAMES};
 use vendorgate_certs::{client_config, server_config, Alpn, ReloadableCert};
+use vendorgate_mock::idp::{self, DevIdp, KeyKind};
 use vendorgate_mock::{MockOptions, MockUpstream};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_vendorgate");
 
-/// A dev CA and server certificate in a temporary directory.
+pub const ISSUER: &str = "https://idp.e2e.test";
+pub const AUDIENCE: &str = "vendorgate";
+
+/// A dev CA and server certificate, and a dev IdP whose JWKS is on disk, in a temporary directory.
 pub struct Pki {
     pub dir: TempDir,
     pub files: DevPkiFiles,
+    pub idp: DevIdp,
+    pub jwks: PathBuf,
 }
 
 impl Pki {
@@ -37,7 +43,29 @@ impl Pki {
             .unwrap()
             .write_to(&dir.path().join("certs"))
             .unwrap();
-        Pki { dir, files }
+        let idp = DevIdp::new(ISSUER);
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, idp.jwks()).unwrap();
+        Pki {
+            dir,
+            files,
+            idp,
+            jwks,
+        }
+    }
+
+    /// A valid MFA token for `account` of `vendor`, signed with `kind`.
+    pub fn token_with(&self, kind: KeyKind, vendor: &str, account: &str) -> String {
+        self.idp.mint(
+            kind,
+            &self
+                .idp
+                .agent_claims(AUDIENCE, account, vendor, idp::now(), 3600),
+        )
+    }
+
+    pub fn token(&self) -> String {
+        self.token_with(KeyKind::Es256, "acme", "agent-1")
     }
 
     pub fn server_tls(&self, alpn: Alpn) -> Arc<rustls::ServerConfig> {
@@ -73,7 +101,28 @@ pub struct ProxyConfig {
     pub upstream: String,
     /// Trust the dev CA for the upstream (off: the built-in web PKI roots).
     pub trust_dev_ca: bool,
+    /// `[network]`, `[identity]`, `[[vendors]]` and `[[routes]]`; `@JWKS@` becomes the JWKS path.
+    pub policy: String,
 }
+
+/// A policy that lets vendor `acme` (anywhere on loopback) do anything: for tests about the proxy's
+/// plumbing rather than its rules.
+pub const OPEN_POLICY: &str = r#"
+[identity]
+issuer = "https://idp.e2e.test"
+audiences = ["vendorgate"]
+jwks_file = "@JWKS@"
+
+[[vendors]]
+id = "acme"
+ip_allow = ["127.0.0.0/8", "::1/128"]
+classes = ["any"]
+
+[[routes]]
+id = "everything"
+path = "/**"
+class = "any"
+"#;
 
 impl ProxyConfig {
     pub fn to(upstream: &MockUpstream) -> Self {
@@ -86,7 +135,13 @@ impl ProxyConfig {
             server: String::new(),
             upstream: String::new(),
             trust_dev_ca: true,
+            policy: OPEN_POLICY.to_string(),
         }
+    }
+
+    pub fn policy(mut self, policy: &str) -> Self {
+        self.policy = policy.to_string();
+        self
     }
 
     pub fn server(mut self, lines: &str) -> Self {
@@ -111,12 +166,14 @@ impl ProxyConfig {
             "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n{}\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n\n\
              [upstream]\nurl = {:?}\n{ca}{}\n\
-             [log]\nlevel = \"debug\"\n",
+             [log]\nlevel = \"debug\"\n{}\n",
             pki.files.server_cert,
             pki.files.server_key,
             self.server,
             self.upstream_url,
-            self.upstream
+            self.upstream,
+            self.policy
+                .replace("@JWKS@", &pki.jwks.display().to_string())
         )
     }
 }
@@ -127,6 +184,8 @@ pub struct Proxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
     pub dir: TempDir,
+    /// A valid token for acme/agent-1.
+    pub token: String,
 }
 
 impl Proxy {
@@ -135,6 +194,7 @@ impl Proxy {
         let config_path = dir.path().join("vendorgate.toml");
         std::fs::write(&config_path, config.render(pki)).unwrap();
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
+        let token = pki.token();
         let mut child = Command::new(BIN)
             .args(["run", "--config"])
             .arg(&config_path)
@@ -156,11 +216,38 @@ impl Proxy {
             addr,
             admin,
             dir,
+            token,
         }
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("vendorgate.toml")
     }
 
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
+    }
+
+    /// A request carrying the default valid token.
+    pub fn request(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: TestBody,
+    ) -> http::Request<TestBody> {
+        http::Request::builder()
+            .method(method)
+            .uri(self.url(path))
+            .header(
+                http::header::AUTHORIZATION,
+                format!("Bearer {}", self.token),
+            )
+            .body(body)
+            .unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> http::Request<TestBody> {
+        self.request(http::Method::GET, path, empty())
     }
 
     pub fn pid(&self) -> u32 {
@@ -217,7 +304,7 @@ pub fn first_line(child: &mut Child, limit: Duration) -> Option<String> {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
-        if reader.read_line(&mut line).is_ok() {
+        if reader.read_line(&mut line).is_ok_and(|n| n > 0) {
             let _ = tx.send(line);
         }
         // Keep draining so the child never blocks on a full pipe.
@@ -271,6 +358,13 @@ pub fn full(bytes: impl Into<Bytes>) -> TestBody {
 
 pub fn get(url: &str) -> http::Request<TestBody> {
     http::Request::get(url).body(empty()).unwrap()
+}
+
+pub fn bearer_get(url: &str, token: &str) -> http::Request<TestBody> {
+    http::Request::get(url)
+        .header(http::header::AUTHORIZATION, format!("Bearer {token}"))
+        .body(empty())
+        .unwrap()
 }
 
 /// Sends a request and reads the whole (small) response body.

@@ -8,6 +8,7 @@
 
 mod body;
 mod data;
+pub mod idp;
 mod query;
 mod routes;
 mod server;

@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
+use base64::Engine;
 use vendorgate::settings::load_config;
 use vendorgate::StartError;
 use vendorgate_certs::dev::{DevPki, LOCAL_NAMES};
 use vendorgate_certs::{server_config, Alpn, ReloadableCert};
+use vendorgate_mock::idp::{self, DevIdp, KeyKind};
 use vendorgate_mock::{MockOptions, MockUpstream};
 
 pub fn run(port: u16) -> anyhow::Result<()> {
@@ -21,15 +23,45 @@ pub fn run(port: u16) -> anyhow::Result<()> {
     super::runtime()?.block_on(demo(dir.path(), port))
 }
 
+/// The example Zendesk policy's routes, reused verbatim so the demo shows the real classification.
+const ZENDESK_ROUTES: &str = include_str!("../../../examples/policies/zendesk.toml");
+const ROUTES_MARKER: &str = "# ==== Routes";
+
+const DEMO_EMAIL: &str = "vendorgate-svc@demo.example";
+const DEMO_API_TOKEN: &str = "demo-zendesk-api-token";
+const DEMO_ISSUER: &str = "https://idp.demo.vendorgate.invalid";
+
 async fn demo(dir: &Path, port: u16) -> anyhow::Result<()> {
     let pki = DevPki::generate(LOCAL_NAMES)?.write_to(&dir.join("certs"))?;
+
+    // The demo is its own IdP: fresh signing keys, their JWKS on disk, a token for one agent.
+    let idp = DevIdp::new(DEMO_ISSUER);
+    std::fs::write(dir.join("jwks.json"), idp.jwks())?;
+    let claims = idp.agent_claims(
+        "vendorgate",
+        "agent.ana@northwind-bpo",
+        "northwind-bpo",
+        idp::now(),
+        3600,
+    );
+    let token = idp.mint(KeyKind::Es256, &claims);
+    // The upstream credential, which only the proxy holds; the mock Zendesk refuses anything else.
+    std::fs::write(dir.join("zendesk-api-token"), DEMO_API_TOKEN)?;
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD
+            .encode(format!("{DEMO_EMAIL}/token:{DEMO_API_TOKEN}"))
+    );
 
     let cert = Arc::new(ReloadableCert::load(&pki.server_cert, &pki.server_key)?);
     let upstream_tls = Arc::new(server_config(cert, Alpn::H2AndHttp11)?);
     let mock = MockUpstream::start(
         SocketAddr::from(([127, 0, 0, 1], 0)),
         Some(upstream_tls),
-        MockOptions::default(),
+        MockOptions {
+            require_authorization: Some(expected),
+            ..MockOptions::default()
+        },
     )
     .await
     .context("starting the mock upstream")?;
@@ -52,9 +84,10 @@ async fn demo(dir: &Path, port: u16) -> anyhow::Result<()> {
         running.proxy_addr,
         running.admin_addr,
         &config_path,
+        &token,
     );
 
-    super::run::wait_for_stop(&running).await?;
+    super::run::wait_for_stop(&running, Some(&config_path)).await?;
     running.shutdown();
     running.wait().await;
     mock.stop().await;
@@ -78,14 +111,15 @@ async fn start_proxy(
     port: u16,
     mock_port: u16,
 ) -> Result<vendorgate::Running, StartupFailure> {
+    let routes = ZENDESK_ROUTES
+        .find(ROUTES_MARKER)
+        .map_or("", |at| &ZENDESK_ROUTES[at..]);
     let text = format!(
-        r#"# Written by `vendorgate demo`.
+        r#"# Written by `vendorgate demo`. Routes are those of examples/policies/zendesk.toml.
 [server]
 listen = "127.0.0.1:{port}"
 tls_cert = "certs/server.pem"
 tls_key = "certs/server-key.pem"
-idle_timeout = "60s"
-max_request_body = "50MiB"
 
 [admin]
 listen = "127.0.0.1:0"
@@ -93,42 +127,70 @@ listen = "127.0.0.1:0"
 [upstream]
 url = "https://localhost:{mock_port}"
 ca_bundle = "certs/ca.pem"
-"#
+credential = {{ type = "zendesk_api_token", email = "{DEMO_EMAIL}", token_file = "zendesk-api-token" }}
+
+[identity]
+issuer = "{DEMO_ISSUER}"
+audiences = ["vendorgate"]
+jwks_file = "jwks.json"
+max_auth_age = "12h"
+
+# The demo agent connects from this machine.
+[[vendors]]
+id = "northwind-bpo"
+ip_allow = ["127.0.0.0/8", "::1/128"]
+classes = ["read", "write"]
+
+{routes}"#
     );
     std::fs::write(config_path, text)?;
     let config = load_config(config_path)?;
     Ok(vendorgate::start(config).await?)
 }
 
-fn print_guide(dir: &Path, ca: &Path, proxy: SocketAddr, admin: SocketAddr, config: &Path) {
+fn print_guide(
+    dir: &Path,
+    ca: &Path,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    config: &Path,
+    token: &str,
+) {
     let base = format!("https://localhost:{}", proxy.port());
-    let curl = format!("curl --cacert {}", ca.display());
+    let curl = format!("curl --cacert {} -sS", ca.display());
+    let auth = "-H \"Authorization: Bearer $VG_TOKEN\"";
+    let show = "-w '\\n→ HTTP %{http_code}\\n'";
     println!(
         r#"
 vendorgate demo is running.
   proxy     {base}  (TLS with a dev CA; HTTP/1.1 and HTTP/2)
-  upstream  a mock Zendesk on a private loopback port, reached only through the proxy
+  upstream  a mock Zendesk on a private loopback port; it only accepts the proxy's API token
   admin     http://{admin}
   config    {config}
   files     {dir} (deleted when the demo stops)
 
-Paste these in another terminal:
+The demo is also the IdP. This token is for agent.ana@northwind-bpo (vendor northwind-bpo, classes
+read and write), signed in with MFA, valid for an hour. In another terminal:
 
-  # A ticket, with the request id the proxy added (-i shows headers):
+  export VG_TOKEN={token}
+
+  # 1. Allowed: read a ticket (-i shows the request id the proxy added):
+  {curl} -i {auth} {base}/api/v2/tickets/1.json
+
+  # 2. Refused: an admin call. 403 route_denied, and the upstream never sees it:
+  {curl} {show} {auth} -X DELETE {base}/api/v2/users/5.json
+
+  # 3. Refused: a bulk export, a class this vendor does not have. 403 class_not_permitted:
+  {curl} {show} {auth} '{base}/api/v2/incremental/tickets/cursor.json?start_time=0'
+
+  # 4. Refused: no token. 401 token_missing, with a WWW-Authenticate challenge:
   {curl} -i {base}/api/v2/tickets/1.json
 
-  # The same over HTTP/2, then a page of the user list:
-  {curl} --http2 -sS {base}/api/v2/tickets/2.json -o /dev/null -w '%{{http_version}} %{{http_code}}\n'
-  {curl} -sS '{base}/api/v2/users.json?per_page=2'
-
-  # Update a ticket (the body streams through to the upstream):
-  {curl} -sS -X PUT -H 'content-type: application/json' -d '{{"ticket":{{"status":"pending"}}}}' {base}/api/v2/tickets/1.json
-
-  # A cursor-based incremental export, two tickets a page:
-  {curl} -sS '{base}/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=2'
-
-  # 1 GiB streamed through the proxy (watch its memory stay flat):
-  {curl} -sS -o /dev/null -w '%{{size_download}} bytes in %{{time_total}}s\n' '{base}/__mock/stream?bytes=1073741824'
+  # Also allowed: HTTP/2, an update (the body streams to the upstream), a path spelled to sneak
+  # past the rules (normalized, then refused as what it really is):
+  {curl} --http2 {auth} {base}/api/v2/tickets/2.json -o /dev/null -w '%{{http_version}} %{{http_code}}\n'
+  {curl} {auth} -X PUT -H 'content-type: application/json' -d '{{"ticket":{{"status":"pending"}}}}' {base}/api/v2/tickets/1.json
+  {curl} {show} {auth} --path-as-is '{base}/api/v2/tickets/%2e%2e/incremental/users/cursor.json?start_time=0'
 
   # Health and readiness:
   curl -sS http://{admin}/healthz; curl -sS http://{admin}/readyz

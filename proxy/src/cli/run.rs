@@ -20,7 +20,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
             upstream = %running.gateway.config.upstream.url,
             "vendorgate serving"
         );
-        wait_for_stop(&running).await?;
+        wait_for_stop(&running, Some(config_path)).await?;
         running.shutdown();
         running.wait().await;
         Ok(())
@@ -39,8 +39,9 @@ pub fn announce(running: &Running) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Returns on SIGTERM or SIGINT; reloads the certificate on each SIGHUP meanwhile.
-pub async fn wait_for_stop(running: &Running) -> anyhow::Result<()> {
+/// Returns on SIGTERM or SIGINT. Each SIGHUP meanwhile reloads the TLS certificate and, given the
+/// config path, the policy; whatever fails to load is reported and the old version keeps serving.
+pub async fn wait_for_stop(running: &Running, config_path: Option<&Path>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
     let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
@@ -48,10 +49,32 @@ pub async fn wait_for_stop(running: &Running) -> anyhow::Result<()> {
         tokio::select! {
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); return Ok(()) }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); return Ok(()) }
-            _ = hup.recv() => match running.gateway.cert.reload() {
-                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
-                Err(e) => tracing::error!("SIGHUP: TLS certificate reload failed, keeping the current one: {e}"),
-            },
+            _ = hup.recv() => {
+                match running.gateway.cert.reload() {
+                    Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                    Err(e) => tracing::error!("SIGHUP: TLS certificate reload failed, keeping the current one: {e}"),
+                }
+                if let Some(path) = config_path {
+                    reload_policy(running, path);
+                }
+            }
+        }
+    }
+}
+
+fn reload_policy(running: &Running, path: &Path) {
+    let result = load_config(path)
+        .map_err(anyhow::Error::from)
+        .and_then(|config| running.gateway.reload(config).map_err(anyhow::Error::from));
+    match result {
+        Ok(needs_restart) => {
+            tracing::info!("SIGHUP: policy reloaded from {}", path.display());
+            for section in needs_restart {
+                tracing::warn!("SIGHUP: changes to [{section}] take effect only after a restart");
+            }
+        }
+        Err(e) => {
+            tracing::error!("SIGHUP: policy reload failed, keeping the current policy: {e:#}")
         }
     }
 }

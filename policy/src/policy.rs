@@ -1,0 +1,480 @@
+//! The compiled policy and the decisions it makes.
+//!
+//! Order matters and is fixed here: checks that need no identity come first (path, client address,
+//! "is this address any vendor's at all"), then the token, then what the token's vendor may do. A
+//! request that fails authentication never reaches a route or limit decision, and unauthenticated
+//! callers learn nothing about the route map.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::ops::Range;
+
+use http::Method;
+use jsonwebtoken::Algorithm;
+
+use crate::config::Config;
+use crate::decision::{Allow, Denial, Reason};
+use crate::ipset::IpSet;
+use crate::path::normalize;
+use crate::routes::{Methods, RouteTable};
+use crate::token::VerifiedToken;
+
+/// What a route does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteAction {
+    Class(usize),
+    Deny,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteRule {
+    /// The configured id, or `routes[N]`.
+    pub id: String,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone)]
+pub struct VendorRules {
+    pub id: String,
+    pub ips: IpSet,
+    /// Bit i set: class i is permitted.
+    classes: u128,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdentityRules {
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway_secs: u64,
+    pub account_claim: String,
+    pub vendor_claim: String,
+    pub amr_any: Vec<String>,
+    pub acr_any: Vec<String>,
+    pub max_auth_age_secs: Option<u64>,
+    pub max_token_bytes: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    pub trusted_proxies: IpSet,
+    /// Every vendor's networks together: an address in none of them is refused before any token
+    /// is looked at.
+    pub any_vendor_ips: IpSet,
+    pub vendors: Vec<VendorRules>,
+    vendor_by_claim: HashMap<String, usize>,
+    pub classes: Vec<String>,
+    pub routes: Vec<RouteRule>,
+    table: RouteTable,
+    pub identity: IdentityRules,
+    optional_suffix: Option<String>,
+}
+
+/// What the identity-free checks established about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    pub client_ip: IpAddr,
+    /// The normalized path: what is matched, and what is forwarded.
+    pub path: String,
+}
+
+type CompileError = (Option<Range<usize>>, String);
+
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    let alg = match name {
+        "RS256" => Algorithm::RS256,
+        "RS384" => Algorithm::RS384,
+        "RS512" => Algorithm::RS512,
+        "PS256" => Algorithm::PS256,
+        "PS384" => Algorithm::PS384,
+        "PS512" => Algorithm::PS512,
+        "ES256" => Algorithm::ES256,
+        "ES384" => Algorithm::ES384,
+        "EdDSA" => Algorithm::EdDSA,
+        "HS256" | "HS384" | "HS512" => {
+            return Err(format!(
+                "algorithm {name} is refused: HMAC needs a shared secret, and accepting it next to public keys invites key confusion"
+            ))
+        }
+        "none" => return Err("algorithm none is never accepted".into()),
+        other => {
+            return Err(format!(
+                "unknown algorithm {other:?} (expected RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA)"
+            ))
+        }
+    };
+    Ok(alg)
+}
+
+impl Policy {
+    /// Compiles the policy sections of a parsed config, checking what serde could not.
+    pub(crate) fn compile(c: &Config) -> Result<Policy, CompileError> {
+        let err = |span: Range<usize>, msg: String| Err((Some(span), msg));
+        let id = &c.identity;
+
+        // Identity.
+        if id.audiences.get_ref().is_empty() {
+            return err(
+                id.audiences.span(),
+                "identity.audiences must name at least one audience".into(),
+            );
+        }
+        let mut algorithms = Vec::new();
+        for a in &id.algorithms {
+            match parse_algorithm(a.get_ref()) {
+                Ok(alg) => algorithms.push(alg),
+                Err(msg) => return err(a.span(), msg),
+            }
+        }
+        if algorithms.is_empty() {
+            return err(
+                id.issuer.span(),
+                "identity.algorithms must not be empty".into(),
+            );
+        }
+        let sources = [
+            id.jwks_file.is_some(),
+            id.jwks_url.is_some(),
+            id.discovery_url.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            return err(
+                id.issuer.span(),
+                "identity needs exactly one of jwks_file, jwks_url or discovery_url".into(),
+            );
+        }
+        for url in [&id.jwks_url, &id.discovery_url].into_iter().flatten() {
+            if !url.get_ref().starts_with("https://") && !url.get_ref().starts_with("http://") {
+                return err(
+                    url.span(),
+                    format!("{:?} is not an http(s) URL", url.get_ref()),
+                );
+            }
+        }
+        if id.amr_any.is_empty() && id.acr_any.is_empty() {
+            return err(
+                id.issuer.span(),
+                "identity.amr_any and identity.acr_any are both empty: a token must prove MFA one way or the other".into(),
+            );
+        }
+        if id.leeway.0.as_secs() > 300 {
+            return err(id.issuer.span(), "identity.leeway may be at most 5m".into());
+        }
+
+        // Routes, collecting class names as they appear.
+        let mut classes: Vec<String> = Vec::new();
+        let mut routes = Vec::new();
+        let mut table = RouteTable::default();
+        for (i, r) in c.routes.iter().enumerate() {
+            let action = match (&r.class, r.deny) {
+                (Some(class), false) => {
+                    let name = class.get_ref();
+                    if name.is_empty()
+                        || !name
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+                    {
+                        return err(
+                            class.span(),
+                            format!("class {name:?} must be letters, digits, '_' or '-'"),
+                        );
+                    }
+                    let idx = match classes.iter().position(|c| c == name) {
+                        Some(idx) => idx,
+                        None => {
+                            classes.push(name.clone());
+                            classes.len() - 1
+                        }
+                    };
+                    if idx >= 128 {
+                        return err(class.span(), "at most 128 distinct classes".into());
+                    }
+                    RouteAction::Class(idx)
+                }
+                (None, true) => RouteAction::Deny,
+                (Some(class), true) => {
+                    return err(
+                        class.span(),
+                        "a route has either a class or deny = true, not both".into(),
+                    )
+                }
+                (None, false) => {
+                    return err(r.path.span(), "route needs a class (or deny = true)".into())
+                }
+            };
+            let methods = if r.methods.is_empty() || r.methods.iter().any(|m| m.get_ref() == "*") {
+                Methods::Any
+            } else {
+                let mut list = Vec::new();
+                for m in &r.methods {
+                    let ok = !m.get_ref().is_empty()
+                        && m.get_ref().bytes().all(|b| b.is_ascii_uppercase());
+                    match Method::from_bytes(m.get_ref().as_bytes()) {
+                        Ok(method) if ok => list.push(method),
+                        _ => {
+                            return err(
+                                m.span(),
+                                format!(
+                                    "{:?} is not an HTTP method (uppercase, e.g. \"GET\")",
+                                    m.get_ref()
+                                ),
+                            )
+                        }
+                    }
+                }
+                Methods::Only(list)
+            };
+            if let Err(e) = table.add(r.path.get_ref(), methods) {
+                return err(
+                    r.path.span(),
+                    format!("route path {:?}: {e}", r.path.get_ref()),
+                );
+            }
+            routes.push(RouteRule {
+                id: r.id.clone().unwrap_or_else(|| format!("routes[{i}]")),
+                action,
+            });
+        }
+        if routes.is_empty() {
+            return Err((
+                None,
+                "at least one [[routes]] entry is required (unmatched requests are refused)".into(),
+            ));
+        }
+
+        // Vendors.
+        if c.vendors.is_empty() {
+            return Err((None, "at least one [[vendors]] entry is required".into()));
+        }
+        let mut vendors = Vec::new();
+        let mut vendor_by_claim = HashMap::new();
+        for (i, v) in c.vendors.iter().enumerate() {
+            if vendors
+                .iter()
+                .any(|x: &VendorRules| x.id == *v.id.get_ref())
+            {
+                return err(
+                    v.id.span(),
+                    format!("vendor id {:?} is used twice", v.id.get_ref()),
+                );
+            }
+            if v.ip_allow.get_ref().is_empty() {
+                return err(
+                    v.ip_allow.span(),
+                    format!(
+                        "vendor {:?}: ip_allow is empty, so every request would be refused",
+                        v.id.get_ref()
+                    ),
+                );
+            }
+            let mut mask = 0u128;
+            for class in &v.classes {
+                match classes.iter().position(|c| c == class.get_ref()) {
+                    Some(idx) => mask |= 1 << idx,
+                    None => {
+                        return err(
+                            class.span(),
+                            format!(
+                                "class {:?} is not used by any route (known: {})",
+                                class.get_ref(),
+                                classes.join(", ")
+                            ),
+                        )
+                    }
+                }
+            }
+            let claim_values: Vec<(String, Option<Range<usize>>)> = if v.claim_values.is_empty() {
+                vec![(v.id.get_ref().clone(), Some(v.id.span()))]
+            } else {
+                v.claim_values
+                    .iter()
+                    .map(|s| (s.get_ref().clone(), Some(s.span())))
+                    .collect()
+            };
+            for (value, span) in claim_values {
+                if vendor_by_claim.insert(value.clone(), i).is_some() {
+                    return Err((span, format!("claim value {value:?} maps to two vendors")));
+                }
+            }
+            let nets: Vec<_> = v.ip_allow.get_ref().iter().map(|n| *n.get_ref()).collect();
+            vendors.push(VendorRules {
+                id: v.id.get_ref().clone(),
+                ips: IpSet::new(&nets),
+                classes: mask,
+            });
+        }
+        let trusted: Vec<_> = c
+            .network
+            .trusted_proxies
+            .iter()
+            .map(|n| *n.get_ref())
+            .collect();
+        Ok(Policy {
+            trusted_proxies: IpSet::new(&trusted),
+            any_vendor_ips: IpSet::union(vendors.iter().map(|v| &v.ips)),
+            vendors,
+            vendor_by_claim,
+            classes,
+            routes,
+            table,
+            identity: IdentityRules {
+                issuer: id.issuer.get_ref().clone(),
+                audiences: id.audiences.get_ref().clone(),
+                algorithms,
+                leeway_secs: id.leeway.0.as_secs(),
+                account_claim: id.account_claim.clone(),
+                vendor_claim: id.vendor_claim.clone(),
+                amr_any: id.amr_any.clone(),
+                acr_any: id.acr_any.clone(),
+                max_auth_age_secs: id.max_auth_age.map(|d| d.0.as_secs()),
+                max_token_bytes: usize::try_from(id.max_token_size.0).unwrap_or(usize::MAX),
+            },
+            optional_suffix: c.routing.optional_suffix.clone().filter(|s| !s.is_empty()),
+        })
+    }
+
+    pub fn vendor_for_claim(&self, value: &str) -> Option<usize> {
+        self.vendor_by_claim.get(value).copied()
+    }
+
+    pub fn class_name(&self, route: usize) -> Option<&str> {
+        match self.routes.get(route)?.action {
+            RouteAction::Class(c) => self.classes.get(c).map(String::as_str),
+            RouteAction::Deny => None,
+        }
+    }
+
+    /// The identity-free checks: a path with one meaning, a believable client address, and that
+    /// address belonging to some vendor.
+    pub fn admit(
+        &self,
+        peer: IpAddr,
+        forwarded_for: Option<&str>,
+        raw_path: &str,
+    ) -> Result<Admission, Denial> {
+        let path =
+            normalize(raw_path).map_err(|e| Denial::new(Reason::PathAmbiguous, e.to_string()))?;
+        let client_ip = self.client_ip(peer, forwarded_for)?;
+        if !self.any_vendor_ips.contains(client_ip) {
+            return Err(Denial::new(
+                Reason::IpNotAllowed,
+                "no vendor's ip_allow contains the client address",
+            ));
+        }
+        Ok(Admission { client_ip, path })
+    }
+
+    /// The client's address: the TCP peer, unless the peer is a trusted proxy, in which case the
+    /// rightmost `X-Forwarded-For` entry that is not itself a trusted proxy. A forged header from an
+    /// untrusted peer is simply not read.
+    pub fn client_ip(&self, peer: IpAddr, forwarded_for: Option<&str>) -> Result<IpAddr, Denial> {
+        let peer = peer.to_canonical();
+        let Some(xff) = forwarded_for.filter(|_| self.trusted_proxies.contains(peer)) else {
+            return Ok(peer);
+        };
+        let mut client = peer;
+        for entry in xff.rsplit(',') {
+            let entry = entry.trim();
+            if entry.is_empty() {
+                continue;
+            }
+            let ip = parse_forwarded_ip(entry).ok_or_else(|| {
+                Denial::new(
+                    Reason::ForwardedForInvalid,
+                    "X-Forwarded-For entry is not an IP address",
+                )
+            })?;
+            client = ip;
+            if !self.trusted_proxies.contains(ip) {
+                break;
+            }
+        }
+        Ok(client)
+    }
+
+    /// What the token's vendor may do with this request.
+    pub fn authorize(
+        &self,
+        adm: &Admission,
+        method: &Method,
+        token: &VerifiedToken,
+        now: u64,
+    ) -> Result<Allow, Denial> {
+        let rules = &self.identity;
+        if now > token.exp.saturating_add(rules.leeway_secs) {
+            return Err(Denial::new(Reason::TokenExpired, "exp"));
+        }
+        let vendor = self
+            .vendors
+            .get(token.vendor)
+            .ok_or_else(|| Denial::new(Reason::VendorUnknown, "vendor no longer configured"))?;
+        if !vendor.ips.contains(adm.client_ip) {
+            return Err(Denial::new(
+                Reason::IpNotAllowed,
+                format!("vendors[{}].ip_allow", vendor.id),
+            ));
+        }
+        let amr_ok = token.amr.iter().any(|m| rules.amr_any.contains(m));
+        let acr_ok = token
+            .acr
+            .as_ref()
+            .is_some_and(|a| rules.acr_any.contains(a));
+        if !amr_ok && !acr_ok {
+            return Err(Denial::new(
+                Reason::MfaMissing,
+                "identity.amr_any / identity.acr_any",
+            ));
+        }
+        if let Some(max_age) = rules.max_auth_age_secs {
+            match token.auth_time {
+                Some(t) if now.saturating_sub(t) <= max_age => {}
+                Some(_) => return Err(Denial::new(Reason::AuthTooOld, "identity.max_auth_age")),
+                None => {
+                    return Err(Denial::new(
+                        Reason::AuthTooOld,
+                        "identity.max_auth_age (no auth_time claim)",
+                    ))
+                }
+            }
+        }
+        let route = self
+            .match_route(method, &adm.path)
+            .ok_or_else(|| Denial::new(Reason::RouteUnknown, "no route matches (default deny)"))?;
+        let rule = &self.routes[route];
+        match rule.action {
+            RouteAction::Deny => Err(Denial::new(
+                Reason::RouteDenied,
+                format!("routes[{}]", rule.id),
+            )),
+            RouteAction::Class(c) if vendor.classes & (1 << c) == 0 => Err(Denial::new(
+                Reason::ClassNotPermitted,
+                format!("vendors[{}].classes lacks {}", vendor.id, self.classes[c]),
+            )),
+            RouteAction::Class(_) => Ok(Allow {
+                vendor: token.vendor,
+                route,
+            }),
+        }
+    }
+
+    /// The route for a method and normalized path, the optional suffix ignored on the last segment.
+    pub fn match_route(&self, method: &Method, path: &str) -> Option<usize> {
+        let stripped = self
+            .optional_suffix
+            .as_deref()
+            .and_then(|suffix| path.strip_suffix(suffix))
+            .filter(|p| !p.ends_with('/'));
+        self.table.find(method, stripped.unwrap_or(path))
+    }
+}
+
+fn parse_forwarded_ip(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip.to_canonical());
+    }
+    // "1.2.3.4:5678" or "[2001:db8::1]:443"
+    entry
+        .parse::<std::net::SocketAddr>()
+        .ok()
+        .map(|s| s.ip().to_canonical())
+}

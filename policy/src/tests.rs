@@ -1,0 +1,605 @@
+//! The policy end to end, without I/O: a real config, real tokens signed with real keys, one row per
+//! reason code.
+
+use std::net::IpAddr;
+
+use http::Method;
+use serde_json::{json, Value};
+use vendorgate_mock::idp::{DevIdp, KeyKind};
+
+use crate::{Config, KeySet, Policy, Reason, VerifyError};
+
+pub(crate) const POLICY: &str = r#"
+[server]
+listen = "127.0.0.1:8443"
+tls_cert = "server.pem"
+tls_key = "server-key.pem"
+
+[upstream]
+url = "https://acme.zendesk.com"
+
+[network]
+trusted_proxies = ["127.0.0.10/32", "10.0.0.0/8"]
+
+[identity]
+issuer = "https://idp.test"
+audiences = ["vendorgate"]
+jwks_file = "jwks.json"
+max_auth_age = "12h"
+
+[[vendors]]
+id = "acme"
+ip_allow = ["127.0.0.2/32", "2001:db8::/32"]
+classes = ["read", "write"]
+
+[[vendors]]
+id = "globex"
+claim_values = ["globex", "globex-eu"]
+ip_allow = ["127.0.0.3/32"]
+classes = ["read", "export"]
+
+[[routes]]
+id = "ticket-show"
+methods = ["GET"]
+path = "/api/v2/tickets/{id}"
+class = "read"
+
+[[routes]]
+id = "ticket-update"
+methods = ["PUT"]
+path = "/api/v2/tickets/{id}"
+class = "write"
+
+[[routes]]
+id = "export"
+methods = ["GET"]
+path = "/api/v2/incremental/**"
+class = "export"
+
+[[routes]]
+id = "password"
+path = "/api/v2/users/{id}/password"
+deny = true
+
+[[routes]]
+id = "account-settings"
+path = "/api/v2/account/**"
+class = "admin"
+"#;
+
+const NOW: u64 = 1_800_000_000;
+
+struct Fixture {
+    policy: Policy,
+    idp: DevIdp,
+    keys: KeySet,
+}
+
+fn fixture() -> Fixture {
+    let config = Config::from_toml(POLICY, "policy.toml").unwrap();
+    let idp = DevIdp::new("https://idp.test");
+    let keys = KeySet::from_jwks(&idp.jwks()).unwrap();
+    Fixture {
+        policy: config.policy,
+        idp,
+        keys,
+    }
+}
+
+fn claims(f: &Fixture, vendor: &str) -> Value {
+    f.idp
+        .agent_claims("vendorgate", "agent-7", vendor, NOW - 60, 3600)
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Runs the whole decision as the proxy does: admit, verify, authorize.
+fn decide(
+    f: &Fixture,
+    peer: &str,
+    xff: Option<&str>,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> Result<(), Reason> {
+    let adm = f.policy.admit(ip(peer), xff, path).map_err(|d| d.reason)?;
+    let tok = match f.policy.verify_token(token, &f.keys, NOW) {
+        Ok(t) => t,
+        Err(VerifyError::Denied(d)) => return Err(d.reason),
+        Err(VerifyError::UnknownKey { .. }) => return Err(Reason::TokenInvalid),
+    };
+    f.policy
+        .authorize(&adm, &method, &tok, NOW)
+        .map(|_| ())
+        .map_err(|d| d.reason)
+}
+
+#[test]
+fn every_reason_code_from_a_real_request() {
+    let f = fixture();
+    let good = f.idp.mint(KeyKind::Es256, &claims(&f, "acme"));
+    let with = |patch: Value| {
+        let mut c = claims(&f, "acme");
+        for (k, v) in patch.as_object().unwrap() {
+            if v.is_null() {
+                c.as_object_mut().unwrap().remove(k);
+            } else {
+                c[k] = v.clone();
+            }
+        }
+        f.idp.mint(KeyKind::Es256, &c)
+    };
+    let get = Method::GET;
+    type Row<'a> = (
+        &'a str,
+        &'a str,
+        Option<&'a str>,
+        Method,
+        &'a str,
+        String,
+        Result<(), Reason>,
+    );
+    let rows: Vec<Row> = vec![
+        (
+            "allowed read",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1.json",
+            good.clone(),
+            Ok(()),
+        ),
+        (
+            "allowed write",
+            "127.0.0.2",
+            None,
+            Method::PUT,
+            "/api/v2/tickets/1",
+            good.clone(),
+            Ok(()),
+        ),
+        (
+            "ipv6 vendor net",
+            "2001:db8::7",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Ok(()),
+        ),
+        (
+            "path_ambiguous",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets%2f1",
+            good.clone(),
+            Err(Reason::PathAmbiguous),
+        ),
+        (
+            "forwarded_for_invalid",
+            "127.0.0.10",
+            Some("not-an-ip"),
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Err(Reason::ForwardedForInvalid),
+        ),
+        (
+            "ip of no vendor",
+            "127.0.0.9",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Err(Reason::IpNotAllowed),
+        ),
+        (
+            "ip of another vendor",
+            "127.0.0.3",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Err(Reason::IpNotAllowed),
+        ),
+        (
+            "forged xff from untrusted peer",
+            "127.0.0.9",
+            Some("127.0.0.2"),
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Err(Reason::IpNotAllowed),
+        ),
+        (
+            "xff from trusted proxy",
+            "127.0.0.10",
+            Some("198.51.100.1, 127.0.0.2"),
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Ok(()),
+        ),
+        (
+            "xff chain of trusted proxies",
+            "127.0.0.10",
+            Some("127.0.0.2, 10.1.2.3"),
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Ok(()),
+        ),
+        (
+            "xff rightmost untrusted wins",
+            "127.0.0.10",
+            Some("127.0.0.2, 198.51.100.1"),
+            get.clone(),
+            "/api/v2/tickets/1",
+            good.clone(),
+            Err(Reason::IpNotAllowed),
+        ),
+        (
+            "token_invalid garbage",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            "not.a.jwt".into(),
+            Err(Reason::TokenInvalid),
+        ),
+        (
+            "token_expired",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"exp": NOW - 3600})),
+            Err(Reason::TokenExpired),
+        ),
+        (
+            "expired within leeway",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"exp": NOW - 10})),
+            Ok(()),
+        ),
+        (
+            "token_not_yet_valid",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"nbf": NOW + 600})),
+            Err(Reason::TokenNotYetValid),
+        ),
+        (
+            "no exp",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"exp": null})),
+            Err(Reason::TokenInvalid),
+        ),
+        (
+            "issuer_mismatch",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"iss": "https://evil.test"})),
+            Err(Reason::IssuerMismatch),
+        ),
+        (
+            "audience_mismatch",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"aud": "other-app"})),
+            Err(Reason::AudienceMismatch),
+        ),
+        (
+            "audience in a list",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"aud": ["x", "vendorgate"]})),
+            Ok(()),
+        ),
+        (
+            "no account claim",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"sub": null})),
+            Err(Reason::TokenInvalid),
+        ),
+        (
+            "vendor_unknown",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"vendor": "initech"})),
+            Err(Reason::VendorUnknown),
+        ),
+        (
+            "mfa_missing (no amr)",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"amr": null})),
+            Err(Reason::MfaMissing),
+        ),
+        (
+            "mfa_missing (pwd only)",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"amr": ["pwd"]})),
+            Err(Reason::MfaMissing),
+        ),
+        (
+            "hardware key counts",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"amr": ["hwk"]})),
+            Ok(()),
+        ),
+        (
+            "auth_too_old",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"auth_time": NOW - 13 * 3600})),
+            Err(Reason::AuthTooOld),
+        ),
+        (
+            "auth_time absent",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            with(json!({"auth_time": null})),
+            Err(Reason::AuthTooOld),
+        ),
+        (
+            "route_denied",
+            "127.0.0.2",
+            None,
+            Method::POST,
+            "/api/v2/users/5/password",
+            good.clone(),
+            Err(Reason::RouteDenied),
+        ),
+        (
+            "route_unknown",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/webhooks",
+            good.clone(),
+            Err(Reason::RouteUnknown),
+        ),
+        (
+            "route_unknown by method",
+            "127.0.0.2",
+            None,
+            Method::DELETE,
+            "/api/v2/tickets/1",
+            good.clone(),
+            Err(Reason::RouteUnknown),
+        ),
+        (
+            "class_not_permitted",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/incremental/tickets/cursor",
+            good.clone(),
+            Err(Reason::ClassNotPermitted),
+        ),
+        (
+            "dot-segment to export",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/../incremental/users",
+            good.clone(),
+            Err(Reason::ClassNotPermitted),
+        ),
+        (
+            "encoded dot-segment to export",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/%2e%2e/incremental/users",
+            good.clone(),
+            Err(Reason::ClassNotPermitted),
+        ),
+        (
+            "admin class for no vendor",
+            "127.0.0.2",
+            None,
+            Method::PUT,
+            "/api/v2/account/settings",
+            good.clone(),
+            Err(Reason::ClassNotPermitted),
+        ),
+    ];
+    for (name, peer, xff, method, path, token, want) in rows {
+        assert_eq!(decide(&f, peer, xff, method, path, &token), want, "{name}");
+    }
+    // A vendor known by a second claim value, on its own network, with its own classes.
+    let globex = f.idp.mint(KeyKind::EdDsa, &claims(&f, "globex-eu"));
+    assert_eq!(
+        decide(
+            &f,
+            "127.0.0.3",
+            None,
+            get.clone(),
+            "/api/v2/incremental/tickets/cursor",
+            &globex
+        ),
+        Ok(())
+    );
+    assert_eq!(
+        decide(
+            &f,
+            "127.0.0.3",
+            None,
+            Method::PUT,
+            "/api/v2/tickets/1",
+            &globex
+        ),
+        Err(Reason::ClassNotPermitted)
+    );
+}
+
+#[test]
+fn every_key_type_verifies_and_forgeries_do_not() {
+    let f = fixture();
+    let c = claims(&f, "acme");
+    for kind in KeyKind::ALL {
+        let token = f.idp.mint(kind, &c);
+        let v = f.policy.verify_token(&token, &f.keys, NOW).unwrap();
+        assert_eq!((v.account.as_str(), v.vendor), ("agent-7", 0), "{kind:?}");
+        assert_eq!(v.amr, ["pwd", "mfa"]);
+    }
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let payload = b64(&c);
+    let rsa = f.idp.key(KeyKind::Rs256);
+    let invalid = |token: &str, what: &str| match f.policy.verify_token(token, &f.keys, NOW) {
+        Err(VerifyError::Denied(d)) => assert_eq!(d.reason, Reason::TokenInvalid, "{what}: {d:?}"),
+        other => panic!("{what}: {other:?}"),
+    };
+    // alg none, with and without a kid.
+    invalid(
+        &format!("{}.{payload}.", b64(&json!({"alg": "none"}))),
+        "alg none",
+    );
+    invalid(
+        &format!(
+            "{}.{payload}.",
+            b64(&json!({"alg": "none", "kid": rsa.kid}))
+        ),
+        "alg none + kid",
+    );
+    // HS256 "signed" with the RSA public key as the secret (classic key confusion).
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(rsa.kid.clone());
+    let confused = jsonwebtoken::encode(
+        &header,
+        &c,
+        &jsonwebtoken::EncodingKey::from_secret(rsa.public_pem.as_bytes()),
+    )
+    .unwrap();
+    invalid(&confused, "HS256 with the RSA public key");
+    // ES256 header on the RSA key's kid: the key type does not fit the alg.
+    let es = f.idp.mint(KeyKind::Es256, &c);
+    let mut parts: Vec<&str> = es.split('.').collect();
+    let forged_header = b64(&json!({"alg": "ES256", "kid": rsa.kid}));
+    parts[0] = &forged_header;
+    invalid(&parts.join("."), "ES256 claimed on an RSA key");
+    // A valid signature over different claims.
+    let other = f.idp.mint(KeyKind::Es256, &claims(&f, "globex"));
+    let swapped = format!(
+        "{}.{}.{}",
+        es.split('.').next().unwrap(),
+        other.split('.').nth(1).unwrap(),
+        es.split('.').nth(2).unwrap()
+    );
+    invalid(&swapped, "payload swapped under a valid signature");
+    invalid("eyJhbGciOiJFUzI1NiJ9.!!!.###", "malformed base64");
+    invalid(&"a".repeat(20_000), "oversized");
+    // A key the set does not hold is reported as unknown (the proxy refetches), not as invalid.
+    let stranger = vendorgate_mock::idp::SigningKey::generate(KeyKind::Es256, "rotated-2");
+    assert!(matches!(
+        f.policy.verify_token(&stranger.sign(&c), &f.keys, NOW),
+        Err(VerifyError::UnknownKey { kid: Some(k) }) if k == "rotated-2"
+    ));
+}
+
+#[test]
+fn config_errors_in_the_policy_sections_are_located() {
+    let cases = [
+        (
+            "\"HS256\"",
+            POLICY.replace(
+                "audiences = [\"vendorgate\"]",
+                "audiences = [\"vendorgate\"]\nalgorithms = [\"HS256\"]",
+            ),
+            "HMAC",
+        ),
+        (
+            "class typo",
+            POLICY.replace(
+                "classes = [\"read\", \"write\"]",
+                "classes = [\"read\", \"wrtie\"]",
+            ),
+            "class \"wrtie\" is not used by any route",
+        ),
+        (
+            "bad cidr",
+            POLICY.replace("127.0.0.2/32", "127.0.0.300/32"),
+            "invalid",
+        ),
+        (
+            "bad pattern",
+            POLICY.replace("/api/v2/incremental/**", "/api/v2/**/x"),
+            "'**' may only be the last segment",
+        ),
+        (
+            "no class",
+            POLICY.replace("deny = true", ""),
+            "route needs a class",
+        ),
+        (
+            "two key sources",
+            POLICY.replace(
+                "jwks_file = \"jwks.json\"",
+                "jwks_file = \"a\"\njwks_url = \"https://x\"",
+            ),
+            "exactly one of",
+        ),
+        (
+            "no mfa",
+            POLICY.replace("max_auth_age = \"12h\"", "amr_any = []"),
+            "MFA",
+        ),
+        (
+            "lower-case method",
+            POLICY.replace("methods = [\"PUT\"]", "methods = [\"put\"]"),
+            "not an HTTP method",
+        ),
+        (
+            "duplicate claim",
+            POLICY.replace(
+                "claim_values = [\"globex\", \"globex-eu\"]",
+                "claim_values = [\"acme\"]",
+            ),
+            "two vendors",
+        ),
+    ];
+    for (what, text, words) in cases {
+        let e = Config::from_toml(&text, "p.toml").unwrap_err();
+        assert!(e.message.contains(words), "{what}: {e}");
+        assert!(e.line > 1, "{what}: {e}");
+    }
+}

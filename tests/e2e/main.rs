@@ -7,3 +7,4 @@ mod cli;
 mod errors;
 mod forwarding;
 mod lifecycle;
+mod policy;

@@ -335,16 +335,27 @@ pub enum Http {
 
 /// A real HTTPS client trusting the dev CA, speaking only the given version.
 pub fn client(pki: &Pki, version: Http) -> TestClient {
+    client_from(pki, version, None)
+}
+
+/// The same, with its connections bound to a local source address (127.0.0.2, 127.0.0.3, …) so
+/// the proxy sees a chosen client IP.
+pub fn client_from(pki: &Pki, version: Http, source: Option<&str>) -> TestClient {
     let mut tls = pki.client_tls(Alpn::Http11);
     tls.alpn_protocols.clear();
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_local_address(source.map(|s| s.parse().unwrap()));
     let builder = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only();
     match version {
-        Http::One => Client::builder(TokioExecutor::new()).build(builder.enable_http1().build()),
+        Http::One => {
+            Client::builder(TokioExecutor::new()).build(builder.enable_http1().wrap_connector(http))
+        }
         Http::Two => Client::builder(TokioExecutor::new())
             .http2_only(true)
-            .build(builder.enable_http2().build()),
+            .build(builder.enable_http2().wrap_connector(http)),
     }
 }
 

@@ -28,6 +28,19 @@ pub(crate) async fn handle(
     let path = parts.uri.path().to_string();
     let base = base_url(&parts);
 
+    if path == "/.well-known/openid-configuration" {
+        return Ok(
+            match shared
+                .jwks
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+            {
+                Some(_) => ok(json!({"issuer": base, "jwks_uri": format!("{base}/__mock/jwks")})),
+                None => json_reply(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "down"})),
+            },
+        );
+    }
     if let Some(rest) = path.strip_prefix("/__mock/") {
         return Ok(mock_endpoint(&shared, &parts, rest, &query, body).await);
     }
@@ -378,6 +391,15 @@ async fn mock_endpoint(
             tokio::time::sleep(Duration::from_millis(ms)).await;
             ok(json!({"slept_ms": ms}))
         }
+        "jwks" => match shared
+            .jwks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            Some(doc) => static_reply(Bytes::from(doc)),
+            None => json_reply(StatusCode::SERVICE_UNAVAILABLE, &json!({"error": "down"})),
+        },
         "static/2k" => static_reply(shared.static_2k.clone()),
         "static/1m" => static_reply(shared.static_1m.clone()),
         _ => not_found(),

@@ -31,6 +31,9 @@ pub struct MockOptions {
     /// When set, `/api/v2` answers 401 unless `Authorization` is exactly this value, as Zendesk
     /// does for a missing or wrong credential.
     pub require_authorization: Option<String>,
+    /// A JWKS document served at `/__mock/jwks` (with OIDC discovery at
+    /// `/.well-known/openid-configuration`), so the mock can stand in for an IdP.
+    pub jwks: Option<String>,
 }
 
 impl Default for MockOptions {
@@ -41,6 +44,7 @@ impl Default for MockOptions {
             tickets_total: 1_186,
             users_total: 500,
             require_authorization: None,
+            jwks: None,
         }
     }
 }
@@ -56,6 +60,7 @@ pub struct RecordedRequest {
 
 pub(crate) struct Shared {
     pub options: MockOptions,
+    pub jwks: Mutex<Option<String>>,
     pub requests: AtomicU64,
     pub recent: Mutex<VecDeque<RecordedRequest>>,
     pub filler: Bytes,
@@ -112,6 +117,7 @@ impl MockUpstream {
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            jwks: Mutex::new(options.jwks.clone()),
             options,
             requests: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
@@ -147,6 +153,11 @@ impl MockUpstream {
     pub fn recent(&self) -> Vec<RecordedRequest> {
         let recent = self.shared.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.iter().cloned().collect()
+    }
+
+    /// Replaces the served JWKS (`None`: the endpoints answer 503, like an IdP outage).
+    pub fn set_jwks(&self, jwks: Option<String>) {
+        *self.shared.jwks.lock().unwrap_or_else(|p| p.into_inner()) = jwks;
     }
 
     pub async fn stop(mut self) {

@@ -76,6 +76,12 @@ pub struct Config {
     pub routes: Vec<Route>,
     #[serde(default)]
     pub routing: Routing,
+    #[serde(default)]
+    pub sessions: Sessions,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub state: StateConfig,
     /// The compiled form of `network`, `identity`, `vendors` and `routes`, filled by
     /// [`Config::from_toml`]: holding a `Config` means holding a valid policy.
     #[serde(skip)]
@@ -157,6 +163,149 @@ pub struct Vendor {
     pub ip_allow: Spanned<Vec<Spanned<IpNetwork>>>,
     /// Route classes the vendor may use.
     pub classes: Vec<Spanned<String>>,
+    /// Overrides of the global `[sessions]` for this vendor's agents.
+    #[serde(default)]
+    pub sessions: Option<SessionOverrides>,
+}
+
+/// How long a signed-in session may last.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sessions {
+    /// No request for this long ends the session; the token is refused until the agent signs in
+    /// again (a new sign-in is a new session).
+    #[serde(default = "defaults::session_idle")]
+    pub idle_timeout: HumanDuration,
+    /// Counted from `auth_time` (else `iat`): past it the session is over whatever the token's `exp`.
+    #[serde(default = "defaults::session_lifetime")]
+    pub max_lifetime: HumanDuration,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions {
+            idle_timeout: defaults::session_idle(),
+            max_lifetime: defaults::session_lifetime(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionOverrides {
+    #[serde(default)]
+    pub idle_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub max_lifetime: Option<HumanDuration>,
+}
+
+/// Who a limit counts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Each agent separately.
+    Account,
+    /// All of a vendor's agents together.
+    Vendor,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Request rate limits (GCRA) on route classes, above all `export`.
+    #[serde(default)]
+    pub rate: Vec<RateLimit>,
+    /// Response bytes leaving per window.
+    #[serde(default)]
+    pub egress: Vec<ByteCap>,
+    /// Request bytes arriving per window.
+    #[serde(default)]
+    pub ingress: Vec<ByteCap>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimit {
+    pub id: Spanned<String>,
+    pub per: Scope,
+    /// Classes the limit applies to (default: `["export"]`).
+    #[serde(default = "defaults::export_class")]
+    pub classes: Vec<Spanned<String>>,
+    /// `requests` per `period`, evenly spaced…
+    pub requests: u32,
+    pub period: HumanDuration,
+    /// …with up to `burst` at once (default: `requests`).
+    #[serde(default)]
+    pub burst: Option<u32>,
+    /// Only for these vendors (default: all).
+    #[serde(default)]
+    pub vendors: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByteCap {
+    pub id: Spanned<String>,
+    pub per: Scope,
+    pub max: ByteSize,
+    /// Fixed windows aligned to the epoch (`"1h"`: each clock hour UTC).
+    pub window: HumanDuration,
+    /// Classes counted (default: all).
+    #[serde(default)]
+    pub classes: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub vendors: Vec<Spanned<String>>,
+}
+
+/// Where sessions and counters live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateConfig {
+    #[serde(default)]
+    pub backend: Backend,
+    /// `redis://host:port/db` (required with `backend = "redis"`).
+    #[serde(default)]
+    pub redis_url: Option<Spanned<String>>,
+    /// When the shared state cannot be reached: refuse (`deny`) or use this replica's memory.
+    #[serde(default)]
+    pub on_state_error: OnStateError,
+    /// Per state operation.
+    #[serde(default = "defaults::state_timeout")]
+    pub timeout: HumanDuration,
+    #[serde(default = "defaults::key_prefix")]
+    pub key_prefix: String,
+    /// Keys kept in memory before idle ones are evicted (sessions and byte counters each).
+    #[serde(default = "defaults::max_keys")]
+    pub max_keys: usize,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        StateConfig {
+            backend: Backend::default(),
+            redis_url: None,
+            on_state_error: OnStateError::default(),
+            timeout: defaults::state_timeout(),
+            key_prefix: defaults::key_prefix(),
+            max_keys: defaults::max_keys(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    #[default]
+    Memory,
+    Redis,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnStateError {
+    #[default]
+    Deny,
+    Local,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -505,6 +654,24 @@ mod defaults {
     }
     pub fn optional_suffix() -> Option<String> {
         Some(".json".into())
+    }
+    pub fn session_idle() -> HumanDuration {
+        HumanDuration::from_secs(30 * 60)
+    }
+    pub fn session_lifetime() -> HumanDuration {
+        HumanDuration::from_secs(12 * 3600)
+    }
+    pub fn export_class() -> Vec<Spanned<String>> {
+        vec![Spanned::new(0..0, "export".to_string())]
+    }
+    pub fn state_timeout() -> HumanDuration {
+        HumanDuration(std::time::Duration::from_millis(250))
+    }
+    pub fn key_prefix() -> String {
+        "vendorgate".into()
+    }
+    pub fn max_keys() -> usize {
+        1_000_000
     }
     pub fn identity_header() -> Option<String> {
         Some("X-Vendorgate-Agent".into())

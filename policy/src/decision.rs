@@ -39,6 +39,18 @@ pub enum Reason {
     ClassNotPermitted,
     /// The IdP's keys have never been obtained, so no token can be checked: fail closed.
     IdentityKeysUnavailable,
+    /// No request for longer than the idle timeout: the session is over until the agent signs in.
+    SessionIdleExpired,
+    /// The session is older (from `auth_time`, else `iat`) than its maximum lifetime.
+    SessionLifetimeExpired,
+    /// A request-rate limit on the route's class is used up for now.
+    ExportRateLimited,
+    /// The response-byte budget for the window is used up (or this response would pass it).
+    EgressCapExceeded,
+    /// The request-byte budget for the window is used up (or this upload would pass it).
+    IngressCapExceeded,
+    /// The shared state (sessions, limits) cannot be reached and `on_state_error = "deny"`.
+    StateUnavailable,
 }
 
 /// The `error` parameter of the `WWW-Authenticate: Bearer` challenge for a 401.
@@ -53,7 +65,7 @@ pub enum Challenge {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 16] = [
+    pub const ALL: [Reason; 22] = [
         Reason::PathAmbiguous,
         Reason::ForwardedForInvalid,
         Reason::IpNotAllowed,
@@ -70,6 +82,12 @@ impl Reason {
         Reason::RouteUnknown,
         Reason::ClassNotPermitted,
         Reason::IdentityKeysUnavailable,
+        Reason::SessionIdleExpired,
+        Reason::SessionLifetimeExpired,
+        Reason::ExportRateLimited,
+        Reason::EgressCapExceeded,
+        Reason::IngressCapExceeded,
+        Reason::StateUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -90,6 +108,12 @@ impl Reason {
             Reason::RouteUnknown => "route_unknown",
             Reason::ClassNotPermitted => "class_not_permitted",
             Reason::IdentityKeysUnavailable => "identity_keys_unavailable",
+            Reason::SessionIdleExpired => "session_idle_expired",
+            Reason::SessionLifetimeExpired => "session_lifetime_expired",
+            Reason::ExportRateLimited => "export_rate_limited",
+            Reason::EgressCapExceeded => "egress_cap_exceeded",
+            Reason::IngressCapExceeded => "ingress_cap_exceeded",
+            Reason::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -105,13 +129,20 @@ impl Reason {
             | Reason::IssuerMismatch
             | Reason::AudienceMismatch
             | Reason::MfaMissing
-            | Reason::AuthTooOld => StatusCode::UNAUTHORIZED,
+            | Reason::AuthTooOld
+            | Reason::SessionIdleExpired
+            | Reason::SessionLifetimeExpired => StatusCode::UNAUTHORIZED,
             Reason::IpNotAllowed
             | Reason::VendorUnknown
             | Reason::RouteDenied
             | Reason::RouteUnknown
             | Reason::ClassNotPermitted => StatusCode::FORBIDDEN,
-            Reason::IdentityKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Reason::ExportRateLimited | Reason::EgressCapExceeded | Reason::IngressCapExceeded => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
+            Reason::IdentityKeysUnavailable | Reason::StateUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
         }
     }
 
@@ -192,6 +223,20 @@ mod tests {
             (Reason::RouteUnknown, 403, None),
             (Reason::ClassNotPermitted, 403, None),
             (Reason::IdentityKeysUnavailable, 503, None),
+            (
+                Reason::SessionIdleExpired,
+                401,
+                Some(Challenge::InvalidToken),
+            ),
+            (
+                Reason::SessionLifetimeExpired,
+                401,
+                Some(Challenge::InvalidToken),
+            ),
+            (Reason::ExportRateLimited, 429, None),
+            (Reason::EgressCapExceeded, 429, None),
+            (Reason::IngressCapExceeded, 429, None),
+            (Reason::StateUnavailable, 503, None),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for (r, status, challenge) in table {

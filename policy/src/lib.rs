@@ -9,6 +9,7 @@
 pub mod config;
 pub mod decision;
 pub mod ipset;
+pub mod limits;
 pub mod path;
 pub mod policy;
 pub mod routes;
@@ -18,6 +19,7 @@ pub mod units;
 pub use config::{Config, ConfigError};
 pub use decision::{Allow, Challenge, Denial, Reason};
 pub use ipset::IpSet;
+pub use limits::{gcra, ByteRule, GcraOutcome, RateRule};
 pub use policy::{Admission, Policy, RouteAction};
 pub use token::{bearer, JwksError, KeySet, VerifiedToken, VerifyError};
 pub use units::{ByteSize, HumanDuration};

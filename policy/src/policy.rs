@@ -12,9 +12,14 @@ use std::ops::Range;
 use http::Method;
 use jsonwebtoken::Algorithm;
 
-use crate::config::Config;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use crate::config::{Backend, ByteCap, Config, SessionOverrides};
 use crate::decision::{Allow, Denial, Reason};
 use crate::ipset::IpSet;
+use crate::limits::{applies, ByteRule, RateRule};
 use crate::path::normalize;
 use crate::routes::{Methods, RouteTable};
 use crate::token::VerifiedToken;
@@ -39,6 +44,8 @@ pub struct VendorRules {
     pub ips: IpSet,
     /// Bit i set: class i is permitted.
     classes: u128,
+    pub session_idle: Duration,
+    pub session_lifetime: Duration,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +75,9 @@ pub struct Policy {
     table: RouteTable,
     pub identity: IdentityRules,
     optional_suffix: Option<String>,
+    pub rate_rules: Vec<RateRule>,
+    pub egress_rules: Vec<ByteRule>,
+    pub ingress_rules: Vec<ByteRule>,
 }
 
 /// What the identity-free checks established about a request.
@@ -297,12 +307,136 @@ impl Policy {
                 }
             }
             let nets: Vec<_> = v.ip_allow.get_ref().iter().map(|n| *n.get_ref()).collect();
+            let o = v.sessions.clone().unwrap_or(SessionOverrides::default());
             vendors.push(VendorRules {
                 id: v.id.get_ref().clone(),
                 ips: IpSet::new(&nets),
                 classes: mask,
+                session_idle: o.idle_timeout.unwrap_or(c.sessions.idle_timeout).0,
+                session_lifetime: o.max_lifetime.unwrap_or(c.sessions.max_lifetime).0,
             });
         }
+        for v in &vendors {
+            if v.session_idle.is_zero() || v.session_lifetime.is_zero() {
+                return Err((
+                    None,
+                    format!(
+                        "vendor {:?}: session timeouts must be greater than 0s",
+                        v.id
+                    ),
+                ));
+            }
+        }
+
+        // Limits and state.
+        let class_mask =
+            |names: &[Spanned<String>], all_if_empty: bool| -> Result<u128, CompileError> {
+                if names.is_empty() && all_if_empty {
+                    return Ok(u128::MAX);
+                }
+                let mut mask = 0u128;
+                for n in names {
+                    match classes.iter().position(|c| c == n.get_ref()) {
+                        Some(i) => mask |= 1 << i,
+                        None => {
+                            return Err((
+                                Some(n.span()),
+                                format!("class {:?} is not used by any route", n.get_ref()),
+                            ))
+                        }
+                    }
+                }
+                Ok(mask)
+            };
+        let vendor_list = |names: &[Spanned<String>]| -> Result<Vec<usize>, CompileError> {
+            names
+                .iter()
+                .map(|n| {
+                    vendors
+                        .iter()
+                        .position(|v| v.id == *n.get_ref())
+                        .ok_or_else(|| {
+                            (
+                                Some(n.span()),
+                                format!("no vendor has id {:?}", n.get_ref()),
+                            )
+                        })
+                })
+                .collect()
+        };
+        let mut rate_rules: Vec<RateRule> = Vec::new();
+        for r in &c.limits.rate {
+            if rate_rules.iter().any(|x| x.id == *r.id.get_ref()) {
+                return err(
+                    r.id.span(),
+                    format!("rate limit id {:?} is used twice", r.id.get_ref()),
+                );
+            }
+            if r.requests == 0 || r.period.0.is_zero() || r.burst == Some(0) {
+                return err(
+                    r.id.span(),
+                    "a rate limit needs requests ≥ 1, burst ≥ 1 and a period greater than 0s"
+                        .into(),
+                );
+            }
+            rate_rules.push(RateRule {
+                id: r.id.get_ref().clone(),
+                per: r.per,
+                classes: class_mask(&r.classes, false)?,
+                vendors: vendor_list(&r.vendors)?,
+                requests: r.requests,
+                period: r.period.0,
+                burst: r.burst.unwrap_or(r.requests),
+            });
+        }
+        let byte_rules = |caps: &[ByteCap], kind: &str| -> Result<Vec<ByteRule>, CompileError> {
+            let mut out: Vec<ByteRule> = Vec::new();
+            for b in caps {
+                if out.iter().any(|x| x.id == *b.id.get_ref()) {
+                    return Err((
+                        Some(b.id.span()),
+                        format!("{kind} cap id {:?} is used twice", b.id.get_ref()),
+                    ));
+                }
+                if b.max.0 == 0 || b.window.0.as_millis() < 1000 {
+                    return Err((
+                        Some(b.id.span()),
+                        format!("{kind} cap needs max > 0 and a window of at least 1s"),
+                    ));
+                }
+                out.push(ByteRule {
+                    id: b.id.get_ref().clone(),
+                    per: b.per,
+                    classes: class_mask(&b.classes, true)?,
+                    vendors: vendor_list(&b.vendors)?,
+                    max: b.max.0,
+                    window: b.window.0,
+                });
+            }
+            Ok(out)
+        };
+        let egress_rules = byte_rules(&c.limits.egress, "egress")?;
+        let ingress_rules = byte_rules(&c.limits.ingress, "ingress")?;
+        let st = &c.state;
+        match (&st.backend, &st.redis_url) {
+            (Backend::Redis, None) => {
+                return Err((
+                    None,
+                    "state.backend = \"redis\" needs state.redis_url".into(),
+                ))
+            }
+            (_, Some(url))
+                if !url.get_ref().starts_with("redis://")
+                    && !url.get_ref().starts_with("rediss://") =>
+            {
+                return err(
+                    url.span(),
+                    format!("{:?} is not a redis:// or rediss:// URL", url.get_ref()),
+                )
+            }
+            _ => {}
+        }
+
         let trusted: Vec<_> = c
             .network
             .trusted_proxies
@@ -330,7 +464,73 @@ impl Policy {
                 max_token_bytes: usize::try_from(id.max_token_size.0).unwrap_or(usize::MAX),
             },
             optional_suffix: c.routing.optional_suffix.clone().filter(|s| !s.is_empty()),
+            rate_rules,
+            egress_rules,
+            ingress_rules,
         })
+    }
+
+    /// The route's class index, if it has one.
+    fn class_of(&self, route: usize) -> Option<usize> {
+        match self.routes.get(route)?.action {
+            RouteAction::Class(c) => Some(c),
+            RouteAction::Deny => None,
+        }
+    }
+
+    /// Rate limits that apply to this vendor on this route.
+    pub fn rate_rules_for(
+        &self,
+        vendor: usize,
+        route: usize,
+    ) -> impl Iterator<Item = (usize, &RateRule)> {
+        let class = self.class_of(route);
+        self.rate_rules
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| class.is_some_and(|c| applies(r.classes, &r.vendors, c, vendor)))
+    }
+
+    /// Egress (`ingress = false`) or ingress caps that apply to this vendor on this route.
+    pub fn byte_rules_for(
+        &self,
+        ingress: bool,
+        vendor: usize,
+        route: usize,
+    ) -> impl Iterator<Item = (usize, &ByteRule)> {
+        let class = self.class_of(route);
+        let rules = if ingress {
+            &self.ingress_rules
+        } else {
+            &self.egress_rules
+        };
+        rules
+            .iter()
+            .enumerate()
+            .filter(move |(_, r)| class.is_some_and(|c| applies(r.classes, &r.vendors, c, vendor)))
+    }
+
+    /// The absolute session lifetime, counted from the sign-in (`auth_time`, else `iat`).
+    pub fn check_session_lifetime(&self, token: &VerifiedToken, now: u64) -> Result<(), Denial> {
+        let Some(vendor) = self.vendors.get(token.vendor) else {
+            return Err(Denial::new(
+                Reason::VendorUnknown,
+                "vendor no longer configured",
+            ));
+        };
+        let Some(start) = token.auth_time.or(token.iat) else {
+            return Err(Denial::new(
+                Reason::SessionLifetimeExpired,
+                "no auth_time or iat to count the session from",
+            ));
+        };
+        if now.saturating_sub(start) > vendor.session_lifetime.as_secs() {
+            return Err(Denial::new(
+                Reason::SessionLifetimeExpired,
+                "sessions.max_lifetime",
+            ));
+        }
+        Ok(())
     }
 
     pub fn vendor_for_claim(&self, value: &str) -> Option<usize> {

@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::conn::InFlight;
+use crate::metering::{CapReached, Meter};
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -30,17 +31,29 @@ pub struct RequestBody {
     limit: u64,
     seen: u64,
     overflow: Option<Overflow>,
+    meter: Option<Meter>,
+    held: Option<Bytes>,
+    cut: bool,
 }
 
-/// Set when a [`RequestBody`] passed its limit; shared with the pipeline.
+/// Set when a [`RequestBody`] passed its size limit (`.0`) or its ingress budget (`.1`); shared
+/// with the pipeline.
 #[derive(Clone, Default)]
-pub struct Overflow(Arc<AtomicBool>);
+pub struct Overflow(Arc<AtomicBool>, Arc<AtomicBool>);
 
 impl Overflow {
     pub fn happened(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }
+
+    pub fn ingress_cap(&self) -> bool {
+        self.1.load(Ordering::Relaxed)
+    }
 }
+
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("ingress byte cap reached")]
+pub struct IngressCapReached;
 
 impl RequestBody {
     /// The body, and an overflow flag when there is a body to overflow (none is allocated for the
@@ -52,8 +65,17 @@ impl RequestBody {
             limit,
             seen: 0,
             overflow: overflow.clone(),
+            meter: None,
+            held: None,
+            cut: false,
         };
         (body, overflow)
+    }
+
+    /// Counts the upload against an ingress budget (and raises the overflow flag when it runs out).
+    pub fn metered(mut self, meter: Meter) -> Self {
+        self.meter = Some(meter);
+        self
     }
 }
 
@@ -66,28 +88,52 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(data) = frame.data_ref() {
-                    this.seen += data.len() as u64;
-                    if this.seen > this.limit {
-                        if let Some(flag) = &this.overflow {
-                            flag.0.store(true, Ordering::Relaxed);
+        if this.cut {
+            return Poll::Ready(Some(Err(Box::new(IngressCapReached))));
+        }
+        let data = match this.held.take() {
+            Some(data) => data,
+            None => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        this.seen += data.len() as u64;
+                        if this.seen > this.limit {
+                            if let Some(flag) = &this.overflow {
+                                flag.0.store(true, Ordering::Relaxed);
+                            }
+                            let limit = this.limit;
+                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
                         }
-                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge {
-                            limit: this.limit,
-                        }))));
+                        data
                     }
-                }
-                Poll::Ready(Some(Ok(frame)))
+                    Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                None => return Poll::Ready(None),
+            },
+        };
+        let Some(meter) = this.meter.as_mut() else {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        };
+        match meter.poll_admit(cx, data.len() as u64) {
+            Poll::Pending => {
+                this.held = Some(data);
+                Poll::Pending
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(Box::new(e)))),
-            None => Poll::Ready(None),
+            Poll::Ready(n) if n as usize == data.len() => Poll::Ready(Some(Ok(Frame::data(data)))),
+            Poll::Ready(_) => {
+                // The ingress budget ran out: nothing more goes upstream, and the upload fails.
+                this.cut = true;
+                if let Some(flag) = &this.overflow {
+                    flag.1.store(true, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Err(Box::new(IngressCapReached))))
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        !self.cut && self.held.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -105,6 +151,13 @@ pub struct ProxyBody {
 
 enum Kind {
     Upstream(Incoming),
+    /// The upstream body counted against an egress budget; `held` is a chunk waiting for budget.
+    Metered {
+        body: Incoming,
+        meter: Meter,
+        held: Option<Bytes>,
+        cut: bool,
+    },
     Full(Option<Bytes>),
 }
 
@@ -119,6 +172,18 @@ impl ProxyBody {
     pub fn upstream(body: Incoming) -> Self {
         ProxyBody {
             kind: Kind::Upstream(body),
+            _in_flight: None,
+        }
+    }
+
+    pub fn metered(body: Incoming, meter: Meter) -> Self {
+        ProxyBody {
+            kind: Kind::Metered {
+                body,
+                meter,
+                held: None,
+                cut: false,
+            },
             _in_flight: None,
         }
     }
@@ -142,6 +207,46 @@ impl Body for ProxyBody {
             Kind::Upstream(body) => Pin::new(body)
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            Kind::Metered {
+                body,
+                meter,
+                held,
+                cut,
+            } => {
+                if *cut {
+                    let delivered = meter.delivered.load(Ordering::Relaxed);
+                    return Poll::Ready(Some(Err(Box::new(CapReached { delivered }))));
+                }
+                let data = match held.take() {
+                    Some(d) => d,
+                    None => match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                        Some(Ok(frame)) => match frame.into_data() {
+                            Ok(d) => d,
+                            Err(frame) => return Poll::Ready(Some(Ok(frame))),
+                        },
+                        Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                        None => return Poll::Ready(None),
+                    },
+                };
+                match meter.poll_admit(cx, data.len() as u64) {
+                    Poll::Pending => {
+                        *held = Some(data);
+                        Poll::Pending
+                    }
+                    Poll::Ready(n) if n as usize == data.len() => {
+                        Poll::Ready(Some(Ok(Frame::data(data))))
+                    }
+                    Poll::Ready(n) => {
+                        // Send what the budget still covers, then fail the body on the next poll.
+                        *cut = true;
+                        if n == 0 {
+                            let delivered = meter.delivered.load(Ordering::Relaxed);
+                            return Poll::Ready(Some(Err(Box::new(CapReached { delivered }))));
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(data.slice(..n as usize)))))
+                    }
+                }
+            }
         }
     }
 
@@ -149,13 +254,16 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(data) => data.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Metered {
+                body, held, cut, ..
+            } => !*cut && held.is_none() && body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(body) | Kind::Metered { body, .. } => body.size_hint(),
         }
     }
 }

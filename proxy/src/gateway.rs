@@ -16,6 +16,7 @@ use vendorgate_policy::Config;
 use crate::credential::{authorization, CredentialError};
 use crate::identity::{KeySource, KeyStore, KeysError, TokenCache};
 use crate::request_id::RequestIds;
+use crate::state::StateStore;
 use crate::upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +88,8 @@ pub struct Gateway {
     pub config: Config,
     pub active: ArcSwap<Active>,
     pub tokens: TokenCache,
+    /// Sessions, rate limits and byte counters (startup config: a backend change needs a restart).
+    pub state: Arc<StateStore>,
     pub upstream: Upstream,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
@@ -119,11 +122,13 @@ impl Gateway {
 
         let upstream = Upstream::new(&config.upstream)?;
         let tokens = TokenCache::new(config.identity.token_cache_entries);
+        let state = StateStore::new(&config.state);
         let active = Active::build(config.clone(), None)?;
         Ok(Gateway {
             config,
             active: ArcSwap::from_pointee(active),
             tokens,
+            state,
             upstream,
             request_ids: RequestIds::new(),
             cert,

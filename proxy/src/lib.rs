@@ -14,10 +14,13 @@ pub mod errors;
 pub mod gateway;
 pub mod headers;
 pub mod identity;
+pub mod limits;
+pub mod metering;
 pub mod pipeline;
 pub mod request_id;
 pub mod server;
 pub mod settings;
+pub mod state;
 pub mod upstream;
 
 pub use server::{start, Running, StartError};

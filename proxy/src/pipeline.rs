@@ -29,13 +29,25 @@ use crate::headers::{
     encoded_value, set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID,
 };
 use crate::identity::cache::token_key;
+use crate::limits::{self, Limited};
+use crate::metering::Meter;
 use crate::request_id;
 use crate::upstream::classify;
 
 /// Why a request did not get an upstream response.
 enum Refusal {
     Policy(Denial),
+    Limited(Limited),
     Proxy(ProxyError),
+}
+
+impl From<Result<Limited, Denial>> for Refusal {
+    fn from(r: Result<Limited, Denial>) -> Self {
+        match r {
+            Ok(l) => Refusal::Limited(l),
+            Err(d) => Refusal::Policy(d),
+        }
+    }
 }
 
 impl From<Denial> for Refusal {
@@ -62,16 +74,18 @@ pub async fn handle(
     let mut resp = match forward(&gw, &conn, &request_id, req).await {
         Ok(resp) => resp,
         Err(Refusal::Policy(denial)) => {
-            tracing::info!(
-                request_id = request_id.to_str().unwrap_or(""),
-                client.ip = %conn.peer_ip,
-                http.method = %method,
-                url.path = %path,
-                reason = denial.reason.as_str(),
-                rule = %denial.rule,
-                "denied"
-            );
+            log_denial(&request_id, &conn, &method, &path, &denial);
             denial_response(&denial, &request_id)
+        }
+        Err(Refusal::Limited(limited)) => {
+            log_denial(&request_id, &conn, &method, &path, &limited.denial);
+            let mut resp = denial_response(&limited.denial, &request_id);
+            resp.headers_mut().extend(limited.headers);
+            resp.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from(limited.retry_after_secs),
+            );
+            resp
         }
         Err(Refusal::Proxy(err)) => {
             tracing::warn!(
@@ -87,6 +101,24 @@ pub async fn handle(
     };
     resp.headers_mut().insert(request_id::HEADER, request_id);
     Ok(resp.map(|body| body.holding(in_flight)))
+}
+
+fn log_denial(
+    request_id: &HeaderValue,
+    conn: &ConnInfo,
+    method: &Method,
+    path: &str,
+    denial: &Denial,
+) {
+    tracing::info!(
+        request_id = request_id.to_str().unwrap_or(""),
+        client.ip = %conn.peer_ip,
+        http.method = %method,
+        url.path = %path,
+        reason = denial.reason.as_str(),
+        rule = %denial.rule,
+        "denied"
+    );
 }
 
 /// The JSON refusal, with the RFC 6750 / RFC 9470 challenge on a 401. Never echoes the token.
@@ -145,10 +177,20 @@ async fn forward(
         .and_then(|v| bearer(v.as_bytes()))
         .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
     let now = unix_now();
-    let identity = verify(gw, &active, token, now).await?;
+    let token_hash = token_key(token);
+    let identity = verify(gw, &active, token, token_hash, now).await?;
 
-    // Phase 3: authorization.
+    // Phase 3: authorization, then the limits (only now: a request that fails authentication must
+    // not spend anyone's rate limit or touch a session).
     let allow = policy.authorize(&admission, req.method(), &identity, now)?;
+    limits::check_session(&gw.state, policy, &allow, &identity, token_hash, now).await?;
+    let rate_headers = limits::check_rates(&gw.state, policy, &allow, &identity).await?;
+    let prefix = &gw.state.prefix;
+    let ingress = limits::byte_counters(prefix, policy, true, &allow, &identity);
+    limits::check_budget(&gw.state, &ingress, declared, Reason::IngressCapExceeded).await?;
+    let egress = limits::byte_counters(prefix, policy, false, &allow, &identity);
+    let egress_left =
+        limits::check_budget(&gw.state, &egress, None, Reason::EgressCapExceeded).await?;
     tracing::debug!(
         request_id = request_id.to_str().unwrap_or(""),
         vendor = %policy.vendors[allow.vendor].id,
@@ -186,7 +228,10 @@ async fn forward(
     set_forwarded(&mut headers, admission.client_ip, original_host);
     headers.insert(request_id::HEADER, request_id.clone());
 
-    let (body, overflow) = RequestBody::new(body, limit);
+    let (mut body, overflow) = RequestBody::new(body, limit);
+    if !ingress.is_empty() {
+        body = body.metered(Meter::new(gw.state.clone(), ingress));
+    }
     let mut up_req = Request::new(body);
     *up_req.method_mut() = parts.method;
     *up_req.uri_mut() = uri;
@@ -201,17 +246,38 @@ async fn forward(
     .await
     .map_err(|_| ProxyError::UpstreamTimeout)?
     .map_err(|e| match overflow {
-        Some(flag) if flag.happened() => ProxyError::RequestBodyTooLarge { limit },
-        _ => classify(&e),
+        Some(flag) if flag.happened() => Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit }),
+        Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
+            Reason::IngressCapExceeded,
+            "limits.ingress (budget ran out during the upload)",
+        )),
+        _ => Refusal::Proxy(classify(&e)),
     })?;
 
-    // Phase 5: response.
+    // Phase 5: response. A declared length that the egress budget cannot cover is refused whole
+    // rather than started and cut.
     let (mut parts, body) = upstream_resp.into_parts();
+    if !egress.is_empty() {
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if length.is_some_and(|len| len > egress_left) {
+            limits::check_budget(&gw.state, &egress, length, Reason::EgressCapExceeded).await?;
+        }
+    }
     strip_hop_by_hop(&mut parts.headers);
     if let Some(theirs) = parts.headers.remove(request_id::HEADER) {
         parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
     }
-    Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+    rate_headers.apply(&mut parts.headers);
+    let body = if egress.is_empty() {
+        ProxyBody::upstream(body)
+    } else {
+        ProxyBody::metered(body, Meter::new(gw.state.clone(), egress))
+    };
+    Ok(Response::from_parts(parts, body))
 }
 
 /// All values of a header joined with ", " (a list split over several lines is one list).
@@ -231,9 +297,9 @@ async fn verify(
     gw: &Gateway,
     active: &Active,
     token: &str,
+    key: u128,
     now: u64,
 ) -> Result<Arc<VerifiedToken>, Denial> {
-    let key = token_key(token);
     if let Some(hit) = gw.tokens.get(key, now) {
         return Ok(hit);
     }

@@ -7,4 +7,5 @@ mod cli;
 mod errors;
 mod forwarding;
 mod lifecycle;
+mod limits;
 mod policy;

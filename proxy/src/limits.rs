@@ -1,0 +1,228 @@
+//! The limit phase of the pipeline: sessions, request rates and byte budgets for one allowed
+//! request, and the `RateLimit` headers that let well-behaved clients pace themselves
+//! (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "id";q=10;w=60` and
+//! `RateLimit: "id";r=3;t=12`).
+
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use vendorgate_policy::config::Scope;
+use vendorgate_policy::{
+    Allow, ByteRule, Denial, GcraOutcome, Policy, RateRule, Reason, VerifiedToken,
+};
+
+use crate::state::{now_ms, Counter, SessionOutcome, StateError, StateStore};
+
+pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// A refusal by a limit, with what the client needs to know to come back.
+pub struct Limited {
+    pub denial: Denial,
+    pub retry_after_secs: u64,
+    pub headers: HeaderMap,
+}
+
+fn state_denial(e: StateError) -> Denial {
+    Denial::new(Reason::StateUnavailable, e.to_string())
+}
+
+/// The state key of a session: the token's `sid`, else its `jti`, else the token's hash; scoped to
+/// the vendor so two IdP tenants' ids cannot collide.
+pub fn session_key(prefix: &str, vendor: &str, token: &VerifiedToken, token_hash: u128) -> String {
+    match (&token.sid, &token.jti) {
+        (Some(sid), _) => format!("{prefix}:sess:{vendor}:sid:{sid}"),
+        (None, Some(jti)) => format!("{prefix}:sess:{vendor}:jti:{jti}"),
+        (None, None) => format!("{prefix}:sess:{vendor}:tok:{token_hash:032x}"),
+    }
+}
+
+/// Idle timeout: the session must have seen a request within it. The record outlives the token so
+/// an idled-out token stays refused until it expires.
+pub async fn check_session(
+    store: &StateStore,
+    policy: &Policy,
+    allow: &Allow,
+    token: &VerifiedToken,
+    token_hash: u128,
+    now: u64,
+) -> Result<(), Denial> {
+    policy.check_session_lifetime(token, now)?;
+    let vendor = &policy.vendors[allow.vendor];
+    let key = session_key(&store.prefix, &vendor.id, token, token_hash);
+    let idle_ms = vendor.session_idle.as_millis() as u64;
+    let ttl_ms = (token.exp.saturating_sub(now) * 1000).max(idle_ms) + 60_000;
+    match store
+        .touch_session(&key, idle_ms, ttl_ms)
+        .await
+        .map_err(state_denial)?
+    {
+        SessionOutcome::Active => Ok(()),
+        SessionOutcome::IdleExpired => Err(Denial::new(
+            Reason::SessionIdleExpired,
+            "sessions.idle_timeout",
+        )),
+    }
+}
+
+fn scope_key(
+    prefix: &str,
+    kind: &str,
+    id: &str,
+    per: Scope,
+    vendor: &str,
+    account: &str,
+) -> String {
+    match per {
+        Scope::Account => format!("{prefix}:{kind}:{id}:a:{vendor}:{account}"),
+        Scope::Vendor => format!("{prefix}:{kind}:{id}:v:{vendor}"),
+    }
+}
+
+/// `RateLimit-Policy` / `RateLimit` values for the rules that applied.
+#[derive(Default)]
+pub struct RateHeaders {
+    policy: Vec<String>,
+    state: Vec<String>,
+}
+
+impl RateHeaders {
+    fn add(&mut self, rule: &RateRule, o: &GcraOutcome) {
+        let window = rule.period.as_secs().max(1);
+        self.policy
+            .push(format!("\"{}\";q={};w={window}", rule.id, rule.burst));
+        let reset_ms = if o.allowed {
+            u64::from(rule.burst.saturating_sub(o.remaining)) * rule.interval_ms()
+        } else {
+            o.retry_after_ms
+        };
+        self.state.push(format!(
+            "\"{}\";r={};t={}",
+            rule.id,
+            o.remaining,
+            reset_ms.div_ceil(1000)
+        ));
+    }
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        if self.policy.is_empty() {
+            return;
+        }
+        for (name, items) in [(&RATELIMIT_POLICY, &self.policy), (&RATELIMIT, &self.state)] {
+            if let Ok(v) = HeaderValue::from_str(&items.join(", ")) {
+                headers.insert(name.clone(), v);
+            }
+        }
+    }
+}
+
+/// Every rate limit on this request's class. The first one used up refuses it with `Retry-After`.
+pub async fn check_rates(
+    store: &StateStore,
+    policy: &Policy,
+    allow: &Allow,
+    token: &VerifiedToken,
+) -> Result<RateHeaders, Result<Limited, Denial>> {
+    let vendor = &policy.vendors[allow.vendor].id;
+    let mut headers = RateHeaders::default();
+    for (_, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
+        let key = scope_key(
+            &store.prefix,
+            "rate",
+            &rule.id,
+            rule.per,
+            vendor,
+            &token.account,
+        );
+        let outcome = store
+            .rate(rule, &key)
+            .await
+            .map_err(|e| Err(state_denial(e)))?;
+        headers.add(rule, &outcome);
+        if !outcome.allowed {
+            let mut map = HeaderMap::new();
+            headers.apply(&mut map);
+            return Err(Ok(Limited {
+                denial: Denial::new(
+                    Reason::ExportRateLimited,
+                    format!("limits.rate[{}]", rule.id),
+                ),
+                retry_after_secs: outcome.retry_after_ms.div_ceil(1000).max(1),
+                headers: map,
+            }));
+        }
+    }
+    Ok(headers)
+}
+
+/// The counters of the egress or ingress caps on this request, for the current windows.
+pub fn byte_counters(
+    prefix: &str,
+    policy: &Policy,
+    ingress: bool,
+    allow: &Allow,
+    token: &VerifiedToken,
+) -> Vec<Counter> {
+    let vendor = &policy.vendors[allow.vendor].id;
+    let kind = if ingress { "ingress" } else { "egress" };
+    let now = now_ms();
+    policy
+        .byte_rules_for(ingress, allow.vendor, allow.route)
+        .map(|(_, rule): (usize, &ByteRule)| {
+            let (start, end) = rule.window_at(now);
+            Counter {
+                key: format!(
+                    "{}:{start}",
+                    scope_key(prefix, kind, &rule.id, rule.per, vendor, &token.account)
+                ),
+                max: rule.max,
+                reset_at_ms: end,
+            }
+        })
+        .collect()
+}
+
+/// What is left of a byte budget, refusing when nothing is (or when `declared` bytes would not fit).
+pub async fn check_budget(
+    store: &StateStore,
+    counters: &[Counter],
+    declared: Option<u64>,
+    reason: Reason,
+) -> Result<u64, Result<Limited, Denial>> {
+    if counters.is_empty() {
+        return Ok(u64::MAX);
+    }
+    let remaining = store
+        .remaining(counters)
+        .await
+        .map_err(|e| Err(state_denial(e)))?;
+    let left = remaining.iter().copied().min().unwrap_or(u64::MAX);
+    let need = declared.unwrap_or(1).max(1);
+    if left >= need {
+        return Ok(left);
+    }
+    // Retry when every counter that is too short has reset.
+    let now = now_ms();
+    let reset = counters
+        .iter()
+        .zip(&remaining)
+        .filter(|(_, rem)| **rem < need)
+        .map(|(c, _)| c.reset_at_ms)
+        .max()
+        .unwrap_or(now);
+    let kind = if reason == Reason::IngressCapExceeded {
+        "ingress"
+    } else {
+        "egress"
+    };
+    Err(Ok(Limited {
+        denial: Denial::new(
+            reason,
+            format!("limits.{kind} ({left} bytes left in the window)"),
+        ),
+        retry_after_secs: reset.saturating_sub(now).div_ceil(1000).max(1),
+        headers: HeaderMap::new(),
+    }))
+}
+
+pub type Store = Arc<StateStore>;

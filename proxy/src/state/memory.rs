@@ -1,0 +1,271 @@
+//! State in this process's memory: bounded, idle keys evicted, and no lock held across an await
+//! (every operation is a short critical section on one shard).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use vendorgate_policy::{GcraOutcome, RateRule};
+
+use super::{Counter, SessionOutcome, StateBackend, StateError};
+
+const SHARDS: usize = 32;
+
+type Limiter =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+struct Session {
+    last_ms: u64,
+    dead: bool,
+    expires_ms: u64,
+}
+
+struct Used {
+    bytes: u64,
+    expires_ms: u64,
+}
+
+pub struct MemoryState {
+    sessions: Vec<Mutex<HashMap<String, Session>>>,
+    counters: Vec<Mutex<HashMap<String, Used>>>,
+    /// One governor limiter per distinct rule (id, interval, burst): a reload that changes a
+    /// rule's numbers gets a fresh limiter rather than one with the old quota.
+    limiters: RwLock<HashMap<(String, u64, u32), Arc<Limiter>>>,
+    per_shard: usize,
+}
+
+fn shard_of(key: &str) -> usize {
+    // FNV-1a: cheap, and good enough to spread keys over a few shards.
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h as usize) % SHARDS
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl MemoryState {
+    pub fn new(max_keys: usize) -> Self {
+        MemoryState {
+            sessions: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            counters: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            limiters: RwLock::new(HashMap::new()),
+            per_shard: max_keys.div_ceil(SHARDS).max(16),
+        }
+    }
+
+    fn limiter(&self, rule: &RateRule) -> Arc<Limiter> {
+        let key = (rule.id.clone(), rule.interval_ms(), rule.burst);
+        if let Some(l) = self
+            .limiters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return l.clone();
+        }
+        let burst = NonZeroU32::new(rule.burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::with_period(Duration::from_millis(rule.interval_ms()))
+            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
+            .allow_burst(burst);
+        let mut map = self.limiters.write().unwrap_or_else(|p| p.into_inner());
+        map.entry(key)
+            .or_insert_with(|| {
+                Arc::new(
+                    RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
+                )
+            })
+            .clone()
+    }
+
+    /// Drops expired sessions and counters and forgets limiter keys back at full burst.
+    pub fn evict(&self, now_ms: u64) {
+        for shard in &self.sessions {
+            lock(shard).retain(|_, s| s.expires_ms > now_ms);
+        }
+        for shard in &self.counters {
+            lock(shard).retain(|_, c| c.expires_ms > now_ms);
+        }
+        for limiter in self
+            .limiters
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+        {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+
+    /// Makes room in a full shard: expired entries first, then an arbitrary one (bounded memory
+    /// beats perfect recall; the cost is one session or counter restarting).
+    fn make_room<V>(map: &mut HashMap<String, V>, limit: usize, expired: impl Fn(&V) -> bool) {
+        if map.len() < limit {
+            return;
+        }
+        map.retain(|_, v| !expired(v));
+        if map.len() >= limit {
+            if let Some(k) = map.keys().next().cloned() {
+                map.remove(&k);
+            }
+        }
+    }
+}
+
+pub(super) fn spawn_eviction<S: Send + Sync + 'static>(
+    store: Weak<S>,
+    local: fn(&S) -> &MemoryState,
+) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            local(&store).evict(super::now_ms());
+        }
+    });
+}
+
+impl StateBackend for MemoryState {
+    async fn touch_session(
+        &self,
+        key: &str,
+        now_ms: u64,
+        idle_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<SessionOutcome, StateError> {
+        let mut shard = lock(&self.sessions[shard_of(key)]);
+        if let Some(s) = shard.get_mut(key) {
+            if s.expires_ms > now_ms {
+                if s.dead {
+                    return Ok(SessionOutcome::IdleExpired);
+                }
+                if now_ms.saturating_sub(s.last_ms) > idle_ms {
+                    s.dead = true;
+                    s.expires_ms = now_ms + ttl_ms;
+                    return Ok(SessionOutcome::IdleExpired);
+                }
+                s.last_ms = now_ms;
+                s.expires_ms = now_ms + ttl_ms;
+                return Ok(SessionOutcome::Active);
+            }
+        }
+        Self::make_room(&mut shard, self.per_shard, |s: &Session| {
+            s.expires_ms <= now_ms
+        });
+        shard.insert(
+            key.to_string(),
+            Session {
+                last_ms: now_ms,
+                dead: false,
+                expires_ms: now_ms + ttl_ms,
+            },
+        );
+        Ok(SessionOutcome::Active)
+    }
+
+    async fn rate(
+        &self,
+        rule: &RateRule,
+        key: &str,
+        _now_ms: u64,
+    ) -> Result<GcraOutcome, StateError> {
+        let limiter = self.limiter(rule);
+        let key = key.to_string();
+        Ok(match limiter.check_key(&key) {
+            Ok(snapshot) => GcraOutcome {
+                allowed: true,
+                new_tat: 0,
+                retry_after_ms: 0,
+                remaining: snapshot.remaining_burst_capacity(),
+            },
+            Err(not_until) => GcraOutcome {
+                allowed: false,
+                new_tat: 0,
+                retry_after_ms: not_until
+                    .wait_time_from(DefaultClock::default().now())
+                    .as_millis() as u64,
+                remaining: 0,
+            },
+        })
+    }
+
+    async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
+        // Counters of one request may sit in different shards: lock them in shard order so two
+        // requests can never wait on each other.
+        let mut shards: Vec<usize> = counters.iter().map(|c| shard_of(&c.key)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, HashMap<String, Used>>)> = shards
+            .iter()
+            .map(|&i| (i, lock(&self.counters[i])))
+            .collect();
+        let used = |guards: &Vec<(usize, std::sync::MutexGuard<'_, HashMap<String, Used>>)>,
+                    c: &Counter| {
+            let g = &guards.iter().find(|(i, _)| *i == shard_of(&c.key))?.1;
+            g.get(&c.key)
+                .filter(|u| u.expires_ms > now_ms)
+                .map(|u| u.bytes)
+        };
+        let grant = counters
+            .iter()
+            .map(|c| c.max.saturating_sub(used(&guards, c).unwrap_or(0)))
+            .fold(want, u64::min);
+        if grant == 0 {
+            return Ok(0);
+        }
+        for c in counters {
+            let shard = shard_of(&c.key);
+            let limit = self.per_shard;
+            if let Some((_, g)) = guards.iter_mut().find(|(i, _)| *i == shard) {
+                if !g.contains_key(&c.key) {
+                    Self::make_room(g, limit, |u: &Used| u.expires_ms <= now_ms);
+                }
+                let entry = g.entry(c.key.clone()).or_insert(Used {
+                    bytes: 0,
+                    expires_ms: c.reset_at_ms,
+                });
+                if entry.expires_ms <= now_ms {
+                    *entry = Used {
+                        bytes: 0,
+                        expires_ms: c.reset_at_ms,
+                    };
+                }
+                entry.bytes += grant;
+            }
+        }
+        Ok(grant)
+    }
+
+    async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
+        for c in counters {
+            if let Some(u) = lock(&self.counters[shard_of(&c.key)]).get_mut(&c.key) {
+                u.bytes = u.bytes.saturating_sub(amount);
+            }
+        }
+        Ok(())
+    }
+
+    async fn remaining(&self, counters: &[Counter], now_ms: u64) -> Result<Vec<u64>, StateError> {
+        Ok(counters
+            .iter()
+            .map(|c| {
+                let used = lock(&self.counters[shard_of(&c.key)])
+                    .get(&c.key)
+                    .filter(|u| u.expires_ms > now_ms)
+                    .map_or(0, |u| u.bytes);
+                c.max.saturating_sub(used)
+            })
+            .collect())
+    }
+}

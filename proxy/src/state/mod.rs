@@ -1,0 +1,231 @@
+//! Sessions, rate-limit state and byte counters: in this process's memory, or in Redis so several
+//! replicas behind a load balancer enforce one limit together.
+//!
+//! [`StateBackend`] is the one interface; [`StateStore`] is what the request path holds. It adds the
+//! failure policy: when Redis cannot answer within `state.timeout`, `on_state_error = "deny"` refuses
+//! the request (fail closed) and `"local"` falls back to this replica's memory. Either way the failure
+//! is counted and logged (at most once a second, so an outage does not drown the log).
+
+mod memory;
+mod redis;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vendorgate_policy::config::{Backend, OnStateError, StateConfig};
+use vendorgate_policy::{GcraOutcome, RateRule};
+
+pub use memory::MemoryState;
+pub use redis::RedisState;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateError {
+    #[error("state backend unavailable: {0}")]
+    Unavailable(String),
+    #[error("state backend did not answer in time")]
+    Timeout,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionOutcome {
+    Active,
+    /// Idle for too long; stays refused until the session key expires.
+    IdleExpired,
+}
+
+/// One byte counter for one window: `key` already names the rule, the scope and the window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counter {
+    pub key: String,
+    pub max: u64,
+    /// When the window ends (ms since the epoch): the counter expires then.
+    pub reset_at_ms: u64,
+}
+
+pub trait StateBackend: Send + Sync {
+    /// Records activity on a session, unless it has been idle for more than `idle_ms`. The
+    /// session is remembered for `ttl_ms`.
+    fn touch_session(
+        &self,
+        key: &str,
+        now_ms: u64,
+        idle_ms: u64,
+        ttl_ms: u64,
+    ) -> impl Future<Output = Result<SessionOutcome, StateError>> + Send;
+
+    /// One GCRA step for `key` under `rule`.
+    fn rate(
+        &self,
+        rule: &RateRule,
+        key: &str,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<GcraOutcome, StateError>> + Send;
+
+    /// Takes up to `want` bytes from every counter at once (the same amount from each), never
+    /// more than the smallest remaining budget. Returns what was granted.
+    fn lease(
+        &self,
+        counters: &[Counter],
+        want: u64,
+        now_ms: u64,
+    ) -> impl Future<Output = Result<u64, StateError>> + Send;
+
+    /// Gives back bytes leased but not sent.
+    fn release(
+        &self,
+        counters: &[Counter],
+        amount: u64,
+    ) -> impl Future<Output = Result<(), StateError>> + Send;
+
+    /// The remaining budget of each counter, in order.
+    fn remaining(
+        &self,
+        counters: &[Counter],
+        now_ms: u64,
+    ) -> impl Future<Output = Result<Vec<u64>, StateError>> + Send;
+}
+
+pub struct StateStore {
+    redis: Option<RedisState>,
+    local: MemoryState,
+    on_error: OnStateError,
+    timeout: Duration,
+    pub prefix: String,
+    errors: AtomicU64,
+    last_logged_ms: AtomicU64,
+}
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl StateStore {
+    pub fn new(config: &StateConfig) -> Arc<Self> {
+        let redis = match (config.backend, &config.redis_url) {
+            (Backend::Redis, Some(url)) => {
+                Some(RedisState::connect(url.get_ref().clone(), config.timeout.0))
+            }
+            _ => None,
+        };
+        let store = Arc::new(StateStore {
+            redis,
+            local: MemoryState::new(config.max_keys),
+            on_error: config.on_state_error,
+            timeout: config.timeout.0,
+            prefix: config.key_prefix.clone(),
+            errors: AtomicU64::new(0),
+            last_logged_ms: AtomicU64::new(0),
+        });
+        memory::spawn_eviction(Arc::downgrade(&store), |s| &s.local);
+        store
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        if self.redis.is_some() {
+            "redis"
+        } else {
+            "memory"
+        }
+    }
+
+    /// Failures of the shared backend so far.
+    pub fn error_count(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Runs `op` against Redis when configured. `None` means "use local memory instead": either
+    /// there is no Redis, or it failed and the policy says `local`.
+    async fn shared<T>(
+        &self,
+        what: &'static str,
+        op: impl Future<Output = Result<T, StateError>>,
+    ) -> Option<Result<T, StateError>> {
+        self.redis.as_ref()?;
+        let err = match tokio::time::timeout(self.timeout, op).await {
+            Ok(Ok(v)) => return Some(Ok(v)),
+            Ok(Err(e)) => e,
+            Err(_) => StateError::Timeout,
+        };
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        let now = now_ms();
+        let last = self.last_logged_ms.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .last_logged_ms
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::error!(
+                operation = what,
+                failures = self.errors.load(Ordering::Relaxed),
+                on_state_error = ?self.on_error,
+                "shared state failed: {err}"
+            );
+        }
+        match self.on_error {
+            OnStateError::Deny => Some(Err(err)),
+            OnStateError::Local => None,
+        }
+    }
+
+    pub async fn touch_session(
+        &self,
+        key: &str,
+        idle_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<SessionOutcome, StateError> {
+        let now = now_ms();
+        if let Some(r) = &self.redis {
+            if let Some(out) = self
+                .shared("session", r.touch_session(key, now, idle_ms, ttl_ms))
+                .await
+            {
+                return out;
+            }
+        }
+        self.local.touch_session(key, now, idle_ms, ttl_ms).await
+    }
+
+    pub async fn rate(&self, rule: &RateRule, key: &str) -> Result<GcraOutcome, StateError> {
+        let now = now_ms();
+        if let Some(r) = &self.redis {
+            if let Some(out) = self.shared("rate", r.rate(rule, key, now)).await {
+                return out;
+            }
+        }
+        self.local.rate(rule, key, now).await
+    }
+
+    pub async fn lease(&self, counters: &[Counter], want: u64) -> Result<u64, StateError> {
+        let now = now_ms();
+        if let Some(r) = &self.redis {
+            if let Some(out) = self.shared("lease", r.lease(counters, want, now)).await {
+                return out;
+            }
+        }
+        self.local.lease(counters, want, now).await
+    }
+
+    pub async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
+        if let Some(r) = &self.redis {
+            if let Some(out) = self.shared("release", r.release(counters, amount)).await {
+                return out;
+            }
+        }
+        self.local.release(counters, amount).await
+    }
+
+    pub async fn remaining(&self, counters: &[Counter]) -> Result<Vec<u64>, StateError> {
+        let now = now_ms();
+        if let Some(r) = &self.redis {
+            if let Some(out) = self.shared("remaining", r.remaining(counters, now)).await {
+                return out;
+            }
+        }
+        self.local.remaining(counters, now).await
+    }
+}

@@ -1,0 +1,246 @@
+//! State in Redis, shared by every replica. Each operation is one Lua script, so it is atomic on
+//! the server; keys carry TTLs so windows and sessions expire on their own. Time comes from Redis
+//! (`TIME`), so replicas whose clocks drift still agree on windows and rate-limit arrival times.
+//!
+//! The connection is a multiplexed `ConnectionManager` (pipelined, reconnecting by itself), made in
+//! the background: the proxy starts, and recovers, whether or not Redis is up at that moment.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwapOption;
+use redis::aio::ConnectionManager;
+use redis::Script;
+use vendorgate_policy::{GcraOutcome, RateRule};
+
+use super::{Counter, SessionOutcome, StateBackend, StateError};
+
+const SESSION: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local v = redis.call('HMGET', KEYS[1], 'last', 'dead')
+if v[2] then return 1 end
+if v[1] and (now - tonumber(v[1])) > tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'dead', '1')
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+redis.call('HSET', KEYS[1], 'last', now)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0
+";
+
+/// GCRA, as `vendorgate_policy::gcra`. Returns {allowed, retry_after_ms, remaining}.
+const GCRA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local allow_at = tat - interval * (burst - 1)
+if now < allow_at then return {0, allow_at - now, 0} end
+local new_tat = tat + interval
+redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+local used = math.ceil((new_tat - now) / interval)
+return {1, 0, burst - used}
+";
+
+/// KEYS: counters. ARGV[1]: bytes wanted; ARGV[1+i]: max of counter i; ARGV[1+n+i]: its TTL (ms).
+const LEASE: &str = r"
+local n = #KEYS
+local grant = tonumber(ARGV[1])
+for i = 1, n do
+  local rem = tonumber(ARGV[1 + i]) - tonumber(redis.call('GET', KEYS[i]) or '0')
+  if rem < grant then grant = rem end
+end
+if grant <= 0 then return 0 end
+for i = 1, n do
+  redis.call('INCRBY', KEYS[i], grant)
+  redis.call('PEXPIRE', KEYS[i], ARGV[1 + n + i])
+end
+return grant
+";
+
+const RELEASE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then redis.call('DECRBY', KEYS[i], ARGV[1]) end
+end
+return 0
+";
+
+const REMAINING: &str = r"
+local out = {}
+for i = 1, #KEYS do
+  local rem = tonumber(ARGV[i]) - tonumber(redis.call('GET', KEYS[i]) or '0')
+  if rem < 0 then rem = 0 end
+  out[i] = rem
+end
+return out
+";
+
+struct Scripts {
+    session: Script,
+    gcra: Script,
+    lease: Script,
+    release: Script,
+    remaining: Script,
+}
+
+pub struct RedisState {
+    conn: Arc<ArcSwapOption<ConnectionManager>>,
+    scripts: Scripts,
+}
+
+fn unavailable(e: redis::RedisError) -> StateError {
+    StateError::Unavailable(e.to_string())
+}
+
+impl RedisState {
+    /// Starts connecting in the background, retrying until Redis answers.
+    pub fn connect(url: String, timeout: Duration) -> Self {
+        let conn: Arc<ArcSwapOption<ConnectionManager>> = Arc::new(ArcSwapOption::empty());
+        let slot = conn.clone();
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let client = match redis::Client::open(url.as_str()) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!("state.redis_url: {e}");
+                        return;
+                    }
+                };
+                let config = redis::aio::ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
+                    .set_response_timeout(Some(timeout));
+                loop {
+                    match client
+                        .get_connection_manager_with_config(config.clone())
+                        .await
+                    {
+                        Ok(manager) => {
+                            tracing::info!("connected to redis");
+                            slot.store(Some(Arc::new(manager)));
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::warn!("redis not reachable yet: {e}");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                }
+            });
+        }
+        RedisState {
+            conn,
+            scripts: Scripts {
+                session: Script::new(SESSION),
+                gcra: Script::new(GCRA),
+                lease: Script::new(LEASE),
+                release: Script::new(RELEASE),
+                remaining: Script::new(REMAINING),
+            },
+        }
+    }
+
+    fn conn(&self) -> Result<ConnectionManager, StateError> {
+        self.conn
+            .load_full()
+            .map(|c| (*c).clone())
+            .ok_or_else(|| StateError::Unavailable("not connected to redis".into()))
+    }
+}
+
+impl StateBackend for RedisState {
+    async fn touch_session(
+        &self,
+        key: &str,
+        _now_ms: u64,
+        idle_ms: u64,
+        ttl_ms: u64,
+    ) -> Result<SessionOutcome, StateError> {
+        let mut conn = self.conn()?;
+        let dead: i64 = self
+            .scripts
+            .session
+            .key(key)
+            .arg(idle_ms)
+            .arg(ttl_ms.max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(if dead == 1 {
+            SessionOutcome::IdleExpired
+        } else {
+            SessionOutcome::Active
+        })
+    }
+
+    async fn rate(
+        &self,
+        rule: &RateRule,
+        key: &str,
+        _now_ms: u64,
+    ) -> Result<GcraOutcome, StateError> {
+        let mut conn = self.conn()?;
+        let (allowed, retry, remaining): (i64, i64, i64) = self
+            .scripts
+            .gcra
+            .key(key)
+            .arg(rule.interval_ms())
+            .arg(rule.burst.max(1))
+            .invoke_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(GcraOutcome {
+            allowed: allowed == 1,
+            new_tat: 0,
+            retry_after_ms: retry.max(0) as u64,
+            remaining: remaining.max(0) as u32,
+        })
+    }
+
+    async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
+        let mut conn = self.conn()?;
+        let mut inv = self.scripts.lease.prepare_invoke();
+        for c in counters {
+            inv.key(&c.key);
+        }
+        inv.arg(want);
+        for c in counters {
+            inv.arg(c.max);
+        }
+        for c in counters {
+            inv.arg(c.reset_at_ms.saturating_sub(now_ms).max(1000));
+        }
+        let grant: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(grant.max(0) as u64)
+    }
+
+    async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
+        let mut conn = self.conn()?;
+        let mut inv = self.scripts.release.prepare_invoke();
+        for c in counters {
+            inv.key(&c.key);
+        }
+        inv.arg(amount);
+        let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn remaining(&self, counters: &[Counter], _now_ms: u64) -> Result<Vec<u64>, StateError> {
+        if counters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn()?;
+        let mut inv = self.scripts.remaining.prepare_invoke();
+        for c in counters {
+            inv.key(&c.key);
+        }
+        for c in counters {
+            inv.arg(c.max);
+        }
+        let rem: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        Ok(rem.into_iter().map(|r| r.max(0) as u64).collect())
+    }
+}

@@ -82,6 +82,11 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub state: StateConfig,
+    #[serde(default)]
+    pub trail: Trail,
+    /// Identifies the loaded file (the proxy sets a hash of its text): recorded with each decision.
+    #[serde(skip)]
+    pub version: String,
     /// The compiled form of `network`, `identity`, `vendors` and `routes`, filled by
     /// [`Config::from_toml`]: holding a `Config` means holding a valid policy.
     #[serde(skip)]
@@ -290,6 +295,74 @@ impl Default for StateConfig {
             max_keys: defaults::max_keys(),
         }
     }
+}
+
+/// The decision trail: one tamper-evident record per decision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trail {
+    #[serde(default)]
+    pub sink: TrailSink,
+    /// JSON lines file (with `sink = "file"`); rotated files sit beside it.
+    #[serde(default = "defaults::trail_path")]
+    pub path: PathBuf,
+    #[serde(default = "defaults::trail_max_file_size")]
+    pub max_file_size: ByteSize,
+    #[serde(default = "defaults::trail_rotate_every")]
+    pub rotate_every: HumanDuration,
+    #[serde(default)]
+    pub fsync: Fsync,
+    /// Records waiting for the writer; when full, new requests wait for room or are refused.
+    #[serde(default = "defaults::trail_queue")]
+    pub queue: usize,
+    /// What happens to a request that cannot be recorded: refused (`deny`) or served with the
+    /// missing record counted and logged (`allow`).
+    #[serde(default)]
+    pub on_log_failure: OnLogFailure,
+}
+
+impl Default for Trail {
+    fn default() -> Self {
+        Trail {
+            sink: TrailSink::default(),
+            path: defaults::trail_path(),
+            max_file_size: defaults::trail_max_file_size(),
+            rotate_every: defaults::trail_rotate_every(),
+            fsync: Fsync::default(),
+            queue: defaults::trail_queue(),
+            on_log_failure: OnLogFailure::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrailSink {
+    #[default]
+    File,
+    Stdout,
+    /// No trail at all (for measuring its cost; never in production).
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fsync {
+    /// After every batch the writer takes from the queue.
+    Always,
+    /// At most once a second, and at rotation and shutdown.
+    #[default]
+    Interval,
+    /// Left to the operating system.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnLogFailure {
+    #[default]
+    Deny,
+    Allow,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -673,6 +746,18 @@ mod defaults {
     pub fn max_keys() -> usize {
         1_000_000
     }
+    pub fn trail_path() -> PathBuf {
+        PathBuf::from("decisions.jsonl")
+    }
+    pub fn trail_max_file_size() -> ByteSize {
+        ByteSize::mib(100)
+    }
+    pub fn trail_rotate_every() -> HumanDuration {
+        HumanDuration::from_secs(86_400)
+    }
+    pub fn trail_queue() -> usize {
+        65_536
+    }
     pub fn identity_header() -> Option<String> {
         Some("X-Vendorgate-Agent".into())
     }
@@ -769,6 +854,7 @@ impl Config {
         };
         fix(&mut self.server.tls_cert);
         fix(&mut self.server.tls_key);
+        fix(&mut self.trail.path);
         for path in [
             self.upstream.ca_bundle.as_mut(),
             self.identity.jwks_file.as_mut(),

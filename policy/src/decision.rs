@@ -51,6 +51,8 @@ pub enum Reason {
     IngressCapExceeded,
     /// The shared state (sessions, limits) cannot be reached and `on_state_error = "deny"`.
     StateUnavailable,
+    /// The decision could not be recorded and `on_log_failure = "deny"`.
+    DecisionLogUnavailable,
 }
 
 /// The `error` parameter of the `WWW-Authenticate: Bearer` challenge for a 401.
@@ -65,7 +67,7 @@ pub enum Challenge {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::PathAmbiguous,
         Reason::ForwardedForInvalid,
         Reason::IpNotAllowed,
@@ -88,6 +90,7 @@ impl Reason {
         Reason::EgressCapExceeded,
         Reason::IngressCapExceeded,
         Reason::StateUnavailable,
+        Reason::DecisionLogUnavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -114,6 +117,7 @@ impl Reason {
             Reason::EgressCapExceeded => "egress_cap_exceeded",
             Reason::IngressCapExceeded => "ingress_cap_exceeded",
             Reason::StateUnavailable => "state_unavailable",
+            Reason::DecisionLogUnavailable => "decision_log_unavailable",
         }
     }
 
@@ -140,9 +144,9 @@ impl Reason {
             Reason::ExportRateLimited | Reason::EgressCapExceeded | Reason::IngressCapExceeded => {
                 StatusCode::TOO_MANY_REQUESTS
             }
-            Reason::IdentityKeysUnavailable | Reason::StateUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Reason::IdentityKeysUnavailable
+            | Reason::StateUnavailable
+            | Reason::DecisionLogUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -237,6 +241,7 @@ mod tests {
             (Reason::EgressCapExceeded, 429, None),
             (Reason::IngressCapExceeded, 429, None),
             (Reason::StateUnavailable, 503, None),
+            (Reason::DecisionLogUnavailable, 503, None),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for (r, status, challenge) in table {

@@ -13,7 +13,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 
+use std::sync::atomic::Ordering;
+
 use crate::gateway::Gateway;
+use crate::metrics::Gauges;
 
 pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
     loop {
@@ -46,6 +49,23 @@ async fn route(gw: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
         "/readyz" => readiness(gw).await,
+        "/metrics" => {
+            let status = &gw.trail.status;
+            let gauges = Gauges {
+                trail_written: status.written.load(Ordering::Relaxed),
+                trail_unrecorded: gw.trail.dropped.load(Ordering::Relaxed),
+                trail_queue_depth: gw.trail.queue_depth(gw.config.trail.queue) as u64,
+                trail_head_seq: status.head_seq.load(Ordering::Relaxed),
+                trail_writable: status.healthy.load(Ordering::Relaxed),
+                state_errors: gw.state.error_count(),
+            };
+            let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render(&gauges))));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
         _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into()),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::error::Error as StdError;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 
 use crate::conn::InFlight;
 use crate::metering::{CapReached, Meter};
+use crate::trail::record::Draft;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -34,6 +35,8 @@ pub struct RequestBody {
     meter: Option<Meter>,
     held: Option<Bytes>,
     cut: bool,
+    /// Bytes forwarded upstream, for the decision record.
+    forwarded: Option<Arc<AtomicU64>>,
 }
 
 /// Set when a [`RequestBody`] passed its size limit (`.0`) or its ingress budget (`.1`); shared
@@ -68,8 +71,15 @@ impl RequestBody {
             meter: None,
             held: None,
             cut: false,
+            forwarded: None,
         };
         (body, overflow)
+    }
+
+    /// Counts what is forwarded into `counter`.
+    pub fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.forwarded = Some(counter);
+        self
     }
 
     /// Counts the upload against an ingress budget (and raises the overflow flag when it runs out).
@@ -112,16 +122,24 @@ impl Body for RequestBody {
                 None => return Poll::Ready(None),
             },
         };
-        let Some(meter) = this.meter.as_mut() else {
-            return Poll::Ready(Some(Ok(Frame::data(data))));
+        let admitted = match this.meter.as_mut() {
+            None => data.len() as u64,
+            Some(meter) => match meter.poll_admit(cx, data.len() as u64) {
+                Poll::Pending => {
+                    this.held = Some(data);
+                    return Poll::Pending;
+                }
+                Poll::Ready(n) => n,
+            },
         };
-        match meter.poll_admit(cx, data.len() as u64) {
-            Poll::Pending => {
-                this.held = Some(data);
-                Poll::Pending
+        match admitted {
+            n if n as usize == data.len() => {
+                if let Some(c) = &this.forwarded {
+                    c.fetch_add(n, Ordering::Relaxed);
+                }
+                Poll::Ready(Some(Ok(Frame::data(data))))
             }
-            Poll::Ready(n) if n as usize == data.len() => Poll::Ready(Some(Ok(Frame::data(data)))),
-            Poll::Ready(_) => {
+            _ => {
                 // The ingress budget ran out: nothing more goes upstream, and the upload fails.
                 this.cut = true;
                 if let Some(flag) = &this.overflow {
@@ -147,6 +165,10 @@ impl Body for RequestBody {
 pub struct ProxyBody {
     kind: Kind,
     _in_flight: Option<InFlight>,
+    /// This request's decision record, sealed when the body ends or is dropped.
+    draft: Option<Box<Draft>>,
+    sent: u64,
+    cut: bool,
 }
 
 enum Kind {
@@ -166,6 +188,9 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Full(Some(bytes.into())),
             _in_flight: None,
+            draft: None,
+            sent: 0,
+            cut: false,
         }
     }
 
@@ -173,6 +198,9 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream(body),
             _in_flight: None,
+            draft: None,
+            sent: 0,
+            cut: false,
         }
     }
 
@@ -185,6 +213,20 @@ impl ProxyBody {
                 cut: false,
             },
             _in_flight: None,
+            draft: None,
+            sent: 0,
+            cut: false,
+        }
+    }
+
+    pub fn recording(mut self, draft: Draft) -> Self {
+        self.draft = Some(Box::new(draft));
+        self
+    }
+
+    fn seal(&mut self, completed: bool) {
+        if let Some(draft) = self.draft.take() {
+            draft.finish(self.sent, completed, self.cut);
         }
     }
 
@@ -194,11 +236,51 @@ impl ProxyBody {
     }
 }
 
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // Dropped before its end: the client went away, or hyper gave up on the transfer.
+        self.seal(false);
+    }
+}
+
 impl Body for ProxyBody {
     type Data = Bytes;
     type Error = BoxError;
 
     fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = self.as_mut().poll_inner(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    self.sent += d.len() as u64;
+                }
+            }
+            Poll::Ready(Some(Err(e))) => {
+                if e.downcast_ref::<CapReached>().is_some() {
+                    self.cut = true;
+                }
+                self.seal(false);
+            }
+            Poll::Ready(None) => self.seal(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner_size_hint()
+    }
+}
+
+impl ProxyBody {
+    fn poll_inner(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
@@ -250,7 +332,7 @@ impl Body for ProxyBody {
         }
     }
 
-    fn is_end_stream(&self) -> bool {
+    fn inner_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Full(data) => data.is_none(),
             Kind::Upstream(body) => body.is_end_stream(),
@@ -260,7 +342,7 @@ impl Body for ProxyBody {
         }
     }
 
-    fn size_hint(&self) -> SizeHint {
+    fn inner_size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Full(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
             Kind::Upstream(body) | Kind::Metered { body, .. } => body.size_hint(),

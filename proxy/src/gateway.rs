@@ -15,8 +15,10 @@ use vendorgate_policy::Config;
 
 use crate::credential::{authorization, CredentialError};
 use crate::identity::{KeySource, KeyStore, KeysError, TokenCache};
+use crate::metrics::Metrics;
 use crate::request_id::RequestIds;
 use crate::state::StateStore;
+use crate::trail::Trail;
 use crate::upstream::Upstream;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,9 @@ pub struct Gateway {
     pub tokens: TokenCache,
     /// Sessions, rate limits and byte counters (startup config: a backend change needs a restart).
     pub state: Arc<StateStore>,
+    /// The decision trail (startup config: a sink change needs a restart).
+    pub trail: Arc<Trail>,
+    pub metrics: Arc<Metrics>,
     pub upstream: Upstream,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
@@ -123,12 +128,15 @@ impl Gateway {
         let upstream = Upstream::new(&config.upstream)?;
         let tokens = TokenCache::new(config.identity.token_cache_entries);
         let state = StateStore::new(&config.state);
+        let trail = Trail::start(&config.trail);
         let active = Active::build(config.clone(), None)?;
         Ok(Gateway {
             config,
             active: ArcSwap::from_pointee(active),
             tokens,
             state,
+            trail,
+            metrics: Arc::new(Metrics::default()),
             upstream,
             request_ids: RequestIds::new(),
             cert,

@@ -16,11 +16,13 @@ pub mod headers;
 pub mod identity;
 pub mod limits;
 pub mod metering;
+pub mod metrics;
 pub mod pipeline;
 pub mod request_id;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod trail;
 pub mod upstream;
 
 pub use server::{start, Running, StartError};

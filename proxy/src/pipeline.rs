@@ -17,7 +17,9 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Method, Request, Response, Version};
+use std::sync::atomic::AtomicU64;
+
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
 use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifiedToken, VerifyError};
 
@@ -32,6 +34,7 @@ use crate::identity::cache::token_key;
 use crate::limits::{self, Limited};
 use crate::metering::Meter;
 use crate::request_id;
+use crate::trail::record::{Draft, TokenFacts};
 use crate::upstream::classify;
 
 /// Why a request did not get an upstream response.
@@ -71,14 +74,67 @@ pub async fn handle(
     let request_id = gw.request_ids.take_or_generate(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let mut resp = match forward(&gw, &conn, &request_id, req).await {
-        Ok(resp) => resp,
+    let trace = TraceContext::from_request(req.headers(), &request_id);
+    let slot = gw.trail.reserve().await;
+    let mut draft = Draft {
+        slot: None,
+        metrics: gw.metrics.clone(),
+        started: std::time::Instant::now(),
+        at: std::time::SystemTime::now(),
+        request_id: request_id.to_str().unwrap_or("").to_string(),
+        trace_id: trace.trace_id.clone(),
+        method: method.to_string(),
+        raw_path: path.clone(),
+        query: req.uri().query().map(str::to_owned),
+        path: None,
+        http_version: match req.version() {
+            Version::HTTP_2 => "2",
+            Version::HTTP_10 => "1.0",
+            _ => "1.1",
+        },
+        peer: conn.peer,
+        client_ip: None,
+        vendor: None,
+        account: None,
+        route: None,
+        class: None,
+        allowed: false,
+        reason: "allowed",
+        rule: String::new(),
+        token: None,
+        status: 0,
+        upstream_status: None,
+        bytes_in: Arc::new(AtomicU64::new(0)),
+        policy_version: Arc::from(gw.active.load().config.version.as_str()),
+    };
+    let outcome = match slot {
+        Ok(slot) => {
+            draft.slot = Some(slot);
+            forward(&gw, &conn, &request_id, &trace, req, &mut draft).await
+        }
+        // Nothing proceeds that cannot be recorded (on_log_failure = "deny").
+        Err(()) => Err(Refusal::Policy(Denial::new(
+            Reason::DecisionLogUnavailable,
+            "trail: queue full or log unwritable",
+        ))),
+    };
+    let mut resp = match outcome {
+        Ok(resp) => {
+            draft.reason = "allowed";
+            resp
+        }
         Err(Refusal::Policy(denial)) => {
             log_denial(&request_id, &conn, &method, &path, &denial);
+            draft.reason = denial.reason.as_str();
+            draft.rule = denial.rule.to_string();
+            draft.allowed = false;
             denial_response(&denial, &request_id)
         }
         Err(Refusal::Limited(limited)) => {
             log_denial(&request_id, &conn, &method, &path, &limited.denial);
+            draft.reason = limited.denial.reason.as_str();
+            draft.rule = limited.denial.rule.to_string();
+            draft.allowed = false;
             let mut resp = denial_response(&limited.denial, &request_id);
             resp.headers_mut().extend(limited.headers);
             resp.headers_mut().insert(
@@ -96,11 +152,73 @@ pub async fn handle(
                 error.code = err.code(),
                 "{err}"
             );
+            // The policy may have allowed it; the proxy could not complete it.
+            draft.reason = err.code();
+            draft.rule = err.to_string();
             err.to_response(&request_id)
         }
     };
+    draft.status = resp.status().as_u16();
     resp.headers_mut().insert(request_id::HEADER, request_id);
-    Ok(resp.map(|body| body.holding(in_flight)))
+    Ok(resp.map(|body| body.recording(draft).holding(in_flight)))
+}
+
+/// W3C trace context: the caller's trace id when it sent a valid `traceparent`, else one derived
+/// from the request id; propagated upstream with a span id of our own.
+pub struct TraceContext {
+    pub trace_id: String,
+    pub span_id: String,
+    sampled: bool,
+}
+
+impl TraceContext {
+    fn from_request(headers: &http::HeaderMap, request_id: &HeaderValue) -> Self {
+        let rid = request_id.as_bytes();
+        let span_id = crate::trail::chain::sha256_hex(rid)[..16].to_string();
+        let parsed = headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                let parts: Vec<&str> = v.split('-').collect();
+                let hex = |s: &str, n: usize| {
+                    s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                };
+                (parts.len() == 4
+                    && parts[0] == "00"
+                    && hex(parts[1], 32)
+                    && hex(parts[2], 16)
+                    && hex(parts[3], 2)
+                    && parts[1] != "00000000000000000000000000000000")
+                    .then(|| (parts[1].to_string(), parts[3] == "01"))
+            });
+        match parsed {
+            Some((trace_id, sampled)) => TraceContext {
+                trace_id,
+                span_id,
+                sampled,
+            },
+            None => {
+                let own = std::str::from_utf8(rid)
+                    .ok()
+                    .filter(|r| r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit()))
+                    .map(str::to_ascii_lowercase)
+                    .unwrap_or_else(|| crate::trail::chain::sha256_hex(rid)[..32].to_string());
+                TraceContext {
+                    trace_id: own,
+                    span_id,
+                    sampled: true,
+                }
+            }
+        }
+    }
+
+    fn traceparent(&self) -> HeaderValue {
+        let flags = if self.sampled { "01" } else { "00" };
+        HeaderValue::from_str(&format!("00-{}-{}-{flags}", self.trace_id, self.span_id))
+            .unwrap_or_else(|_| {
+                HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00")
+            })
+    }
 }
 
 fn log_denial(
@@ -150,7 +268,9 @@ async fn forward(
     gw: &Gateway,
     conn: &ConnInfo,
     request_id: &HeaderValue,
+    trace: &TraceContext,
     req: Request<Incoming>,
+    draft: &mut Draft,
 ) -> Result<Response<ProxyBody>, Refusal> {
     // Phase 1: request.
     if req.method() == Method::CONNECT {
@@ -168,7 +288,11 @@ async fn forward(
     let active = gw.active.load_full();
     let policy = &active.config.policy;
     let forwarded_for = joined(req.headers(), &X_FORWARDED_FOR);
+    draft.client_ip = policy
+        .client_ip(conn.peer_ip, forwarded_for.as_deref())
+        .ok();
     let admission = policy.admit(conn.peer_ip, forwarded_for.as_deref(), req.uri().path())?;
+    draft.path = Some(admission.path.clone());
 
     // Phase 2: identity.
     let token = req
@@ -179,10 +303,16 @@ async fn forward(
     let now = unix_now();
     let token_hash = token_key(token);
     let identity = verify(gw, &active, token, token_hash, now).await?;
+    draft.token = Some(TokenFacts::from(&identity));
+    draft.account = Some(identity.account.clone());
+    draft.vendor = policy.vendors.get(identity.vendor).map(|v| v.id.clone());
 
     // Phase 3: authorization, then the limits (only now: a request that fails authentication must
     // not spend anyone's rate limit or touch a session).
     let allow = policy.authorize(&admission, req.method(), &identity, now)?;
+    draft.allowed = true;
+    draft.route = Some(policy.routes[allow.route].id.clone());
+    draft.class = policy.class_name(allow.route).map(str::to_owned);
     limits::check_session(&gw.state, policy, &allow, &identity, token_hash, now).await?;
     let rate_headers = limits::check_rates(&gw.state, policy, &allow, &identity).await?;
     let prefix = &gw.state.prefix;
@@ -227,8 +357,10 @@ async fn forward(
     }
     set_forwarded(&mut headers, admission.client_ip, original_host);
     headers.insert(request_id::HEADER, request_id.clone());
+    headers.insert(HeaderName::from_static("traceparent"), trace.traceparent());
 
-    let (mut body, overflow) = RequestBody::new(body, limit);
+    let (body, overflow) = RequestBody::new(body, limit);
+    let mut body = body.counting(draft.bytes_in.clone());
     if !ingress.is_empty() {
         body = body.metered(Meter::new(gw.state.clone(), ingress));
     }
@@ -257,6 +389,7 @@ async fn forward(
     // Phase 5: response. A declared length that the egress budget cannot cover is refused whole
     // rather than started and cut.
     let (mut parts, body) = upstream_resp.into_parts();
+    draft.upstream_status = Some(parts.status.as_u16());
     if !egress.is_empty() {
         let length = parts
             .headers

@@ -19,6 +19,7 @@ use vendorgate_policy::Config;
 
 use crate::conn::ConnInfo;
 use crate::gateway::{BuildError, Gateway};
+use crate::trail::record::connection_failure;
 use crate::{admin, pipeline};
 
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +144,9 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watc
         );
         connections.shutdown().await;
     }
+    // Every connection is done: write out what the trail still holds, then stop.
+    let trail = gw.trail.clone();
+    let _ = tokio::task::spawn_blocking(move || trail.close()).await;
     tracing::info!("shutdown complete");
 }
 
@@ -158,10 +162,24 @@ async fn serve_connection(
         Ok(Ok(tls)) => tls,
         Ok(Err(e)) => {
             tracing::debug!(client.ip = %peer.ip(), "TLS handshake failed: {e}");
+            let version = gw.active.load().config.version.clone();
+            gw.trail.try_submit(connection_failure(
+                peer,
+                "tls_handshake_failed",
+                &e.to_string(),
+                &version,
+            ));
             return;
         }
         Err(_) => {
             tracing::debug!(client.ip = %peer.ip(), "TLS handshake timed out");
+            let version = gw.active.load().config.version.clone();
+            gw.trail.try_submit(connection_failure(
+                peer,
+                "tls_handshake_timeout",
+                "server.tls_handshake_timeout",
+                &version,
+            ));
             return;
         }
     };

@@ -35,6 +35,10 @@ pub fn load_config(path: &Path) -> Result<Config, LoadError> {
     })?;
     let mut config = Config::from_toml(&text, &path.display().to_string())?;
     config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+    config.version = format!(
+        "sha256:{}",
+        &crate::trail::chain::sha256_hex(text.as_bytes())[..16]
+    );
     Ok(config)
 }
 

@@ -124,8 +124,14 @@ async fn oversized_headers_are_refused() {
     let mut req = proxy.get("/__mock/echo");
     let big = HeaderValue::from_str(&"x".repeat(32 * 1024)).unwrap();
     req.headers_mut().insert("x-big", big.clone());
-    let resp = client(&pki, Http::One).request(req).await.unwrap();
-    assert_eq!(resp.status(), 431);
+    // 431, unless the proxy closed while the client was still writing (then the write fails).
+    match client(&pki, Http::One).request(req).await {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => assert!(
+            format!("{e:?}").contains("BodyWrite") || format!("{e:?}").contains("Broken pipe"),
+            "{e:?}"
+        ),
+    }
 
     let mut req = proxy.get("/__mock/echo");
     req.headers_mut().insert("x-big", big);

@@ -607,17 +607,27 @@ async fn the_attack_matrix_is_refused_precisely_and_never_reaches_the_upstream()
         "a refused request reached the upstream"
     );
 
-    // A 64 KiB token does not fit the 32 KiB header limit: refused by the HTTP layer itself.
+    // A 64 KiB token does not fit the 32 KiB header limit: refused by the HTTP layer itself with
+    // 431. The header is larger than a socket buffer, so the proxy may answer and close while the
+    // client is still writing it; the client then sees the connection fail instead. Either way
+    // the request is refused and nothing reaches the upstream.
     let huge = format!(
         "{}.{}.sig",
         b64(&json!({"alg": "ES256"})),
         "A".repeat(64 * 1024)
     );
-    let resp = client_from(pki, Http::One, Some(a))
+    match client_from(pki, Http::One, Some(a))
         .request(request(&s.proxy, Method::GET, read, Some(&huge)))
         .await
-        .unwrap();
-    assert_eq!(resp.status(), 431);
+    {
+        Ok(resp) => assert_eq!(resp.status(), 431),
+        Err(e) => assert!(
+            format!("{e:?}").contains("BodyWrite")
+                || format!("{e:?}").contains("Broken pipe")
+                || format!("{e:?}").contains("reset"),
+            "{e:?}"
+        ),
+    }
     assert_eq!(s.upstream.request_count(), before);
 
     // The positive controls: the same token from the right address, directly and via the trusted

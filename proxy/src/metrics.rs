@@ -1,0 +1,174 @@
+//! Counters and a latency histogram, exposed as Prometheus text at the admin `/metrics`.
+//!
+//! Written by hand rather than with a metrics crate: a handful of families, and the exposition
+//! format is simple and stable. Label values are escaped as the format requires.
+
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<HashMap<(bool, &'static str, String), u64>>,
+    egress: Mutex<HashMap<(String, String), u64>>,
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Extra gauges the metrics do not own (trail and state), read at scrape time.
+pub struct Gauges {
+    pub trail_written: u64,
+    pub trail_unrecorded: u64,
+    pub trail_queue_depth: u64,
+    pub trail_head_seq: u64,
+    pub trail_writable: bool,
+    pub state_errors: u64,
+}
+
+impl Metrics {
+    pub fn observe(
+        &self,
+        allowed: bool,
+        reason: &'static str,
+        vendor: Option<&str>,
+        account: Option<&str>,
+        bytes_out: u64,
+        took: Duration,
+    ) {
+        let vendor = vendor.unwrap_or("");
+        *self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((allowed, reason, vendor.to_string()))
+            .or_default() += 1;
+        if bytes_out > 0 {
+            *self
+                .egress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry((vendor.to_string(), account.unwrap_or("").to_string()))
+                .or_default() += bytes_out;
+        }
+        let secs = took.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub fn render(&self, g: &Gauges) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP vendorgate_requests_total Requests decided, by decision, reason and vendor.\n# TYPE vendorgate_requests_total counter\n");
+        let mut rows: Vec<_> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        rows.sort();
+        for ((allowed, reason, vendor), n) in rows {
+            let decision = if allowed { "allow" } else { "deny" };
+            let _ = writeln!(out, "vendorgate_requests_total{{decision=\"{decision}\",reason=\"{reason}\",vendor=\"{}\"}} {n}", escape(&vendor));
+        }
+        out.push_str("# HELP vendorgate_egress_bytes_total Response bytes sent to agents, by vendor and account.\n# TYPE vendorgate_egress_bytes_total counter\n");
+        let mut rows: Vec<_> = self
+            .egress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        rows.sort();
+        for ((vendor, account), n) in rows {
+            let _ = writeln!(
+                out,
+                "vendorgate_egress_bytes_total{{vendor=\"{}\",account=\"{}\"}} {n}",
+                escape(&vendor),
+                escape(&account)
+            );
+        }
+        out.push_str("# HELP vendorgate_request_duration_seconds Time from request to the end of the response body.\n# TYPE vendorgate_request_duration_seconds histogram\n");
+        for (i, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "vendorgate_request_duration_seconds_bucket{{le=\"{le}\"}} {}",
+                self.buckets[i].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "vendorgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
+        );
+        let _ = writeln!(
+            out,
+            "vendorgate_request_duration_seconds_sum {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "vendorgate_request_duration_seconds_count {count}");
+        let gauges: [(&str, &str, &str, u64); 6] = [
+            (
+                "vendorgate_trail_records_total",
+                "counter",
+                "Decision records written.",
+                g.trail_written,
+            ),
+            (
+                "vendorgate_trail_unrecorded_total",
+                "counter",
+                "Decisions that could not be recorded.",
+                g.trail_unrecorded,
+            ),
+            (
+                "vendorgate_trail_queue_depth",
+                "gauge",
+                "Records waiting for the writer.",
+                g.trail_queue_depth,
+            ),
+            (
+                "vendorgate_trail_head_seq",
+                "gauge",
+                "Sequence number of the last record written.",
+                g.trail_head_seq,
+            ),
+            (
+                "vendorgate_trail_writable",
+                "gauge",
+                "1 when the decision log accepts writes.",
+                u64::from(g.trail_writable),
+            ),
+            (
+                "vendorgate_state_errors_total",
+                "counter",
+                "Failed operations on the shared state backend.",
+                g.state_errors,
+            ),
+        ];
+        for (name, kind, help, v) in gauges {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
+        }
+        out
+    }
+}

@@ -1,0 +1,113 @@
+//! The tamper-evident line format, shared by the writer and `vendorgate audit verify`.
+//!
+//! Each record is one line: `{"seq":N,"prev_hash":"<hex>",<fields…>,"hash":"<hex>"}`. `hash` is the
+//! SHA-256 of the line without its `,"hash":"…"` part (so it covers `seq` and `prev_hash`), and
+//! `prev_hash` is the previous record's `hash` (64 zeros before the first). Editing a record breaks
+//! its hash; deleting or reordering records breaks `seq` and `prev_hash`; a cut-off file ends in an
+//! incomplete line. The chain runs on across rotated files.
+
+use std::fmt::Write;
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, data);
+    let mut out = String::with_capacity(64);
+    for b in digest.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Builds the line for record `seq` whose other fields are `fields` (a JSON object's members,
+/// without braces). Returns the line (with newline) and its hash.
+pub fn seal(seq: u64, prev_hash: &str, fields: &str) -> (String, String) {
+    let mut line = String::with_capacity(fields.len() + 200);
+    let _ = write!(line, "{{\"seq\":{seq},\"prev_hash\":\"{prev_hash}\"");
+    if !fields.is_empty() {
+        line.push(',');
+        line.push_str(fields);
+    }
+    line.push('}');
+    let hash = sha256_hex(line.as_bytes());
+    line.pop();
+    let _ = writeln!(line, ",\"hash\":\"{hash}\"}}");
+    (line, hash)
+}
+
+/// What a line claims, once its own hash has been checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sealed {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LineError {
+    #[error("incomplete record (the file was cut off here)")]
+    Incomplete,
+    #[error("not a sealed record")]
+    Malformed,
+    #[error("hash mismatch: the record was altered")]
+    Altered,
+}
+
+/// Checks one line (without its newline) against its own hash.
+pub fn open(line: &str) -> Result<Sealed, LineError> {
+    if !line.ends_with("\"}") || line.len() < SUFFIX_LEN + 2 {
+        return Err(if line.starts_with("{\"seq\":") {
+            LineError::Incomplete
+        } else {
+            LineError::Malformed
+        });
+    }
+    let split = line.len() - SUFFIX_LEN;
+    let (body, suffix) = line.split_at(split);
+    let hash = suffix
+        .strip_prefix(",\"hash\":\"")
+        .and_then(|s| s.strip_suffix("\"}"))
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or(LineError::Malformed)?;
+    let mut unsigned = String::with_capacity(body.len() + 1);
+    unsigned.push_str(body);
+    unsigned.push('}');
+    if sha256_hex(unsigned.as_bytes()) != hash {
+        return Err(LineError::Altered);
+    }
+    let value: serde_json::Value =
+        serde_json::from_str(&unsigned).map_err(|_| LineError::Malformed)?;
+    let seq = value
+        .get("seq")
+        .and_then(|v| v.as_u64())
+        .ok_or(LineError::Malformed)?;
+    let prev_hash = value
+        .get("prev_hash")
+        .and_then(|v| v.as_str())
+        .ok_or(LineError::Malformed)?;
+    Ok(Sealed {
+        seq,
+        prev_hash: prev_hash.to_string(),
+        hash: hash.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sealed_lines_open_and_edits_are_caught() {
+        let (line, hash) = seal(1, GENESIS, "\"event\":{\"reason\":\"allowed\"}");
+        let opened = open(line.trim_end()).unwrap();
+        assert_eq!(
+            (opened.seq, opened.hash.as_str(), opened.prev_hash.as_str()),
+            (1, hash.as_str(), GENESIS)
+        );
+        let edited = line.trim_end().replace("allowed", "allowee");
+        assert_eq!(open(&edited), Err(LineError::Altered));
+        assert_eq!(open(&line[..line.len() / 2]), Err(LineError::Incomplete));
+        assert_eq!(open("garbage"), Err(LineError::Malformed));
+    }
+}

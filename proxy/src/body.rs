@@ -239,7 +239,8 @@ impl ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         // Dropped before its end: the client went away, or hyper gave up on the transfer.
-        self.seal(false);
+        let ended = !self.cut && self.inner_end_stream();
+        self.seal(ended);
     }
 }
 
@@ -256,6 +257,10 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
                     self.sent += d.len() as u64;
+                }
+                // hyper stops polling a body of known length at its last byte: that is the end.
+                if self.inner_end_stream() {
+                    self.seal(true);
                 }
             }
             Poll::Ready(Some(Err(e))) => {

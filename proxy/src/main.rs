@@ -35,12 +35,73 @@ enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// Review decision logs: verify the chain, query records, summarize.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+    /// Dry-run one request against the policy and print every rule consulted.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Path and query, as the agent would send it.
+        #[arg(long)]
+        path: String,
+        /// A file holding the bearer token (never pass tokens on the command line).
+        #[arg(long)]
+        token: Option<PathBuf>,
+        /// The client address (default 127.0.0.1).
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: String,
+    },
     /// Start a mock Zendesk, the proxy in front of it with fresh dev certificates, and print commands
     /// to try. Needs nothing installed.
     Demo {
         /// Port for the proxy on 127.0.0.1 (0 picks a free one; a busy port falls back to a free one).
         #[arg(long, default_value_t = 8443)]
         port: u16,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check that no record was altered, deleted, reordered or cut off.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// The head seq seen elsewhere (`vendorgate_trail_head_seq`, shutdown log): records missing
+        /// after it are reported as truncation.
+        #[arg(long)]
+        expect_head: Option<u64>,
+    },
+    /// List decisions, newest last.
+    Query {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        vendor: Option<String>,
+        /// allow or deny
+        #[arg(long)]
+        decision: Option<String>,
+        #[arg(long)]
+        reason: Option<String>,
+        /// RFC 3339 time, or a look-back like 24h or 7d.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        /// The matching records as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per vendor and account: requests, denials by reason, egress, top routes, networks.
+    Summary {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -65,6 +126,29 @@ fn main() -> ExitCode {
             command: CertsCommand::Dev { out, names },
         } => cli::certs_dev(&out, &names),
         Command::Demo { port } => cli::demo::run(port),
+        Command::Audit { command } => match command {
+            AuditCommand::Verify { files, expect_head } => cli::audit::verify(&files, expect_head),
+            AuditCommand::Query {
+                files,
+                account,
+                vendor,
+                decision,
+                reason,
+                since,
+                until,
+                json,
+            } => cli::audit::query(
+                &files, account, vendor, decision, reason, since, until, json,
+            ),
+            AuditCommand::Summary { files } => cli::audit::summary(&files),
+        },
+        Command::Explain {
+            config,
+            method,
+            path,
+            token,
+            ip,
+        } => cli::explain::run(&config, &method, &path, token.as_deref(), &ip),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

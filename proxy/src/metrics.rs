@@ -55,7 +55,7 @@ impl Metrics {
             .unwrap_or_else(|p| p.into_inner())
             .entry((allowed, reason, vendor.to_string()))
             .or_default() += 1;
-        if bytes_out > 0 {
+        if allowed && bytes_out > 0 {
             *self
                 .egress
                 .lock()

@@ -9,3 +9,4 @@ mod forwarding;
 mod lifecycle;
 mod limits;
 mod policy;
+mod trail;

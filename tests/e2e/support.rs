@@ -275,6 +275,19 @@ impl Proxy {
         None
     }
 
+    /// Like [`Proxy::wait_exit`], without blocking the test's runtime (its clients must keep
+    /// answering, e.g. the HTTP/2 PING of a graceful shutdown).
+    pub async fn wait_exit_async(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }

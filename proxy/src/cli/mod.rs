@@ -6,7 +6,9 @@ use anyhow::Context;
 use vendorgate::settings::{check_files, load_config, summary};
 use vendorgate_certs::dev::DevPki;
 
+pub mod audit;
 pub mod demo;
+pub mod explain;
 pub mod run;
 
 pub fn check(config_path: &Path) -> anyhow::Result<()> {

@@ -73,8 +73,6 @@ impl Trail {
             None
         } else {
             let w = writer::Writer::new(config.clone(), status.clone());
-            // Healthy until the first write says otherwise: the writer opens lazily.
-            status.healthy.store(true, Ordering::Relaxed);
             Some(
                 std::thread::Builder::new()
                     .name("vendorgate-trail".into())

@@ -87,6 +87,14 @@ impl Writer {
             w.resume();
         }
         w.status.head_seq.store(w.seq, Ordering::Relaxed);
+        // Open now, so an unwritable log refuses the very first request rather than the second.
+        match w.ensure_open() {
+            Ok(()) => w.status.healthy.store(true, Ordering::Relaxed),
+            Err(e) => {
+                w.status.healthy.store(false, Ordering::Relaxed);
+                tracing::error!("decision log {} unwritable: {e}", w.config.path.display());
+            }
+        }
         w
     }
 

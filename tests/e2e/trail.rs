@@ -1,0 +1,554 @@
+//! The decision trail through the real proxy: one record per decision, tamper evidence checked by
+//! `vendorgate audit verify`, the reviewers' commands, and /metrics.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use http::Method;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use vendorgate_certs::Alpn;
+use vendorgate_mock::idp::KeyKind;
+
+use crate::support::*;
+
+fn vendorgate(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn records(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn logs(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("decisions")
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+async fn stop(proxy: &mut Proxy) {
+    proxy.signal("TERM");
+    let status = proxy.wait_exit_async(Duration::from_secs(10)).await;
+    assert!(
+        status.expect("proxy did not exit").success(),
+        "{}",
+        proxy.log()
+    );
+}
+
+fn get(v: &Value, path: &str) -> Value {
+    path.split('.')
+        .fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn every_request_and_refused_handshake_yields_exactly_one_record() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+
+    let (ok, body) = send(&client, proxy.get("/api/v2/tickets/9.json?include=users")).await;
+    let (denied, _) = send(&client, get_unauth(&proxy.url("/api/v2/tickets/9"))).await;
+    let stranger = vendorgate_mock::idp::SigningKey::generate(KeyKind::Es256, "nope").sign(
+        &pki.idp
+            .agent_claims(AUDIENCE, "x", "acme", vendorgate_mock::idp::now(), 60),
+    );
+    let (forged, _) = send(
+        &client,
+        bearer_get(&proxy.url("/api/v2/tickets/9"), &stranger),
+    )
+    .await;
+    // A client that speaks no TLS at all.
+    let mut tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    drop(tcp);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop(&mut proxy).await;
+
+    let recs = records(proxy.dir.path());
+    assert_eq!(recs.len(), 4, "{recs:#?}");
+    let by_id = |resp: &http::response::Parts| {
+        let id = resp.headers["x-request-id"].to_str().unwrap();
+        recs.iter()
+            .filter(|r| get(r, "http.request.id") == id)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    let allowed = by_id(&ok);
+    assert_eq!(allowed.len(), 1);
+    let a = &allowed[0];
+    assert_eq!(get(a, "vendorgate.decision"), "allow");
+    assert_eq!(get(a, "vendorgate.reason"), "allowed");
+    assert_eq!(get(a, "vendorgate.route"), "everything");
+    assert_eq!(get(a, "user.id"), "agent-1");
+    assert_eq!(get(a, "organization.id"), "acme");
+    assert_eq!(get(a, "client.ip"), "127.0.0.1");
+    assert_eq!(get(a, "url.path"), "/api/v2/tickets/9.json");
+    assert_eq!(get(a, "url.query"), "include=users");
+    assert_eq!(get(a, "http.response.status_code"), 200);
+    assert_eq!(get(a, "http.response.bytes"), body.len() as u64);
+    assert_eq!(get(a, "vendorgate.completed"), true);
+    assert_eq!(get(a, "vendorgate.upstream_status"), 200);
+    assert_eq!(get(a, "vendorgate.token.iss"), ISSUER);
+    assert_eq!(
+        get(a, "vendorgate.token.amr"),
+        serde_json::json!(["pwd", "mfa"])
+    );
+    assert_eq!(
+        get(a, "vendorgate.token.jti_sha256")
+            .as_str()
+            .unwrap()
+            .len(),
+        64
+    );
+    assert!(get(a, "vendorgate.policy_version")
+        .as_str()
+        .unwrap()
+        .starts_with("sha256:"));
+    assert_eq!(get(a, "event.outcome"), "success");
+
+    let d = &by_id(&denied)[0];
+    assert_eq!(
+        (get(d, "vendorgate.decision"), get(d, "vendorgate.reason")),
+        ("deny".into(), "token_missing".into())
+    );
+    let f = &by_id(&forged)[0];
+    assert_eq!(get(f, "vendorgate.reason"), "token_invalid");
+    let tls: Vec<_> = recs
+        .iter()
+        .filter(|r| get(r, "event.action") == "tls_handshake")
+        .collect();
+    assert_eq!(tls.len(), 1);
+    assert_eq!(get(tls[0], "vendorgate.reason"), "tls_handshake_failed");
+
+    // Never the token itself.
+    let raw = std::fs::read_to_string(proxy.dir.path().join("decisions.jsonl")).unwrap();
+    assert!(!raw.contains(&proxy.token) && !raw.contains(&stranger));
+    let out = vendorgate(&[
+        "audit",
+        "verify",
+        proxy.dir.path().join("decisions.jsonl").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("intact: 4 records, seq 1–4"));
+}
+
+fn get_unauth(url: &str) -> http::Request<TestBody> {
+    http::Request::get(url).body(empty()).unwrap()
+}
+
+/// Runs `audit verify` on copies of `files` after `tamper` has had its way with them.
+fn verify_after(files: &[PathBuf], tamper: impl FnOnce(&Path)) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in files {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    tamper(dir.path());
+    let copies: Vec<String> = logs(dir.path())
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut args = vec!["audit", "verify"];
+    args.extend(copies.iter().map(String::as_str));
+    let out = vendorgate(&args);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+fn edit_lines(path: &Path, f: impl FnOnce(&mut Vec<String>)) {
+    let mut lines: Vec<String> = std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    f(&mut lines);
+    std::fs::write(
+        path,
+        lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+    )
+    .unwrap();
+}
+
+#[tokio::test]
+async fn audit_verify_finds_edits_deletions_reordering_and_truncation_across_rotation() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).policy(&format!(
+            "{OPEN_POLICY}\n[trail]\nmax_file_size = \"4KiB\"\n"
+        )),
+    );
+    let client = client(&pki, Http::One);
+    for i in 0..20 {
+        let (parts, _) = send(&client, proxy.get(&format!("/api/v2/tickets/{}", i + 1))).await;
+        assert_eq!(parts.status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (parts, _) = send(&client, proxy.get("/api/v2/tickets/99")).await;
+    assert_eq!(parts.status, 200);
+    stop(&mut proxy).await;
+    let files = logs(proxy.dir.path());
+    assert!(files.len() >= 2, "expected a rotation: {files:?}");
+    let (ok, out) = verify_after(&files, |_| {});
+    assert!(ok && out.contains("intact: 21 records, seq 1–21"), "{out}");
+
+    let rotated = |d: &Path| {
+        logs(d)
+            .into_iter()
+            .find(|p| p.file_name().unwrap() != "decisions.jsonl")
+            .unwrap()
+    };
+    let rotated_name = rotated(proxy.dir.path())
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .to_string();
+
+    // An edited field.
+    let (ok, out) = verify_after(&files, |d| {
+        edit_lines(&rotated(d), |l| {
+            l[1] = l[1].replace("\"status_code\":200", "\"status_code\":201")
+        })
+    });
+    assert!(
+        !ok && out.contains(&format!("{rotated_name}:2: hash mismatch")),
+        "{out}"
+    );
+    // A record deleted at the rotation boundary (the last of the first file): noticed at the first
+    // record of the next file.
+    let (ok, out) = verify_after(&files, |d| {
+        edit_lines(&rotated(d), |l| {
+            l.pop();
+        })
+    });
+    assert!(!ok && out.contains(".jsonl:1: records missing"), "{out}");
+    assert!(!out.contains(&rotated_name), "{out}");
+    // Two records swapped.
+    let (ok, out) = verify_after(&files, |d| edit_lines(&rotated(d), |l| l.swap(1, 2)));
+    assert!(
+        !ok && out.contains(&format!(
+            "{rotated_name}:2: records missing: expected seq 2, found seq 3"
+        )),
+        "{out}"
+    );
+    // A record deleted in the middle.
+    let (ok, out) = verify_after(&files, |d| {
+        edit_lines(&rotated(d), |l| {
+            l.remove(1);
+        })
+    });
+    assert!(
+        !ok && out.contains(&format!("{rotated_name}:2: records missing")),
+        "{out}"
+    );
+    // The active file cut off mid-record.
+    let (ok, out) = verify_after(&files, |d| {
+        let p = d.join("decisions.jsonl");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, &text[..text.len() - 40]).unwrap();
+    });
+    assert!(!ok && out.contains("truncated"), "{out}");
+    // Whole records cut off the end: caught against the head seen elsewhere.
+    let head = files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect::<Vec<_>>();
+    let mut args = vec!["audit", "verify", "--expect-head", "25"];
+    args.extend(head.iter().map(String::as_str));
+    let out = vendorgate(&args);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains("truncated: the log ends at seq 21")
+    );
+}
+
+#[tokio::test]
+async fn an_unwritable_log_refuses_requests_by_default() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let blocker = pki.dir.path().join("not-a-dir");
+    std::fs::write(&blocker, "a file where a directory should be").unwrap();
+    let trail = |mode: &str| {
+        format!(
+            "{OPEN_POLICY}\n[trail]\npath = {:?}\non_log_failure = \"{mode}\"\n",
+            blocker.join("decisions.jsonl")
+        )
+    };
+    let deny = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&trail("deny")));
+    let client = client(&pki, Http::One);
+    let before = upstream.request_count();
+    let (parts, body) = send_json(&client, deny.get("/api/v2/tickets/1")).await;
+    assert_eq!(
+        (parts.status.as_u16(), body["error"].as_str()),
+        (503, Some("decision_log_unavailable"))
+    );
+    assert_eq!(
+        upstream.request_count(),
+        before,
+        "an unrecorded request reached the upstream"
+    );
+    assert!(deny.log().contains("unwritable"), "{}", deny.log());
+
+    let allow = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&trail("allow")));
+    assert_eq!(
+        send(&client, allow.get("/api/v2/tickets/1")).await.0.status,
+        200
+    );
+    let metrics = admin_text(allow.admin, "/metrics").await;
+    assert!(
+        metrics.contains("vendorgate_trail_unrecorded_total 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("vendorgate_trail_writable 0"), "{metrics}");
+}
+
+#[tokio::test]
+async fn ten_thousand_concurrent_requests_make_ten_thousand_chained_records() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::Two);
+    let mut tasks = vec![];
+    for t in 0..50 {
+        let client = client.clone();
+        let reqs: Vec<_> = (0..200)
+            .map(|i| proxy.get(&format!("/api/v2/tickets/{}", (t * 200 + i) % 1000 + 1)))
+            .collect();
+        tasks.push(tokio::spawn(async move {
+            for r in reqs {
+                let (parts, _) = send(&client, r).await;
+                assert_eq!(parts.status, 200);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    stop(&mut proxy).await;
+    let recs = records(proxy.dir.path());
+    assert_eq!(recs.len(), 10_000);
+    let ids: std::collections::HashSet<_> = recs
+        .iter()
+        .map(|r| get(r, "http.request.id").to_string())
+        .collect();
+    assert_eq!(ids.len(), 10_000, "one record per request, none twice");
+    let out = vendorgate(&[
+        "audit",
+        "verify",
+        proxy.dir.path().join("decisions.jsonl").to_str().unwrap(),
+    ]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("intact: 10000 records, seq 1–10000"),
+        "{:?}",
+        out
+    );
+}
+
+#[tokio::test]
+async fn reviewers_query_summarize_and_explain() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+    for _ in 0..3 {
+        send(&client, proxy.get("/__mock/stream?bytes=1000")).await;
+    }
+    send(&client, get_unauth(&proxy.url("/api/v2/tickets/1"))).await;
+    let metrics = admin_text(proxy.admin, "/metrics").await;
+    check_exposition(&metrics);
+    assert!(
+        metrics.contains(
+            "vendorgate_requests_total{decision=\"allow\",reason=\"allowed\",vendor=\"acme\"} 3"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vendorgate_egress_bytes_total{vendor=\"acme\",account=\"agent-1\"} 3000"),
+        "{metrics}"
+    );
+    stop(&mut proxy).await;
+    let log = proxy.dir.path().join("decisions.jsonl");
+    let log = log.to_str().unwrap();
+
+    let out = vendorgate(&["audit", "query", log, "--decision", "deny"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert_eq!(table.lines().count(), 2, "{table}");
+    assert!(
+        table.lines().nth(1).unwrap().contains("token_missing"),
+        "{table}"
+    );
+    let out = vendorgate(&[
+        "audit",
+        "query",
+        log,
+        "--account",
+        "agent-1",
+        "--since",
+        "1h",
+        "--json",
+    ]);
+    let lines: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let out = vendorgate(&[
+        "audit",
+        "query",
+        log,
+        "--until",
+        "2000-01-01T00:00:00Z",
+        "--json",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 0);
+
+    let out = vendorgate(&["audit", "summary", log]);
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("acme / agent-1")
+            && summary.contains("requests   3")
+            && summary.contains("egress     2.9 KiB"),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("(unauthenticated)") && summary.contains("token_missing 1"),
+        "{summary}"
+    );
+    assert!(summary.contains("127.0.0.0/24"), "{summary}");
+
+    // explain: allowed with a token, refused without.
+    let config = proxy.config_path();
+    let token_file = proxy.dir.path().join("token");
+    std::fs::write(&token_file, &proxy.token).unwrap();
+    let out = vendorgate(&[
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--path",
+        "/api/v2/tickets/1",
+        "--token",
+        token_file.to_str().unwrap(),
+    ]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && text.contains("decision   ALLOW via everything")
+            && text.contains("account agent-1 of vendor acme"),
+        "{text}"
+    );
+    let out = vendorgate(&[
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--path",
+        "/api/v2/tickets/1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DENY token_missing"));
+    let out = vendorgate(&[
+        "explain",
+        "--config",
+        config.to_str().unwrap(),
+        "--path",
+        "/api/%2e%2e/%2e%2e/x",
+        "--token",
+        token_file.to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("DENY path_ambiguous"));
+}
+
+/// The Prometheus text exposition format, checked line by line: every sample belongs to a family
+/// announced by # HELP and # TYPE, names and labels are well formed, values are numbers.
+fn check_exposition(text: &str) {
+    let mut declared: std::collections::HashMap<String, String> = Default::default();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').unwrap();
+            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            declared.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") {
+            continue;
+        }
+        assert!(!line.starts_with('#') && !line.is_empty(), "{line:?}");
+        let (series, value) = line.rsplit_once(' ').unwrap();
+        assert!(value.parse::<f64>().is_ok(), "{line}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'),
+            "{line}"
+        );
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| {
+                name.strip_suffix(s)
+                    .filter(|f| declared.get(*f).is_some_and(|k| k == "histogram"))
+            })
+            .unwrap_or(name);
+        assert!(
+            declared.contains_key(family),
+            "sample before its # TYPE: {line}"
+        );
+        if let Some(labels) = series.strip_prefix(name).filter(|l| !l.is_empty()) {
+            assert!(labels.starts_with('{') && labels.ends_with('}'), "{line}");
+            for pair in labels[1..labels.len() - 1].split("\",") {
+                let (k, v) = pair.split_once('=').unwrap();
+                assert!(
+                    k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') && v.starts_with('"'),
+                    "{line}"
+                );
+            }
+        }
+    }
+    assert!(declared.len() >= 8);
+}
+
+async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).await.unwrap();
+    out.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out)
+}
+
+#[allow(dead_code)]
+fn method() -> Method {
+    Method::GET
+}

@@ -84,6 +84,9 @@ pub struct Config {
     pub state: StateConfig,
     #[serde(default)]
     pub trail: Trail,
+    /// OpenTelemetry export (OTLP over HTTP); absent: off.
+    #[serde(default)]
+    pub otel: Option<Otel>,
     /// Identifies the loaded file (the proxy sets a hash of its text): recorded with each decision.
     #[serde(skip)]
     pub version: String,
@@ -333,6 +336,23 @@ impl Default for Trail {
             on_log_failure: OnLogFailure::default(),
         }
     }
+}
+
+/// Where spans and metrics go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Otel {
+    /// An OTLP/HTTP endpoint such as `http://otel-collector:4318` (`/v1/traces` and `/v1/metrics`
+    /// are appended).
+    pub endpoint: String,
+    #[serde(default = "defaults::service_name")]
+    pub service_name: String,
+    /// How often metrics are pushed (spans go out as they accumulate, at least every second).
+    #[serde(default = "defaults::export_interval")]
+    pub export_interval: HumanDuration,
+    /// CAs for an HTTPS endpoint instead of the web PKI roots.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -746,6 +766,12 @@ mod defaults {
     pub fn max_keys() -> usize {
         1_000_000
     }
+    pub fn service_name() -> String {
+        "vendorgate".into()
+    }
+    pub fn export_interval() -> HumanDuration {
+        HumanDuration::from_secs(10)
+    }
     pub fn trail_path() -> PathBuf {
         PathBuf::from("decisions.jsonl")
     }
@@ -855,6 +881,9 @@ impl Config {
         fix(&mut self.server.tls_cert);
         fix(&mut self.server.tls_key);
         fix(&mut self.trail.path);
+        if let Some(ca) = self.otel.as_mut().and_then(|o| o.ca_bundle.as_mut()) {
+            fix(ca);
+        }
         for path in [
             self.upstream.ca_bundle.as_mut(),
             self.identity.jwks_file.as_mut(),

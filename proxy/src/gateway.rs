@@ -16,6 +16,7 @@ use vendorgate_policy::Config;
 use crate::credential::{authorization, CredentialError};
 use crate::identity::{KeySource, KeyStore, KeysError, TokenCache};
 use crate::metrics::Metrics;
+use crate::otel::Otel;
 use crate::request_id::RequestIds;
 use crate::state::StateStore;
 use crate::trail::Trail;
@@ -95,6 +96,7 @@ pub struct Gateway {
     /// The decision trail (startup config: a sink change needs a restart).
     pub trail: Arc<Trail>,
     pub metrics: Arc<Metrics>,
+    pub otel: Option<Arc<Otel>>,
     pub upstream: Upstream,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
@@ -129,6 +131,12 @@ impl Gateway {
         let tokens = TokenCache::new(config.identity.token_cache_entries);
         let state = StateStore::new(&config.state);
         let trail = Trail::start(&config.trail);
+        let metrics = Arc::new(Metrics::default());
+        let otel = config
+            .otel
+            .as_ref()
+            .map(|o| Otel::start(o, metrics.clone()))
+            .transpose()?;
         let active = Active::build(config.clone(), None)?;
         Ok(Gateway {
             config,
@@ -136,7 +144,8 @@ impl Gateway {
             tokens,
             state,
             trail,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
+            otel,
             upstream,
             request_ids: RequestIds::new(),
             cert,

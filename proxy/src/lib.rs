@@ -18,6 +18,7 @@ pub mod identity;
 pub mod limits;
 pub mod metering;
 pub mod metrics;
+pub mod otel;
 pub mod pipeline;
 pub mod request_id;
 pub mod server;

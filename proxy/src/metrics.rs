@@ -74,6 +74,67 @@ impl Metrics {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// The same families as OTLP metrics (JSON mapping): cumulative sums and a histogram.
+    pub fn otlp(
+        &self,
+        start: std::time::SystemTime,
+        now: std::time::SystemTime,
+    ) -> Vec<serde_json::Value> {
+        use serde_json::json;
+        let ns = |t: std::time::SystemTime| {
+            t.duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+                .to_string()
+        };
+        let (start, now) = (ns(start), ns(now));
+        let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
+        let requests: Vec<_> = self
+            .requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((allowed, reason, vendor), n)| {
+                json!({
+                    "attributes": [attr("decision", if *allowed { "allow" } else { "deny" }), attr("reason", reason), attr("vendor", vendor)],
+                    "startTimeUnixNano": start, "timeUnixNano": now, "asInt": n.to_string(),
+                })
+            })
+            .collect();
+        let egress: Vec<_> = self
+            .egress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|((vendor, account), n)| {
+                json!({
+                    "attributes": [attr("vendor", vendor), attr("account", account)],
+                    "startTimeUnixNano": start, "timeUnixNano": now, "asInt": n.to_string(),
+                })
+            })
+            .collect();
+        let mut counts = Vec::with_capacity(BUCKETS.len() + 1);
+        let mut below = 0;
+        for b in &self.buckets {
+            let cumulative = b.load(Ordering::Relaxed);
+            counts.push((cumulative - below).to_string());
+            below = cumulative;
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        counts.push((count - below).to_string());
+        vec![
+            json!({"name": "vendorgate.requests", "description": "Requests decided.", "unit": "{request}",
+                   "sum": {"dataPoints": requests, "aggregationTemporality": 2, "isMonotonic": true}}),
+            json!({"name": "vendorgate.egress.bytes", "description": "Response bytes sent to agents.", "unit": "By",
+                   "sum": {"dataPoints": egress, "aggregationTemporality": 2, "isMonotonic": true}}),
+            json!({"name": "vendorgate.request.duration", "description": "Time to the end of the response body.", "unit": "s",
+            "histogram": {"aggregationTemporality": 2, "dataPoints": [{
+                "startTimeUnixNano": start, "timeUnixNano": now, "count": count.to_string(),
+                "sum": self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                "bucketCounts": counts, "explicitBounds": BUCKETS,
+            }]}}),
+        ]
+    }
+
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::new();
         out.push_str("# HELP vendorgate_requests_total Requests decided, by decision, reason and vendor.\n# TYPE vendorgate_requests_total counter\n");

@@ -79,6 +79,9 @@ pub async fn handle(
     let mut draft = Draft {
         slot: None,
         metrics: gw.metrics.clone(),
+        otel: gw.otel.clone(),
+        span_id: trace.span_id.clone(),
+        parent_span_id: trace.parent_span_id.clone(),
         started: std::time::Instant::now(),
         at: std::time::SystemTime::now(),
         request_id: request_id.to_str().unwrap_or("").to_string(),
@@ -168,6 +171,8 @@ pub async fn handle(
 pub struct TraceContext {
     pub trace_id: String,
     pub span_id: String,
+    /// The caller's span, when it sent a `traceparent`.
+    pub parent_span_id: Option<String>,
     sampled: bool,
 }
 
@@ -189,12 +194,13 @@ impl TraceContext {
                     && hex(parts[2], 16)
                     && hex(parts[3], 2)
                     && parts[1] != "00000000000000000000000000000000")
-                    .then(|| (parts[1].to_string(), parts[3] == "01"))
+                    .then(|| (parts[1].to_string(), parts[2].to_string(), parts[3] == "01"))
             });
         match parsed {
-            Some((trace_id, sampled)) => TraceContext {
+            Some((trace_id, parent, sampled)) => TraceContext {
                 trace_id,
                 span_id,
+                parent_span_id: Some(parent),
                 sampled,
             },
             None => {
@@ -206,6 +212,7 @@ impl TraceContext {
                 TraceContext {
                     trace_id: own,
                     span_id,
+                    parent_span_id: None,
                     sampled: true,
                 }
             }

@@ -552,3 +552,170 @@ async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
 fn method() -> Method {
     Method::GET
 }
+
+/// An OTLP/HTTP receiver (JSON encoding) on a loopback port, keeping every export it is sent.
+struct OtlpReceiver {
+    addr: std::net::SocketAddr,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+}
+
+impl OtlpReceiver {
+    async fn start() -> Self {
+        use http_body_util::BodyExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
+        let sink = got.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let sink = sink.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let sink = sink.clone();
+                            async move {
+                                let path = req.uri().path().to_string();
+                                let ok = req
+                                    .headers()
+                                    .get("content-type")
+                                    .is_some_and(|v| v == "application/json");
+                                let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let status = match serde_json::from_slice::<Value>(&body) {
+                                    Ok(v) if ok => {
+                                        sink.lock().unwrap().push((path, v));
+                                        200
+                                    }
+                                    _ => 400,
+                                };
+                                let mut resp = http::Response::new(http_body_util::Full::new(
+                                    bytes::Bytes::from_static(b"{}"),
+                                ));
+                                *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+                                Ok::<_, std::convert::Infallible>(resp)
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        OtlpReceiver { addr, got }
+    }
+
+    fn exports(&self, path: &str) -> Vec<Value> {
+        self.got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(p, _)| p == path)
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+}
+
+fn attr<'a>(span: &'a Value, key: &str) -> &'a Value {
+    span["attributes"]
+        .as_array()
+        .and_then(|a| a.iter().find(|kv| kv["key"] == key))
+        .map(|kv| &kv["value"])
+        .unwrap_or(&Value::Null)
+}
+
+#[tokio::test]
+async fn spans_and_metrics_reach_an_otlp_receiver_and_the_trace_continues_upstream() {
+    let receiver = OtlpReceiver::start().await;
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!("{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"1s\"\nservice_name = \"vg-test\"\n", receiver.addr);
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&policy));
+    let client = client(&pki, Http::One);
+    let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let mut req = proxy.get("/__mock/echo");
+    req.headers_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
+    );
+    let (_, echo) = send_json(&client, req).await;
+    let upstream_parent = echo["headers"]["traceparent"][0]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        upstream_parent.starts_with(&format!("00-{trace_id}-")) && upstream_parent.ends_with("-01"),
+        "{upstream_parent}"
+    );
+    let our_span = upstream_parent.split('-').nth(2).unwrap().to_string();
+    assert_ne!(our_span, caller_span);
+    send(&client, get_unauth(&proxy.url("/api/v2/tickets/1"))).await;
+
+    let mut spans: Vec<Value> = vec![];
+    for _ in 0..50 {
+        spans = receiver
+            .exports("/v1/traces")
+            .iter()
+            .flat_map(|e| {
+                e["resourceSpans"][0]["scopeSpans"][0]["spans"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect();
+        if spans.len() >= 2 && !receiver.exports("/v1/metrics").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let traces = receiver.exports("/v1/traces");
+    assert_eq!(
+        traces[0]["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
+        "vg-test"
+    );
+    let allowed = spans
+        .iter()
+        .find(|s| s["traceId"] == trace_id)
+        .expect("the allowed request's span");
+    assert_eq!(allowed["parentSpanId"], caller_span);
+    assert_eq!(allowed["spanId"], our_span.as_str());
+    assert_eq!(allowed["kind"], 2);
+    assert_eq!(attr(allowed, "vendorgate.decision")["stringValue"], "allow");
+    assert_eq!(attr(allowed, "vendorgate.vendor")["stringValue"], "acme");
+    assert_eq!(
+        attr(allowed, "vendorgate.account")["stringValue"],
+        "agent-1"
+    );
+    assert_eq!(
+        attr(allowed, "http.response.status_code")["intValue"],
+        "200"
+    );
+    let denied = spans
+        .iter()
+        .find(|s| attr(s, "vendorgate.reason")["stringValue"] == "token_missing")
+        .expect("the denied request's span");
+    assert_eq!(denied["status"]["code"], 2);
+    assert_eq!(attr(denied, "vendorgate.decision")["stringValue"], "deny");
+
+    let metrics = receiver.exports("/v1/metrics");
+    let names: Vec<String> = metrics
+        .iter()
+        .flat_map(|m| {
+            m["resourceMetrics"][0]["scopeMetrics"][0]["metrics"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .map(|m| m["name"].as_str().unwrap().to_string())
+        .collect();
+    for want in [
+        "vendorgate.requests",
+        "vendorgate.egress.bytes",
+        "vendorgate.request.duration",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{names:?}");
+    }
+}

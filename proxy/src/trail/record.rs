@@ -15,6 +15,7 @@ use super::chain::sha256_hex;
 use super::time::rfc3339;
 use super::Slot;
 use crate::metrics::Metrics;
+use crate::otel::{Otel, Span};
 
 pub const SCHEMA: &str = "vendorgate.decision/1";
 
@@ -43,6 +44,9 @@ impl TokenFacts {
 pub struct Draft {
     pub slot: Option<Slot>,
     pub metrics: Arc<Metrics>,
+    pub otel: Option<Arc<Otel>>,
+    pub span_id: String,
+    pub parent_span_id: Option<String>,
     pub started: Instant,
     pub at: SystemTime,
     pub request_id: String,
@@ -88,6 +92,9 @@ impl Draft {
             bytes_out,
             duration,
         );
+        if let Some(otel) = &self.otel {
+            otel.record(self.span(bytes_in, bytes_out, duration, success, cut_off));
+        }
         let Some(slot) = self.slot.take() else { return };
         if !slot.is_recorded() {
             return;
@@ -160,6 +167,67 @@ impl Draft {
         record.insert("trace".into(), json!({"id": self.trace_id}));
         record.insert("vendorgate".into(), Value::Object(vg));
         slot.submit(members(&Value::Object(record)));
+    }
+}
+
+impl Draft {
+    fn span(
+        &self,
+        bytes_in: u64,
+        bytes_out: u64,
+        took: std::time::Duration,
+        success: bool,
+        cut_off: bool,
+    ) -> Span {
+        let mut attributes: Vec<(&'static str, Value)> = vec![
+            ("http.request.method", json!(self.method)),
+            (
+                "url.path",
+                json!(self.path.as_deref().unwrap_or(&self.raw_path)),
+            ),
+            ("http.response.status_code", json!(self.status)),
+            ("http.request.body.size", json!(bytes_in)),
+            ("http.response.body.size", json!(bytes_out)),
+            (
+                "client.address",
+                json!(self.client_ip.unwrap_or(self.peer.ip()).to_string()),
+            ),
+            ("vendorgate.request_id", json!(self.request_id)),
+            (
+                "vendorgate.decision",
+                json!(if self.allowed { "allow" } else { "deny" }),
+            ),
+            ("vendorgate.reason", json!(self.reason)),
+            ("vendorgate.policy_version", json!(&*self.policy_version)),
+            ("vendorgate.cut_off", json!(cut_off)),
+        ];
+        for (k, v) in [
+            ("vendorgate.vendor", &self.vendor),
+            ("vendorgate.account", &self.account),
+            ("vendorgate.route", &self.route),
+            ("vendorgate.class", &self.class),
+        ] {
+            if let Some(v) = v {
+                attributes.push((k, json!(v)));
+            }
+        }
+        if !self.rule.is_empty() {
+            attributes.push(("vendorgate.rule", json!(self.rule)));
+        }
+        Span {
+            trace_id: self.trace_id.clone(),
+            span_id: self.span_id.clone(),
+            parent_span_id: self.parent_span_id.clone(),
+            name: format!(
+                "{} {}",
+                self.method,
+                self.route.as_deref().unwrap_or("(refused)")
+            ),
+            start: self.at,
+            end: self.at + took,
+            error: !success,
+            attributes,
+        }
     }
 }
 

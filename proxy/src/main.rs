@@ -103,6 +103,14 @@ enum AuditCommand {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// One self-contained HTML page with charts: egress per account over time, denials over time
+    /// by reason, the heaviest exporters.
+    Report {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        #[arg(long)]
+        html: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,6 +149,7 @@ fn main() -> ExitCode {
                 &files, account, vendor, decision, reason, since, until, json,
             ),
             AuditCommand::Summary { files } => cli::audit::summary(&files),
+            AuditCommand::Report { files, html } => cli::audit::report(&files, &html),
         },
         Command::Explain {
             config,

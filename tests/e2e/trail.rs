@@ -719,3 +719,48 @@ async fn spans_and_metrics_reach_an_otlp_receiver_and_the_trace_continues_upstre
         assert!(names.iter().any(|n| n == want), "{names:?}");
     }
 }
+
+#[tokio::test]
+async fn the_html_report_is_one_self_contained_page_with_three_charts() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+    for _ in 0..5 {
+        send(&client, proxy.get("/__mock/stream?bytes=20000")).await;
+    }
+    send(&client, get_unauth(&proxy.url("/api/v2/tickets/1"))).await;
+    stop(&mut proxy).await;
+    let out_path = proxy.dir.path().join("report.html");
+    let out = vendorgate(&[
+        "audit",
+        "report",
+        proxy.dir.path().join("decisions.jsonl").to_str().unwrap(),
+        "--html",
+        out_path.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let html = std::fs::read_to_string(&out_path).unwrap();
+    assert_eq!(html.matches("<svg class=\"chart\"").count(), 3);
+    for caption in [
+        "Egress per account over time",
+        "Denials over time, by reason",
+        "Heaviest exporters",
+    ] {
+        assert!(html.contains(caption), "{caption}");
+    }
+    assert!(
+        html.contains("acme/agent-1")
+            && html.contains("97.7 KiB")
+            && html.contains("token_missing (1)"),
+        "{html}"
+    );
+    // Opens with no network: nothing is fetched from anywhere.
+    for external in ["<script", "src=", "href=", "@import", "url("] {
+        assert!(!html.contains(external), "{external} in the report");
+    }
+}

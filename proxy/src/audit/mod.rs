@@ -3,5 +3,6 @@
 //! their first record), across rotations.
 
 pub mod read;
+pub mod report;
 pub mod summary;
 pub mod verify;

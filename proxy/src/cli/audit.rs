@@ -132,3 +132,11 @@ pub fn summary(files: &[PathBuf]) -> anyhow::Result<()> {
     eprintln!("{n} records read");
     Ok(())
 }
+
+pub fn report(files: &[PathBuf], out: &std::path::Path) -> anyhow::Result<()> {
+    let mut r = vendorgate::audit::report::Report::default();
+    let n = for_each(files, |_, rec| r.add(rec)).context("reading the decision log")?;
+    std::fs::write(out, r.html()).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("{n} records read; report written to {}", out.display());
+    Ok(())
+}

@@ -192,12 +192,19 @@ read and write), signed in with MFA, valid for an hour. In another terminal:
   {curl} {auth} -X PUT -H 'content-type: application/json' -d '{{"ticket":{{"status":"pending"}}}}' {base}/api/v2/tickets/1.json
   {curl} {show} {auth} --path-as-is '{base}/api/v2/tickets/%2e%2e/incremental/users/cursor.json?start_time=0'
 
-  # Health and readiness:
-  curl -sS http://{admin}/healthz; curl -sS http://{admin}/readyz
+  # Health, readiness and metrics:
+  curl -sS http://{admin}/healthz; curl -sS http://{admin}/readyz; curl -sS http://{admin}/metrics
+
+  # The decision trail: every request above, chained and reviewable:
+  {vg} audit query {dir}/decisions.jsonl
+  {vg} audit verify {dir}/decisions.jsonl
+  {vg} audit summary {dir}/decisions.jsonl
 
 Ctrl-C stops it (in-flight requests are allowed to finish).
 "#,
         dir = dir.display(),
         config = config.display(),
+        vg = std::env::current_exe()
+            .map_or_else(|_| "vendorgate".to_string(), |p| p.display().to_string()),
     );
 }

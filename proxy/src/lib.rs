@@ -24,6 +24,7 @@ pub mod request_id;
 pub mod server;
 pub mod settings;
 pub mod state;
+pub mod throttle;
 pub mod trail;
 pub mod upstream;
 

@@ -33,6 +33,14 @@ pub fn number(v: &Value, path: &str) -> u64 {
     field(v, path).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// The client address the policy used, else the TCP peer (refused handshakes have only that).
+pub fn client_address(v: &Value) -> &str {
+    match text(v, "client.ip") {
+        "" => text(v, "source.ip"),
+        ip => ip,
+    }
+}
+
 pub fn timestamp(v: &Value) -> Option<SystemTime> {
     parse_rfc3339(text(v, "@timestamp"))
 }

@@ -79,6 +79,17 @@ impl Report {
         }
     }
 
+    /// Accounts by egress, largest first.
+    fn egress_ranking(&self) -> Vec<(&String, u64)> {
+        let mut totals: Vec<(&String, u64)> = self
+            .egress
+            .iter()
+            .map(|(k, s)| (k, s.values().sum()))
+            .collect();
+        totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        totals
+    }
+
     /// Bucket width giving at most ~60 columns over the period covered.
     fn bucket(&self) -> u64 {
         let span = self.last.saturating_sub(self.first).max(60);
@@ -102,12 +113,7 @@ impl Report {
 
     fn line_chart(&self, title: &str) -> String {
         let width = self.bucket();
-        let mut totals: Vec<(&String, u64)> = self
-            .egress
-            .iter()
-            .map(|(k, s)| (k, s.values().sum()))
-            .collect();
-        totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let totals = self.egress_ranking();
         let top: Vec<&String> = totals.iter().take(8).map(|(k, _)| *k).collect();
         let start = self.first / width * width;
         let n = ((self.last / width * width - start) / width + 1).max(2);
@@ -239,12 +245,7 @@ impl Report {
     }
 
     fn top_exporters(&self, title: &str) -> String {
-        let mut totals: Vec<(&String, u64)> = self
-            .egress
-            .iter()
-            .map(|(k, s)| (k, s.values().sum()))
-            .collect();
-        totals.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut totals = self.egress_ranking();
         totals.truncate(10);
         let max = totals.first().map_or(1, |t| t.1.max(1));
         let row = 26.0;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use super::read::{network_of, number, text};
+use super::read::{client_address, network_of, number, text};
 
 #[derive(Debug, Default, Clone)]
 pub struct AccountSummary {
@@ -46,11 +46,7 @@ impl Summary {
             route => route,
         };
         *s.routes.entry(route.to_string()).or_default() += 1;
-        let ip = match text(r, "client.ip") {
-            "" => text(r, "source.ip"),
-            ip => ip,
-        };
-        *s.networks.entry(network_of(ip)).or_default() += 1;
+        *s.networks.entry(network_of(client_address(r))).or_default() += 1;
         let t = text(r, "@timestamp").to_string();
         if s.first_seen.is_empty() || t < s.first_seen {
             s.first_seen = t.clone();

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use vendorgate::audit::read::{for_each, number, parse_time, text, Filter};
+use vendorgate::audit::read::{client_address, for_each, number, parse_time, text, Filter};
 use vendorgate::audit::summary::{human_bytes, Summary};
 use vendorgate::audit::verify;
 
@@ -64,10 +64,7 @@ pub fn query(
             println!("{line}");
             return;
         }
-        let client = match text(r, "client.ip") {
-            "" => text(r, "source.ip"),
-            ip => ip,
-        };
+        let client = client_address(r);
         let path = match text(r, "url.original") {
             "" => text(r, "event.action"),
             p => p,

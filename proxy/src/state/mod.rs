@@ -10,6 +10,8 @@ mod memory;
 mod redis;
 
 use std::future::Future;
+
+use crate::throttle::LogThrottle;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,7 +96,7 @@ pub struct StateStore {
     timeout: Duration,
     pub prefix: String,
     errors: AtomicU64,
-    last_logged_ms: AtomicU64,
+    log_throttle: LogThrottle,
 }
 
 pub fn now_ms() -> u64 {
@@ -118,7 +120,7 @@ impl StateStore {
             timeout: config.timeout.0,
             prefix: config.key_prefix.clone(),
             errors: AtomicU64::new(0),
-            last_logged_ms: AtomicU64::new(0),
+            log_throttle: LogThrottle::default(),
         });
         memory::spawn_eviction(Arc::downgrade(&store), |s| &s.local);
         store
@@ -151,14 +153,7 @@ impl StateStore {
             Err(_) => StateError::Timeout,
         };
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let now = now_ms();
-        let last = self.last_logged_ms.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1000
-            && self
-                .last_logged_ms
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.log_throttle.allow() {
             tracing::error!(
                 operation = what,
                 failures = self.errors.load(Ordering::Relaxed),

@@ -20,6 +20,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::throttle::LogThrottle;
 use vendorgate_policy::config::{OnLogFailure, Trail as TrailConfig, TrailSink};
 
 pub use writer::{rotated_name, WriterStatus};
@@ -38,7 +40,7 @@ pub struct Trail {
     writer: Mutex<Option<JoinHandle<()>>>,
     pub status: Arc<WriterStatus>,
     pub dropped: AtomicU64,
-    last_drop_log: AtomicU64,
+    log_throttle: LogThrottle,
 }
 
 /// A reserved place in the trail. Submitting it sends the record; dropping it unsent (which the
@@ -88,7 +90,7 @@ impl Trail {
             writer: Mutex::new(writer),
             status,
             dropped: AtomicU64::new(0),
-            last_drop_log: AtomicU64::new(0),
+            log_throttle: LogThrottle::default(),
         })
     }
 
@@ -154,14 +156,7 @@ impl Trail {
 
     fn count_drop(&self, healthy: bool) {
         let n = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-        let now = crate::state::now_ms();
-        let last = self.last_drop_log.load(Ordering::Relaxed);
-        if now.saturating_sub(last) >= 1000
-            && self
-                .last_drop_log
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
+        if self.log_throttle.allow() {
             tracing::error!(
                 unrecorded = n,
                 writable = healthy,

@@ -127,7 +127,13 @@ for round in $(seq "$ROUNDS"); do
       run_case "$round" direct "$body" "$conns" "http://127.0.0.1:$UP_PORT/data-$body.json" -
       run_case "$round" nginx "$body" "$conns" "https://127.0.0.1:$NGINX_PORT/data-$body.json" "$NGINX_PID"
       run_case "$round" haproxy "$body" "$conns" "https://127.0.0.1:$HAPROXY_PORT/data-$body.json" "$HAPROXY_PID" "${AUTH[@]}"
+      if [ -n "${PROFILE_OUT:-}" ] && [ "$round" = 1 ] && [ "$body" = 2k ]; then
+        # Optional: sample vendorgate's stacks during its run (perf from Debian's linux-perf).
+        perf record -q -e cpu-clock -F 1999 -g -p "$VG_PID" -o "$PROFILE_OUT" -- sleep "$DURATION" 2>/dev/null &
+        PERF_PID=$!
+      fi
       run_case "$round" vendorgate "$body" "$conns" "https://127.0.0.1:$VG_PORT/data-$body.json" "$VG_PID" "${AUTH[@]}"
+      if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" || true; PERF_PID=; fi
     done
   done
   # The cold path (10,000 distinct tokens cycling) and the trail's cost, 2 KiB, 32 connections.

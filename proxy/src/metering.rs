@@ -36,6 +36,9 @@ pub struct Meter {
     leased: u64,
     exhausted: bool,
     pending: Option<(LeaseFuture, u64)>,
+    /// The body's declared length: the first lease takes exactly that, so a small response costs
+    /// one lease and nothing to give back.
+    expected: Option<u64>,
     /// Bytes let through so far, readable after the body is gone (for the decision record).
     pub delivered: Arc<AtomicU64>,
 }
@@ -48,8 +51,14 @@ impl Meter {
             leased: 0,
             exhausted: false,
             pending: None,
+            expected: None,
             delivered: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    pub fn expecting(mut self, length: Option<u64>) -> Self {
+        self.expected = length;
+        self
     }
 
     /// How many of the next `len` bytes may pass. Less than `len` means the budget is spent and
@@ -67,7 +76,10 @@ impl Meter {
                 return Poll::Ready(n);
             }
             if self.pending.is_none() {
-                let want = SLICE.max(len - self.leased);
+                let want = match self.expected.take() {
+                    Some(total) => total.max(len - self.leased),
+                    None => SLICE.max(len - self.leased),
+                };
                 let store = self.store.clone();
                 let counters = self.counters.clone();
                 // A failed lease (state unavailable with on_state_error = "deny") grants nothing:

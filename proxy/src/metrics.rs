@@ -16,7 +16,8 @@ const BUCKETS: [f64; 12] = [
 #[derive(Default)]
 pub struct Metrics {
     requests: Mutex<HashMap<(bool, &'static str, String), u64>>,
-    egress: Mutex<HashMap<(String, String), u64>>,
+    /// vendor → account → bytes (nested so lookups borrow `&str` instead of building keys).
+    egress: Mutex<HashMap<String, HashMap<String, u64>>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -49,19 +50,32 @@ impl Metrics {
         took: Duration,
     ) {
         let vendor = vendor.unwrap_or("");
-        *self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((allowed, reason, vendor.to_string()))
-            .or_default() += 1;
+        {
+            // Look up before inserting: the key's Strings are only built for a new series.
+            let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            match requests
+                .iter_mut()
+                .find(|((a, r, v), _)| *a == allowed && *r == reason && v == vendor)
+            {
+                Some((_, n)) => *n += 1,
+                None => {
+                    requests.insert((allowed, reason, vendor.to_string()), 1);
+                }
+            }
+        }
         if allowed && bytes_out > 0 {
-            *self
-                .egress
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry((vendor.to_string(), account.unwrap_or("").to_string()))
-                .or_default() += bytes_out;
+            let account = account.unwrap_or("");
+            let mut egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
+            let accounts = match egress.get_mut(vendor) {
+                Some(a) => a,
+                None => egress.entry(vendor.to_string()).or_default(),
+            };
+            match accounts.get_mut(account) {
+                Some(n) => *n += bytes_out,
+                None => {
+                    accounts.insert(account.to_string(), bytes_out);
+                }
+            }
         }
         let secs = took.as_secs_f64();
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -101,9 +115,7 @@ impl Metrics {
             })
             .collect();
         let egress: Vec<_> = self
-            .egress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .egress_rows()
             .iter()
             .map(|((vendor, account), n)| {
                 json!({
@@ -135,6 +147,20 @@ impl Metrics {
         ]
     }
 
+    fn egress_rows(&self) -> Vec<((String, String), u64)> {
+        let egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<_> = egress
+            .iter()
+            .flat_map(|(v, accounts)| {
+                accounts
+                    .iter()
+                    .map(move |(a, n)| ((v.clone(), a.clone()), *n))
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::new();
         out.push_str("# HELP vendorgate_requests_total Requests decided, by decision, reason and vendor.\n# TYPE vendorgate_requests_total counter\n");
@@ -151,15 +177,7 @@ impl Metrics {
             let _ = writeln!(out, "vendorgate_requests_total{{decision=\"{decision}\",reason=\"{reason}\",vendor=\"{}\"}} {n}", escape(&vendor));
         }
         out.push_str("# HELP vendorgate_egress_bytes_total Response bytes sent to agents, by vendor and account.\n# TYPE vendorgate_egress_bytes_total counter\n");
-        let mut rows: Vec<_> = self
-            .egress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        rows.sort();
-        for ((vendor, account), n) in rows {
+        for ((vendor, account), n) in self.egress_rows() {
             let _ = writeln!(
                 out,
                 "vendorgate_egress_bytes_total{{vendor=\"{}\",account=\"{}\"}} {n}",

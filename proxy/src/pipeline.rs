@@ -415,7 +415,12 @@ async fn forward(
     let body = if egress.is_empty() {
         ProxyBody::upstream(body)
     } else {
-        ProxyBody::metered(body, Meter::new(gw.state.clone(), egress))
+        let length = parts
+            .headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        ProxyBody::metered(body, Meter::new(gw.state.clone(), egress).expecting(length))
     };
     Ok(Response::from_parts(parts, body))
 }

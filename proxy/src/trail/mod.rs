@@ -112,13 +112,16 @@ impl Trail {
             });
         }
         let healthy = self.status.healthy.load(Ordering::Relaxed);
-        let permit = if healthy {
+        let permit = if !healthy {
+            None
+        } else if let Ok(p) = self.room.clone().try_acquire_owned() {
+            // The common case: room in the queue, no timer needed.
+            Some(p)
+        } else {
             tokio::time::timeout(Duration::from_secs(1), self.room.clone().acquire_owned())
                 .await
                 .ok()
                 .and_then(Result::ok)
-        } else {
-            None
         };
         match (permit, self.sender()) {
             (Some(permit), Some(tx)) => Ok(Slot {

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
 
 use super::chain::sha256_hex;
 use super::time::rfc3339;
@@ -72,12 +73,6 @@ pub struct Draft {
     pub policy_version: Arc<str>,
 }
 
-fn insert_some(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
-    if let Some(v) = value {
-        map.insert(key.to_string(), v.into());
-    }
-}
-
 impl Draft {
     /// Seals the record with the final counts and hands it to the writer.
     pub fn finish(mut self, bytes_out: u64, completed: bool, cut_off: bool) {
@@ -99,75 +94,170 @@ impl Draft {
         if !slot.is_recorded() {
             return;
         }
-        let mut vg = Map::new();
-        vg.insert("schema".into(), json!(SCHEMA));
-        vg.insert(
-            "decision".into(),
-            json!(if self.allowed { "allow" } else { "deny" }),
-        );
-        vg.insert("reason".into(), json!(self.reason));
-        vg.insert("rule".into(), json!(self.rule));
-        insert_some(&mut vg, "route", self.route.take());
-        insert_some(&mut vg, "class", self.class.take());
-        vg.insert("policy_version".into(), json!(&*self.policy_version));
-        insert_some(&mut vg, "upstream_status", self.upstream_status);
-        vg.insert("completed".into(), json!(completed));
-        vg.insert("cut_off".into(), json!(cut_off));
-        if let Some(t) = self.token.take() {
-            let mut tok = Map::new();
-            tok.insert("iss".into(), json!(t.iss));
-            insert_some(&mut tok, "sub", t.sub);
-            tok.insert("amr".into(), json!(t.amr));
-            insert_some(&mut tok, "jti_sha256", t.jti_sha256);
-            vg.insert("token".into(), Value::Object(tok));
-        }
-        let mut url = Map::new();
-        url.insert(
-            "path".into(),
-            json!(self.path.take().unwrap_or_else(|| self.raw_path.clone())),
-        );
-        url.insert("original".into(), json!(self.raw_path));
-        insert_some(&mut url, "query", self.query.take());
-        let mut record = Map::new();
-        record.insert("@timestamp".into(), json!(rfc3339(self.at)));
-        record.insert(
-            "event".into(),
-            json!({
-                "kind": "event",
-                "category": ["web"],
-                "type": [if self.allowed { "allowed" } else { "denied" }],
-                "action": "http_request",
-                "outcome": if success { "success" } else { "failure" },
-                "reason": self.reason,
-                "duration": duration.as_nanos() as u64,
-            }),
-        );
-        record.insert(
-            "http".into(),
-            json!({
-                "version": self.http_version,
-                "request": {"id": self.request_id, "method": self.method, "bytes": bytes_in},
-                "response": {"status_code": self.status, "bytes": bytes_out},
-            }),
-        );
-        record.insert("url".into(), Value::Object(url));
-        if let Some(ip) = self.client_ip {
-            record.insert("client".into(), json!({"ip": ip.to_string()}));
-        }
-        record.insert(
-            "source".into(),
-            json!({"ip": self.peer.ip().to_canonical().to_string(), "port": self.peer.port()}),
-        );
-        if let Some(a) = self.account.take() {
-            record.insert("user".into(), json!({"id": a}));
-        }
-        if let Some(v) = self.vendor.take() {
-            record.insert("organization".into(), json!({"id": v}));
-        }
-        record.insert("trace".into(), json!({"id": self.trace_id}));
-        record.insert("vendorgate".into(), Value::Object(vg));
-        slot.submit(members(&Value::Object(record)));
+        let client_ip = self.client_ip.map(|ip| ip.to_string());
+        let source_ip = self.peer.ip().to_canonical().to_string();
+        let decision = if self.allowed { "allow" } else { "deny" };
+        let record = HttpRecord {
+            timestamp: rfc3339(self.at),
+            event: Event {
+                kind: "event",
+                category: ["web"],
+                r#type: [if self.allowed { "allowed" } else { "denied" }],
+                action: "http_request",
+                outcome: if success { "success" } else { "failure" },
+                reason: self.reason,
+                duration: duration.as_nanos() as u64,
+            },
+            http: Http {
+                version: self.http_version,
+                request: HttpRequest {
+                    id: &self.request_id,
+                    method: &self.method,
+                    bytes: bytes_in,
+                },
+                response: HttpResponse {
+                    status_code: self.status,
+                    bytes: bytes_out,
+                },
+            },
+            url: Url {
+                path: self.path.as_deref().unwrap_or(&self.raw_path),
+                original: &self.raw_path,
+                query: self.query.as_deref(),
+            },
+            client: client_ip.as_deref().map(|ip| Ip { ip }),
+            source: Source {
+                ip: &source_ip,
+                port: self.peer.port(),
+            },
+            user: self.account.as_deref().map(|id| Id { id }),
+            organization: self.vendor.as_deref().map(|id| Id { id }),
+            trace: Id { id: &self.trace_id },
+            vendorgate: Vendorgate {
+                schema: SCHEMA,
+                decision,
+                reason: self.reason,
+                rule: &self.rule,
+                route: self.route.as_deref(),
+                class: self.class.as_deref(),
+                policy_version: &self.policy_version,
+                upstream_status: self.upstream_status,
+                completed,
+                cut_off,
+                token: self.token.as_ref().map(|t| Token {
+                    iss: &t.iss,
+                    sub: t.sub.as_deref(),
+                    amr: &t.amr,
+                    jti_sha256: t.jti_sha256.as_deref(),
+                }),
+            },
+        };
+        // Serializing plain structs cannot fail; a record that somehow did would still be counted.
+        slot.submit(serde_json::to_string(&record).unwrap_or_default());
     }
+}
+
+// The record's shape, borrowed from the draft: one serialization, no intermediate JSON tree.
+#[derive(Serialize)]
+struct HttpRecord<'a> {
+    #[serde(rename = "@timestamp")]
+    timestamp: String,
+    event: Event,
+    http: Http<'a>,
+    url: Url<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<Ip<'a>>,
+    source: Source<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<Id<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    organization: Option<Id<'a>>,
+    trace: Id<'a>,
+    vendorgate: Vendorgate<'a>,
+}
+
+#[derive(Serialize)]
+struct Event {
+    kind: &'static str,
+    category: [&'static str; 1],
+    r#type: [&'static str; 1],
+    action: &'static str,
+    outcome: &'static str,
+    reason: &'static str,
+    duration: u64,
+}
+
+#[derive(Serialize)]
+struct Http<'a> {
+    version: &'static str,
+    request: HttpRequest<'a>,
+    response: HttpResponse,
+}
+
+#[derive(Serialize)]
+struct HttpRequest<'a> {
+    id: &'a str,
+    method: &'a str,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct HttpResponse {
+    status_code: u16,
+    bytes: u64,
+}
+
+#[derive(Serialize)]
+struct Url<'a> {
+    path: &'a str,
+    original: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    query: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Ip<'a> {
+    ip: &'a str,
+}
+
+#[derive(Serialize)]
+struct Source<'a> {
+    ip: &'a str,
+    port: u16,
+}
+
+#[derive(Serialize)]
+struct Id<'a> {
+    id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Vendorgate<'a> {
+    schema: &'static str,
+    decision: &'static str,
+    reason: &'static str,
+    rule: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    route: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    class: Option<&'a str>,
+    policy_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upstream_status: Option<u16>,
+    completed: bool,
+    cut_off: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<Token<'a>>,
+}
+
+#[derive(Serialize)]
+struct Token<'a> {
+    iss: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    amr: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    jti_sha256: Option<&'a str>,
 }
 
 impl Draft {
@@ -240,12 +330,6 @@ impl Drop for Draft {
     }
 }
 
-/// A JSON object's text without its braces, as the chained line format wants it.
-fn members(v: &Value) -> String {
-    let text = v.to_string();
-    text[1..text.len() - 1].to_string()
-}
-
 /// The record of a connection refused before any request (TLS handshake failed or timed out).
 pub fn connection_failure(
     peer: SocketAddr,
@@ -259,5 +343,5 @@ pub fn connection_failure(
         "source": {"ip": peer.ip().to_canonical().to_string(), "port": peer.port()},
         "vendorgate": {"schema": SCHEMA, "decision": "deny", "reason": reason, "rule": detail, "policy_version": policy_version},
     });
-    members(&record)
+    record.to_string()
 }

@@ -269,7 +269,7 @@ impl Writer {
                     Err(std::sync::mpsc::TryRecvError::Empty) => {
                         std::thread::sleep(Duration::from_millis(2));
                         idle_ticks += 1;
-                        if idle_ticks % 250 == 0 {
+                        if idle_ticks.is_multiple_of(250) {
                             self.sync(false);
                             if self.config.sink == TrailSink::File {
                                 self.rotate_if_due();

@@ -474,6 +474,10 @@ pub struct Server {
     pub tls_key: PathBuf,
     #[serde(default = "defaults::max_connections")]
     pub max_connections: usize,
+    /// Threads serving connections, each with its own listener (SO_REUSEPORT) and upstream pool.
+    /// 0: one per CPU core.
+    #[serde(default)]
+    pub workers: usize,
     #[serde(default = "defaults::tls_handshake_timeout")]
     pub tls_handshake_timeout: HumanDuration,
     /// Time allowed for a request's headers to arrive: a slowloris client is dropped after this.

@@ -380,7 +380,7 @@ async fn forward(
 
     let upstream_resp = tokio::time::timeout(
         gw.upstream.response_timeout,
-        gw.upstream.client.request(up_req),
+        gw.upstream.client().request(up_req),
     )
     .await
     .map_err(|_| ProxyError::UpstreamTimeout)?

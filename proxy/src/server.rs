@@ -40,7 +40,7 @@ pub struct Running {
     pub admin_addr: SocketAddr,
     pub gateway: Arc<Gateway>,
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    workers: Vec<std::thread::JoinHandle<()>>,
     admin_task: JoinHandle<()>,
 }
 
@@ -51,54 +51,133 @@ impl Running {
         let _ = self.shutdown.send(true);
     }
 
-    /// Waits until every connection has finished or the shutdown grace period has run out.
+    /// Waits until every connection has finished or the shutdown grace period has run out, then
+    /// writes out what the decision trail still holds.
     pub async fn wait(self) {
-        let _ = self.task.await;
+        let workers = self.workers;
+        let trail = self.gateway.trail.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for w in workers {
+                let _ = w.join();
+            }
+            trail.close();
+        })
+        .await;
         self.admin_task.abort();
+        tracing::info!("shutdown complete");
     }
+}
+
+/// One listening socket per worker on the same address (SO_REUSEPORT): the kernel spreads new
+/// connections over them, and each worker serves its own without handing work across threads.
+fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Socket, Type};
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        // Port 0: the first socket picks the port, the others join it.
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
 }
 
 /// Binds both listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
     let gateway = Arc::new(Gateway::new(config)?);
-    let bind = |what, addr: SocketAddr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { what, addr, source })
+    let listen = *gateway.config.server.listen.get_ref();
+    let workers = match gateway.config.server.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
     };
-    let listener = bind("server.listen", *gateway.config.server.listen.get_ref()).await?;
-    let admin_listener = bind("admin.listen", *gateway.config.admin.listen.get_ref()).await?;
-    let local = |l: &TcpListener, what, addr| {
-        l.local_addr()
-            .map_err(|source| StartError::Bind { what, addr, source })
-    };
-    let proxy_addr = local(
-        &listener,
-        "server.listen",
-        *gateway.config.server.listen.get_ref(),
-    )?;
-    let admin_addr = local(
-        &admin_listener,
-        "admin.listen",
-        *gateway.config.admin.listen.get_ref(),
-    )?;
+    let listeners = bind_reuseport(listen, workers).map_err(|source| StartError::Bind {
+        what: "server.listen",
+        addr: listen,
+        source,
+    })?;
+    let proxy_addr = listeners[0]
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "server.listen",
+            addr: listen,
+            source,
+        })?;
+    let admin = *gateway.config.admin.listen.get_ref();
+    let admin_listener = TcpListener::bind(admin)
+        .await
+        .map_err(|source| StartError::Bind {
+            what: "admin.listen",
+            addr: admin,
+            source,
+        })?;
+    let admin_addr = admin_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            what: "admin.listen",
+            addr: admin,
+            source,
+        })?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, gateway.clone()));
+    // The connection limit is the proxy's, not each worker's.
+    let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
+    let mut handles = Vec::with_capacity(workers);
+    for (i, listener) in listeners.into_iter().enumerate() {
+        let gw = gateway.clone();
+        let rx = shutdown_rx.clone();
+        let slots = slots.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("vendorgate-worker-{i}"))
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        tracing::error!("worker {i}: cannot start its runtime: {e}");
+                        return;
+                    }
+                };
+                rt.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => accept_loop(l, gw, rx, slots).await,
+                        Err(e) => tracing::error!("worker {i}: {e}"),
+                    }
+                });
+            })
+            .map_err(|source| StartError::Bind {
+                what: "server.listen",
+                addr: listen,
+                source,
+            })?;
+        handles.push(handle);
+    }
     gateway.ready.store(true, Ordering::Relaxed);
-    let task = tokio::spawn(accept_loop(listener, gateway.clone(), shutdown_rx));
     Ok(Running {
         proxy_addr,
         admin_addr,
         gateway,
         shutdown,
-        task,
+        workers: handles,
         admin_task,
     })
 }
 
-async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
-    let slots = Arc::new(Semaphore::new(gw.config.server.max_connections));
+async fn accept_loop(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+    slots: Arc<Semaphore>,
+) {
     let mut connections = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -144,10 +223,6 @@ async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watc
         );
         connections.shutdown().await;
     }
-    // Every connection is done: write out what the trail still holds, then stop.
-    let trail = gw.trail.clone();
-    let _ = tokio::task::spawn_blocking(move || trail.close()).await;
-    tracing::info!("shutdown complete");
 }
 
 async fn serve_connection(

@@ -1,6 +1,8 @@
 //! The pooled client to the SaaS upstream, and what its failures mean for the agent.
 
+use std::cell::RefCell;
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::{HeaderValue, Uri};
 use hyper_rustls::HttpsConnector;
@@ -15,9 +17,19 @@ use crate::errors::ProxyError;
 
 pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, RequestBody>;
 
-/// The upstream as the request path needs it: a pooled client and the pieces of every forwarded URI.
+static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+thread_local! {
+    /// One pool per (upstream, thread): a request and the upstream connection that carries it are
+    /// driven by the same thread, instead of hopping between runtime workers on every exchange.
+    static CLIENTS: RefCell<Vec<(usize, UpstreamClient)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The upstream as the request path needs it: pooled clients and the pieces of every forwarded URI.
 pub struct Upstream {
-    pub client: UpstreamClient,
+    id: usize,
+    tls: rustls::ClientConfig,
+    settings: UpstreamConfig,
     /// `scheme://authority`, prefixed to each request's path and query.
     pub origin: String,
     pub authority: HeaderValue,
@@ -30,14 +42,40 @@ impl Upstream {
         // hyper-rustls sets ALPN itself from enable_http1/enable_http2 (and panics if it is preset).
         tls.alpn_protocols.clear();
 
+        Ok(Upstream {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            tls,
+            settings: config.clone(),
+            origin: config.url.origin(),
+            // The authority was parsed from a URI, so it is a valid header value.
+            authority: HeaderValue::from_str(&config.url.authority)
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            response_timeout: config.response_timeout.0,
+        })
+    }
+
+    /// This thread's pooled client (made on first use).
+    pub fn client(&self) -> UpstreamClient {
+        CLIENTS.with(|clients| {
+            let mut clients = clients.borrow_mut();
+            if let Some((_, c)) = clients.iter().find(|(id, _)| *id == self.id) {
+                return c.clone();
+            }
+            let c = self.build();
+            clients.push((self.id, c.clone()));
+            c
+        })
+    }
+
+    fn build(&self) -> UpstreamClient {
+        let config = &self.settings;
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(config.connect_timeout.0));
         http.set_keepalive(Some(std::time::Duration::from_secs(60)));
-
         let builder = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
+            .with_tls_config(self.tls.clone())
             .https_or_http()
             .enable_http1();
         let https = if config.http2 {
@@ -45,21 +83,12 @@ impl Upstream {
         } else {
             builder.wrap_connector(http)
         };
-
-        let client = Client::builder(TokioExecutor::new())
+        Client::builder(TokioExecutor::new())
             .pool_idle_timeout(config.pool_idle_timeout.0)
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
-            .build(https);
-        Ok(Upstream {
-            client,
-            origin: config.url.origin(),
-            // The authority was parsed from a URI, so it is a valid header value.
-            authority: HeaderValue::from_str(&config.url.authority)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
-            response_timeout: config.response_timeout.0,
-        })
+            .build(https)
     }
 
     /// The upstream URI for a request: the upstream's origin, the normalized path that was

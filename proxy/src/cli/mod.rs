@@ -57,7 +57,10 @@ pub fn init_logging(level: vendorgate_policy::config::LogLevel) {
 }
 
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Requests are served by the proxy's own per-core worker threads; this runtime only carries the
+    // admin listener and background work (key refresh, Redis, OTLP export).
     tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
         .enable_all()
         .build()
         .context("starting the async runtime")

@@ -18,16 +18,14 @@ pub struct ConnInfo {
     /// The peer address with IPv4-mapped IPv6 (`::ffff:a.b.c.d`) turned back into IPv4, so IP rules
     /// written for IPv4 match on dual-stack listeners.
     pub peer_ip: IpAddr,
-    pub alpn_h2: bool,
     pub activity: Activity,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, alpn_h2: bool) -> Self {
+    pub fn new(peer: SocketAddr) -> Self {
         ConnInfo {
             peer,
             peer_ip: peer.ip().to_canonical(),
-            alpn_h2,
             activity: Activity::new(),
         }
     }

@@ -41,6 +41,8 @@ pub struct Active {
     /// `Authorization` to send upstream, if a credential is configured.
     pub credential: Option<HeaderValue>,
     pub identity_header: Option<HeaderName>,
+    /// `config.version`, shared into every decision record without copying it per request.
+    pub version: Arc<str>,
 }
 
 impl Active {
@@ -78,6 +80,7 @@ impl Active {
             })
             .transpose()?;
         Ok(Active {
+            version: Arc::from(config.version.as_str()),
             config,
             keys,
             credential,

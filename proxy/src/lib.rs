@@ -14,6 +14,7 @@ pub mod credential;
 pub mod errors;
 pub mod gateway;
 pub mod headers;
+pub mod http_client;
 pub mod identity;
 pub mod limits;
 pub mod metering;

@@ -3,8 +3,6 @@
 //! (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "id";q=10;w=60` and
 //! `RateLimit: "id";r=3;t=12`).
 
-use std::sync::Arc;
-
 use http::{HeaderMap, HeaderName, HeaderValue};
 use vendorgate_policy::config::Scope;
 use vendorgate_policy::{
@@ -224,5 +222,3 @@ pub async fn check_budget(
         headers: HeaderMap::new(),
     }))
 }
-
-pub type Store = Arc<StateStore>;

@@ -14,12 +14,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
-use vendorgate_certs::{client_config, Alpn, CertError};
+use vendorgate_certs::CertError;
+
+use crate::http_client::{side_client, SideClient};
 use vendorgate_policy::config::Otel as OtelConfig;
 
 use crate::metrics::Metrics;
@@ -41,7 +40,7 @@ pub struct Otel {
     pub exported: Arc<AtomicU64>,
 }
 
-type OtlpClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+type OtlpClient = SideClient<Full<Bytes>>;
 
 fn nanos(t: SystemTime) -> String {
     t.duration_since(UNIX_EPOCH)
@@ -62,14 +61,7 @@ fn attribute(key: &str, value: &Value) -> Value {
 
 impl Otel {
     pub fn start(config: &OtelConfig, metrics: Arc<Metrics>) -> Result<Arc<Otel>, CertError> {
-        let mut tls = client_config(config.ca_bundle.as_deref(), Alpn::Http11)?;
-        tls.alpn_protocols.clear();
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
-        let client: OtlpClient = Client::builder(TokioExecutor::new()).build(https);
+        let client: OtlpClient = side_client(config.ca_bundle.as_deref())?;
         let (tx, rx) = mpsc::channel(8192);
         let exported = Arc::new(AtomicU64::new(0));
         let resource = json!({"attributes": [

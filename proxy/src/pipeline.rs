@@ -108,7 +108,7 @@ pub async fn handle(
         status: 0,
         upstream_status: None,
         bytes_in: Arc::new(AtomicU64::new(0)),
-        policy_version: Arc::from(gw.active.load().config.version.as_str()),
+        policy_version: gw.active.load().version.clone(),
     };
     let outcome = match slot {
         Ok(slot) => {
@@ -284,11 +284,7 @@ async fn forward(
         return Err(ProxyError::MethodNotAllowed(req.method().to_string()).into());
     }
     let limit = gw.config.server.max_request_body.0;
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = content_length(req.headers());
     if declared.is_some_and(|len| len > limit) {
         return Err(ProxyError::RequestBodyTooLarge { limit }.into());
     }
@@ -397,15 +393,9 @@ async fn forward(
     // rather than started and cut.
     let (mut parts, body) = upstream_resp.into_parts();
     draft.upstream_status = Some(parts.status.as_u16());
-    if !egress.is_empty() {
-        let length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if length.is_some_and(|len| len > egress_left) {
-            limits::check_budget(&gw.state, &egress, length, Reason::EgressCapExceeded).await?;
-        }
+    let length = content_length(&parts.headers);
+    if !egress.is_empty() && length.is_some_and(|len| len > egress_left) {
+        limits::check_budget(&gw.state, &egress, length, Reason::EgressCapExceeded).await?;
     }
     strip_hop_by_hop(&mut parts.headers);
     if let Some(theirs) = parts.headers.remove(request_id::HEADER) {
@@ -415,14 +405,17 @@ async fn forward(
     let body = if egress.is_empty() {
         ProxyBody::upstream(body)
     } else {
-        let length = parts
-            .headers
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
         ProxyBody::metered(body, Meter::new(gw.state.clone(), egress).expecting(length))
     };
     Ok(Response::from_parts(parts, body))
+}
+
+/// The declared body length, when there is a well-formed one.
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
 }
 
 /// All values of a header joined with ", " (a list split over several lines is one list).

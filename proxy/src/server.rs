@@ -258,8 +258,7 @@ async fn serve_connection(
             return;
         }
     };
-    let alpn_h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let info = Arc::new(ConnInfo::new(peer, alpn_h2));
+    let info = Arc::new(ConnInfo::new(peer));
     let idle = s.idle_timeout.0;
 
     let svc = {

@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::error::Error as StdError;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::{HeaderValue, Uri};
+use http::Uri;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -32,7 +32,6 @@ pub struct Upstream {
     settings: UpstreamConfig,
     /// `scheme://authority`, prefixed to each request's path and query.
     pub origin: String,
-    pub authority: HeaderValue,
     pub response_timeout: std::time::Duration,
 }
 
@@ -47,9 +46,6 @@ impl Upstream {
             tls,
             settings: config.clone(),
             origin: config.url.origin(),
-            // The authority was parsed from a URI, so it is a valid header value.
-            authority: HeaderValue::from_str(&config.url.authority)
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             response_timeout: config.response_timeout.0,
         })
     }

@@ -2,27 +2,15 @@
 
 use std::time::Duration;
 
+use crate::http_client::SideClient;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Limited};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 /// A key set is a few KiB; anything near this is not one.
 const MAX_DOCUMENT: usize = 1024 * 1024;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
-pub type FetchClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-pub fn client(tls: rustls::ClientConfig) -> FetchClient {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Client::builder(TokioExecutor::new()).build(https)
-}
+pub type FetchClient = SideClient<Empty<Bytes>>;
 
 /// GETs `url` and returns its body as text; any status but 200 is an error.
 pub async fn get_text(client: &FetchClient, url: &str) -> Result<String, String> {

@@ -13,11 +13,12 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
-use vendorgate_certs::{client_config, Alpn, CertError};
+use vendorgate_certs::CertError;
 use vendorgate_policy::config::Identity;
 use vendorgate_policy::KeySet;
 
 use super::fetch::{self, FetchClient};
+use crate::http_client::side_client;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -83,11 +84,7 @@ impl KeyStore {
         })?;
         let client = match source {
             KeySource::File(_) => None,
-            _ => {
-                let mut tls = client_config(id.ca_bundle.as_deref(), Alpn::Http11)?;
-                tls.alpn_protocols.clear();
-                Some(fetch::client(tls))
-            }
+            _ => Some(side_client(id.ca_bundle.as_deref())?),
         };
         let store = Arc::new(KeyStore {
             source,

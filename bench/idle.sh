@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Memory per idle keep-alive TLS connection: opens N connections (default 10,000; the open-files
-# limit caps it) that send nothing, then prints vendorgate's RSS before and with them open.
+# limit caps it), each answering one request and then left open and silent, and prints
+# vendorgate's RSS before and with them open.
 #
 #   bench/idle.sh [N]
 set -euo pipefail

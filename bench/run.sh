@@ -3,8 +3,19 @@
 # (TLS proxy with the closest policy it can express) and vendorgate (full policy), interleaved,
 # with wrk (keep-alive HTTP/1.1 over TLS). Prints medians over rounds and the ratios.
 #
-#   bench/run.sh                 # 3 rounds of 10 s per case (about 10 minutes)
+#   bench/run.sh                 # 3 rounds of 10 s per case (about 20 minutes)
 #   ROUNDS=1 DURATION=3 bench/run.sh   # a quick look
+#   SCALE=0 EXTRAS=0 bench/run.sh      # only the side-by-side matrix
+#   PROFILE_OUT=/tmp/vg.perf PROFILE_CASE=vendorgate-cold bench/run.sh   # perf profile of one case
+#
+# Besides the matrix (direct, nginx, HAProxy, vendorgate × 2 KiB/1 MiB × 32/128 connections):
+#   cold path      every request carries a token never seen before (a fresh slice of tokens per
+#                  round, for HAProxy and for a vendorgate instance of its own)
+#   trail cost     the same policy with the decision trail off
+#   scale (SCALE)  10 vs 100,000 active accounts (tokens cycling, all verified once beforehand),
+#                  and 10,000 CIDRs + 1,000 routes vs the small policy
+#   extras (EXTRAS) p99 at half of vendorgate's saturating load vs direct and nginx at the same
+#                  rate; RSS during a 1 GiB download; RSS at IDLE_CONNS idle keep-alive connections
 #
 # Everything shares this machine's cores: read the ratios, not the absolute numbers.
 set -euo pipefail
@@ -14,6 +25,11 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-"32 128"}
 BODIES=${BODIES:-"2k 1m"}
 THREADS=${THREADS:-2}
+SCALE=${SCALE:-1}
+EXTRAS=${EXTRAS:-1}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+ACCOUNTS=100000
+COLD_SLICE=${COLD_SLICE:-$((DURATION * 12000))}   # tokens per cold round: more than one run sends
 
 need() { command -v "$1" >/dev/null 2>&1; }
 missing=()
@@ -47,12 +63,15 @@ PY
 "$VG" certs dev --out "$WORK/tls" >/dev/null
 cp "$WORK/tls/server.pem" "$WORK/tls/server.crt"; cp "$WORK/tls/server-key.pem" "$WORK/tls/server.key"
 cat "$WORK/tls/server.pem" "$WORK/tls/server-key.pem" > "$WORK/tls/haproxy.pem"
-"$ROOT/target/release/bench-idp" "$WORK/keys" 10000
+echo "minting $((ACCOUNTS + ROUNDS * COLD_SLICE)) tokens…" >&2
+"$ROOT/target/release/bench-idp" "$WORK/keys" $((ACCOUNTS + ROUNDS * COLD_SLICE))
 TOKEN=$(cat "$WORK/keys/token.txt")
+TOKENS=$WORK/keys/tokens.txt   # lines 1…ACCOUNTS: the accounts case; then one cold slice per round
 chown -R www-data "$WORK/www" "$WORK/tmp" "$WORK/logs" 2>/dev/null || true
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP_PORT=$(port); NGINX_PORT=$(port); HAPROXY_PORT=$(port); VG_PORT=$(port); VG_OFF_PORT=$(port)
+UP_PORT=$(port); NGINX_PORT=$(port); HAPROXY_PORT=$(port)
+VG_PORT=$(port); VG_OFF_PORT=$(port); VG_COLD_PORT=$(port); VG_ACCT_PORT=$(port); VG_LARGE_PORT=$(port)
 ALLOWLIST=$(grep -v '^#' "$ROOT/bench/peers/allowlist.txt" | grep . | sed 's/.*/"&"/' | paste -sd, -)
 render() { sed -e "s|@WORK@|$WORK|g" -e "s|@CONF@|$CONF|g" -e "s|@UP_PORT@|$UP_PORT|g" \
   -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" -e "s|@JWT_ALG@|ES256|g" \
@@ -61,15 +80,40 @@ cp "$ROOT/bench/peers/allowlist.txt" "$CONF/allowlist.txt"
 render "$ROOT/bench/peers/upstream-nginx.conf" > "$CONF/upstream.conf"
 render "$ROOT/bench/peers/proxy-nginx.conf" > "$CONF/proxy-nginx.conf"
 render "$ROOT/bench/peers/haproxy.cfg" | sed "s|tls/server.pem|tls/haproxy.pem|" > "$CONF/haproxy.cfg"
-render "$ROOT/bench/vendorgate.toml.in" | sed -e "s|@VG_PORT@|$VG_PORT|" -e "s|@TRAIL@|file|" > "$CONF/vendorgate.toml"
-render "$ROOT/bench/vendorgate.toml.in" | sed -e "s|@VG_PORT@|$VG_OFF_PORT|" -e "s|@TRAIL@|off|" > "$CONF/vendorgate-trail-off.toml"
+vg_conf() { # name port trail
+  render "$ROOT/bench/vendorgate.toml.in" | sed -e "s|@VG_PORT@|$2|" -e "s|@TRAIL@|$3|" \
+    -e "s|decisions.jsonl|decisions-$1.jsonl|" > "$CONF/vendorgate-$1.toml"
+}
+vg_conf main "$VG_PORT" file; vg_conf trail-off "$VG_OFF_PORT" off; vg_conf cold "$VG_COLD_PORT" file
+vg_conf accounts "$VG_ACCT_PORT" file; vg_conf large "$VG_LARGE_PORT" file
+# The large policy: 10,000 more networks in the vendor's allow-list (scattered /28s that cannot
+# merge into a few ranges) and 999 more routes around the one the benchmark hits.
+python3 - "$CONF/vendorgate-large.toml" <<'PY'
+import random, sys
+path = sys.argv[1]
+text = open(path).read()
+rnd, nets = random.Random(7), set()
+while len(nets) < 10000:
+    a = rnd.randrange(11 << 24, 100 << 24) & ~0xF
+    nets.add(f'"{a >> 24}.{a >> 16 & 255}.{a >> 8 & 255}.{a & 255}/28"')
+text = text.replace("ip_allow = [", "ip_allow = [" + ", ".join(sorted(nets)) + ", ", 1)
+routes = "".join(
+    f'\n[[routes]]\nid = "r{i}"\nmethods = ["GET"]\npath = "/api/v2/resource-{i}/{{id}}/items/**"\nclass = "export"\n'
+    for i in range(999))
+text = text.replace("[[limits.rate]]", routes + "\n[[limits.rate]]", 1)
+open(path, "w").write(text)
+PY
 
 nginx -c "$CONF/upstream.conf" -e "$WORK/logs/upstream_error.log" & pids+=($!)
 nginx -c "$CONF/proxy-nginx.conf" -e "$WORK/logs/nginx_proxy_error.log" & pids+=($!); NGINX_PID=$!
 haproxy -f "$CONF/haproxy.cfg" >> "$WORK/logs/haproxy.log" 2>&1 & pids+=($!); HAPROXY_PID=$!
-"$VG" run --config "$CONF/vendorgate.toml" > "$WORK/logs/vg.out" 2> "$WORK/logs/vg.err" & pids+=($!); VG_PID=$!
-"$VG" run --config "$CONF/vendorgate-trail-off.toml" > "$WORK/logs/vg-off.out" 2> "$WORK/logs/vg-off.err" & pids+=($!); VG_OFF_PID=$!
-for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $VG_PORT $VG_OFF_PORT; do
+vg_start() { exec "$VG" run --config "$CONF/vendorgate-$1.toml" > "$WORK/logs/vg-$1.out" 2> "$WORK/logs/vg-$1.err"; }
+vg_start main & pids+=($!); VG_PID=$!
+vg_start trail-off & pids+=($!); VG_OFF_PID=$!
+vg_start cold & pids+=($!); VG_COLD_PID=$!
+vg_start accounts & pids+=($!); VG_ACCT_PID=$!
+vg_start large & pids+=($!); VG_LARGE_PID=$!
+for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $VG_PORT $VG_OFF_PORT $VG_COLD_PORT $VG_ACCT_PORT $VG_LARGE_PORT; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -83,6 +127,10 @@ check 401 "https://127.0.0.1:$HAPROXY_PORT/data-2k.json"
 check 200 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_PORT/data-2k.json"
 check 401 "https://127.0.0.1:$VG_PORT/data-2k.json"
 check 403 --interface 127.0.0.2 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_PORT/data-2k.json"
+check 200 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json"
+check 403 --interface 127.0.0.2 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json"
+ACCT_ADMIN=$(grep -o 'admin=[0-9.:]*' "$WORK/logs/vg-accounts.out" | cut -d= -f2)
+metric() { curl -s "http://$ACCT_ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
 ticks() { # utime+stime of a process and its children, in clock ticks
   local total=0 p
@@ -100,14 +148,21 @@ peak_rss_kib() {
 }
 HZ=$(getconf CLK_TCK)
 RESULTS=$WORK/results.tsv
-printf 'round\tcase\tbody\tconns\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\terrors\n' > "$RESULTS"
+printf 'round\tcase\tbody\tconns\trps\tp50_us\tp99_us\tp999_us\tcpu_us_per_req\terrors\treused\n' > "$RESULTS"
 
 run_case() { # round case body conns url pid [wrk args…]
   local round=$1 name=$2 body=$3 conns=$4 url=$5 pid=$6; shift 6
-  local before after out line
+  local before after out line perf_pid=
+  if [ -n "${PROFILE_OUT:-}" ] && [ "$round" = 1 ] && [ "$name" = "${PROFILE_CASE:-vendorgate}" ] \
+     && [ "$body" = 2k ] && [ "$pid" != "-" ]; then
+    # Optional: sample this case's stacks during its first run (perf from Debian's linux-perf).
+    perf record -q -e cpu-clock -F 1999 -g -p "$pid" -o "$PROFILE_OUT" -- sleep "$DURATION" 2>/dev/null &
+    perf_pid=$!
+  fi
   before=$( [ "$pid" = "-" ] && echo 0 || ticks "$pid" )
   out=$(wrk -t"$THREADS" -c"$conns" -d"${DURATION}s" -s "$ROOT/bench/wrk/stats.lua" "$url" "$@" 2>&1) || true
   after=$( [ "$pid" = "-" ] && echo 0 || ticks "$pid" )
+  if [ -n "$perf_pid" ]; then wait "$perf_pid" || true; fi
   line=$(grep VGSTATS <<<"$out") || { echo "wrk failed for $name: $out" >&2; return; }
   python3 - "$line" "$round" "$name" "$body" "$conns" "$before" "$after" "$HZ" "$pid" >> "$RESULTS" <<'PY'
 import sys
@@ -115,11 +170,25 @@ kv = dict(p.split("=") for p in sys.argv[1].split()[1:])
 rnd, name, body, conns, before, after, hz, pid = sys.argv[2:]
 req = int(kv["requests"]); secs = int(kv["duration_us"]) / 1e6
 cpu = "-" if pid == "-" else "%.1f" % ((int(after) - int(before)) / int(hz) * 1e6 / max(req, 1))
-print("\t".join([rnd, name, body, conns, "%.0f" % (req / secs), kv["p50"], kv["p99"], kv["p999"], cpu, str(int(kv["errors"]) + int(kv["non2xx"]))]))
+print("\t".join([rnd, name, body, conns, "%.0f" % (req / secs), kv["p50"], kv["p99"], kv["p999"], cpu,
+                 str(int(kv["errors"]) + int(kv["non2xx"])), kv["reused"]]))
 PY
 }
 
 AUTH=(-H "Authorization: Bearer $TOKEN")
+slice() { echo -- "tokens=$TOKENS" "from=$1" "count=$2" "threads=$THREADS"; }
+
+if [ "$SCALE" = 1 ]; then
+  # Every one of the 100,000 accounts' tokens verified once (and its session, rate and byte
+  # counters created) before anything is measured.
+  echo "warming 100,000 accounts…" >&2
+  for _ in $(seq 12); do
+    [ "$(metric vendorgate_token_cache_entries)" -ge "$ACCOUNTS" ] && break
+    wrk -t"$THREADS" -c32 -d10s -s "$ROOT/bench/wrk/stats.lua" "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" $(slice 0 "$ACCOUNTS") >/dev/null
+  done
+  echo "accounts warmed: $(metric vendorgate_token_cache_entries) tokens cached" >&2
+fi
+
 echo "measuring: $ROUNDS rounds × conns {$CONNS} × bodies {$BODIES}, ${DURATION}s each…" >&2
 for round in $(seq "$ROUNDS"); do
   for conns in $CONNS; do
@@ -127,21 +196,63 @@ for round in $(seq "$ROUNDS"); do
       run_case "$round" direct "$body" "$conns" "http://127.0.0.1:$UP_PORT/data-$body.json" -
       run_case "$round" nginx "$body" "$conns" "https://127.0.0.1:$NGINX_PORT/data-$body.json" "$NGINX_PID"
       run_case "$round" haproxy "$body" "$conns" "https://127.0.0.1:$HAPROXY_PORT/data-$body.json" "$HAPROXY_PID" "${AUTH[@]}"
-      if [ -n "${PROFILE_OUT:-}" ] && [ "$round" = 1 ] && [ "$body" = 2k ]; then
-        # Optional: sample vendorgate's stacks during its run (perf from Debian's linux-perf).
-        perf record -q -e cpu-clock -F 1999 -g -p "$VG_PID" -o "$PROFILE_OUT" -- sleep "$DURATION" 2>/dev/null &
-        PERF_PID=$!
-      fi
       run_case "$round" vendorgate "$body" "$conns" "https://127.0.0.1:$VG_PORT/data-$body.json" "$VG_PID" "${AUTH[@]}"
-      if [ -n "${PERF_PID:-}" ]; then wait "$PERF_PID" || true; PERF_PID=; fi
     done
   done
-  # The cold path (10,000 distinct tokens cycling) and the trail's cost, 2 KiB, 32 connections.
-  run_case "$round" haproxy-cold 2k 32 "https://127.0.0.1:$HAPROXY_PORT/data-2k.json" "$HAPROXY_PID" -- "$WORK/keys/tokens.txt"
-  run_case "$round" vendorgate-cold 2k 32 "https://127.0.0.1:$VG_PORT/data-2k.json" "$VG_PID" -- "$WORK/keys/tokens.txt"
+  # The cold path, 2 KiB, 32 connections: this round's slice of never-seen tokens. HAProxy has no
+  # token cache, so it gets the same slice.
+  cold=$(slice $((ACCOUNTS + (round - 1) * COLD_SLICE)) "$COLD_SLICE")
+  run_case "$round" haproxy-cold 2k 32 "https://127.0.0.1:$HAPROXY_PORT/data-2k.json" "$HAPROXY_PID" $cold
+  run_case "$round" vendorgate-cold 2k 32 "https://127.0.0.1:$VG_COLD_PORT/data-2k.json" "$VG_COLD_PID" $cold
   run_case "$round" vendorgate-trail-off 2k 32 "https://127.0.0.1:$VG_OFF_PORT/data-2k.json" "$VG_OFF_PID" "${AUTH[@]}"
+  if [ "$SCALE" = 1 ]; then
+    run_case "$round" vendorgate-large 2k 32 "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json" "$VG_LARGE_PID" "${AUTH[@]}"
+    run_case "$round" vendorgate-10-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 10)
+    misses=$(metric vendorgate_token_cache_misses_total)
+    run_case "$round" vendorgate-100k-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 "$ACCOUNTS")
+    echo "round $round: 100k accounts run had $(( $(metric vendorgate_token_cache_misses_total) - misses )) token cache misses" >> "$WORK/accounts.txt"
+  fi
 done
 
-echo "peak RSS: nginx $(peak_rss_kib "$NGINX_PID") KiB, haproxy $(peak_rss_kib "$HAPROXY_PID") KiB, vendorgate $(peak_rss_kib "$VG_PID") KiB" > "$WORK/rss.txt"
-python3 "$ROOT/bench/summarize.py" "$RESULTS" "$WORK/rss.txt"
+{
+  echo "peak RSS: nginx $(peak_rss_kib "$NGINX_PID") KiB, haproxy $(peak_rss_kib "$HAPROXY_PID") KiB, vendorgate $(peak_rss_kib "$VG_PID") KiB"
+  [ "$SCALE" = 1 ] && echo "vendorgate with 100,000 active accounts: RSS $(awk '/VmRSS/{print $2}' /proc/$VG_ACCT_PID/status) KiB" && cat "$WORK/accounts.txt"
+} > "$WORK/notes.txt"
+
+if [ "$EXTRAS" = 1 ]; then
+  # p99 at half of vendorgate's saturating load (2 KiB, 32 connections), with direct and nginx
+  # paced to the same rate: each connection pauses between requests.
+  SAT=$(python3 - "$RESULTS" <<'PY'
+import csv, statistics, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1]), delimiter="\t")
+        if (r["case"], r["body"], r["conns"]) == ("vendorgate", "2k", "32")]
+print(int(statistics.median(float(r["rps"]) for r in rows)))
+PY
+)
+  PAUSE=$(( (32 * 1000 * 2 + SAT / 2) / SAT ))
+  echo "half load: vendorgate saturates at $SAT req/s; pacing 32 connections at ${PAUSE} ms (about $((32 * 1000 / PAUSE)) req/s)…" >&2
+  for round in $(seq "$ROUNDS"); do
+    run_case "$round" direct-half 2k 32 "http://127.0.0.1:$UP_PORT/data-2k.json" - -- "pause=$PAUSE"
+    run_case "$round" nginx-half 2k 32 "https://127.0.0.1:$NGINX_PORT/data-2k.json" "$NGINX_PID" -- "pause=$PAUSE"
+    run_case "$round" vendorgate-half 2k 32 "https://127.0.0.1:$VG_PORT/data-2k.json" "$VG_PID" "${AUTH[@]}" -- "pause=$PAUSE"
+  done
+
+  # A 1 GiB download through vendorgate: RSS sampled every 100 ms while it streams.
+  truncate -s 1G "$WORK/www/data-1g.bin"
+  before=$(awk '/VmRSS/{print $2}' /proc/$VG_PID/status)
+  curl -sk -o /dev/null -w '%{size_download} %{speed_download}\n' -H "Authorization: Bearer $TOKEN" \
+    "https://127.0.0.1:$VG_PORT/data-1g.bin" > "$WORK/download.txt" &
+  CURL_PID=$!
+  peak=$before
+  while kill -0 "$CURL_PID" 2>/dev/null; do
+    now=$(awk '/VmRSS/{print $2}' /proc/$VG_PID/status); [ "$now" -gt "$peak" ] && peak=$now; sleep 0.1
+  done
+  read -r got speed < "$WORK/download.txt"
+  echo "1 GiB download: $got bytes at $((${speed%.*} / 1048576)) MiB/s; vendorgate RSS $before KiB before, peak $peak KiB during (+$((peak - before)) KiB)" >> "$WORK/notes.txt"
+
+  echo "opening $IDLE_CONNS idle connections…" >&2
+  "$ROOT/bench/idle.sh" "$IDLE_CONNS" >> "$WORK/notes.txt" 2>&1 || echo "idle measurement failed" >> "$WORK/notes.txt"
+fi
+
+python3 "$ROOT/bench/summarize.py" "$RESULTS" "$WORK/notes.txt"
 echo "raw results: $RESULTS" >&2

@@ -1,17 +1,55 @@
 -- Prints one machine-readable line at the end of a wrk run (wrk --latency stops at p99).
--- With a file argument (`-- tokens.txt`), every request carries the next token from the file:
--- the cold path, where no token has been seen before.
-local tokens = {}
+--
+-- Arguments after `--`, all optional:
+--   tokens=FILE   every request carries the next token from FILE (one per line)
+--   from=N        use lines N+1 … N+count of FILE (default: from the start…
+--   count=N       …to the end)
+--   threads=N     wrk's -t, so that each thread takes its own share of the token lines
+--   pause=MS      each connection waits MS milliseconds between requests: a fixed, lower load,
+--                 for latency below saturation
+-- `reused` counts requests that carried a token this run had already sent (its slice ran out):
+-- 0 on a clean cold run.
+local threads = {}
+tokens, sent, ntokens = {}, 0, 0
 local idx = 0
+local pause_ms = 0
+
+setup = function(thread)
+  thread:set("id", #threads)
+  table.insert(threads, thread)
+end
 
 init = function(args)
-  if args[1] then
-    for line in io.lines(args[1]) do tokens[#tokens + 1] = line end
-    idx = math.random(#tokens)
+  local o = {}
+  for _, a in ipairs(args) do
+    local k, v = a:match("^(%w+)=(.*)$")
+    if k then o[k] = v end
+  end
+  pause_ms = tonumber(o.pause or "0")
+  if o.tokens then
+    local from, count, nthreads = tonumber(o.from or "0"), tonumber(o.count or "0"), tonumber(o.threads or "1")
+    if count == 0 then
+      for _ in io.lines(o.tokens) do count = count + 1 end
+      count = count - from
+    end
+    local share = math.max(1, math.floor(count / nthreads))
+    local first = from + (id % nthreads) * share
+    local n = 0
+    for line in io.lines(o.tokens) do
+      n = n + 1
+      if n > first + share then break end
+      if n > first then tokens[#tokens + 1] = line end
+    end
+    ntokens = #tokens
   end
 end
 
+delay = function()
+  return pause_ms
+end
+
 request = function()
+  sent = sent + 1
   if #tokens > 0 then
     idx = idx % #tokens + 1
     return wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. tokens[idx] })
@@ -21,7 +59,12 @@ end
 
 done = function(summary, latency, requests)
   local e = summary.errors
-  io.write(string.format("VGSTATS requests=%d duration_us=%d p50=%d p99=%d p999=%d errors=%d non2xx=%d\n",
+  local reused = 0
+  for _, t in ipairs(threads) do
+    local ntok = t:get("ntokens") or 0
+    if ntok > 0 then reused = reused + math.max(0, (t:get("sent") or 0) - ntok) end
+  end
+  io.write(string.format("VGSTATS requests=%d duration_us=%d p50=%d p99=%d p999=%d errors=%d non2xx=%d reused=%d\n",
     summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
-    latency:percentile(99.9), e.connect + e.read + e.write + e.timeout, e.status))
+    latency:percentile(99.9), e.connect + e.read + e.write + e.timeout, e.status, reused))
 end

@@ -20,9 +20,11 @@ pub struct RateRule {
 }
 
 impl RateRule {
-    /// Time between evenly spaced requests (the GCRA emission interval), in milliseconds.
-    pub fn interval_ms(&self) -> u64 {
-        (self.period.as_millis() as u64 / u64::from(self.requests.max(1))).max(1)
+    /// Time between evenly spaced requests (the GCRA emission interval), in microseconds: a rule
+    /// of more than 1,000 requests a second still has a non-zero interval (milliseconds rounded
+    /// such a rule down to zero, then up to a stricter 1 ms).
+    pub fn interval_us(&self) -> u64 {
+        (self.period.as_micros() as u64 / u64::from(self.requests.max(1))).max(1)
     }
 }
 
@@ -51,23 +53,24 @@ pub(crate) fn applies(classes: u128, vendors: &[usize], class: usize, vendor: us
     classes & (1 << class) != 0 && (vendors.is_empty() || vendors.contains(&vendor))
 }
 
-/// One GCRA step. `tat` is the theoretical arrival time stored for the key (0 when new). Returns
-/// whether the request is allowed, the new TAT to store when it is, the wait before a retry when
-/// not, and how many requests remain in the burst.
-pub fn gcra(tat: u64, now_ms: u64, interval_ms: u64, burst: u32) -> GcraOutcome {
-    let tolerance = interval_ms * u64::from(burst.max(1) - 1);
-    let tat = tat.max(now_ms);
+/// One GCRA step, all times in microseconds. `tat` is the theoretical arrival time stored for
+/// the key (0 when new). Returns whether the request is allowed, the new TAT to store when it is,
+/// the wait before a retry when not (rounded up to whole milliseconds), and how many requests
+/// remain in the burst.
+pub fn gcra(tat: u64, now_us: u64, interval_us: u64, burst: u32) -> GcraOutcome {
+    let tolerance = interval_us * u64::from(burst.max(1) - 1);
+    let tat = tat.max(now_us);
     let allow_at = tat.saturating_sub(tolerance);
-    if now_ms < allow_at {
+    if now_us < allow_at {
         return GcraOutcome {
             allowed: false,
             new_tat: tat,
-            retry_after_ms: allow_at - now_ms,
+            retry_after_ms: (allow_at - now_us).div_ceil(1000),
             remaining: 0,
         };
     }
-    let new_tat = tat + interval_ms;
-    let used = (new_tat - now_ms).div_ceil(interval_ms);
+    let new_tat = tat + interval_us;
+    let used = (new_tat - now_us).div_ceil(interval_us);
     GcraOutcome {
         allowed: true,
         new_tat,
@@ -90,10 +93,10 @@ mod tests {
 
     #[test]
     fn gcra_allows_a_burst_then_spaces_requests() {
-        // 10 a minute (one per 6 s), burst 3.
-        let (interval, burst) = (6_000, 3);
+        // 10 a minute (one per 6 s), burst 3; times in microseconds.
+        let (interval, burst) = (6_000_000, 3);
         let mut tat = 0;
-        let now = 1_000_000;
+        let now = 1_000_000_000;
         let mut remaining = vec![];
         for _ in 0..3 {
             let o = gcra(tat, now, interval, burst);
@@ -106,11 +109,31 @@ mod tests {
         assert!(!refused.allowed);
         assert_eq!(refused.retry_after_ms, 6_000);
         // After the advertised wait, exactly one more.
-        let later = gcra(tat, now + 6_000, interval, burst);
+        let later = gcra(tat, now + 6_000_000, interval, burst);
         assert!(later.allowed);
-        assert!(!gcra(later.new_tat, now + 6_000, interval, burst).allowed);
+        assert!(!gcra(later.new_tat, now + 6_000_000, interval, burst).allowed);
         // After a long pause, the full burst again.
-        assert_eq!(gcra(tat, now + 60_000, interval, burst).remaining, 2);
+        assert_eq!(gcra(tat, now + 60_000_000, interval, burst).remaining, 2);
+    }
+
+    #[test]
+    fn fast_rules_keep_their_rate() {
+        // 100,000 a second: a 10 µs interval, which whole milliseconds would have made 1 ms
+        // (100 times stricter than configured).
+        let rule = RateRule {
+            id: "fast".into(),
+            per: Scope::Account,
+            classes: u128::MAX,
+            vendors: vec![],
+            requests: 100_000,
+            period: Duration::from_secs(1),
+            burst: 1,
+        };
+        assert_eq!(rule.interval_us(), 10);
+        let first = gcra(0, 5_000_000, rule.interval_us(), 1);
+        assert!(first.allowed);
+        assert!(!gcra(first.new_tat, 5_000_000, rule.interval_us(), 1).allowed);
+        assert!(gcra(first.new_tat, 5_000_010, rule.interval_us(), 1).allowed);
     }
 
     #[test]

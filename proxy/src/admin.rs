@@ -51,6 +51,7 @@ async fn route(gw: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" => readiness(gw).await,
         "/metrics" => {
             let status = &gw.trail.status;
+            let (token_cache_hits, token_cache_misses) = gw.tokens.stats();
             let gauges = Gauges {
                 trail_written: status.written.load(Ordering::Relaxed),
                 trail_unrecorded: gw.trail.dropped.load(Ordering::Relaxed),
@@ -58,6 +59,9 @@ async fn route(gw: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
                 trail_head_seq: status.head_seq.load(Ordering::Relaxed),
                 trail_writable: status.healthy.load(Ordering::Relaxed),
                 state_errors: gw.state.error_count(),
+                token_cache_hits,
+                token_cache_misses,
+                token_cache_entries: gw.tokens.len() as u64,
             };
             let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render(&gauges))));
             resp.headers_mut().insert(

@@ -90,7 +90,7 @@ impl RateHeaders {
         self.policy
             .push(format!("\"{}\";q={};w={window}", rule.id, rule.burst));
         let reset_ms = if o.allowed {
-            u64::from(rule.burst.saturating_sub(o.remaining)) * rule.interval_ms()
+            (u64::from(rule.burst.saturating_sub(o.remaining)) * rule.interval_us()).div_ceil(1000)
         } else {
             o.retry_after_ms
         };

@@ -37,6 +37,9 @@ pub struct Gauges {
     pub trail_head_seq: u64,
     pub trail_writable: bool,
     pub state_errors: u64,
+    pub token_cache_hits: u64,
+    pub token_cache_misses: u64,
+    pub token_cache_entries: u64,
 }
 
 impl Metrics {
@@ -204,7 +207,7 @@ impl Metrics {
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "vendorgate_request_duration_seconds_count {count}");
-        let gauges: [(&str, &str, &str, u64); 6] = [
+        let gauges: [(&str, &str, &str, u64); 9] = [
             (
                 "vendorgate_trail_records_total",
                 "counter",
@@ -240,6 +243,24 @@ impl Metrics {
                 "counter",
                 "Failed operations on the shared state backend.",
                 g.state_errors,
+            ),
+            (
+                "vendorgate_token_cache_hits_total",
+                "counter",
+                "Bearer tokens found verified in the cache (no signature check).",
+                g.token_cache_hits,
+            ),
+            (
+                "vendorgate_token_cache_misses_total",
+                "counter",
+                "Bearer tokens not in the cache: each was checked against the IdP's keys.",
+                g.token_cache_misses,
+            ),
+            (
+                "vendorgate_token_cache_entries",
+                "gauge",
+                "Verified tokens held in the cache.",
+                g.token_cache_entries,
             ),
         ];
         for (name, kind, help, v) in gauges {

@@ -470,6 +470,6 @@ async fn verify(
         }
     };
     let verified = Arc::new(verified);
-    gw.tokens.insert(key, verified.clone(), now);
+    gw.tokens.insert(key, verified.clone());
     Ok(verified)
 }

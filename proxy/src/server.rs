@@ -264,7 +264,10 @@ async fn serve_connection(
     let svc = {
         let gw = gw.clone();
         let info = info.clone();
-        service_fn(move |req| pipeline::handle(gw.clone(), info.clone(), req))
+        // Boxed: hyper keeps one slot per connection sized for the service's future, for the
+        // connection's whole life. The request future is several KiB; a box is 16 bytes, which
+        // matters at thousands of idle keep-alive connections.
+        service_fn(move |req| Box::pin(pipeline::handle(gw.clone(), info.clone(), req)))
     };
     let mut conn = pin!(gw.http.serve_connection(TokioIo::new(tls), svc));
     let mut draining = *shutdown.borrow_and_update();

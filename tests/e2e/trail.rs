@@ -394,6 +394,15 @@ async fn reviewers_query_summarize_and_explain() {
         metrics.contains("vendorgate_egress_bytes_total{vendor=\"acme\",account=\"agent-1\"} 3000"),
         "{metrics}"
     );
+    // One signature check for the three requests carrying the same token; the tokenless one
+    // never reaches the cache.
+    for line in [
+        "vendorgate_token_cache_misses_total 1",
+        "vendorgate_token_cache_hits_total 2",
+        "vendorgate_token_cache_entries 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
     stop(&mut proxy).await;
     let log = proxy.dir.path().join("decisions.jsonl");
     let log = log.to_str().unwrap();

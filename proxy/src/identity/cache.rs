@@ -2,18 +2,32 @@
 //! their `exp`.
 //!
 //! Sharded so concurrent requests on different tokens rarely meet on a lock; each lock is held for
-//! a hash-map operation only, never across an await.
+//! a hash-map operation only, never across an await. A full shard evicts its oldest entry (FIFO):
+//! constant time per insert, where sweeping a full shard for expired entries on every miss made
+//! each new token cost a scan of thousands of live ones.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use vendorgate_policy::VerifiedToken;
 
 const SHARDS: usize = 16;
 
+#[derive(Default)]
+struct Shard {
+    tokens: HashMap<u128, Arc<VerifiedToken>>,
+    /// Keys in insertion order, for eviction. Holds exactly the keys of `tokens`.
+    order: VecDeque<u128>,
+}
+
 pub struct TokenCache {
-    shards: Vec<Mutex<HashMap<u128, Arc<VerifiedToken>>>>,
+    shards: Vec<Mutex<Shard>>,
     per_shard: usize,
+    /// Lookups answered from the cache, and lookups that found nothing (each one then costs a
+    /// signature check): the ratio tells an operator whether `token_cache_entries` is big enough.
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 /// 128 bits of SHA-256: collisions are out of reach, and the map key stays small.
@@ -27,47 +41,74 @@ pub fn token_key(token: &str) -> u128 {
 impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         TokenCache {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
-    fn shard(&self, key: u128) -> &Mutex<HashMap<u128, Arc<VerifiedToken>>> {
-        &self.shards[(key as usize) % SHARDS]
+    fn shard(&self, key: u128) -> MutexGuard<'_, Shard> {
+        self.shards[(key as usize) % SHARDS]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// A verified token still within its `exp`.
     pub fn get(&self, key: u128, now: u64) -> Option<Arc<VerifiedToken>> {
-        let shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        shard.get(&key).filter(|t| t.exp >= now).cloned()
+        let found = self
+            .shard(key)
+            .tokens
+            .get(&key)
+            .filter(|t| t.exp >= now)
+            .cloned();
+        let counter = if found.is_some() {
+            &self.hits
+        } else {
+            &self.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
     }
 
-    pub fn insert(&self, key: u128, token: Arc<VerifiedToken>, now: u64) {
-        let mut shard = self.shard(key).lock().unwrap_or_else(|p| p.into_inner());
-        if shard.len() >= self.per_shard {
-            shard.retain(|_, t| t.exp >= now);
-            // Still full of live tokens: drop an arbitrary one. A cache miss costs one signature
-            // check, so bounded memory wins over perfect recall.
-            if shard.len() >= self.per_shard {
-                if let Some(victim) = shard.keys().next().copied() {
-                    shard.remove(&victim);
-                }
+    /// (hits, misses) since start.
+    pub fn stats(&self) -> (u64, u64) {
+        (
+            self.hits.load(Ordering::Relaxed),
+            self.misses.load(Ordering::Relaxed),
+        )
+    }
+
+    pub fn insert(&self, key: u128, token: Arc<VerifiedToken>) {
+        let mut shard = self.shard(key);
+        // Two requests with the same new token may both verify it: the second only refreshes.
+        if shard.tokens.insert(key, token).is_some() {
+            return;
+        }
+        shard.order.push_back(key);
+        // Full: the oldest goes. Tokens expire in roughly the order they were issued, so the
+        // oldest entry is also the likeliest to be dead already; a live one evicted costs one
+        // signature check when it comes back.
+        while shard.order.len() > self.per_shard {
+            if let Some(old) = shard.order.pop_front() {
+                shard.tokens.remove(&old);
             }
         }
-        shard.insert(key, token);
     }
 
     /// Forgets everything: a new policy may map the same token to another vendor.
     pub fn clear(&self) {
         for shard in &self.shards {
-            shard.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.tokens.clear();
+            shard.order.clear();
         }
     }
 
     pub fn len(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).tokens.len())
             .sum()
     }
 
@@ -101,14 +142,20 @@ mod tests {
     #[test]
     fn entries_expire_and_capacity_is_bounded() {
         let cache = TokenCache::new(32);
-        cache.insert(token_key("t1"), token(100), 50);
+        cache.insert(token_key("t1"), token(100));
         assert!(cache.get(token_key("t1"), 99).is_some());
         assert!(cache.get(token_key("t1"), 101).is_none());
         assert!(cache.get(token_key("t2"), 50).is_none());
         for i in 0..1000 {
-            cache.insert(token_key(&format!("tok{i}")), token(10_000), 50);
+            cache.insert(token_key(&format!("tok{i}")), token(10_000));
         }
-        assert!(cache.len() <= 32, "{}", cache.len());
+        assert_eq!(cache.len(), 32);
+        // The newest stay; the oldest went first.
+        assert!(cache.get(token_key("tok999"), 50).is_some());
+        assert!(cache.get(token_key("tok0"), 50).is_none());
+        // Inserting a present key again does not make room for it twice.
+        cache.insert(token_key("tok999"), token(10_000));
+        assert_eq!(cache.len(), 32);
         cache.clear();
         assert!(cache.is_empty());
     }

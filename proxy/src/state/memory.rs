@@ -62,7 +62,7 @@ impl MemoryState {
     }
 
     fn limiter(&self, rule: &RateRule) -> Arc<Limiter> {
-        let key = (rule.id.clone(), rule.interval_ms(), rule.burst);
+        let key = (rule.id.clone(), rule.interval_us(), rule.burst);
         if let Some(l) = self
             .limiters
             .read()
@@ -72,7 +72,7 @@ impl MemoryState {
             return l.clone();
         }
         let burst = NonZeroU32::new(rule.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(Duration::from_millis(rule.interval_ms()))
+        let quota = Quota::with_period(Duration::from_micros(rule.interval_us()))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
         let mut map = self.limiters.write().unwrap_or_else(|p| p.into_inner());
@@ -192,9 +192,12 @@ impl StateBackend for MemoryState {
             Err(not_until) => GcraOutcome {
                 allowed: false,
                 new_tat: 0,
+                // The limiter's own clock: building a fresh quanta clock calibrates it
+                // (cpuid, about 20 µs), which made every refusal cost more than a grant.
                 retry_after_ms: not_until
-                    .wait_time_from(DefaultClock::default().now())
-                    .as_millis() as u64,
+                    .wait_time_from(limiter.clock().now())
+                    .as_micros()
+                    .div_ceil(1000) as u64,
                 remaining: 0,
             },
         })
@@ -267,5 +270,60 @@ impl StateBackend for MemoryState {
                 c.max.saturating_sub(used)
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::task::{Context, Poll, Waker};
+
+    use vendorgate_policy::config::Scope;
+
+    use super::*;
+
+    /// The memory backend's futures never wait: poll once.
+    fn ready<T>(fut: impl Future<Output = T>) -> T {
+        match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(v) => v,
+            Poll::Pending => panic!("the memory backend never waits"),
+        }
+    }
+
+    fn rule(requests: u32, burst: u32) -> RateRule {
+        RateRule {
+            id: "r".into(),
+            per: Scope::Account,
+            classes: u128::MAX,
+            vendors: vec![],
+            requests,
+            period: Duration::from_secs(1),
+            burst,
+        }
+    }
+
+    #[test]
+    fn a_refusal_says_when_to_retry() {
+        let state = MemoryState::new(100);
+        let slow = rule(1, 1);
+        assert!(ready(state.rate(&slow, "k", 0)).unwrap().allowed);
+        let refused = ready(state.rate(&slow, "k", 0)).unwrap();
+        assert!(!refused.allowed);
+        assert!(
+            (900..=1000).contains(&refused.retry_after_ms),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn rules_faster_than_a_request_a_millisecond_keep_their_rate() {
+        // 100,000 a second, no burst: one every 10 µs. Rounded to whole milliseconds, this rule
+        // allowed one request a millisecond.
+        let state = MemoryState::new(100);
+        let fast = rule(100_000, 1);
+        assert!(ready(state.rate(&fast, "k", 0)).unwrap().allowed);
+        std::thread::sleep(Duration::from_micros(200));
+        assert!(ready(state.rate(&fast, "k", 0)).unwrap().allowed);
     }
 }

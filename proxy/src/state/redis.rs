@@ -30,18 +30,19 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 ";
 
-/// GCRA, as `vendorgate_policy::gcra`. Returns {allowed, retry_after_ms, remaining}.
+/// GCRA, as `vendorgate_policy::gcra`, in microseconds (Redis TIME's resolution; Lua's doubles
+/// hold them exactly). ARGV: interval (µs), burst. Returns {allowed, retry_after_ms, remaining}.
 const GCRA: &str = r"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local allow_at = tat - interval * (burst - 1)
-if now < allow_at then return {0, allow_at - now, 0} end
+if now < allow_at then return {0, math.ceil((allow_at - now) / 1000), 0} end
 local new_tat = tat + interval
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1000)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
 local used = math.ceil((new_tat - now) / interval)
 return {1, 0, burst - used}
 ";
@@ -187,7 +188,7 @@ impl StateBackend for RedisState {
             .scripts
             .gcra
             .key(key)
-            .arg(rule.interval_ms())
+            .arg(rule.interval_us())
             .arg(rule.burst.max(1))
             .invoke_async(&mut conn)
             .await

@@ -1,0 +1,114 @@
+//! Micro-benchmarks of the proxy's per-request state lookups, and how they scale with the number of
+//! active accounts (10 vs 100,000): the verified-token cache hit that replaces a signature check,
+//! and the in-memory session, rate and byte-counter operations keyed per account.
+//!
+//!     cargo bench -p vendorgate --bench token_cache
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use vendorgate::identity::cache::token_key;
+use vendorgate::identity::TokenCache;
+use vendorgate::state::{Counter, MemoryState, StateBackend};
+use vendorgate_policy::config::Scope;
+use vendorgate_policy::{RateRule, VerifiedToken};
+
+const NOW: u64 = 1_800_000_000;
+const ACCOUNTS: [usize; 2] = [10, 100_000];
+
+/// The memory backend's futures never wait: poll once.
+fn ready<T>(fut: impl Future<Output = T>) -> T {
+    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("the memory backend never waits"),
+    }
+}
+
+/// A token of realistic length (an ES256 JWT is 500–800 characters).
+fn token(i: usize) -> String {
+    format!("eyJhbGciOiJFUzI1NiJ9.{}.{i:08}", "x".repeat(600))
+}
+
+fn verified(i: usize) -> Arc<VerifiedToken> {
+    Arc::new(VerifiedToken {
+        vendor: 0,
+        account: format!("agent-{i}@acme.example"),
+        iss: "https://idp.test".into(),
+        sub: Some(format!("agent-{i}")),
+        amr: vec!["mfa".into()],
+        acr: None,
+        auth_time: Some(NOW - 60),
+        iat: Some(NOW - 60),
+        exp: NOW + 3600,
+        sid: None,
+        jti: None,
+        alg: "ES256".into(),
+        kid: Some("k1".into()),
+    })
+}
+
+fn token_cache_hit(c: &mut Criterion) {
+    let mut g = c.benchmark_group("token_cache_hit");
+    for n in ACCOUNTS {
+        let cache = TokenCache::new(n * 2);
+        for i in 0..n {
+            cache.insert(token_key(&token(i)), verified(i));
+        }
+        let probe = token(n / 2);
+        g.bench_with_input(BenchmarkId::from_parameter(n), &probe, |b, t| {
+            b.iter(|| cache.get(token_key(black_box(t)), NOW).unwrap())
+        });
+    }
+    g.finish();
+}
+
+/// What the limits cost per request in memory: one session touch, one GCRA step, one egress lease
+/// and its release, on one account among `n` active ones.
+fn account_state(c: &mut Criterion) {
+    let rule = RateRule {
+        id: "exports".into(),
+        per: Scope::Account,
+        classes: 1,
+        vendors: vec![],
+        requests: 1_000_000,
+        period: Duration::from_secs(1),
+        burst: 1_000_000,
+    };
+    let counter = |i: usize| Counter {
+        key: format!("vg:egress:acme:agent-{i}@acme.example:1800000000"),
+        max: u64::MAX / 2,
+        reset_at_ms: NOW * 1000 + 3_600_000,
+    };
+    let mut g = c.benchmark_group("account_state");
+    for n in ACCOUNTS {
+        let state = MemoryState::new(n * 4);
+        let now_ms = NOW * 1000;
+        for i in 0..n {
+            let session = format!("vg:session:acme:agent-{i}@acme.example");
+            ready(state.touch_session(&session, now_ms, 1_800_000, 3_600_000)).unwrap();
+            ready(state.rate(&rule, &format!("vg:rate:acme:agent-{i}"), now_ms)).unwrap();
+            ready(state.lease(&[counter(i)], 2048, now_ms)).unwrap();
+        }
+        let i = n / 2;
+        let session = format!("vg:session:acme:agent-{i}@acme.example");
+        let rate = format!("vg:rate:acme:agent-{i}");
+        let counters = [counter(i)];
+        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+            b.iter(|| {
+                ready(state.touch_session(&session, now_ms, 1_800_000, 3_600_000)).unwrap();
+                ready(state.rate(&rule, &rate, now_ms)).unwrap();
+                let got = ready(state.lease(&counters, 2048, now_ms)).unwrap();
+                ready(state.release(&counters, got)).unwrap();
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, token_cache_hit, account_state);
+criterion_main!(benches);

@@ -19,6 +19,8 @@ tls_cert = "certs/server.pem"
 tls_key = "certs/server-key.pem"
 idle_timeout = "10m"
 tls_handshake_timeout = "10m"
+# hyper times an idle HTTP/1.1 connection against the header read timeout: hold them open.
+header_read_timeout = "10m"
 max_connections = 20000
 [admin]
 listen = "127.0.0.1:0"
@@ -46,15 +48,15 @@ rss() { awk '/VmRSS/{print $2}' /proc/$VG_PID/status; }
 BASE=$(rss)
 python3 "$ROOT/bench/idle_client.py" "$PORT" "$N" 600 > "$WORK/client.txt" 2>&1 &
 CLIENT=$!
-prev=-1
-while :; do  # wait until the connection count stops growing
-  sleep 3
-  open=$(( $(ls /proc/$VG_PID/fd | wc -l) - 20 ))
-  [ "$open" -le "$prev" ] && break
-  prev=$open
+for _ in $(seq 600); do  # until the client has opened (and used) all it could
+  grep -q '^open' "$WORK/client.txt" 2>/dev/null && break
+  sleep 1
 done
+sleep 2
+open=$(( $(ls /proc/$VG_PID/fd | wc -l) - 20 ))
 NOW=$(rss)
 kill $CLIENT 2>/dev/null || true
+echo "client: $(head -1 "$WORK/client.txt")"
 echo "idle connections: ~$open; RSS ${BASE} KiB at rest, ${NOW} KiB with them open;" \
   "$(( (NOW - BASE) * 1024 / (open > 0 ? open : 1) )) bytes per idle connection;" \
   "projected at 10,000: $(( BASE / 1024 + (NOW - BASE) * 10000 / (open > 0 ? open : 1) / 1024 )) MiB"

@@ -19,8 +19,6 @@ tls_cert = "certs/server.pem"
 tls_key = "certs/server-key.pem"
 idle_timeout = "10m"
 tls_handshake_timeout = "10m"
-# hyper times an idle HTTP/1.1 connection against the header read timeout: hold them open.
-header_read_timeout = "10m"
 max_connections = 20000
 [admin]
 listen = "127.0.0.1:0"

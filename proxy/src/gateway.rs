@@ -120,7 +120,10 @@ impl Gateway {
         let header_limit = usize::try_from(s.max_header_size.0).unwrap_or(usize::MAX);
         http.http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(s.header_read_timeout.0)
+            // A backstop only: the connection task times request heads from their first byte
+            // (see `conn`). hyper's timer also runs while a keep-alive connection is idle, so it
+            // must not be shorter than the idle timeout.
+            .header_read_timeout(s.header_read_timeout.0.max(s.idle_timeout.0))
             .max_buf_size(header_limit)
             .keep_alive(true);
         http.http2()

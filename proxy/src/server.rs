@@ -17,7 +17,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use vendorgate_policy::Config;
 
-use crate::conn::ConnInfo;
+use crate::conn::{ConnInfo, HeadWatch};
 use crate::gateway::{BuildError, Gateway};
 use crate::trail::record::connection_failure;
 use crate::{admin, pipeline};
@@ -260,6 +260,9 @@ async fn serve_connection(
     };
     let info = Arc::new(ConnInfo::new(peer));
     let idle = s.idle_timeout.0;
+    let head_timeout = s.header_read_timeout.0;
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let io = HeadWatch::new(tls, (!h2).then(|| info.clone()));
 
     let svc = {
         let gw = gw.clone();
@@ -269,13 +272,14 @@ async fn serve_connection(
         // matters at thousands of idle keep-alive connections.
         service_fn(move |req| Box::pin(pipeline::handle(gw.clone(), info.clone(), req)))
     };
-    let mut conn = pin!(gw.http.serve_connection(TokioIo::new(tls), svc));
+    let mut conn = pin!(gw.http.serve_connection(TokioIo::new(io), svc));
     let mut draining = *shutdown.borrow_and_update();
     if draining {
         conn.as_mut().graceful_shutdown();
     }
     loop {
         let idle_at = info.activity.idle_deadline(idle);
+        let head_at = info.activity.head_deadline(head_timeout);
         tokio::select! {
             result = conn.as_mut() => {
                 if let Err(e) = result {
@@ -293,6 +297,18 @@ async fn serve_connection(
                     conn.as_mut().graceful_shutdown();
                 }
             }
+            // A request head started and has not arrived whole in time (slowloris): drop it.
+            _ = tokio::time::sleep_until(head_at.unwrap_or(idle_at)), if head_at.is_some() => {
+                if info
+                    .activity
+                    .head_deadline(head_timeout)
+                    .is_some_and(|at| at <= tokio::time::Instant::now())
+                {
+                    tracing::debug!(client.ip = %info.peer_ip, "request head not received in time");
+                    return;
+                }
+            }
+            _ = info.head_started.notified() => {}
         }
     }
 }

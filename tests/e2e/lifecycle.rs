@@ -115,6 +115,40 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_outlives_the_header_timeout_until_the_idle_timeout() {
+    // hyper alone times an idle HTTP/1.1 connection against the header timeout; the header
+    // timer must start at a request's first byte, so the agent's connection lives for
+    // idle_timeout.
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("header_read_timeout = \"1s\"\nidle_timeout = \"10s\""),
+    );
+    let mut tls = raw_tls(&pki, proxy.addr).await;
+    let request = format!(
+        "GET /api/v2/tickets/1.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+        proxy.token
+    );
+    let mut seen = Vec::new();
+    for round in 0..2 {
+        tls.write_all(request.as_bytes()).await.unwrap();
+        let mut chunk = [0u8; 4096];
+        while seen.windows(12).filter(|w| w == b"HTTP/1.1 200").count() <= round {
+            let n = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut chunk))
+                .await
+                .expect("response in time")
+                .unwrap();
+            assert!(n > 0, "closed after {} responses", round);
+            seen.extend_from_slice(&chunk[..n]);
+        }
+        // Idle for twice the header timeout before the next request.
+        tokio::time::sleep(Duration::from_millis(2200)).await;
+    }
+    assert_eq!(upstream.request_count(), 2);
+}
+
+#[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;

@@ -269,9 +269,10 @@ async fn audit_verify_finds_edits_deletions_reordering_and_truncation_across_rot
         !ok && out.contains(&format!("{rotated_name}:2: records missing")),
         "{out}"
     );
-    // The active file cut off mid-record.
+    // The newest file cut off mid-record. (Usually the active `decisions.jsonl`; when the last
+    // record happened to fill it, the writer rotated at shutdown and the newest is a rotated one.)
     let (ok, out) = verify_after(&files, |d| {
-        let p = d.join("decisions.jsonl");
+        let p = logs(d).pop().unwrap();
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, &text[..text.len() - 40]).unwrap();
     });

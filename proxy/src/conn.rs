@@ -68,7 +68,11 @@ impl Activity {
 
     /// Notes the first bytes of a request head on an idle connection. True the first time.
     fn head_bytes_arrived(&self) -> bool {
-        if self.in_flight.load(Ordering::Acquire) > 0 {
+        // Cheap checks first: this runs on every read, and only the first byte of a head needs
+        // the clock.
+        if self.in_flight.load(Ordering::Acquire) > 0
+            || self.head_since.load(Ordering::Relaxed) != 0
+        {
             return false;
         }
         let ms = self.start.elapsed().as_millis() as u64 + 1;

@@ -13,14 +13,26 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
+/// A count per label value.
+type PerKey = HashMap<String, u64>;
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<HashMap<(bool, &'static str, String), u64>>,
+    /// (allowed, reason) → vendor → requests (nested so lookups borrow `&str`).
+    requests: Mutex<HashMap<(bool, &'static str), PerKey>>,
     /// vendor → account → bytes (nested so lookups borrow `&str` instead of building keys).
-    egress: Mutex<HashMap<String, HashMap<String, u64>>>,
+    egress: Mutex<HashMap<String, PerKey>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+}
+
+/// The value for `key`, created if new: the key's `String` is built only for a new series.
+fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+    if !map.contains_key(key) {
+        map.insert(key.to_string(), V::default());
+    }
+    map.get_mut(key).expect("inserted above")
 }
 
 fn escape(v: &str) -> String {
@@ -54,31 +66,12 @@ impl Metrics {
     ) {
         let vendor = vendor.unwrap_or("");
         {
-            // Look up before inserting: the key's Strings are only built for a new series.
             let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-            match requests
-                .iter_mut()
-                .find(|((a, r, v), _)| *a == allowed && *r == reason && v == vendor)
-            {
-                Some((_, n)) => *n += 1,
-                None => {
-                    requests.insert((allowed, reason, vendor.to_string()), 1);
-                }
-            }
+            *slot(requests.entry((allowed, reason)).or_default(), vendor) += 1;
         }
         if allowed && bytes_out > 0 {
-            let account = account.unwrap_or("");
             let mut egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
-            let accounts = match egress.get_mut(vendor) {
-                Some(a) => a,
-                None => egress.entry(vendor.to_string()).or_default(),
-            };
-            match accounts.get_mut(account) {
-                Some(n) => *n += bytes_out,
-                None => {
-                    accounts.insert(account.to_string(), bytes_out);
-                }
-            }
+            *slot(slot(&mut egress, vendor), account.unwrap_or("")) += bytes_out;
         }
         let secs = took.as_secs_f64();
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -106,9 +99,7 @@ impl Metrics {
         let (start, now) = (ns(start), ns(now));
         let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
         let requests: Vec<_> = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .request_rows()
             .iter()
             .map(|((allowed, reason, vendor), n)| {
                 json!({
@@ -150,6 +141,20 @@ impl Metrics {
         ]
     }
 
+    fn request_rows(&self) -> Vec<((bool, &'static str, String), u64)> {
+        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows: Vec<_> = requests
+            .iter()
+            .flat_map(|((allowed, reason), vendors)| {
+                vendors
+                    .iter()
+                    .map(move |(v, n)| ((*allowed, *reason, v.clone()), *n))
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
     fn egress_rows(&self) -> Vec<((String, String), u64)> {
         let egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows: Vec<_> = egress
@@ -167,15 +172,7 @@ impl Metrics {
     pub fn render(&self, g: &Gauges) -> String {
         let mut out = String::new();
         out.push_str("# HELP vendorgate_requests_total Requests decided, by decision, reason and vendor.\n# TYPE vendorgate_requests_total counter\n");
-        let mut rows: Vec<_> = self
-            .requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
-            .map(|(k, v)| (k.clone(), *v))
-            .collect();
-        rows.sort();
-        for ((allowed, reason, vendor), n) in rows {
+        for ((allowed, reason, vendor), n) in self.request_rows() {
             let decision = if allowed { "allow" } else { "deny" };
             let _ = writeln!(out, "vendorgate_requests_total{{decision=\"{decision}\",reason=\"{reason}\",vendor=\"{}\"}} {n}", escape(&vendor));
         }

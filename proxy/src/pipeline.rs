@@ -76,6 +76,8 @@ pub async fn handle(
     let path = req.uri().path().to_owned();
     let trace = TraceContext::from_request(req.headers(), &request_id);
     let slot = gw.trail.reserve().await;
+    // One policy per request: what decides it is also what its record names, even across a reload.
+    let active = gw.active.load_full();
     let mut draft = Draft {
         slot: None,
         metrics: gw.metrics.clone(),
@@ -108,12 +110,12 @@ pub async fn handle(
         status: 0,
         upstream_status: None,
         bytes_in: Arc::new(AtomicU64::new(0)),
-        policy_version: gw.active.load().version.clone(),
+        policy_version: active.version.clone(),
     };
     let outcome = match slot {
         Ok(slot) => {
             draft.slot = Some(slot);
-            forward(&gw, &conn, &request_id, &trace, req, &mut draft).await
+            forward(&gw, &active, &conn, &request_id, &trace, req, &mut draft).await
         }
         // Nothing proceeds that cannot be recorded (on_log_failure = "deny").
         Err(()) => Err(Refusal::Policy(Denial::new(
@@ -273,6 +275,7 @@ fn unix_now() -> u64 {
 
 async fn forward(
     gw: &Gateway,
+    active: &Active,
     conn: &ConnInfo,
     request_id: &HeaderValue,
     trace: &TraceContext,
@@ -288,7 +291,6 @@ async fn forward(
     if declared.is_some_and(|len| len > limit) {
         return Err(ProxyError::RequestBodyTooLarge { limit }.into());
     }
-    let active = gw.active.load_full();
     let policy = &active.config.policy;
     let forwarded_for = joined(req.headers(), &X_FORWARDED_FOR);
     draft.client_ip = policy
@@ -305,7 +307,7 @@ async fn forward(
         .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
     let now = unix_now();
     let token_hash = token_key(token);
-    let identity = verify(gw, &active, token, token_hash, now).await?;
+    let identity = verify(gw, active, token, token_hash, now).await?;
     draft.token = Some(TokenFacts::from(&identity));
     draft.account = Some(identity.account.clone());
     draft.vendor = policy.vendors.get(identity.vendor).map(|v| v.id.clone());

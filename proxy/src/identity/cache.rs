@@ -7,7 +7,6 @@
 //! each new token cost a scan of thousands of live ones.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vendorgate_policy::VerifiedToken;
@@ -19,15 +18,16 @@ struct Shard {
     tokens: HashMap<u128, Arc<VerifiedToken>>,
     /// Keys in insertion order, for eviction. Holds exactly the keys of `tokens`.
     order: VecDeque<u128>,
+    /// Lookups answered from the cache, and lookups that found nothing (each one then costs a
+    /// signature check): the ratio tells an operator whether `token_cache_entries` is big enough.
+    /// Counted per shard, under the lock already held, so no counter is shared by all requests.
+    hits: u64,
+    misses: u64,
 }
 
 pub struct TokenCache {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
-    /// Lookups answered from the cache, and lookups that found nothing (each one then costs a
-    /// signature check): the ratio tells an operator whether `token_cache_entries` is big enough.
-    hits: AtomicU64,
-    misses: AtomicU64,
 }
 
 /// 128 bits of SHA-256: collisions are out of reach, and the map key stays small.
@@ -38,45 +38,40 @@ pub fn token_key(token: &str) -> u128 {
     u128::from_le_bytes(bytes)
 }
 
+fn lock(shard: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl TokenCache {
     pub fn new(capacity: usize) -> Self {
         TokenCache {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: capacity.div_ceil(SHARDS).max(1),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
         }
     }
 
     fn shard(&self, key: u128) -> MutexGuard<'_, Shard> {
-        self.shards[(key as usize) % SHARDS]
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+        lock(&self.shards[(key as usize) % SHARDS])
     }
 
     /// A verified token still within its `exp`.
     pub fn get(&self, key: u128, now: u64) -> Option<Arc<VerifiedToken>> {
-        let found = self
-            .shard(key)
-            .tokens
-            .get(&key)
-            .filter(|t| t.exp >= now)
-            .cloned();
-        let counter = if found.is_some() {
-            &self.hits
+        let mut shard = self.shard(key);
+        let found = shard.tokens.get(&key).filter(|t| t.exp >= now).cloned();
+        if found.is_some() {
+            shard.hits += 1;
         } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+            shard.misses += 1;
+        }
         found
     }
 
     /// (hits, misses) since start.
     pub fn stats(&self) -> (u64, u64) {
-        (
-            self.hits.load(Ordering::Relaxed),
-            self.misses.load(Ordering::Relaxed),
-        )
+        self.shards.iter().fold((0, 0), |(h, m), s| {
+            let s = lock(s);
+            (h + s.hits, m + s.misses)
+        })
     }
 
     pub fn insert(&self, key: u128, token: Arc<VerifiedToken>) {
@@ -99,17 +94,14 @@ impl TokenCache {
     /// Forgets everything: a new policy may map the same token to another vendor.
     pub fn clear(&self) {
         for shard in &self.shards {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            let mut shard = lock(shard);
             shard.tokens.clear();
             shard.order.clear();
         }
     }
 
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).tokens.len())
-            .sum()
+        self.shards.iter().map(|s| lock(s).tokens.len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {

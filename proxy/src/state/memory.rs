@@ -19,6 +19,19 @@ const SHARDS: usize = 32;
 type Limiter =
     RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
 
+struct RuleLimiter {
+    id: String,
+    interval_us: u64,
+    burst: u32,
+    limiter: Arc<Limiter>,
+}
+
+impl RuleLimiter {
+    fn serves(&self, rule: &RateRule) -> bool {
+        self.id == rule.id && self.interval_us == rule.interval_us() && self.burst == rule.burst
+    }
+}
+
 struct Session {
     last_ms: u64,
     dead: bool,
@@ -34,8 +47,10 @@ pub struct MemoryState {
     sessions: Vec<Mutex<HashMap<String, Session>>>,
     counters: Vec<Mutex<HashMap<String, Used>>>,
     /// One governor limiter per distinct rule (id, interval, burst): a reload that changes a
-    /// rule's numbers gets a fresh limiter rather than one with the old quota.
-    limiters: RwLock<HashMap<(String, u64, u32), Arc<Limiter>>>,
+    /// rule's numbers gets a fresh limiter rather than one with the old quota. A list, not a map:
+    /// a policy has a handful of rules, and a scan compares `&str`s where a map lookup would build
+    /// a `String` key on every request.
+    limiters: RwLock<Vec<RuleLimiter>>,
     per_shard: usize,
 }
 
@@ -56,33 +71,39 @@ impl MemoryState {
         MemoryState {
             sessions: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             counters: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            limiters: RwLock::new(HashMap::new()),
+            limiters: RwLock::new(Vec::new()),
             per_shard: max_keys.div_ceil(SHARDS).max(16),
         }
     }
 
     fn limiter(&self, rule: &RateRule) -> Arc<Limiter> {
-        let key = (rule.id.clone(), rule.interval_us(), rule.burst);
         if let Some(l) = self
             .limiters
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
+            .iter()
+            .find(|l| l.serves(rule))
         {
-            return l.clone();
+            return l.limiter.clone();
+        }
+        let mut list = self.limiters.write().unwrap_or_else(|p| p.into_inner());
+        // Another request may have added it between the two locks.
+        if let Some(l) = list.iter().find(|l| l.serves(rule)) {
+            return l.limiter.clone();
         }
         let burst = NonZeroU32::new(rule.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(Duration::from_micros(rule.interval_us()))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
-        let mut map = self.limiters.write().unwrap_or_else(|p| p.into_inner());
-        map.entry(key)
-            .or_insert_with(|| {
-                Arc::new(
-                    RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>(),
-                )
-            })
-            .clone()
+        let limiter =
+            Arc::new(RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>());
+        list.push(RuleLimiter {
+            id: rule.id.clone(),
+            interval_us: rule.interval_us(),
+            burst: rule.burst,
+            limiter: limiter.clone(),
+        });
+        limiter
     }
 
     /// Drops expired sessions and counters and forgets limiter keys back at full burst.
@@ -93,14 +114,14 @@ impl MemoryState {
         for shard in &self.counters {
             lock(shard).retain(|_, c| c.expires_ms > now_ms);
         }
-        for limiter in self
+        for l in self
             .limiters
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .values()
+            .iter()
         {
-            limiter.retain_recent();
-            limiter.shrink_to_fit();
+            l.limiter.retain_recent();
+            l.limiter.shrink_to_fit();
         }
     }
 

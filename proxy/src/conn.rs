@@ -7,17 +7,13 @@
 //! It also times HTTP/1.1 request heads itself. hyper runs its header timer from the end of the
 //! previous response, so an agent's keep-alive connection would be closed after
 //! `header_read_timeout` (seconds) rather than `idle_timeout`. Here the timer starts at the first
-//! byte of a request instead ([`HeadWatch`]), and hyper's own is only a backstop.
+//! byte of a request instead ([`crate::client_io`]), and hyper's own is only a backstop.
 
-use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -54,6 +50,11 @@ pub struct Activity {
     /// 1 + milliseconds after `start` at which bytes arrived with nothing in flight (a request
     /// head has begun); 0 when none is pending.
     head_since: AtomicU64,
+    /// Bytes arrived while a request was in flight: a body still coming, or pipelined requests
+    /// that hyper may hold half-read. Cleared when the next request begins.
+    early_bytes: AtomicBool,
+    /// The connection has been quiet long enough to park at hyper's next read (HTTP/1.1).
+    park_wanted: AtomicBool,
 }
 
 impl Activity {
@@ -63,22 +64,64 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
+            early_bytes: AtomicBool::new(false),
+            park_wanted: AtomicBool::new(false),
         }
     }
 
-    /// Notes the first bytes of a request head on an idle connection. True the first time.
-    fn head_bytes_arrived(&self) -> bool {
+    /// Notes bytes read from the client. True for the first bytes of a request head on an idle
+    /// connection, which start the header timer.
+    pub(crate) fn bytes_arrived(&self) -> bool {
         // Cheap checks first: this runs on every read, and only the first byte of a head needs
         // the clock.
-        if self.in_flight.load(Ordering::Acquire) > 0
-            || self.head_since.load(Ordering::Relaxed) != 0
-        {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            self.early_bytes.store(true, Ordering::Relaxed);
+            return false;
+        }
+        if self.head_since.load(Ordering::Relaxed) != 0 {
             return false;
         }
         let ms = self.start.elapsed().as_millis() as u64 + 1;
         self.head_since
             .compare_exchange(0, ms, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
+    }
+
+    /// Nothing in flight, no request head begun, and nothing read since the last request began
+    /// that hyper could still hold: an HTTP/1.1 connection whose hyper side is empty.
+    fn is_between_requests(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0
+            && self.head_since.load(Ordering::Acquire) == 0
+            && !self.early_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Whether an HTTP/1.1 connection may park now: asked to, and still between requests.
+    pub(crate) fn may_park(&self) -> bool {
+        self.park_wanted.load(Ordering::Relaxed) && self.is_between_requests()
+    }
+
+    /// When the connection will have been quiet (between requests) for `quiet` and should park.
+    /// While it is busy that is at least `quiet` from now; the caller checks again then. `None`
+    /// once it has been asked to.
+    pub fn park_deadline(&self, quiet: Duration) -> Option<Instant> {
+        if self.park_wanted.load(Ordering::Relaxed) {
+            return None;
+        }
+        if !self.is_between_requests() {
+            return Some(Instant::now() + quiet);
+        }
+        Some(self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + quiet)
+    }
+
+    pub fn is_quiet_for(&self, quiet: Duration) -> bool {
+        self.is_between_requests()
+            && Instant::now()
+                >= self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + quiet
+    }
+
+    /// Asks the connection to park at hyper's next read, if it is still between requests then.
+    pub fn want_park(&self) {
+        self.park_wanted.store(true, Ordering::Relaxed);
     }
 
     /// When the pending request head (if any) must have arrived whole.
@@ -119,6 +162,8 @@ impl InFlight {
         conn.activity.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.activity.touch();
         conn.activity.head_since.store(0, Ordering::Release);
+        conn.activity.early_bytes.store(false, Ordering::Relaxed);
+        conn.activity.park_wanted.store(false, Ordering::Relaxed);
         InFlight(conn)
     }
 }
@@ -127,67 +172,5 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.activity.touch();
         self.0.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The downstream stream as hyper reads it, noting when a request head begins (HTTP/1.1 only: an
-/// HTTP/2 connection exchanges frames while idle).
-pub struct HeadWatch<T> {
-    inner: T,
-    info: Option<Arc<ConnInfo>>,
-}
-
-impl<T> HeadWatch<T> {
-    /// `info` is `None` for connections whose heads are not timed (HTTP/2).
-    pub fn new(inner: T, info: Option<Arc<ConnInfo>>) -> Self {
-        HeadWatch { inner, info }
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for HeadWatch<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let this = &mut *self;
-        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(info)) = (&polled, &this.info) {
-            if buf.filled().len() > before && info.activity.head_bytes_arrived() {
-                info.head_started.notify_one();
-            }
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for HeadWatch<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

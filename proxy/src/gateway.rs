@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio_rustls::TlsAcceptor;
 use vendorgate_certs::{server_config, Alpn, CertError, ReloadableCert};
 use vendorgate_policy::Config;
@@ -104,7 +104,8 @@ pub struct Gateway {
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
     pub tls: TlsAcceptor,
-    pub http: auto::Builder<TokioExecutor>,
+    pub h1: http1::Builder,
+    pub h2: http2::Builder<TokioExecutor>,
     /// True between the listener coming up and shutdown starting: what `/readyz` reports.
     pub ready: AtomicBool,
 }
@@ -115,19 +116,18 @@ impl Gateway {
         let cert = Arc::new(ReloadableCert::load(&s.tls_cert, &s.tls_key)?);
         let tls = TlsAcceptor::from(Arc::new(server_config(cert.clone(), Alpn::H2AndHttp11)?));
 
-        let mut http = auto::Builder::new(TokioExecutor::new());
+        let mut h1 = http1::Builder::new();
         // Config validation guarantees max_header_size ≥ 8 KiB, hyper's floor for this buffer.
         let header_limit = usize::try_from(s.max_header_size.0).unwrap_or(usize::MAX);
-        http.http1()
-            .timer(TokioTimer::new())
+        h1.timer(TokioTimer::new())
             // A backstop only: the connection task times request heads from their first byte
             // (see `conn`). hyper's timer also runs while a keep-alive connection is idle, so it
             // must not be shorter than the idle timeout.
             .header_read_timeout(s.header_read_timeout.0.max(s.idle_timeout.0))
             .max_buf_size(header_limit)
             .keep_alive(true);
-        http.http2()
-            .timer(TokioTimer::new())
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
             .max_concurrent_streams(s.max_concurrent_streams)
             .max_header_list_size(u32::try_from(s.max_header_size.0).unwrap_or(u32::MAX))
             .keep_alive_interval(std::time::Duration::from_secs(30))
@@ -156,7 +156,8 @@ impl Gateway {
             request_ids: RequestIds::new(),
             cert,
             tls,
-            http,
+            h1,
+            h2,
             ready: AtomicBool::new(false),
         })
     }

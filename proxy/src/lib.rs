@@ -9,6 +9,7 @@
 pub mod admin;
 pub mod audit;
 pub mod body;
+pub mod client_io;
 pub mod conn;
 pub mod credential;
 pub mod errors;
@@ -22,6 +23,7 @@ pub mod metrics;
 pub mod otel;
 pub mod pipeline;
 pub mod request_id;
+pub mod serve;
 pub mod server;
 pub mod settings;
 pub mod state;

@@ -25,6 +25,24 @@ pub struct Metrics {
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
+    connections_open: AtomicU64,
+    connections_parked: AtomicU64,
+}
+
+/// Holds a gauge one higher for as long as it lives.
+pub struct Held<'a>(&'a AtomicU64);
+
+impl<'a> Held<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        Held(gauge)
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The value for `key`, created if new: the key's `String` is built only for a new series.
@@ -55,6 +73,16 @@ pub struct Gauges {
 }
 
 impl Metrics {
+    /// A client connection past its TLS handshake.
+    pub fn connection_open(&self) -> Held<'_> {
+        Held::new(&self.connections_open)
+    }
+
+    /// An HTTP/1.1 connection waiting for a request without HTTP state (parked).
+    pub fn connection_parked(&self) -> Held<'_> {
+        Held::new(&self.connections_parked)
+    }
+
     pub fn observe(
         &self,
         allowed: bool,
@@ -204,7 +232,7 @@ impl Metrics {
             self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
         );
         let _ = writeln!(out, "vendorgate_request_duration_seconds_count {count}");
-        let gauges: [(&str, &str, &str, u64); 9] = [
+        let gauges: [(&str, &str, &str, u64); 11] = [
             (
                 "vendorgate_trail_records_total",
                 "counter",
@@ -258,6 +286,18 @@ impl Metrics {
                 "gauge",
                 "Verified tokens held in the cache.",
                 g.token_cache_entries,
+            ),
+            (
+                "vendorgate_connections_open",
+                "gauge",
+                "Client connections past their TLS handshake.",
+                self.connections_open.load(Ordering::Relaxed),
+            ),
+            (
+                "vendorgate_connections_parked",
+                "gauge",
+                "HTTP/1.1 connections waiting for a request with their HTTP buffers released.",
+                self.connections_parked.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, v) in gauges {

@@ -65,12 +65,14 @@ impl From<ProxyError> for Refusal {
     }
 }
 
+/// `in_flight` is taken when hyper hands the request over, before this future first runs: an
+/// HTTP/1.1 connection must not look idle (and park) in between.
 pub async fn handle(
     gw: Arc<Gateway>,
     conn: Arc<ConnInfo>,
+    in_flight: InFlight,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let in_flight = InFlight::begin(conn.clone());
     let request_id = gw.request_ids.take_or_generate(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

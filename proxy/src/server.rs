@@ -5,22 +5,18 @@
 //! hyper (HTTP/1.1 or HTTP/2 by ALPN) until they close, go idle, or shutdown drains them.
 
 use std::net::SocketAddr;
-use std::pin::pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::{JoinHandle, JoinSet};
 use vendorgate_policy::Config;
 
-use crate::conn::{ConnInfo, HeadWatch};
+use crate::admin;
 use crate::gateway::{BuildError, Gateway};
-use crate::trail::record::connection_failure;
-use crate::{admin, pipeline};
+use crate::serve::serve_connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -222,93 +218,5 @@ async fn accept_loop(
             "shutdown grace period over: closing connections still busy"
         );
         connections.shutdown().await;
-    }
-}
-
-async fn serve_connection(
-    gw: Arc<Gateway>,
-    tcp: TcpStream,
-    peer: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = tcp.set_nodelay(true);
-    let s = &gw.config.server;
-    let tls = match tokio::time::timeout(s.tls_handshake_timeout.0, gw.tls.accept(tcp)).await {
-        Ok(Ok(tls)) => tls,
-        Ok(Err(e)) => {
-            tracing::debug!(client.ip = %peer.ip(), "TLS handshake failed: {e}");
-            let version = gw.active.load().config.version.clone();
-            gw.trail.try_submit(connection_failure(
-                peer,
-                "tls_handshake_failed",
-                &e.to_string(),
-                &version,
-            ));
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(client.ip = %peer.ip(), "TLS handshake timed out");
-            let version = gw.active.load().config.version.clone();
-            gw.trail.try_submit(connection_failure(
-                peer,
-                "tls_handshake_timeout",
-                "server.tls_handshake_timeout",
-                &version,
-            ));
-            return;
-        }
-    };
-    let info = Arc::new(ConnInfo::new(peer));
-    let idle = s.idle_timeout.0;
-    let head_timeout = s.header_read_timeout.0;
-    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
-    let io = HeadWatch::new(tls, (!h2).then(|| info.clone()));
-
-    let svc = {
-        let gw = gw.clone();
-        let info = info.clone();
-        // Boxed: hyper keeps one slot per connection sized for the service's future, for the
-        // connection's whole life. The request future is several KiB; a box is 16 bytes, which
-        // matters at thousands of idle keep-alive connections.
-        service_fn(move |req| Box::pin(pipeline::handle(gw.clone(), info.clone(), req)))
-    };
-    let mut conn = pin!(gw.http.serve_connection(TokioIo::new(io), svc));
-    let mut draining = *shutdown.borrow_and_update();
-    if draining {
-        conn.as_mut().graceful_shutdown();
-    }
-    loop {
-        let idle_at = info.activity.idle_deadline(idle);
-        let head_at = info.activity.head_deadline(head_timeout);
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(client.ip = %info.peer_ip, "connection ended: {e}");
-                }
-                return;
-            }
-            _ = shutdown.changed(), if !draining => {
-                draining = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = tokio::time::sleep_until(idle_at), if !draining => {
-                if info.activity.is_idle_for(idle) {
-                    draining = true;
-                    conn.as_mut().graceful_shutdown();
-                }
-            }
-            // A request head started and has not arrived whole in time (slowloris): drop it.
-            _ = tokio::time::sleep_until(head_at.unwrap_or(idle_at)), if head_at.is_some() => {
-                if info
-                    .activity
-                    .head_deadline(head_timeout)
-                    .is_some_and(|at| at <= tokio::time::Instant::now())
-                {
-                    tracing::debug!(client.ip = %info.peer_ip, "request head not received in time");
-                    return;
-                }
-            }
-            _ = info.head_started.notified() => {}
-        }
     }
 }

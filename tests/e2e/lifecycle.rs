@@ -148,6 +148,122 @@ async fn a_keep_alive_connection_outlives_the_header_timeout_until_the_idle_time
     assert_eq!(upstream.request_count(), 2);
 }
 
+/// Reads from `stream` until `done` holds for what has been read; panics if it closes first.
+async fn read_until<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    seen: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> bool,
+) {
+    let mut chunk = [0u8; 4096];
+    while !done(seen) {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .unwrap_or(0);
+        assert!(
+            n > 0,
+            "closed early; read so far: {}",
+            String::from_utf8_lossy(seen)
+        );
+        seen.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn count(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| w == &needle)
+        .count()
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_loses_nothing_between_requests() {
+    // An idle HTTP/1.1 connection gives up its HTTP state between requests and picks it up again
+    // at the next byte: requests that arrive whole, pipelined, or in pieces with pauses (each
+    // pause long enough for the connection to go idle) are all answered on the one connection.
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let auth = format!("Authorization: Bearer {}\r\n", proxy.token);
+    let get = format!("GET /api/v2/tickets/1.json HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n");
+    // Longer than the quiet time after which a connection parks (250 ms).
+    let pause = || tokio::time::sleep(Duration::from_millis(600));
+    let gauge = |name: &'static str| async move {
+        let metrics = admin_text(proxy.admin, "/metrics").await;
+        let line = metrics.lines().find(|l| l.starts_with(&format!("{name} ")));
+        line.and_then(|l| l.split(' ').nth(1)?.parse::<u64>().ok())
+    };
+    let mut tls = raw_tls(&pki, proxy.addr).await;
+    let mut seen = Vec::new();
+
+    // Two requests in one write.
+    tls.write_all(format!("{get}{get}").as_bytes())
+        .await
+        .unwrap();
+    read_until(&mut tls, &mut seen, |s| count(s, b"HTTP/1.1 200") == 2).await;
+
+    // After a pause, the connection is parked: it holds no HTTP state until its next bytes.
+    pause().await;
+    assert_eq!(gauge("vendorgate_connections_open").await, Some(1));
+    assert_eq!(gauge("vendorgate_connections_parked").await, Some(1));
+
+    // A body sent in two parts with a pause between them.
+    tls.write_all(
+        format!(
+            "POST /__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 10\r\n\r\n0123"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    pause().await;
+    tls.write_all(b"456789").await.unwrap();
+    read_until(&mut tls, &mut seen, |s| {
+        count(s, br#""body_bytes":10"#) == 1
+    })
+    .await;
+
+    // After a pause, a request head split in two with a pause between the parts.
+    pause().await;
+    let (first, second) = get.split_at(20);
+    tls.write_all(first.as_bytes()).await.unwrap();
+    pause().await;
+    // Half a head: awake, and waiting for the rest under the header timer.
+    assert_eq!(gauge("vendorgate_connections_parked").await, Some(0));
+    tls.write_all(second.as_bytes()).await.unwrap();
+    read_until(&mut tls, &mut seen, |s| count(s, b"HTTP/1.1 200") == 4).await;
+
+    assert_eq!(upstream.request_count(), 4);
+}
+
+#[tokio::test]
+async fn a_client_without_alpn_gets_http2_by_prior_knowledge() {
+    // Clients that offer no ALPN get HTTP/1.1 unless their first bytes are the HTTP/2 preface.
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let mut config = pki.client_tls(Alpn::Http11);
+    config.alpn_protocols.clear();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), None);
+
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = proxy.get("/api/v2/tickets/1.json");
+    let resp = sender.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(upstream.request_count(), 1);
+}
+
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish_then_exits() {
     let pki = Pki::new();

@@ -543,21 +543,6 @@ fn check_exposition(text: &str) {
     assert!(declared.len() >= 8);
 }
 
-async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
-    use tokio::io::AsyncReadExt;
-    let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
-    tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out.split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or(out)
-}
-
 #[allow(dead_code)]
 fn method() -> Method {
     Method::GET

@@ -1,0 +1,319 @@
+//! Serving one accepted connection: TLS, then HTTP/1.1 or HTTP/2 by ALPN, until the client closes,
+//! the connection idles out, or shutdown drains it.
+//!
+//! HTTP/1.1 connections are *parked* between requests. hyper allocates a connection's buffers (a
+//! read buffer that grows to 16 KiB, an 8 KiB header buffer) when it starts serving and frees them
+//! only when the connection ends; with thousands of agents' keep-alive connections sitting idle
+//! that was most of the proxy's memory. So as soon as a keep-alive connection has nothing to do,
+//! its hyper connection ends ([`crate::client_io`]) and only the TLS session stays, waiting for
+//! the next bytes; those start a fresh hyper connection, replayed to it first.
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper::service::Service;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+
+use crate::body::ProxyBody;
+use crate::client_io::ClientIo;
+use crate::conn::{ConnInfo, InFlight};
+use crate::gateway::Gateway;
+use crate::pipeline;
+use crate::trail::record::connection_failure;
+
+/// Boxed: moved between the parked and served states, and a task keeps a slot for every place it
+/// is held across an await; a box is 8 bytes, the stream over 1 KiB.
+type Tls = Box<TlsStream<TcpStream>>;
+type Io = TokioIo<ClientIo<Tls>>;
+
+/// What a client speaking HTTP/2 with prior knowledge sends first.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long an HTTP/1.1 connection stays quiet before it parks. Parking and waking cost a few
+/// microseconds, so a busy agent's connection keeps its hyper state between requests; an idle
+/// one gives it up soon after.
+const PARK_AFTER: Duration = Duration::from_millis(250);
+
+/// How long a closing connection gets to deliver its TLS close_notify.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// The request pipeline as hyper calls it.
+#[derive(Clone)]
+struct Proxy {
+    gw: Arc<Gateway>,
+    info: Arc<ConnInfo>,
+}
+
+type Handled = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
+
+impl Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    // Boxed: hyper keeps a slot sized for this future in every connection. The request future is
+    // several KiB; a box is 16 bytes.
+    type Future = Handled;
+
+    fn call(&self, req: Request<Incoming>) -> Handled {
+        let in_flight = InFlight::begin(self.info.clone());
+        Box::pin(pipeline::handle(
+            self.gw.clone(),
+            self.info.clone(),
+            in_flight,
+            req,
+        ))
+    }
+}
+
+pub async fn serve_connection(
+    gw: Arc<Gateway>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    // The futures awaited here are boxed: a task is as large as its largest state, for its whole
+    // life, and a parked connection should not keep room for a handshake or a hyper connection.
+    let Some(mut tls) = Box::pin(handshake(&gw, tcp, peer)).await else {
+        return;
+    };
+    let _open = gw.metrics.connection_open();
+    let info = Arc::new(ConnInfo::new(peer));
+    let proxy = Proxy {
+        gw: gw.clone(),
+        info: info.clone(),
+    };
+    let (h2, replay) = match tls.get_ref().1.alpn_protocol() {
+        Some(b"h2") => (true, Bytes::new()),
+        Some(_) => (false, Bytes::new()),
+        // No ALPN: HTTP/2 only with prior knowledge, recognised by its preface.
+        None => match sniff(&gw, &info, &mut tls, &mut shutdown).await {
+            Some(first) => (first.starts_with(H2_PREFACE), first),
+            None => return close(tls).await,
+        },
+    };
+    if h2 {
+        let io = TokioIo::new(ClientIo::h2(tls, replay));
+        let mut conn = Box::pin(gw.h2.serve_connection(io, proxy));
+        let mut draining = false;
+        let _ = Box::pin(drive(
+            &gw,
+            &info,
+            &mut conn,
+            None,
+            &mut shutdown,
+            &mut draining,
+        ))
+        .await;
+    } else {
+        serve_h1(&gw, &info, tls, proxy, replay, &mut shutdown).await;
+    }
+}
+
+async fn handshake(gw: &Gateway, tcp: TcpStream, peer: SocketAddr) -> Option<Tls> {
+    let timeout = gw.config.server.tls_handshake_timeout.0;
+    let (reason, detail) = match tokio::time::timeout(timeout, gw.tls.accept(tcp)).await {
+        Ok(Ok(tls)) => return Some(Box::new(tls)),
+        Ok(Err(e)) => ("tls_handshake_failed", e.to_string()),
+        Err(_) => (
+            "tls_handshake_timeout",
+            "server.tls_handshake_timeout".to_string(),
+        ),
+    };
+    tracing::debug!(client.ip = %peer.ip(), "TLS handshake: {reason}: {detail}");
+    let version = gw.active.load().config.version.clone();
+    gw.trail
+        .try_submit(connection_failure(peer, reason, &detail, &version));
+    None
+}
+
+/// HTTP/1.1: serve until the connection goes quiet, park, wake on the next bytes, repeat.
+async fn serve_h1(
+    gw: &Gateway,
+    info: &Arc<ConnInfo>,
+    mut tls: Tls,
+    mut proxy: Proxy,
+    mut replay: Bytes,
+    shutdown: &mut watch::Receiver<bool>,
+) {
+    let mut draining = false;
+    loop {
+        if replay.is_empty() {
+            match next_bytes(gw, info, &mut tls, shutdown).await {
+                Some(bytes) => replay = bytes,
+                None => return close(tls).await,
+            }
+        }
+        let io = TokioIo::new(ClientIo::h1(tls, info.clone(), std::mem::take(&mut replay)));
+        // Boxed so that a parked connection's task does not keep room for it.
+        let mut conn = Box::new(gw.h1.serve_connection(io, proxy));
+        let served = Box::pin(drive(
+            gw,
+            info,
+            &mut conn,
+            Some(PARK_AFTER),
+            shutdown,
+            &mut draining,
+        ))
+        .await;
+        if !matches!(served, Some(Ok(()))) {
+            return;
+        }
+        let parts = conn.into_parts();
+        let io = parts.io.into_inner();
+        if !io.parked() || draining {
+            // hyper finished the connection (the client asked to close, or shutdown drained it).
+            return close(io.into_inner()).await;
+        }
+        tls = io.into_inner();
+        proxy = parts.service;
+    }
+}
+
+/// Waits, parked, for the first bytes of the next request. `None` when the client closed, the
+/// connection idled out or shutdown began: a parked connection has nothing in flight to finish.
+async fn next_bytes(
+    gw: &Gateway,
+    info: &ConnInfo,
+    tls: &mut Tls,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Bytes> {
+    if *shutdown.borrow_and_update() {
+        return None;
+    }
+    let idle_at = info.activity.idle_deadline(gw.config.server.idle_timeout.0);
+    let _parked = gw.metrics.connection_parked();
+    tokio::select! {
+        read = poll_fn(|cx| read_some(tls, cx)) => read.ok().filter(|b| !b.is_empty()),
+        _ = tokio::time::sleep_until(idle_at) => None,
+        _ = shutdown.changed() => None,
+    }
+}
+
+/// Reads what the client has sent, through TLS. The buffer lives only for this poll, so a parked
+/// connection's task holds none.
+fn read_some(tls: &mut Tls, cx: &mut Context<'_>) -> Poll<io::Result<Bytes>> {
+    let mut chunk = [0u8; 4096];
+    let mut buf = ReadBuf::new(&mut chunk);
+    ready!(Pin::new(tls).poll_read(cx, &mut buf))?;
+    Poll::Ready(Ok(Bytes::copy_from_slice(buf.filled())))
+}
+
+/// Reads until the bytes are either the HTTP/2 preface or cannot become it.
+async fn sniff(
+    gw: &Gateway,
+    info: &ConnInfo,
+    tls: &mut Tls,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Option<Bytes> {
+    let mut first = BytesMut::new();
+    while first.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(&first) {
+        first.extend_from_slice(&next_bytes(gw, info, tls, shutdown).await?);
+    }
+    Some(first.freeze())
+}
+
+/// Sends close_notify and the TCP FIN, giving a client that does not read a moment, not forever.
+async fn close(mut tls: Tls) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+}
+
+/// A hyper connection as [`drive`] runs it.
+trait Served {
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
+    /// Finish what is in flight, then close.
+    fn drain(&mut self);
+}
+
+impl Served for Box<http1::Connection<Io, Proxy>> {
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        // Without shutdown: a parked connection's stream is handed back open.
+        self.poll_without_shutdown(cx)
+    }
+
+    fn drain(&mut self) {
+        Pin::new(&mut **self).graceful_shutdown();
+    }
+}
+
+impl Served for Pin<Box<http2::Connection<Io, Proxy, TokioExecutor>>> {
+    fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>> {
+        self.as_mut().poll(cx)
+    }
+
+    fn drain(&mut self) {
+        self.as_mut().graceful_shutdown();
+    }
+}
+
+/// Runs a hyper connection until it ends (or parks, after `park_after` of quiet), draining it when
+/// it idles out or shutdown begins. `None` when it was dropped because a request head did not
+/// arrive in time (slowloris).
+async fn drive(
+    gw: &Gateway,
+    info: &ConnInfo,
+    conn: &mut impl Served,
+    park_after: Option<Duration>,
+    shutdown: &mut watch::Receiver<bool>,
+    draining: &mut bool,
+) -> Option<hyper::Result<()>> {
+    let idle = gw.config.server.idle_timeout.0;
+    let head_timeout = gw.config.server.header_read_timeout.0;
+    if !*draining && *shutdown.borrow_and_update() {
+        *draining = true;
+        conn.drain();
+    }
+    loop {
+        let idle_at = info.activity.idle_deadline(idle);
+        let head_at = info.activity.head_deadline(head_timeout);
+        let park_at = park_after.and_then(|quiet| info.activity.park_deadline(quiet));
+        tokio::select! {
+            result = poll_fn(|cx| conn.poll_served(cx)) => {
+                if let Err(e) = &result {
+                    tracing::debug!(client.ip = %info.peer_ip, "connection ended: {e}");
+                }
+                return Some(result);
+            }
+            _ = shutdown.changed(), if !*draining => {
+                *draining = true;
+                conn.drain();
+            }
+            _ = tokio::time::sleep_until(idle_at), if !*draining => {
+                if info.activity.is_idle_for(idle) {
+                    *draining = true;
+                    conn.drain();
+                }
+            }
+            _ = tokio::time::sleep_until(head_at.unwrap_or(idle_at)), if head_at.is_some() => {
+                if info
+                    .activity
+                    .head_deadline(head_timeout)
+                    .is_some_and(|at| at <= tokio::time::Instant::now())
+                {
+                    tracing::debug!(client.ip = %info.peer_ip, "request head not received in time");
+                    return None;
+                }
+            }
+            // Asked here, done by hyper's next read: the loop polls the connection again at once.
+            _ = tokio::time::sleep_until(park_at.unwrap_or(idle_at)), if park_at.is_some() => {
+                if park_after.is_some_and(|quiet| info.activity.is_quiet_for(quiet)) {
+                    info.activity.want_park();
+                }
+            }
+            _ = info.head_started.notified() => {}
+        }
+    }
+}

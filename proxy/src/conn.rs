@@ -101,14 +101,21 @@ impl Activity {
     }
 
     /// When the connection will have been quiet (between requests) for `quiet` and should park.
-    /// While it is busy that is at least `quiet` from now; the caller checks again then. `None`
-    /// once it has been asked to.
+    /// While a request or a head is under way that is at least `quiet` from now; the caller checks
+    /// again then. `None` once it has been asked to, and when it cannot park before its next
+    /// request (bytes arrived that hyper may still hold): no timer for a connection that only
+    /// its next request can change.
     pub fn park_deadline(&self, quiet: Duration) -> Option<Instant> {
         if self.park_wanted.load(Ordering::Relaxed) {
             return None;
         }
-        if !self.is_between_requests() {
+        if self.in_flight.load(Ordering::Acquire) > 0
+            || self.head_since.load(Ordering::Acquire) != 0
+        {
             return Some(Instant::now() + quiet);
+        }
+        if self.early_bytes.load(Ordering::Relaxed) {
+            return None;
         }
         Some(self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + quiet)
     }
@@ -172,5 +179,68 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.activity.touch();
         self.0.activity.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUIET: Duration = Duration::from_millis(250);
+
+    fn conn() -> Arc<ConnInfo> {
+        Arc::new(ConnInfo::new(SocketAddr::from(([127, 0, 0, 1], 40000))))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_connection_parks_only_when_asked_and_between_requests() {
+        let c = conn();
+        let a = &c.activity;
+        assert_eq!(a.park_deadline(QUIET), Some(a.start + QUIET));
+        assert!(!a.may_park(), "not before it is asked");
+        tokio::time::advance(QUIET).await;
+        assert!(a.is_quiet_for(QUIET));
+        a.want_park();
+        assert!(a.may_park());
+        assert_eq!(a.park_deadline(QUIET), None, "asked once");
+
+        // A request beginning takes the request back.
+        let req = InFlight::begin(c.clone());
+        assert!(!a.may_park());
+        drop(req);
+        assert!(!a.may_park());
+        assert!(
+            !a.is_quiet_for(QUIET),
+            "quiet counts from the request's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_begun_head_or_bytes_read_mid_request_keep_it_awake() {
+        let c = conn();
+        let a = &c.activity;
+        // The first bytes of a head: the header timer runs, and no park until the request.
+        assert!(a.bytes_arrived());
+        a.want_park();
+        assert!(!a.may_park());
+        assert_eq!(a.park_deadline(QUIET), None, "already asked");
+
+        // Bytes read while a request is in flight may be a pipelined request hyper holds.
+        let req = InFlight::begin(c.clone());
+        assert!(
+            !a.bytes_arrived(),
+            "mid-request bytes start no header timer"
+        );
+        drop(req);
+        tokio::time::advance(QUIET * 4).await;
+        assert!(!a.is_quiet_for(QUIET));
+        a.want_park();
+        assert!(!a.may_park());
+        let next = InFlight::begin(c.clone());
+        drop(next);
+        assert!(
+            a.park_deadline(QUIET).is_some(),
+            "the next request clears them"
+        );
     }
 }

@@ -396,17 +396,9 @@ fn fresh_leaf(_pki: &Pki, fresh: &vendorgate_certs::dev::DevPki) -> String {
     fresh.server_cert_pem.clone()
 }
 
-/// A minimal HTTP/1.1 GET over plain TCP to the admin listener; returns the raw response.
+/// A GET to an admin URL; the raw response.
 async fn admin_get(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();
     let (addr, path) = rest.split_once('/').unwrap();
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.write_all(
-        format!("GET /{path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    tcp.read_to_string(&mut out).await.unwrap();
-    out
+    admin_response(addr, &format!("/{path}")).await
 }

@@ -515,17 +515,23 @@ impl Drop for RedisServer {
     }
 }
 
-/// The body of an admin endpoint, fetched over a plain HTTP/1.1 connection.
-pub async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
+/// A GET to the admin listener over plain HTTP/1.1; the raw response, status line and all.
+pub async fn admin_response(admin: impl tokio::net::ToSocketAddrs, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut tcp = tokio::net::TcpStream::connect(admin).await.unwrap();
     tcp.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
     )
     .await
     .unwrap();
     let mut out = String::new();
     tcp.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// The body of an admin endpoint.
+pub async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
+    let out = admin_response(admin, path).await;
     out.split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or(out)

@@ -339,6 +339,52 @@ async fn sigterm_grace_period_bounds_the_drain() {
 }
 
 #[tokio::test]
+async fn sigterm_closes_idle_connections_at_once_and_cleanly() {
+    // Idle agents must not hold a restart for the grace period: a parked connection and one that
+    // has just gone quiet are both closed as soon as shutdown begins, with a TLS close_notify.
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("shutdown_grace = \"20s\""),
+    );
+    let get = format!(
+        "GET /api/v2/tickets/1.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
+        proxy.token
+    );
+    let mut parked = raw_tls(&pki, proxy.addr).await;
+    let mut seen = Vec::new();
+    parked.write_all(get.as_bytes()).await.unwrap();
+    read_until(&mut parked, &mut seen, |s| count(s, b"HTTP/1.1 200") == 1).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut quiet = raw_tls(&pki, proxy.addr).await;
+    let mut seen = Vec::new();
+    quiet.write_all(get.as_bytes()).await.unwrap();
+    read_until(&mut quiet, &mut seen, |s| count(s, b"HTTP/1.1 200") == 1).await;
+
+    let start = Instant::now();
+    proxy.signal("TERM");
+    for (name, tls) in [("parked", &mut parked), ("quiet", &mut quiet)] {
+        let mut rest = [0u8; 256];
+        let end = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rest)).await;
+        assert!(
+            matches!(end, Ok(Ok(0))),
+            "{name}: expected a clean TLS close, got {end:?}"
+        );
+    }
+    let status = proxy
+        .wait_exit_async(Duration::from_secs(10))
+        .await
+        .expect("proxy did not exit");
+    assert!(status.success());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "idle connections held shutdown for {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
 async fn health_and_readiness() {
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;

@@ -277,9 +277,11 @@ async fn drive(
         conn.drain();
     }
     loop {
-        let idle_at = info.activity.idle_deadline(idle);
+        // One timer for whichever comes first; on waking, every deadline is checked again.
+        let idle_at = (!*draining).then(|| info.activity.idle_deadline(idle));
         let head_at = info.activity.head_deadline(head_timeout);
         let park_at = park_after.and_then(|quiet| info.activity.park_deadline(quiet));
+        let wake_at = [idle_at, head_at, park_at].into_iter().flatten().min();
         tokio::select! {
             result = poll_fn(|cx| conn.poll_served(cx)) => {
                 if let Err(e) = &result {
@@ -291,24 +293,20 @@ async fn drive(
                 *draining = true;
                 conn.drain();
             }
-            _ = tokio::time::sleep_until(idle_at), if !*draining => {
-                if info.activity.is_idle_for(idle) {
-                    *draining = true;
-                    conn.drain();
-                }
-            }
-            _ = tokio::time::sleep_until(head_at.unwrap_or(idle_at)), if head_at.is_some() => {
-                if info
-                    .activity
-                    .head_deadline(head_timeout)
-                    .is_some_and(|at| at <= tokio::time::Instant::now())
-                {
+            _ = tokio::time::sleep_until(wake_at.unwrap_or_else(tokio::time::Instant::now)),
+                if wake_at.is_some() =>
+            {
+                let now = tokio::time::Instant::now();
+                // A request head started and has not arrived whole in time (slowloris): drop it.
+                if info.activity.head_deadline(head_timeout).is_some_and(|at| at <= now) {
                     tracing::debug!(client.ip = %info.peer_ip, "request head not received in time");
                     return None;
                 }
-            }
-            // Asked here, done by hyper's next read: the loop polls the connection again at once.
-            _ = tokio::time::sleep_until(park_at.unwrap_or(idle_at)), if park_at.is_some() => {
+                if !*draining && info.activity.is_idle_for(idle) {
+                    *draining = true;
+                    conn.drain();
+                }
+                // Asked here, done by hyper's next read: the loop polls the connection again.
                 if park_after.is_some_and(|quiet| info.activity.is_quiet_for(quiet)) {
                     info.activity.want_park();
                 }

@@ -3,10 +3,12 @@
 # limit caps it), each answering one request and then left open and silent, and prints
 # vendorgate's RSS before and with them open.
 #
-#   bench/idle.sh [N]
+#   bench/idle.sh [N]              # HTTP/1.1 (parked when idle)
+#   PROTO=h2 bench/idle.sh [N]     # HTTP/2, as browsers connect
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 N=${1:-10000}
+PROTO=${PROTO:-http/1.1}
 (cd "$ROOT" && cargo build -q --release -p vendorgate --bin vendorgate -p vendorgate-mock --bin bench-idp)
 WORK=$(mktemp -d /tmp/vg-idle.XXXXXX)
 trap 'kill $VG_PID 2>/dev/null || true' EXIT
@@ -44,7 +46,7 @@ for _ in $(seq 50); do grep -q proxy= "$WORK/out.txt" 2>/dev/null && break; slee
 PORT=$(grep -o 'proxy=127.0.0.1:[0-9]*' "$WORK/out.txt" | cut -d: -f2)
 rss() { awk '/VmRSS/{print $2}' /proc/$VG_PID/status; }
 BASE=$(rss)
-python3 "$ROOT/bench/idle_client.py" "$PORT" "$N" 600 > "$WORK/client.txt" 2>&1 &
+python3 "$ROOT/bench/idle_client.py" "$PORT" "$N" 600 "$PROTO" > "$WORK/client.txt" 2>&1 &
 CLIENT=$!
 for _ in $(seq 600); do  # until the client has opened (and used) all it could
   grep -q '^open' "$WORK/client.txt" 2>/dev/null && break
@@ -54,7 +56,7 @@ sleep 2
 open=$(( $(ls /proc/$VG_PID/fd | wc -l) - 20 ))
 NOW=$(rss)
 kill $CLIENT 2>/dev/null || true
-echo "client: $(head -1 "$WORK/client.txt")"
+echo "client ($PROTO): $(head -1 "$WORK/client.txt")"
 echo "idle connections: ~$open; RSS ${BASE} KiB at rest, ${NOW} KiB with them open;" \
   "$(( (NOW - BASE) * 1024 / (open > 0 ? open : 1) )) bytes per idle connection;" \
   "projected at 10,000: $(( BASE / 1024 + (NOW - BASE) * 10000 / (open > 0 ? open : 1) / 1024 )) MiB"

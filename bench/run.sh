@@ -250,8 +250,10 @@ PY
   read -r got speed < "$WORK/download.txt"
   echo "1 GiB download: $got bytes at $((${speed%.*} / 1048576)) MiB/s; vendorgate RSS $before KiB before, peak $peak KiB during (+$((peak - before)) KiB)" >> "$WORK/notes.txt"
 
-  echo "opening $IDLE_CONNS idle connections…" >&2
-  "$ROOT/bench/idle.sh" "$IDLE_CONNS" >> "$WORK/notes.txt" 2>&1 || echo "idle measurement failed" >> "$WORK/notes.txt"
+  for proto in http/1.1 h2; do
+    echo "opening $IDLE_CONNS idle $proto connections…" >&2
+    PROTO=$proto "$ROOT/bench/idle.sh" "$IDLE_CONNS" >> "$WORK/notes.txt" 2>&1 || echo "idle $proto measurement failed" >> "$WORK/notes.txt"
+  done
 fi
 
 python3 "$ROOT/bench/summarize.py" "$RESULTS" "$WORK/notes.txt"

@@ -73,9 +73,7 @@ impl<T> ClientIo<T> {
     }
 
     fn may_park(&self) -> bool {
-        !self.unflushed
-            && self.replay.is_empty()
-            && self.h1.as_ref().is_some_and(|i| i.activity.may_park())
+        !self.unflushed && self.h1.as_ref().is_some_and(|i| i.activity.may_park())
     }
 
     fn note_bytes(&self) {

@@ -117,13 +117,11 @@ impl Activity {
         if self.early_bytes.load(Ordering::Relaxed) {
             return None;
         }
-        Some(self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + quiet)
+        Some(self.since_last(quiet))
     }
 
     pub fn is_quiet_for(&self, quiet: Duration) -> bool {
-        self.is_between_requests()
-            && Instant::now()
-                >= self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + quiet
+        self.is_between_requests() && Instant::now() >= self.since_last(quiet)
     }
 
     /// Asks the connection to park at hyper's next read, if it is still between requests then.
@@ -142,6 +140,11 @@ impl Activity {
         }
     }
 
+    /// `after` past the moment the connection last went quiet or got a request.
+    fn since_last(&self, after: Duration) -> Instant {
+        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + after
+    }
+
     fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last_ms.store(ms, Ordering::Relaxed);
@@ -153,7 +156,7 @@ impl Activity {
         if self.in_flight.load(Ordering::Acquire) > 0 {
             return Instant::now() + idle;
         }
-        self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed)) + idle
+        self.since_last(idle)
     }
 
     pub fn is_idle_for(&self, idle: Duration) -> bool {
@@ -165,6 +168,11 @@ impl Activity {
 pub struct InFlight(Arc<ConnInfo>);
 
 impl InFlight {
+    /// The connection the request is on.
+    pub fn conn(&self) -> &Arc<ConnInfo> {
+        &self.0
+    }
+
     pub fn begin(conn: Arc<ConnInfo>) -> Self {
         conn.activity.in_flight.fetch_add(1, Ordering::AcqRel);
         conn.activity.touch();

@@ -69,10 +69,10 @@ impl From<ProxyError> for Refusal {
 /// HTTP/1.1 connection must not look idle (and park) in between.
 pub async fn handle(
     gw: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
     in_flight: InFlight,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let conn = in_flight.conn().clone();
     let request_id = gw.request_ids.take_or_generate(req.headers());
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

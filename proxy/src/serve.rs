@@ -69,12 +69,7 @@ impl Service<Request<Incoming>> for Proxy {
 
     fn call(&self, req: Request<Incoming>) -> Handled {
         let in_flight = InFlight::begin(self.info.clone());
-        Box::pin(pipeline::handle(
-            self.gw.clone(),
-            self.info.clone(),
-            in_flight,
-            req,
-        ))
+        Box::pin(pipeline::handle(self.gw.clone(), in_flight, req))
     }
 }
 
@@ -108,16 +103,7 @@ pub async fn serve_connection(
     if h2 {
         let io = TokioIo::new(ClientIo::h2(tls, replay));
         let mut conn = Box::pin(gw.h2.serve_connection(io, proxy));
-        let mut draining = false;
-        let _ = Box::pin(drive(
-            &gw,
-            &info,
-            &mut conn,
-            None,
-            &mut shutdown,
-            &mut draining,
-        ))
-        .await;
+        let _ = Box::pin(drive(&gw, &info, &mut conn, None, &mut shutdown)).await;
     } else {
         serve_h1(&gw, &info, tls, proxy, replay, &mut shutdown).await;
     }
@@ -149,7 +135,6 @@ async fn serve_h1(
     mut replay: Bytes,
     shutdown: &mut watch::Receiver<bool>,
 ) {
-    let mut draining = false;
     loop {
         if replay.is_empty() {
             match next_bytes(gw, info, &mut tls, shutdown).await {
@@ -160,24 +145,17 @@ async fn serve_h1(
         let io = TokioIo::new(ClientIo::h1(tls, info.clone(), std::mem::take(&mut replay)));
         // Boxed so that a parked connection's task does not keep room for it.
         let mut conn = Box::new(gw.h1.serve_connection(io, proxy));
-        let served = Box::pin(drive(
-            gw,
-            info,
-            &mut conn,
-            Some(PARK_AFTER),
-            shutdown,
-            &mut draining,
-        ))
-        .await;
+        let served = Box::pin(drive(gw, info, &mut conn, Some(PARK_AFTER), shutdown)).await;
         if !matches!(served, Some(Ok(()))) {
             return;
         }
         let parts = conn.into_parts();
         let io = parts.io.into_inner();
-        if !io.parked() || draining {
-            // hyper finished the connection (the client asked to close, or shutdown drained it).
+        if !io.parked() {
+            // hyper finished the connection (the client asked to close, or it was drained).
             return close(io.into_inner()).await;
         }
+        // Parked. A shutdown or idle timeout that came meanwhile ends it in `next_bytes`.
         tls = io.into_inner();
         proxy = parts.service;
     }
@@ -268,17 +246,16 @@ async fn drive(
     conn: &mut impl Served,
     park_after: Option<Duration>,
     shutdown: &mut watch::Receiver<bool>,
-    draining: &mut bool,
 ) -> Option<hyper::Result<()>> {
     let idle = gw.config.server.idle_timeout.0;
     let head_timeout = gw.config.server.header_read_timeout.0;
-    if !*draining && *shutdown.borrow_and_update() {
-        *draining = true;
+    let mut draining = *shutdown.borrow_and_update();
+    if draining {
         conn.drain();
     }
     loop {
         // One timer for whichever comes first; on waking, every deadline is checked again.
-        let idle_at = (!*draining).then(|| info.activity.idle_deadline(idle));
+        let idle_at = (!draining).then(|| info.activity.idle_deadline(idle));
         let head_at = info.activity.head_deadline(head_timeout);
         let park_at = park_after.and_then(|quiet| info.activity.park_deadline(quiet));
         let wake_at = [idle_at, head_at, park_at].into_iter().flatten().min();
@@ -289,8 +266,8 @@ async fn drive(
                 }
                 return Some(result);
             }
-            _ = shutdown.changed(), if !*draining => {
-                *draining = true;
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
                 conn.drain();
             }
             _ = tokio::time::sleep_until(wake_at.unwrap_or_else(tokio::time::Instant::now)),
@@ -302,8 +279,8 @@ async fn drive(
                     tracing::debug!(client.ip = %info.peer_ip, "request head not received in time");
                     return None;
                 }
-                if !*draining && info.activity.is_idle_for(idle) {
-                    *draining = true;
+                if !draining && info.activity.is_idle_for(idle) {
+                    draining = true;
                     conn.drain();
                 }
                 // Asked here, done by hyper's next read: the loop polls the connection again.

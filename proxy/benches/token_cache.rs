@@ -12,7 +12,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use vendorgate::identity::cache::token_key;
+use vendorgate::identity::cache::{token_key, Identity};
 use vendorgate::identity::TokenCache;
 use vendorgate::state::{Counter, MemoryState, StateBackend};
 use vendorgate_policy::config::Scope;
@@ -34,8 +34,8 @@ fn token(i: usize) -> String {
     format!("eyJhbGciOiJFUzI1NiJ9.{}.{i:08}", "x".repeat(600))
 }
 
-fn verified(i: usize) -> Arc<VerifiedToken> {
-    Arc::new(VerifiedToken {
+fn verified(i: usize, policy: &Arc<str>) -> Arc<Identity> {
+    let token = VerifiedToken {
         vendor: 0,
         account: format!("agent-{i}@acme.example"),
         iss: "https://idp.test".into(),
@@ -49,19 +49,21 @@ fn verified(i: usize) -> Arc<VerifiedToken> {
         jti: None,
         alg: "ES256".into(),
         kid: Some("k1".into()),
-    })
+    };
+    Arc::new(Identity::new(token, policy.clone()))
 }
 
 fn token_cache_hit(c: &mut Criterion) {
     let mut g = c.benchmark_group("token_cache_hit");
     for n in ACCOUNTS {
         let cache = TokenCache::new(n * 2);
+        let policy: Arc<str> = Arc::from("sha256:bench");
         for i in 0..n {
-            cache.insert(token_key(&token(i)), verified(i));
+            cache.insert(token_key(&token(i)), verified(i, &policy));
         }
         let probe = token(n / 2);
         g.bench_with_input(BenchmarkId::from_parameter(n), &probe, |b, t| {
-            b.iter(|| cache.get(token_key(black_box(t)), NOW).unwrap())
+            b.iter(|| cache.get(token_key(black_box(t)), NOW, &policy).unwrap())
         });
     }
     g.finish();

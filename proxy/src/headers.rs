@@ -4,6 +4,8 @@ use std::net::IpAddr;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
+use crate::ip_text::IpText;
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the RFC 7230 list proxies still meet): they describe one
 /// connection and must not be forwarded. `Proxy-Authorization` also carries credentials meant for us.
 const HOP_BY_HOP: [HeaderName; 9] = [
@@ -20,6 +22,11 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// Removes hop-by-hop headers, including every header the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names present is cheaper than nine removals,
+    // each of which hashes its name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -36,6 +43,7 @@ pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-fo
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Sets `X-Forwarded-For/-Proto/-Host` for the upstream.
 ///
@@ -47,8 +55,8 @@ pub fn set_forwarded(
     original_host: Option<HeaderValue>,
 ) {
     headers.remove(header::FORWARDED);
-    headers.remove("x-real-ip");
-    if let Ok(v) = HeaderValue::from_str(&client_ip.to_string()) {
+    headers.remove(&X_REAL_IP);
+    if let Ok(v) = HeaderValue::from_str(IpText::new(client_ip).as_str()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
@@ -110,6 +118,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
         set_forwarded(
             &mut h,
             "127.0.0.2".parse().unwrap(),
@@ -119,5 +128,22 @@ mod tests {
         assert_eq!(h["x-forwarded-proto"], "https");
         assert_eq!(h["x-forwarded-host"], "proxy.example");
         assert!(!h.contains_key(header::FORWARDED));
+        assert!(!h.contains_key("x-real-ip"));
+        set_forwarded(&mut h, "2001:db8::7".parse().unwrap(), None);
+        assert_eq!(h["x-forwarded-for"], "2001:db8::7");
+        assert!(!h.contains_key("x-forwarded-host"));
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_left_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        h.insert("x-custom", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 2);
+        assert!(!h.contains_key(header::UPGRADE));
     }
 }

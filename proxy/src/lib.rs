@@ -17,6 +17,7 @@ pub mod gateway;
 pub mod headers;
 pub mod http_client;
 pub mod identity;
+pub mod ip_text;
 pub mod limits;
 pub mod metering;
 pub mod metrics;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod throttle;
+pub mod trace_context;
 pub mod trail;
 pub mod upstream;
 

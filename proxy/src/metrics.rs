@@ -4,6 +4,8 @@
 //! format is simple and stable. Label values are escaped as the format requires.
 
 use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -13,15 +15,16 @@ const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
-/// A count per label value.
-type PerKey = HashMap<String, u64>;
+/// A count per label value. foldhash: looked up on every request, keyed by names from the policy
+/// and from verified tokens.
+type PerKey = HashMap<String, u64, RandomState>;
 
 #[derive(Default)]
 pub struct Metrics {
     /// (allowed, reason) → vendor → requests (nested so lookups borrow `&str`).
-    requests: Mutex<HashMap<(bool, &'static str), PerKey>>,
+    requests: Mutex<HashMap<(bool, &'static str), PerKey, RandomState>>,
     /// vendor → account → bytes (nested so lookups borrow `&str` instead of building keys).
-    egress: Mutex<HashMap<String, PerKey>>,
+    egress: Mutex<HashMap<String, PerKey, RandomState>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -46,7 +49,7 @@ impl Drop for Held<'_> {
 }
 
 /// The value for `key`, created if new: the key's `String` is built only for a new series.
-fn slot<'a, V: Default>(map: &'a mut HashMap<String, V>, key: &str) -> &'a mut V {
+fn slot<'a, V: Default>(map: &'a mut HashMap<String, V, RandomState>, key: &str) -> &'a mut V {
     if !map.contains_key(key) {
         map.insert(key.to_string(), V::default());
     }

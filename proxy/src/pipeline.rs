@@ -21,7 +21,7 @@ use std::sync::atomic::AtomicU64;
 
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, Version};
 use hyper::body::Incoming;
-use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifiedToken, VerifyError};
+use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifyError};
 
 use crate::body::{ProxyBody, RequestBody};
 use crate::conn::{ConnInfo, InFlight};
@@ -30,11 +30,12 @@ use crate::gateway::{Active, Gateway};
 use crate::headers::{
     encoded_value, set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID,
 };
-use crate::identity::cache::token_key;
+use crate::identity::cache::{token_key, Identity};
 use crate::limits::{self, Limited};
 use crate::metering::Meter;
 use crate::request_id;
-use crate::trail::record::{Draft, TokenFacts};
+use crate::trace_context::TraceContext;
+use crate::trail::record::Draft;
 use crate::upstream::classify;
 
 /// Why a request did not get an upstream response.
@@ -74,9 +75,7 @@ pub async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let conn = in_flight.conn().clone();
     let request_id = gw.request_ids.take_or_generate(req.headers());
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let trace = TraceContext::from_request(req.headers(), &request_id);
+    let trace = TraceContext::from_request(req.headers(), &request_id, gw.request_ids.span_id());
     let slot = gw.trail.reserve().await;
     // One policy per request: what decides it is also what its record names, even across a reload.
     let active = gw.active.load_full();
@@ -84,15 +83,12 @@ pub async fn handle(
         slot: None,
         metrics: gw.metrics.clone(),
         otel: gw.otel.clone(),
-        span_id: trace.span_id.clone(),
-        parent_span_id: trace.parent_span_id.clone(),
+        trace,
         started: std::time::Instant::now(),
         at: std::time::SystemTime::now(),
-        request_id: request_id.to_str().unwrap_or("").to_string(),
-        trace_id: trace.trace_id.clone(),
-        method: method.to_string(),
-        raw_path: path.clone(),
-        query: req.uri().query().map(str::to_owned),
+        request_id: request_id.clone(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
         path: None,
         http_version: match req.version() {
             Version::HTTP_2 => "2",
@@ -101,23 +97,21 @@ pub async fn handle(
         },
         peer: conn.peer,
         client_ip: None,
+        active: active.clone(),
         vendor: None,
-        account: None,
         route: None,
-        class: None,
+        identity: None,
         allowed: false,
         reason: "allowed",
         rule: String::new(),
-        token: None,
         status: 0,
         upstream_status: None,
         bytes_in: Arc::new(AtomicU64::new(0)),
-        policy_version: active.version.clone(),
     };
     let outcome = match slot {
         Ok(slot) => {
             draft.slot = Some(slot);
-            forward(&gw, &active, &conn, &request_id, &trace, req, &mut draft).await
+            forward(&gw, &active, &conn, &request_id, req, &mut draft).await
         }
         // Nothing proceeds that cannot be recorded (on_log_failure = "deny").
         Err(()) => Err(Refusal::Policy(Denial::new(
@@ -131,14 +125,14 @@ pub async fn handle(
             resp
         }
         Err(Refusal::Policy(denial)) => {
-            log_denial(&request_id, &conn, &method, &path, &denial);
+            log_denial(&request_id, &conn, &draft, &denial);
             draft.reason = denial.reason.as_str();
             draft.rule = denial.rule.to_string();
             draft.allowed = false;
             denial_response(&denial, &request_id)
         }
         Err(Refusal::Limited(limited)) => {
-            log_denial(&request_id, &conn, &method, &path, &limited.denial);
+            log_denial(&request_id, &conn, &draft, &limited.denial);
             draft.reason = limited.denial.reason.as_str();
             draft.rule = limited.denial.rule.to_string();
             draft.allowed = false;
@@ -154,8 +148,8 @@ pub async fn handle(
             tracing::warn!(
                 request_id = request_id.to_str().unwrap_or(""),
                 client.ip = %conn.peer_ip,
-                http.method = %method,
-                url.path = %path,
+                http.method = %draft.method,
+                url.path = draft.uri.path(),
                 error.code = err.code(),
                 "{err}"
             );
@@ -170,80 +164,12 @@ pub async fn handle(
     Ok(resp.map(|body| body.recording(draft).holding(in_flight)))
 }
 
-/// W3C trace context: the caller's trace id when it sent a valid `traceparent`, else one derived
-/// from the request id; propagated upstream with a span id of our own.
-pub struct TraceContext {
-    pub trace_id: String,
-    pub span_id: String,
-    /// The caller's span, when it sent a `traceparent`.
-    pub parent_span_id: Option<String>,
-    sampled: bool,
-}
-
-impl TraceContext {
-    fn from_request(headers: &http::HeaderMap, request_id: &HeaderValue) -> Self {
-        let rid = request_id.as_bytes();
-        let span_id = crate::trail::chain::sha256_hex(rid)[..16].to_string();
-        let parsed = headers
-            .get("traceparent")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                let parts: Vec<&str> = v.split('-').collect();
-                let hex = |s: &str, n: usize| {
-                    s.len() == n && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-                };
-                (parts.len() == 4
-                    && parts[0] == "00"
-                    && hex(parts[1], 32)
-                    && hex(parts[2], 16)
-                    && hex(parts[3], 2)
-                    && parts[1] != "00000000000000000000000000000000")
-                    .then(|| (parts[1].to_string(), parts[2].to_string(), parts[3] == "01"))
-            });
-        match parsed {
-            Some((trace_id, parent, sampled)) => TraceContext {
-                trace_id,
-                span_id,
-                parent_span_id: Some(parent),
-                sampled,
-            },
-            None => {
-                let own = std::str::from_utf8(rid)
-                    .ok()
-                    .filter(|r| r.len() == 32 && r.bytes().all(|b| b.is_ascii_hexdigit()))
-                    .map(str::to_ascii_lowercase)
-                    .unwrap_or_else(|| crate::trail::chain::sha256_hex(rid)[..32].to_string());
-                TraceContext {
-                    trace_id: own,
-                    span_id,
-                    parent_span_id: None,
-                    sampled: true,
-                }
-            }
-        }
-    }
-
-    fn traceparent(&self) -> HeaderValue {
-        let flags = if self.sampled { "01" } else { "00" };
-        HeaderValue::from_str(&format!("00-{}-{}-{flags}", self.trace_id, self.span_id))
-            .unwrap_or_else(|_| {
-                HeaderValue::from_static("00-00000000000000000000000000000001-0000000000000001-00")
-            })
-    }
-}
-
-fn log_denial(
-    request_id: &HeaderValue,
-    conn: &ConnInfo,
-    method: &Method,
-    path: &str,
-    denial: &Denial,
-) {
+fn log_denial(request_id: &HeaderValue, conn: &ConnInfo, draft: &Draft, denial: &Denial) {
     tracing::info!(
         request_id = request_id.to_str().unwrap_or(""),
         client.ip = %conn.peer_ip,
-        http.method = %method,
-        url.path = %path,
+        http.method = %draft.method,
+        url.path = draft.uri.path(),
         reason = denial.reason.as_str(),
         rule = %denial.rule,
         "denied"
@@ -280,7 +206,6 @@ async fn forward(
     active: &Active,
     conn: &ConnInfo,
     request_id: &HeaderValue,
-    trace: &TraceContext,
     req: Request<Incoming>,
     draft: &mut Draft,
 ) -> Result<Response<ProxyBody>, Refusal> {
@@ -309,23 +234,22 @@ async fn forward(
         .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
     let now = unix_now();
     let token_hash = token_key(token);
-    let identity = verify(gw, active, token, token_hash, now).await?;
-    draft.token = Some(TokenFacts::from(&identity));
-    draft.account = Some(identity.account.clone());
-    draft.vendor = policy.vendors.get(identity.vendor).map(|v| v.id.clone());
+    let cached = verify(gw, active, token, token_hash, now).await?;
+    draft.identity = Some(cached.clone());
+    let identity = &cached.token;
+    draft.vendor = Some(identity.vendor);
 
     // Phase 3: authorization, then the limits (only now: a request that fails authentication must
     // not spend anyone's rate limit or touch a session).
-    let allow = policy.authorize(&admission, req.method(), &identity, now)?;
+    let allow = policy.authorize(&admission, req.method(), identity, now)?;
     draft.allowed = true;
-    draft.route = Some(policy.routes[allow.route].id.clone());
-    draft.class = policy.class_name(allow.route).map(str::to_owned);
-    limits::check_session(&gw.state, policy, &allow, &identity, token_hash, now).await?;
-    let rate_headers = limits::check_rates(&gw.state, policy, &allow, &identity).await?;
+    draft.route = Some(allow.route);
+    limits::check_session(&gw.state, policy, &allow, identity, token_hash, now).await?;
+    let rate_headers = limits::check_rates(&gw.state, policy, &allow, identity).await?;
     let prefix = &gw.state.prefix;
-    let ingress = limits::byte_counters(prefix, policy, true, &allow, &identity);
+    let ingress = limits::byte_counters(prefix, policy, true, &allow, identity);
     limits::check_budget(&gw.state, &ingress, declared, Reason::IngressCapExceeded).await?;
-    let egress = limits::byte_counters(prefix, policy, false, &allow, &identity);
+    let egress = limits::byte_counters(prefix, policy, false, &allow, identity);
     let egress_left =
         limits::check_budget(&gw.state, &egress, None, Reason::EgressCapExceeded).await?;
     tracing::debug!(
@@ -364,7 +288,10 @@ async fn forward(
     }
     set_forwarded(&mut headers, admission.client_ip, original_host);
     headers.insert(request_id::HEADER, request_id.clone());
-    headers.insert(HeaderName::from_static("traceparent"), trace.traceparent());
+    headers.insert(
+        HeaderName::from_static("traceparent"),
+        draft.trace.traceparent(),
+    );
 
     let (body, overflow) = RequestBody::new(body, limit);
     let mut body = body.counting(draft.bytes_in.clone());
@@ -441,8 +368,8 @@ async fn verify(
     token: &str,
     key: u128,
     now: u64,
-) -> Result<Arc<VerifiedToken>, Denial> {
-    if let Some(hit) = gw.tokens.get(key, now) {
+) -> Result<Arc<Identity>, Denial> {
+    if let Some(hit) = gw.tokens.get(key, now, &active.version) {
         return Ok(hit);
     }
     let policy = &active.config.policy;
@@ -473,7 +400,7 @@ async fn verify(
             }
         }
     };
-    let verified = Arc::new(verified);
+    let verified = Arc::new(Identity::new(verified, active.version.clone()));
     gw.tokens.insert(key, verified.clone());
     Ok(verified)
 }

@@ -16,6 +16,8 @@ pub struct RequestIds {
     prefix: u64,
     key: u64,
     counter: AtomicU64,
+    span_key: u64,
+    spans: AtomicU64,
 }
 
 impl Default for RequestIds {
@@ -36,6 +38,8 @@ impl RequestIds {
             prefix: random(1),
             key: random(2),
             counter: AtomicU64::new(0),
+            span_key: random(3),
+            spans: AtomicU64::new(0),
         }
     }
 
@@ -48,17 +52,30 @@ impl RequestIds {
     }
 
     pub fn generate(&self) -> HeaderValue {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        // Odd multiplications, xor and rotation are bijections on u64: distinct n, distinct ids.
-        let mixed = ((n ^ self.key).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-            .rotate_left(29)
-            .wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let mixed = permuted(&self.counter, self.key);
         let mut buf = [0u8; 32];
         hex(self.prefix, &mut buf[..16]);
         hex(mixed, &mut buf[16..]);
         // Hex digits are always a valid header value.
         HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("invalid"))
     }
+
+    /// A W3C span id (16 hex digits) for this process's span of one request: unique within the
+    /// process even when clients reuse request ids, and never all zeros (which W3C reserves).
+    pub fn span_id(&self) -> [u8; 16] {
+        let mut buf = [0u8; 16];
+        hex(permuted(&self.spans, self.span_key).max(1), &mut buf);
+        buf
+    }
+}
+
+/// The next value of `counter`, scrambled. Odd multiplications, xor and rotation are bijections on
+/// u64: distinct counts, distinct results.
+fn permuted(counter: &AtomicU64, key: u64) -> u64 {
+    let n = counter.fetch_add(1, Ordering::Relaxed);
+    ((n ^ key).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        .rotate_left(29)
+        .wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
 fn hex(mut v: u64, out: &mut [u8]) {

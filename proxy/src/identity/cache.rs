@@ -7,15 +7,43 @@
 //! each new token cost a scan of thousands of live ones.
 
 use std::collections::{HashMap, VecDeque};
+
+use foldhash::fast::RandomState;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vendorgate_policy::VerifiedToken;
 
+use crate::trail::chain::sha256_hex;
+
 const SHARDS: usize = 16;
+
+/// A verified token as the request path keeps it: the claims, the policy they were resolved under,
+/// and what every request's decision record would otherwise derive from them again.
+pub struct Identity {
+    pub token: VerifiedToken,
+    /// The `version` of the policy that resolved `token.vendor`, compared by pointer: an entry made
+    /// under the previous policy is a miss, even one inserted just after a reload cleared the cache.
+    policy: Arc<str>,
+    /// SHA-256 of the `jti` (hex) for the record: once per token rather than once per request.
+    pub jti_sha256: Option<String>,
+}
+
+impl Identity {
+    pub fn new(token: VerifiedToken, policy: Arc<str>) -> Self {
+        let jti_sha256 = token.jti.as_ref().map(|j| sha256_hex(j.as_bytes()));
+        Identity {
+            token,
+            policy,
+            jti_sha256,
+        }
+    }
+}
 
 #[derive(Default)]
 struct Shard {
-    tokens: HashMap<u128, Arc<VerifiedToken>>,
+    /// Keys are already uniform (a slice of SHA-256); a seeded fast hasher spreads them as well
+    /// as SipHash does, for a fraction of the work on every request.
+    tokens: HashMap<u128, Arc<Identity>, RandomState>,
     /// Keys in insertion order, for eviction. Holds exactly the keys of `tokens`.
     order: VecDeque<u128>,
     /// Lookups answered from the cache, and lookups that found nothing (each one then costs a
@@ -54,10 +82,14 @@ impl TokenCache {
         lock(&self.shards[(key as usize) % SHARDS])
     }
 
-    /// A verified token still within its `exp`.
-    pub fn get(&self, key: u128, now: u64) -> Option<Arc<VerifiedToken>> {
+    /// A verified token still within its `exp`, resolved under `policy` (the active `version`).
+    pub fn get(&self, key: u128, now: u64, policy: &Arc<str>) -> Option<Arc<Identity>> {
         let mut shard = self.shard(key);
-        let found = shard.tokens.get(&key).filter(|t| t.exp >= now).cloned();
+        let found = shard
+            .tokens
+            .get(&key)
+            .filter(|t| t.token.exp >= now && Arc::ptr_eq(&t.policy, policy))
+            .cloned();
         if found.is_some() {
             shard.hits += 1;
         } else {
@@ -74,7 +106,7 @@ impl TokenCache {
         })
     }
 
-    pub fn insert(&self, key: u128, token: Arc<VerifiedToken>) {
+    pub fn insert(&self, key: u128, token: Arc<Identity>) {
         let mut shard = self.shard(key);
         // Two requests with the same new token may both verify it: the second only refreshes.
         if shard.tokens.insert(key, token).is_some() {
@@ -113,8 +145,13 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn token(exp: u64) -> Arc<VerifiedToken> {
-        Arc::new(VerifiedToken {
+    fn policy() -> Arc<str> {
+        thread_local!(static POLICY: Arc<str> = Arc::from("sha256:test"));
+        POLICY.with(Arc::clone)
+    }
+
+    fn token(exp: u64) -> Arc<Identity> {
+        let token = VerifiedToken {
             vendor: 0,
             account: "a".into(),
             iss: "i".into(),
@@ -128,27 +165,37 @@ mod tests {
             jti: None,
             alg: "ES256".into(),
             kid: None,
-        })
+        };
+        Arc::new(Identity::new(token, policy()))
     }
 
     #[test]
     fn entries_expire_and_capacity_is_bounded() {
         let cache = TokenCache::new(32);
         cache.insert(token_key("t1"), token(100));
-        assert!(cache.get(token_key("t1"), 99).is_some());
-        assert!(cache.get(token_key("t1"), 101).is_none());
-        assert!(cache.get(token_key("t2"), 50).is_none());
+        assert!(cache.get(token_key("t1"), 99, &policy()).is_some());
+        assert!(cache.get(token_key("t1"), 101, &policy()).is_none());
+        assert!(cache.get(token_key("t2"), 50, &policy()).is_none());
         for i in 0..1000 {
             cache.insert(token_key(&format!("tok{i}")), token(10_000));
         }
         assert_eq!(cache.len(), 32);
         // The newest stay; the oldest went first.
-        assert!(cache.get(token_key("tok999"), 50).is_some());
-        assert!(cache.get(token_key("tok0"), 50).is_none());
+        assert!(cache.get(token_key("tok999"), 50, &policy()).is_some());
+        assert!(cache.get(token_key("tok0"), 50, &policy()).is_none());
         // Inserting a present key again does not make room for it twice.
         cache.insert(token_key("tok999"), token(10_000));
         assert_eq!(cache.len(), 32);
         cache.clear();
         assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn an_entry_resolved_under_another_policy_is_a_miss() {
+        let cache = TokenCache::new(32);
+        cache.insert(token_key("t1"), token(100));
+        let reloaded: Arc<str> = Arc::from("sha256:test");
+        assert!(cache.get(token_key("t1"), 50, &reloaded).is_none());
+        assert!(cache.get(token_key("t1"), 50, &policy()).is_some());
     }
 }

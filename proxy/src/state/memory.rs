@@ -6,6 +6,7 @@ use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
+use foldhash::fast::RandomState;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DefaultKeyedStateStore;
@@ -16,8 +17,16 @@ use super::{Counter, SessionOutcome, StateBackend, StateError};
 
 const SHARDS: usize = 32;
 
-type Limiter =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+/// Keys here are built by the proxy from verified tokens, never chosen freely by a client, and every
+/// request looks several up: foldhash (seeded per process) rather than SipHash.
+type Map<V> = HashMap<String, V, RandomState>;
+
+type Limiter = RateLimiter<
+    String,
+    DefaultKeyedStateStore<String, RandomState>,
+    DefaultClock,
+    StateInformationMiddleware,
+>;
 
 struct RuleLimiter {
     id: String,
@@ -44,8 +53,8 @@ struct Used {
 }
 
 pub struct MemoryState {
-    sessions: Vec<Mutex<HashMap<String, Session>>>,
-    counters: Vec<Mutex<HashMap<String, Used>>>,
+    sessions: Vec<Mutex<Map<Session>>>,
+    counters: Vec<Mutex<Map<Used>>>,
     /// One governor limiter per distinct rule (id, interval, burst): a reload that changes a
     /// rule's numbers gets a fresh limiter rather than one with the old quota. A list, not a map:
     /// a policy has a handful of rules, and a scan compares `&str`s where a map lookup would build
@@ -69,8 +78,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl MemoryState {
     pub fn new(max_keys: usize) -> Self {
         MemoryState {
-            sessions: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            counters: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            sessions: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            counters: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
             limiters: RwLock::new(Vec::new()),
             per_shard: max_keys.div_ceil(SHARDS).max(16),
         }
@@ -95,8 +104,10 @@ impl MemoryState {
         let quota = Quota::with_period(Duration::from_micros(rule.interval_us()))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
-        let limiter =
-            Arc::new(RateLimiter::dashmap(quota).with_middleware::<StateInformationMiddleware>());
+        let limiter = Arc::new(
+            RateLimiter::dashmap_with_hasher(quota, RandomState::default())
+                .with_middleware::<StateInformationMiddleware>(),
+        );
         list.push(RuleLimiter {
             id: rule.id.clone(),
             interval_us: rule.interval_us(),
@@ -127,7 +138,7 @@ impl MemoryState {
 
     /// Makes room in a full shard: expired entries first, then an arbitrary one (bounded memory
     /// beats perfect recall; the cost is one session or counter restarting).
-    fn make_room<V>(map: &mut HashMap<String, V>, limit: usize, expired: impl Fn(&V) -> bool) {
+    fn make_room<V>(map: &mut Map<V>, limit: usize, expired: impl Fn(&V) -> bool) {
         if map.len() < limit {
             return;
         }
@@ -230,12 +241,11 @@ impl StateBackend for MemoryState {
         let mut shards: Vec<usize> = counters.iter().map(|c| shard_of(&c.key)).collect();
         shards.sort_unstable();
         shards.dedup();
-        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, HashMap<String, Used>>)> = shards
+        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)> = shards
             .iter()
             .map(|&i| (i, lock(&self.counters[i])))
             .collect();
-        let used = |guards: &Vec<(usize, std::sync::MutexGuard<'_, HashMap<String, Used>>)>,
-                    c: &Counter| {
+        let used = |guards: &Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)>, c: &Counter| {
             let g = &guards.iter().find(|(i, _)| *i == shard_of(&c.key))?.1;
             g.get(&c.key)
                 .filter(|u| u.expires_ms > now_ms)

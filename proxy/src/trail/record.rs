@@ -2,78 +2,84 @@
 //! Schema where ECS has a field (`@timestamp`, `event.*`, `http.*`, `url.*`, `client.ip`,
 //! `source.ip`, `user.id`, `organization.id`, `trace.id`), so a SIEM ingests it without mapping
 //! pain; what ECS lacks lives under `vendorgate.*`. The token itself is never recorded, only its
-//! `iss`, `sub`, `amr` and a SHA-256 of its `jti`.
+//! `iss`, `sub`, `amr` and a SHA-256 of its `jti` (computed once per token, in the token cache).
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
+use http::{HeaderValue, Method, Uri};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::chain::sha256_hex;
-use super::time::rfc3339;
+use super::time::{rfc3339, Timestamp};
 use super::Slot;
+use crate::gateway::Active;
+use crate::identity::cache::Identity;
+use crate::ip_text::IpText;
 use crate::metrics::Metrics;
 use crate::otel::{Otel, Span};
+use crate::trace_context::TraceContext;
 
 pub const SCHEMA: &str = "vendorgate.decision/1";
 
-/// What the token said, minus anything secret.
-#[derive(Debug, Clone)]
-pub struct TokenFacts {
-    pub iss: String,
-    pub sub: Option<String>,
-    pub amr: Vec<String>,
-    pub jti_sha256: Option<String>,
-}
-
-impl TokenFacts {
-    pub fn from(t: &vendorgate_policy::VerifiedToken) -> Self {
-        TokenFacts {
-            iss: t.iss.clone(),
-            sub: t.sub.clone(),
-            amr: t.amr.clone(),
-            jti_sha256: t.jti.as_ref().map(|j| sha256_hex(j.as_bytes())),
-        }
-    }
-}
-
 /// A record in the making: filled in as the request passes the phases, sealed when its response
 /// body is done (or dropped), so the byte counts are final.
+///
+/// It holds references (the policy, the cached identity, header values) rather than copies of
+/// their strings: one is made for every request, and most never need a field more than once.
 pub struct Draft {
     pub slot: Option<Slot>,
     pub metrics: Arc<Metrics>,
     pub otel: Option<Arc<Otel>>,
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
+    pub trace: TraceContext,
     pub started: Instant,
     pub at: SystemTime,
-    pub request_id: String,
-    pub trace_id: String,
-    pub method: String,
-    pub raw_path: String,
-    pub query: Option<String>,
+    pub request_id: HeaderValue,
+    pub method: Method,
+    pub uri: Uri,
+    /// The normalized path, once the request got that far.
     pub path: Option<String>,
     pub http_version: &'static str,
     pub peer: SocketAddr,
     pub client_ip: Option<IpAddr>,
-    pub vendor: Option<String>,
-    pub account: Option<String>,
-    pub route: Option<String>,
-    pub class: Option<String>,
+    /// The policy that decided: names the vendor, route and class by index, and its version.
+    pub active: Arc<Active>,
+    pub vendor: Option<usize>,
+    pub route: Option<usize>,
+    pub identity: Option<Arc<Identity>>,
     pub allowed: bool,
     pub reason: &'static str,
     pub rule: String,
-    pub token: Option<TokenFacts>,
     pub status: u16,
     pub upstream_status: Option<u16>,
     pub bytes_in: Arc<AtomicU64>,
-    pub policy_version: Arc<str>,
 }
 
 impl Draft {
+    fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("")
+    }
+
+    fn vendor_id(&self) -> Option<&str> {
+        let v = self.active.config.policy.vendors.get(self.vendor?)?;
+        Some(&v.id)
+    }
+
+    fn route_id(&self) -> Option<&str> {
+        let r = self.active.config.policy.routes.get(self.route?)?;
+        Some(&r.id)
+    }
+
+    fn class(&self) -> Option<&str> {
+        self.active.config.policy.class_name(self.route?)
+    }
+
+    fn account(&self) -> Option<&str> {
+        self.identity.as_deref().map(|i| i.token.account.as_str())
+    }
+
     /// Seals the record with the final counts and hands it to the writer.
     pub fn finish(mut self, bytes_out: u64, completed: bool, cut_off: bool) {
         let duration = self.started.elapsed();
@@ -82,8 +88,8 @@ impl Draft {
         self.metrics.observe(
             self.allowed,
             self.reason,
-            self.vendor.as_deref(),
-            self.account.as_deref(),
+            self.vendor_id(),
+            self.account(),
             bytes_out,
             duration,
         );
@@ -94,11 +100,12 @@ impl Draft {
         if !slot.is_recorded() {
             return;
         }
-        let client_ip = self.client_ip.map(|ip| ip.to_string());
-        let source_ip = self.peer.ip().to_canonical().to_string();
+        let client_ip = self.client_ip.map(IpText::new);
+        let source_ip = IpText::new(self.peer.ip().to_canonical());
         let decision = if self.allowed { "allow" } else { "deny" };
+        let timestamp = Timestamp::at(self.at);
         let record = HttpRecord {
-            timestamp: rfc3339(self.at),
+            timestamp: timestamp.as_str(),
             event: Event {
                 kind: "event",
                 category: ["web"],
@@ -111,8 +118,8 @@ impl Draft {
             http: Http {
                 version: self.http_version,
                 request: HttpRequest {
-                    id: &self.request_id,
-                    method: &self.method,
+                    id: self.request_id(),
+                    method: self.method.as_str(),
                     bytes: bytes_in,
                 },
                 response: HttpResponse {
@@ -121,39 +128,48 @@ impl Draft {
                 },
             },
             url: Url {
-                path: self.path.as_deref().unwrap_or(&self.raw_path),
-                original: &self.raw_path,
-                query: self.query.as_deref(),
+                path: self.path.as_deref().unwrap_or(self.uri.path()),
+                original: self.uri.path(),
+                query: self.uri.query(),
             },
-            client: client_ip.as_deref().map(|ip| Ip { ip }),
+            client: client_ip.as_ref().map(|ip| Ip { ip: ip.as_str() }),
             source: Source {
-                ip: &source_ip,
+                ip: source_ip.as_str(),
                 port: self.peer.port(),
             },
-            user: self.account.as_deref().map(|id| Id { id }),
-            organization: self.vendor.as_deref().map(|id| Id { id }),
-            trace: Id { id: &self.trace_id },
+            user: self.account().map(|id| Id { id }),
+            organization: self.vendor_id().map(|id| Id { id }),
+            trace: Id {
+                id: self.trace.trace_id(),
+            },
             vendorgate: Vendorgate {
                 schema: SCHEMA,
                 decision,
                 reason: self.reason,
                 rule: &self.rule,
-                route: self.route.as_deref(),
-                class: self.class.as_deref(),
-                policy_version: &self.policy_version,
+                route: self.route_id(),
+                class: self.class(),
+                policy_version: &self.active.version,
                 upstream_status: self.upstream_status,
                 completed,
                 cut_off,
-                token: self.token.as_ref().map(|t| Token {
-                    iss: &t.iss,
-                    sub: t.sub.as_deref(),
-                    amr: &t.amr,
-                    jti_sha256: t.jti_sha256.as_deref(),
+                token: self.identity.as_deref().map(|i| Token {
+                    iss: &i.token.iss,
+                    sub: i.token.sub.as_deref(),
+                    amr: &i.token.amr,
+                    jti_sha256: i.jti_sha256.as_deref(),
                 }),
             },
         };
-        // Serializing plain structs cannot fail; a record that somehow did would still be counted.
-        slot.submit(serde_json::to_string(&record).unwrap_or_default());
+        // Sized for a typical record, so the buffer is allocated once rather than grown four times.
+        let mut json = Vec::with_capacity(1536);
+        // Serializing plain structs into memory cannot fail, and serde_json writes UTF-8; a record
+        // that somehow did fail would still be counted, as an empty one.
+        let fields = match serde_json::to_writer(&mut json, &record) {
+            Ok(()) => String::from_utf8(json).unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        slot.submit(fields);
     }
 }
 
@@ -161,7 +177,7 @@ impl Draft {
 #[derive(Serialize)]
 struct HttpRecord<'a> {
     #[serde(rename = "@timestamp")]
-    timestamp: String,
+    timestamp: &'a str,
     event: Event,
     http: Http<'a>,
     url: Url<'a>,
@@ -270,10 +286,10 @@ impl Draft {
         cut_off: bool,
     ) -> Span {
         let mut attributes: Vec<(&'static str, Value)> = vec![
-            ("http.request.method", json!(self.method)),
+            ("http.request.method", json!(self.method.as_str())),
             (
                 "url.path",
-                json!(self.path.as_deref().unwrap_or(&self.raw_path)),
+                json!(self.path.as_deref().unwrap_or(self.uri.path())),
             ),
             ("http.response.status_code", json!(self.status)),
             ("http.request.body.size", json!(bytes_in)),
@@ -282,20 +298,20 @@ impl Draft {
                 "client.address",
                 json!(self.client_ip.unwrap_or(self.peer.ip()).to_string()),
             ),
-            ("vendorgate.request_id", json!(self.request_id)),
+            ("vendorgate.request_id", json!(self.request_id())),
             (
                 "vendorgate.decision",
                 json!(if self.allowed { "allow" } else { "deny" }),
             ),
             ("vendorgate.reason", json!(self.reason)),
-            ("vendorgate.policy_version", json!(&*self.policy_version)),
+            ("vendorgate.policy_version", json!(&*self.active.version)),
             ("vendorgate.cut_off", json!(cut_off)),
         ];
         for (k, v) in [
-            ("vendorgate.vendor", &self.vendor),
-            ("vendorgate.account", &self.account),
-            ("vendorgate.route", &self.route),
-            ("vendorgate.class", &self.class),
+            ("vendorgate.vendor", self.vendor_id()),
+            ("vendorgate.account", self.account()),
+            ("vendorgate.route", self.route_id()),
+            ("vendorgate.class", self.class()),
         ] {
             if let Some(v) = v {
                 attributes.push((k, json!(v)));
@@ -305,14 +321,10 @@ impl Draft {
             attributes.push(("vendorgate.rule", json!(self.rule)));
         }
         Span {
-            trace_id: self.trace_id.clone(),
-            span_id: self.span_id.clone(),
-            parent_span_id: self.parent_span_id.clone(),
-            name: format!(
-                "{} {}",
-                self.method,
-                self.route.as_deref().unwrap_or("(refused)")
-            ),
+            trace_id: self.trace.trace_id().to_owned(),
+            span_id: self.trace.span_id().to_owned(),
+            parent_span_id: self.trace.parent_span_id().map(str::to_owned),
+            name: format!("{} {}", self.method, self.route_id().unwrap_or("(refused)")),
             start: self.at,
             end: self.at + took,
             error: !success,
@@ -325,7 +337,10 @@ impl Drop for Draft {
     fn drop(&mut self) {
         // A draft is always finished by its body; this only guards against a path that forgets.
         if self.slot.is_some() {
-            tracing::error!(request_id = %self.request_id, "decision record dropped unfinished");
+            tracing::error!(
+                request_id = self.request_id(),
+                "decision record dropped unfinished"
+            );
         }
     }
 }

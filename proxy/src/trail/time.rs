@@ -3,17 +3,48 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let (y, m, day) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    Timestamp::at(t).as_str().to_owned()
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` in place: every decision record has one, and the formatting
+/// machinery cost more than the rest of the record's fields together.
+pub struct Timestamp([u8; 24]);
+
+impl Timestamp {
+    pub fn at(t: SystemTime) -> Self {
+        // Four-digit years: beyond 9999 the clock is wrong, and the stamp says the last moment
+        // it can.
+        const MAX_SECS: u64 = 253_402_300_799;
+        let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+        let (secs, millis) = match d.as_secs() {
+            s if s > MAX_SECS => (MAX_SECS, 999),
+            s => (s, d.subsec_millis()),
+        };
+        let (days, rem) = ((secs / 86_400) as i64, (secs % 86_400) as u32);
+        let (y, m, day) = civil_from_days(days);
+        let mut b = *b"0000-00-00T00:00:00.000Z";
+        digits(&mut b[0..4], y as u32);
+        digits(&mut b[5..7], m);
+        digits(&mut b[8..10], day);
+        digits(&mut b[11..13], rem / 3600);
+        digits(&mut b[14..16], (rem / 60) % 60);
+        digits(&mut b[17..19], rem % 60);
+        digits(&mut b[20..23], millis);
+        Timestamp(b)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ever ASCII digits and separators.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+/// `v` in decimal, right-aligned and zero-padded into `out`.
+fn digits(out: &mut [u8], mut v: u32) {
+    for slot in out.iter_mut().rev() {
+        *slot = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
 }
 
 /// Parses what [`rfc3339`] writes (and the same without fractions or with an offset of Z only).
@@ -71,6 +102,14 @@ mod tests {
         assert_eq!(s, "2026-11-22T12:22:03.456Z");
         assert_eq!(parse_rfc3339(&s), Some(t));
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_millis(951_782_400_007)),
+            "2000-02-29T00:00:00.007Z"
+        );
+        assert_eq!(
+            rfc3339(UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1000)),
+            "9999-12-31T23:59:59.999Z"
+        );
         assert_eq!(
             parse_rfc3339("2024-02-29T23:59:59Z"),
             Some(UNIX_EPOCH + Duration::from_secs(1_709_251_199))

@@ -50,7 +50,7 @@ fn verified(i: usize, policy: &Arc<str>) -> Arc<Identity> {
         alg: "ES256".into(),
         kid: Some("k1".into()),
     };
-    Arc::new(Identity::new(token, policy.clone()))
+    Arc::new(Identity::new(token, policy.clone(), "acme"))
 }
 
 fn token_cache_hit(c: &mut Criterion) {

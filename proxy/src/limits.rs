@@ -3,6 +3,7 @@
 //! (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "id";q=10;w=60` and
 //! `RateLimit: "id";r=3;t=12`).
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use vendorgate_policy::config::Scope;
 use vendorgate_policy::{
@@ -134,12 +135,13 @@ impl RateHeaders {
         );
     }
 
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    pub fn apply(self, headers: &mut HeaderMap) {
         if self.policy.is_empty() {
             return;
         }
-        for (name, items) in [(&RATELIMIT_POLICY, &self.policy), (&RATELIMIT, &self.state)] {
-            if let Ok(v) = HeaderValue::from_str(items) {
+        for (name, items) in [(&RATELIMIT_POLICY, self.policy), (&RATELIMIT, self.state)] {
+            // The lists become the values as they are, without a copy.
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(items)) {
                 headers.insert(name.clone(), v);
             }
         }

@@ -27,9 +27,7 @@ use crate::body::{ProxyBody, RequestBody};
 use crate::conn::{ConnInfo, InFlight};
 use crate::errors::{error_response, ProxyError};
 use crate::gateway::{Active, Gateway};
-use crate::headers::{
-    encoded_value, set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID,
-};
+use crate::headers::{set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID};
 use crate::identity::cache::{token_key, Identity};
 use crate::limits::{self, Limited};
 use crate::metering::Meter;
@@ -283,8 +281,7 @@ async fn forward(
     }
     if let Some(name) = &active.identity_header {
         // Whatever the client put there is a claim, not a fact: replace it.
-        let who = format!("{}/{}", policy.vendors[allow.vendor].id, identity.account);
-        headers.insert(name.clone(), encoded_value(&who));
+        headers.insert(name.clone(), cached.who.clone());
     }
     set_forwarded(&mut headers, admission.client_ip, original_host);
     headers.insert(request_id::HEADER, request_id.clone());
@@ -400,7 +397,11 @@ async fn verify(
             }
         }
     };
-    let verified = Arc::new(Identity::new(verified, active.version.clone()));
+    let vendor = policy
+        .vendors
+        .get(verified.vendor)
+        .map_or("", |v| v.id.as_str());
+    let verified = Arc::new(Identity::new(verified, active.version.clone(), vendor));
     gw.tokens.insert(key, verified.clone());
     Ok(verified)
 }

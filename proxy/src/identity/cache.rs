@@ -9,10 +9,12 @@
 use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
+use http::HeaderValue;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use vendorgate_policy::VerifiedToken;
 
+use crate::headers::encoded_value;
 use crate::trail::chain::sha256_hex;
 
 const SHARDS: usize = 16;
@@ -26,15 +28,20 @@ pub struct Identity {
     policy: Arc<str>,
     /// SHA-256 of the `jti` (hex) for the record: once per token rather than once per request.
     pub jti_sha256: Option<String>,
+    /// `vendor/account`, encoded for `upstream.identity_header`.
+    pub who: HeaderValue,
 }
 
 impl Identity {
-    pub fn new(token: VerifiedToken, policy: Arc<str>) -> Self {
+    /// `vendor` is the id of the vendor `token.vendor` names in `policy`.
+    pub fn new(token: VerifiedToken, policy: Arc<str>, vendor: &str) -> Self {
         let jti_sha256 = token.jti.as_ref().map(|j| sha256_hex(j.as_bytes()));
+        let who = encoded_value(&[vendor, "/", &token.account].concat());
         Identity {
             token,
             policy,
             jti_sha256,
+            who,
         }
     }
 }
@@ -166,7 +173,7 @@ mod tests {
             alg: "ES256".into(),
             kid: None,
         };
-        Arc::new(Identity::new(token, policy()))
+        Arc::new(Identity::new(token, policy(), "acme"))
     }
 
     #[test]

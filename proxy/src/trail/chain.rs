@@ -6,8 +6,6 @@
 //! its hash; deleting or reordering records breaks `seq` and `prev_hash`; a cut-off file ends in an
 //! incomplete line. The chain runs on across rotated files.
 
-use std::fmt::Write;
-
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
 
@@ -27,7 +25,11 @@ pub fn sha256_hex(data: &[u8]) -> String {
 /// without braces). Returns the line (with newline) and its hash.
 pub fn seal(seq: u64, prev_hash: &str, fields: &str) -> (String, String) {
     let mut line = String::with_capacity(fields.len() + 200);
-    let _ = write!(line, "{{\"seq\":{seq},\"prev_hash\":\"{prev_hash}\"");
+    line.push_str("{\"seq\":");
+    line.push_str(itoa::Buffer::new().format(seq));
+    line.push_str(",\"prev_hash\":\"");
+    line.push_str(prev_hash);
+    line.push('"');
     if !fields.is_empty() {
         line.push(',');
         line.push_str(fields);
@@ -35,7 +37,9 @@ pub fn seal(seq: u64, prev_hash: &str, fields: &str) -> (String, String) {
     line.push('}');
     let hash = sha256_hex(line.as_bytes());
     line.pop();
-    let _ = writeln!(line, ",\"hash\":\"{hash}\"}}");
+    line.push_str(",\"hash\":\"");
+    line.push_str(&hash);
+    line.push_str("\"}\n");
     (line, hash)
 }
 

@@ -9,6 +9,7 @@
 //! missing record is counted and logged.
 
 pub mod chain;
+mod json;
 pub mod record;
 pub mod time;
 mod writer;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
-use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::json::JsonOut;
 use super::time::{rfc3339, Timestamp};
 use super::Slot;
 use crate::gateway::Active;
@@ -102,178 +102,172 @@ impl Draft {
         }
         let client_ip = self.client_ip.map(IpText::new);
         let source_ip = IpText::new(self.peer.ip().to_canonical());
-        let decision = if self.allowed { "allow" } else { "deny" };
         let timestamp = Timestamp::at(self.at);
         let record = HttpRecord {
             timestamp: timestamp.as_str(),
-            event: Event {
-                kind: "event",
-                category: ["web"],
-                r#type: [if self.allowed { "allowed" } else { "denied" }],
-                action: "http_request",
-                outcome: if success { "success" } else { "failure" },
-                reason: self.reason,
-                duration: duration.as_nanos() as u64,
-            },
-            http: Http {
-                version: self.http_version,
-                request: HttpRequest {
-                    id: self.request_id(),
-                    method: self.method.as_str(),
-                    bytes: bytes_in,
-                },
-                response: HttpResponse {
-                    status_code: self.status,
-                    bytes: bytes_out,
-                },
-            },
-            url: Url {
-                path: self.path.as_deref().unwrap_or(self.uri.path()),
-                original: self.uri.path(),
-                query: self.uri.query(),
-            },
-            client: client_ip.as_ref().map(|ip| Ip { ip: ip.as_str() }),
-            source: Source {
-                ip: source_ip.as_str(),
-                port: self.peer.port(),
-            },
-            user: self.account().map(|id| Id { id }),
-            organization: self.vendor_id().map(|id| Id { id }),
-            trace: Id {
-                id: self.trace.trace_id(),
-            },
-            vendorgate: Vendorgate {
-                schema: SCHEMA,
-                decision,
-                reason: self.reason,
-                rule: &self.rule,
-                route: self.route_id(),
-                class: self.class(),
-                policy_version: &self.active.version,
-                upstream_status: self.upstream_status,
-                completed,
-                cut_off,
-                token: self.identity.as_deref().map(|i| Token {
-                    iss: &i.token.iss,
-                    sub: i.token.sub.as_deref(),
-                    amr: &i.token.amr,
-                    jti_sha256: i.jti_sha256.as_deref(),
-                }),
-            },
+            allowed: self.allowed,
+            success,
+            reason: self.reason,
+            duration_ns: duration.as_nanos() as u64,
+            http_version: self.http_version,
+            request_id: self.request_id(),
+            method: self.method.as_str(),
+            bytes_in,
+            status: self.status,
+            bytes_out,
+            path: self.path.as_deref().unwrap_or(self.uri.path()),
+            original: self.uri.path(),
+            query: self.uri.query(),
+            client_ip: client_ip.as_ref().map(IpText::as_str),
+            source_ip: source_ip.as_str(),
+            source_port: self.peer.port(),
+            account: self.account(),
+            vendor: self.vendor_id(),
+            trace_id: self.trace.trace_id(),
+            rule: &self.rule,
+            route: self.route_id(),
+            class: self.class(),
+            policy_version: &self.active.version,
+            upstream_status: self.upstream_status,
+            completed,
+            cut_off,
+            token: self.identity.as_deref().map(|i| Token {
+                iss: &i.token.iss,
+                sub: i.token.sub.as_deref(),
+                amr: &i.token.amr,
+                jti_sha256: i.jti_sha256.as_deref(),
+            }),
         };
-        // Sized for a typical record, so the buffer is allocated once rather than grown four times.
-        let mut json = Vec::with_capacity(1536);
-        // Serializing plain structs into memory cannot fail, and serde_json writes UTF-8; a record
-        // that somehow did fail would still be counted, as an empty one.
-        let fields = match serde_json::to_writer(&mut json, &record) {
-            Ok(()) => String::from_utf8(json).unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        slot.submit(fields);
+        slot.submit(record.to_json());
     }
 }
 
-// The record's shape, borrowed from the draft: one serialization, no intermediate JSON tree.
-#[derive(Serialize)]
+/// The record's fields, borrowed from the draft.
 struct HttpRecord<'a> {
-    #[serde(rename = "@timestamp")]
     timestamp: &'a str,
-    event: Event,
-    http: Http<'a>,
-    url: Url<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client: Option<Ip<'a>>,
-    source: Source<'a>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    user: Option<Id<'a>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    organization: Option<Id<'a>>,
-    trace: Id<'a>,
-    vendorgate: Vendorgate<'a>,
-}
-
-#[derive(Serialize)]
-struct Event {
-    kind: &'static str,
-    category: [&'static str; 1],
-    r#type: [&'static str; 1],
-    action: &'static str,
-    outcome: &'static str,
+    allowed: bool,
+    success: bool,
     reason: &'static str,
-    duration: u64,
-}
-
-#[derive(Serialize)]
-struct Http<'a> {
-    version: &'static str,
-    request: HttpRequest<'a>,
-    response: HttpResponse,
-}
-
-#[derive(Serialize)]
-struct HttpRequest<'a> {
-    id: &'a str,
+    duration_ns: u64,
+    http_version: &'static str,
+    request_id: &'a str,
     method: &'a str,
-    bytes: u64,
-}
-
-#[derive(Serialize)]
-struct HttpResponse {
-    status_code: u16,
-    bytes: u64,
-}
-
-#[derive(Serialize)]
-struct Url<'a> {
+    bytes_in: u64,
+    status: u16,
+    bytes_out: u64,
     path: &'a str,
     original: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     query: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct Ip<'a> {
-    ip: &'a str,
-}
-
-#[derive(Serialize)]
-struct Source<'a> {
-    ip: &'a str,
-    port: u16,
-}
-
-#[derive(Serialize)]
-struct Id<'a> {
-    id: &'a str,
-}
-
-#[derive(Serialize)]
-struct Vendorgate<'a> {
-    schema: &'static str,
-    decision: &'static str,
-    reason: &'static str,
+    client_ip: Option<&'a str>,
+    source_ip: &'a str,
+    source_port: u16,
+    account: Option<&'a str>,
+    vendor: Option<&'a str>,
+    trace_id: &'a str,
     rule: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     route: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     class: Option<&'a str>,
     policy_version: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     upstream_status: Option<u16>,
     completed: bool,
     cut_off: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
     token: Option<Token<'a>>,
 }
 
-#[derive(Serialize)]
 struct Token<'a> {
     iss: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
     sub: Option<&'a str>,
     amr: &'a [String],
-    #[serde(skip_serializing_if = "Option::is_none")]
     jti_sha256: Option<&'a str>,
+}
+
+impl HttpRecord<'_> {
+    /// The schema's nesting, in a fixed key order; absent optional fields are left out.
+    fn to_json(&self) -> String {
+        // Sized for a typical record, so the buffer is allocated once.
+        let mut j = JsonOut::with_capacity(1536);
+        j.raw("{\"@timestamp\":").str(self.timestamp);
+        j.raw(",\"event\":{\"kind\":\"event\",\"category\":[\"web\"],\"type\":[")
+            .str(if self.allowed { "allowed" } else { "denied" })
+            .raw("],\"action\":\"http_request\",\"outcome\":")
+            .str(if self.success { "success" } else { "failure" })
+            .raw(",\"reason\":")
+            .str(self.reason)
+            .raw(",\"duration\":")
+            .u64(self.duration_ns)
+            .raw("}");
+        j.raw(",\"http\":{\"version\":")
+            .str(self.http_version)
+            .raw(",\"request\":{\"id\":")
+            .str(self.request_id)
+            .raw(",\"method\":")
+            .str(self.method)
+            .raw(",\"bytes\":")
+            .u64(self.bytes_in)
+            .raw("},\"response\":{\"status_code\":")
+            .u64(self.status.into())
+            .raw(",\"bytes\":")
+            .u64(self.bytes_out)
+            .raw("}}");
+        j.raw(",\"url\":{\"path\":")
+            .str(self.path)
+            .raw(",\"original\":")
+            .str(self.original);
+        if let Some(q) = self.query {
+            j.raw(",\"query\":").str(q);
+        }
+        j.raw("}");
+        if let Some(ip) = self.client_ip {
+            j.raw(",\"client\":{\"ip\":").str(ip).raw("}");
+        }
+        j.raw(",\"source\":{\"ip\":")
+            .str(self.source_ip)
+            .raw(",\"port\":")
+            .u64(self.source_port.into())
+            .raw("}");
+        if let Some(id) = self.account {
+            j.raw(",\"user\":{\"id\":").str(id).raw("}");
+        }
+        if let Some(id) = self.vendor {
+            j.raw(",\"organization\":{\"id\":").str(id).raw("}");
+        }
+        j.raw(",\"trace\":{\"id\":").str(self.trace_id).raw("}");
+        j.raw(",\"vendorgate\":{\"schema\":")
+            .str(SCHEMA)
+            .raw(",\"decision\":")
+            .str(if self.allowed { "allow" } else { "deny" })
+            .raw(",\"reason\":")
+            .str(self.reason)
+            .raw(",\"rule\":")
+            .str(self.rule);
+        if let Some(route) = self.route {
+            j.raw(",\"route\":").str(route);
+        }
+        if let Some(class) = self.class {
+            j.raw(",\"class\":").str(class);
+        }
+        j.raw(",\"policy_version\":").str(self.policy_version);
+        if let Some(status) = self.upstream_status {
+            j.raw(",\"upstream_status\":").u64(status.into());
+        }
+        j.raw(",\"completed\":")
+            .bool(self.completed)
+            .raw(",\"cut_off\":")
+            .bool(self.cut_off);
+        if let Some(t) = &self.token {
+            j.raw(",\"token\":{\"iss\":").str(t.iss);
+            if let Some(sub) = t.sub {
+                j.raw(",\"sub\":").str(sub);
+            }
+            j.raw(",\"amr\":").strs(t.amr);
+            if let Some(jti) = t.jti_sha256 {
+                j.raw(",\"jti_sha256\":").str(jti);
+            }
+            j.raw("}");
+        }
+        j.raw("}}");
+        j.finish()
+    }
 }
 
 impl Draft {
@@ -359,4 +353,110 @@ pub fn connection_failure(
         "vendorgate": {"schema": SCHEMA, "decision": "deny", "reason": reason, "rule": detail, "policy_version": policy_version},
     });
     record.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full<'a>(amr: &'a [String]) -> HttpRecord<'a> {
+        HttpRecord {
+            timestamp: "2026-11-22T16:57:51.871Z",
+            allowed: true,
+            success: true,
+            reason: "allowed",
+            duration_ns: 598_511,
+            http_version: "1.1",
+            request_id: "c2e0f89a863d22e806b787bc90c382b2",
+            method: "GET",
+            bytes_in: 0,
+            status: 200,
+            bytes_out: 2047,
+            path: "/api/v2/tickets/1",
+            original: "/api/v2//tickets/./1",
+            query: Some("q=\"x\"&y=\\"),
+            client_ip: Some("2001:db8::7"),
+            source_ip: "127.0.0.1",
+            source_port: 42064,
+            account: Some("agent-1"),
+            vendor: Some("acme"),
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
+            rule: "",
+            route: Some("tickets"),
+            class: Some("read"),
+            policy_version: "sha256:672693e5c6757050",
+            upstream_status: Some(200),
+            completed: true,
+            cut_off: false,
+            token: Some(Token {
+                iss: "https://idp.test",
+                sub: Some("agent-1\n"),
+                amr,
+                jti_sha256: Some("0e71"),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_full_record_has_every_field_in_its_place() {
+        let amr = ["pwd".to_string(), "mfa".to_string()];
+        let v: Value = serde_json::from_str(&full(&amr).to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({
+                "@timestamp": "2026-11-22T16:57:51.871Z",
+                "event": {"kind": "event", "category": ["web"], "type": ["allowed"],
+                          "action": "http_request", "outcome": "success", "reason": "allowed",
+                          "duration": 598_511},
+                "http": {"version": "1.1",
+                         "request": {"id": "c2e0f89a863d22e806b787bc90c382b2", "method": "GET", "bytes": 0},
+                         "response": {"status_code": 200, "bytes": 2047}},
+                "url": {"path": "/api/v2/tickets/1", "original": "/api/v2//tickets/./1", "query": "q=\"x\"&y=\\"},
+                "client": {"ip": "2001:db8::7"},
+                "source": {"ip": "127.0.0.1", "port": 42064},
+                "user": {"id": "agent-1"},
+                "organization": {"id": "acme"},
+                "trace": {"id": "4bf92f3577b34da6a3ce929d0e0e4736"},
+                "vendorgate": {"schema": SCHEMA, "decision": "allow", "reason": "allowed", "rule": "",
+                               "route": "tickets", "class": "read",
+                               "policy_version": "sha256:672693e5c6757050", "upstream_status": 200,
+                               "completed": true, "cut_off": false,
+                               "token": {"iss": "https://idp.test", "sub": "agent-1\n",
+                                         "amr": ["pwd", "mfa"], "jti_sha256": "0e71"}},
+            })
+        );
+    }
+
+    #[test]
+    fn a_refusal_before_identity_leaves_out_what_was_never_known() {
+        let record = HttpRecord {
+            allowed: false,
+            success: false,
+            reason: "ip_not_allowed",
+            query: None,
+            client_ip: None,
+            account: None,
+            vendor: None,
+            route: None,
+            class: None,
+            upstream_status: None,
+            token: None,
+            rule: "vendors[*].ip_allow",
+            ..full(&[])
+        };
+        assert_eq!(
+            record.to_json(),
+            concat!(
+                r#"{"@timestamp":"2026-11-22T16:57:51.871Z","event":{"kind":"event","category":["web"],"#,
+                r#""type":["denied"],"action":"http_request","outcome":"failure","reason":"ip_not_allowed","#,
+                r#""duration":598511},"http":{"version":"1.1","request":{"id":"c2e0f89a863d22e806b787bc90c382b2","#,
+                r#""method":"GET","bytes":0},"response":{"status_code":200,"bytes":2047}},"url":{"#,
+                r#""path":"/api/v2/tickets/1","original":"/api/v2//tickets/./1"},"source":{"ip":"127.0.0.1","#,
+                r#""port":42064},"trace":{"id":"4bf92f3577b34da6a3ce929d0e0e4736"},"vendorgate":{"#,
+                r#""schema":"vendorgate.decision/1","decision":"deny","reason":"ip_not_allowed","#,
+                r#""rule":"vendors[*].ip_allow","policy_version":"sha256:672693e5c6757050","#,
+                r#""completed":true,"cut_off":false}}"#
+            )
+        );
+    }
 }

@@ -526,6 +526,17 @@ fn every_key_type_verifies_and_forgeries_do_not() {
         es.split('.').nth(2).unwrap()
     );
     invalid(&swapped, "payload swapped under a valid signature");
+    // Validly signed, but the claims are not a JSON object.
+    invalid(
+        &f.idp.mint(KeyKind::Es256, &json!(["acme"])),
+        "signed claims that are not an object",
+    );
+    // A signature of a length base64 cannot have.
+    invalid(
+        &format!("{}A", &es[..es.len() - 1]),
+        "signature not base64url",
+    );
+    invalid(&format!("{es}A"), "signature one character too long");
     invalid("eyJhbGciOiJFUzI1NiJ9.!!!.###", "malformed base64");
     invalid(&"a".repeat(20_000), "oversized");
     // A key the set does not hold is reported as unknown (the proxy refetches), not as invalid.

@@ -13,6 +13,7 @@ use hyper::body::Incoming;
 use crate::conn::InFlight;
 use crate::metering::{CapReached, Meter};
 use crate::trail::record::Draft;
+use crate::upstream::Lease;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
@@ -167,6 +168,8 @@ pub struct ProxyBody {
     _in_flight: Option<InFlight>,
     /// This request's decision record, sealed when the body ends or is dropped.
     draft: Option<Box<Draft>>,
+    /// The HTTP/1.1 upstream connection this body is read from, returned to the pool at its end.
+    lease: Option<Lease>,
     sent: u64,
     cut: bool,
 }
@@ -189,22 +192,24 @@ impl ProxyBody {
             kind: Kind::Full(Some(bytes.into())),
             _in_flight: None,
             draft: None,
+            lease: None,
             sent: 0,
             cut: false,
         }
     }
 
-    pub fn upstream(body: Incoming) -> Self {
+    pub fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
         ProxyBody {
             kind: Kind::Upstream(body),
             _in_flight: None,
             draft: None,
+            lease,
             sent: 0,
             cut: false,
         }
     }
 
-    pub fn metered(body: Incoming, meter: Meter) -> Self {
+    pub fn metered(body: Incoming, meter: Meter, lease: Option<Lease>) -> Self {
         ProxyBody {
             kind: Kind::Metered {
                 body,
@@ -214,6 +219,7 @@ impl ProxyBody {
             },
             _in_flight: None,
             draft: None,
+            lease,
             sent: 0,
             cut: false,
         }
@@ -224,9 +230,16 @@ impl ProxyBody {
         self
     }
 
+    /// The body is over: record it, and hand the upstream connection back if the upstream's
+    /// response was read to its end (otherwise the lease is dropped and the connection closed).
     fn seal(&mut self, completed: bool) {
         if let Some(draft) = self.draft.take() {
             draft.finish(self.sent, completed, self.cut);
+        }
+        if let Some(lease) = self.lease.take() {
+            if completed {
+                lease.release();
+            }
         }
     }
 

@@ -30,6 +30,8 @@ pub enum BuildError {
     Keys(#[from] KeysError),
     #[error(transparent)]
     Credential(#[from] CredentialError),
+    #[error(transparent)]
+    Upstream(#[from] crate::upstream::SetupError),
     #[error("upstream.identity_header {0:?} is not a valid header name")]
     IdentityHeader(String),
 }

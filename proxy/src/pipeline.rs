@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use std::sync::atomic::AtomicU64;
 
-use http::{header, HeaderName, HeaderValue, Method, Request, Response, Version};
+use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifyError};
 
@@ -266,9 +266,9 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let uri = gw
+    let path = gw
         .upstream
-        .uri_for(&admission.path, parts.uri.query())
+        .path_for(&admission.path, parts.uri.query())
         .map_err(|e| ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}")))?;
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
@@ -297,25 +297,25 @@ async fn forward(
     }
     let mut up_req = Request::new(body);
     *up_req.method_mut() = parts.method;
-    *up_req.uri_mut() = uri;
+    *up_req.uri_mut() = Uri::from(path);
     // The pool speaks whichever version the upstream negotiated; HTTP/1.1 here means "either".
     *up_req.version_mut() = Version::HTTP_11;
     *up_req.headers_mut() = headers;
 
-    let upstream_resp = tokio::time::timeout(
-        gw.upstream.response_timeout,
-        gw.upstream.client().request(up_req),
-    )
-    .await
-    .map_err(|_| ProxyError::UpstreamTimeout)?
-    .map_err(|e| match overflow {
-        Some(flag) if flag.happened() => Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit }),
-        Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
-            Reason::IngressCapExceeded,
-            "limits.ingress (budget ran out during the upload)",
-        )),
-        _ => Refusal::Proxy(classify(&e)),
-    })?;
+    let (upstream_resp, lease) =
+        tokio::time::timeout(gw.upstream.response_timeout, gw.upstream.send(up_req))
+            .await
+            .map_err(|_| ProxyError::UpstreamTimeout)?
+            .map_err(|e| match overflow {
+                Some(flag) if flag.happened() => {
+                    Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit })
+                }
+                Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
+                    Reason::IngressCapExceeded,
+                    "limits.ingress (budget ran out during the upload)",
+                )),
+                _ => Refusal::Proxy(classify(&e)),
+            })?;
 
     // Phase 5: response. A declared length that the egress budget cannot cover is refused whole
     // rather than started and cut.
@@ -331,9 +331,10 @@ async fn forward(
     }
     rate_headers.apply(&mut parts.headers);
     let body = if egress.is_empty() {
-        ProxyBody::upstream(body)
+        ProxyBody::upstream(body, lease)
     } else {
-        ProxyBody::metered(body, Meter::new(gw.state.clone(), egress).expecting(length))
+        let meter = Meter::new(gw.state.clone(), egress).expecting(length);
+        ProxyBody::metered(body, meter, lease)
     };
     Ok(Response::from_parts(parts, body))
 }

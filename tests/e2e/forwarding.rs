@@ -1,8 +1,13 @@
 //! What an agent and the upstream see of a proxied exchange.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{header, HeaderValue, Version};
 use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vendorgate_certs::Alpn;
 use vendorgate_mock::{MockBody, MockOptions};
 
@@ -277,4 +282,107 @@ async fn a_1_gib_download_streams_with_flat_proxy_memory() {
         peak < baseline + 16 * 1024,
         "RSS grew from {baseline} KiB to {peak} KiB"
     );
+}
+
+/// Waits up to `limit` for `cond`, polling; false if it never held.
+async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    cond()
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused_then_closed_after_idling() {
+    let pki = Pki::new();
+    for (alpn, version) in [(Alpn::Http11, "HTTP/1.1"), (Alpn::H2AndHttp11, "HTTP/2.0")] {
+        let upstream = mock(&pki, alpn).await;
+        let proxy = Proxy::start(
+            &pki,
+            ProxyConfig::to(&upstream)
+                .server("workers = 1")
+                .upstream(r#"pool_idle_timeout = "400ms""#),
+        );
+        let client = client(&pki, Http::One);
+        for _ in 0..5 {
+            let (parts, echo) = send_json(&client, proxy.get("/__mock/echo")).await;
+            assert_eq!(parts.status, 200);
+            assert_eq!(echo["version"], version);
+        }
+        assert_eq!(
+            upstream.connections_accepted(),
+            1,
+            "{version}: one pooled connection carries sequential requests"
+        );
+
+        // Left idle past pool_idle_timeout, the proxy closes it rather than holding it open.
+        assert!(
+            eventually(Duration::from_secs(5), || upstream.connections_open() == 0).await,
+            "{version}: the idle upstream connection was still open"
+        );
+        let (parts, _) = send_json(&client, proxy.get("/__mock/echo")).await;
+        assert_eq!(parts.status, 200);
+        assert_eq!(upstream.connections_accepted(), 2, "{version}");
+    }
+}
+
+/// A plain-HTTP upstream that answers one request per connection and then hangs up without
+/// saying so (no `Connection: close`), as an upstream whose keep-alive timeout is shorter than the
+/// proxy's does. Returns its port and the number of connections it accepted.
+async fn one_shot_upstream() -> (u16, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tcp.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let body = br#"{"ok":true}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                    body.len()
+                );
+                let _ = tcp.write_all(resp.as_bytes()).await;
+                let _ = tcp.write_all(body).await;
+            });
+        }
+    });
+    (port, accepted)
+}
+
+#[tokio::test]
+async fn a_pooled_connection_the_upstream_dropped_is_not_used() {
+    let pki = Pki::new();
+    let (port, accepted) = one_shot_upstream().await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to_url(format!("http://127.0.0.1:{port}")).server("workers = 1"),
+    );
+    let client = client(&pki, Http::One);
+    for i in 0..5 {
+        let (parts, body) = send(&client, proxy.get("/anything")).await;
+        assert_eq!(
+            parts.status,
+            200,
+            "request {i}: {}",
+            String::from_utf8_lossy(&body)
+        );
+        assert_eq!(&body[..], br#"{"ok":true}"#);
+        // Long enough for the upstream's FIN to reach the idle pooled connection.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(Ordering::Relaxed), 5);
 }

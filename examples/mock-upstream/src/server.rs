@@ -62,6 +62,9 @@ pub(crate) struct Shared {
     pub options: MockOptions,
     pub jwks: Mutex<Option<String>>,
     pub requests: AtomicU64,
+    /// Connections accepted, and those still open, so tests can see how a client pools.
+    pub accepted: AtomicU64,
+    pub open: AtomicU64,
     pub recent: Mutex<VecDeque<RecordedRequest>>,
     pub filler: Bytes,
     pub static_2k: Bytes,
@@ -120,6 +123,8 @@ impl MockUpstream {
             jwks: Mutex::new(options.jwks.clone()),
             options,
             requests: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            open: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
             filler: routes::filler_chunk(),
             static_2k: routes::static_json(2 * 1024),
@@ -147,6 +152,16 @@ impl MockUpstream {
     /// How many requests reached the mock since it started.
     pub fn request_count(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections accepted since the mock started.
+    pub fn connections_accepted(&self) -> u64 {
+        self.shared.accepted.load(Ordering::Relaxed)
+    }
+
+    /// TCP connections open right now.
+    pub fn connections_open(&self) -> u64 {
+        self.shared.open.load(Ordering::Relaxed)
     }
 
     /// The most recent requests (up to 256), oldest first.
@@ -193,11 +208,14 @@ async fn accept_loop(
             _ = shutdown.changed() => return,
         };
         let _ = tcp.set_nodelay(true);
+        shared.accepted.fetch_add(1, Ordering::Relaxed);
+        let open = OpenConnection::new(shared.clone());
         let tls = tls.clone();
         let shared = shared.clone();
         let builder = builder.clone();
         let mut conn_shutdown = shutdown.clone();
         tokio::spawn(async move {
+            let _open = open;
             let svc = service_fn(move |req| routes::handle(shared.clone(), req));
             // Connections end with the mock: a stopped upstream must look stopped to the proxy.
             match tls {
@@ -218,5 +236,21 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// Counts a connection as open for as long as its task holds this.
+struct OpenConnection(Arc<Shared>);
+
+impl OpenConnection {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(shared)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -44,26 +44,29 @@ pub struct Limits {
     pub max_idle: usize,
 }
 
-/// This thread's pool for `upstream`, made (and its reaper started) on first use.
-fn with<R>(upstream: usize, limits: Limits, f: impl FnOnce(&mut Pool) -> R) -> R {
-    POOLS.with(|pools| {
-        let mut pools = pools.borrow_mut();
-        let i = match pools.iter().position(|p| p.upstream == upstream) {
-            Some(i) => i,
-            None => {
-                pools.push(Pool {
-                    upstream,
-                    idle: Vec::new(),
-                    shared: None,
-                });
-                if tokio::runtime::Handle::try_current().is_ok() {
-                    tokio::spawn(reap(upstream, limits));
+/// This thread's pool for `upstream`, made (and its reaper started) on first use. `None` only while
+/// the thread is exiting (a body dropped with its runtime then closes its connection instead).
+fn with<R>(upstream: usize, limits: Limits, f: impl FnOnce(&mut Pool) -> R) -> Option<R> {
+    POOLS
+        .try_with(|pools| {
+            let mut pools = pools.borrow_mut();
+            let i = match pools.iter().position(|p| p.upstream == upstream) {
+                Some(i) => i,
+                None => {
+                    pools.push(Pool {
+                        upstream,
+                        idle: Vec::new(),
+                        shared: None,
+                    });
+                    if tokio::runtime::Handle::try_current().is_ok() {
+                        tokio::spawn(reap(upstream, limits));
+                    }
+                    pools.len() - 1
                 }
-                pools.len() - 1
-            }
-        };
-        f(&mut pools[i])
-    })
+            };
+            f(&mut pools[i])
+        })
+        .ok()
 }
 
 /// The shared HTTP/2 connection if there is a live one, else the most recently used idle HTTP/1.1
@@ -85,6 +88,7 @@ pub fn take(upstream: usize, limits: Limits) -> Option<super::Sender> {
         }
         None
     })
+    .flatten()
 }
 
 /// Makes a new HTTP/2 connection the one requests share.
@@ -107,23 +111,17 @@ async fn reap(upstream: usize, limits: Limits) {
         (limits.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30));
     loop {
         tokio::time::sleep(period).await;
-        POOLS.with(|pools| {
-            if let Some(pool) = pools
-                .borrow_mut()
-                .iter_mut()
-                .find(|p| p.upstream == upstream)
+        with(upstream, limits, |pool| {
+            pool.idle
+                .retain(|i| !i.sender.is_closed() && i.since.elapsed() < limits.idle_timeout);
+            // Streams still running hold clones of the sender: the connection closes once they
+            // are done.
+            if pool
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.used.elapsed() >= limits.idle_timeout)
             {
-                pool.idle
-                    .retain(|i| !i.sender.is_closed() && i.since.elapsed() < limits.idle_timeout);
-                // Streams still running hold clones of the sender: the connection closes once
-                // they are done.
-                if pool
-                    .shared
-                    .as_ref()
-                    .is_some_and(|s| s.used.elapsed() >= limits.idle_timeout)
-                {
-                    pool.shared = None;
-                }
+                pool.shared = None;
             }
         });
     }

@@ -32,7 +32,7 @@ type LeaseFuture = Pin<Box<dyn Future<Output = u64> + Send>>;
 
 pub struct Meter {
     store: Arc<StateStore>,
-    counters: Arc<Vec<Counter>>,
+    counters: Vec<Counter>,
     leased: u64,
     exhausted: bool,
     pending: Option<(LeaseFuture, u64)>,
@@ -47,7 +47,7 @@ impl Meter {
     pub fn new(store: Arc<StateStore>, counters: Vec<Counter>) -> Self {
         Meter {
             store,
-            counters: Arc::new(counters),
+            counters,
             leased: 0,
             exhausted: false,
             pending: None,
@@ -80,6 +80,10 @@ impl Meter {
                     Some(total) => total.max(len - self.leased),
                     None => SLICE.max(len - self.leased),
                 };
+                if let Some(granted) = self.store.lease_now(&self.counters, want) {
+                    self.granted(granted, want);
+                    continue;
+                }
                 let store = self.store.clone();
                 let counters = self.counters.clone();
                 // A failed lease (state unavailable with on_state_error = "deny") grants nothing:
@@ -95,12 +99,16 @@ impl Meter {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(granted) => {
                     self.pending = None;
-                    self.leased += granted;
-                    if granted < want {
-                        self.exhausted = true;
-                    }
+                    self.granted(granted, want);
                 }
             }
+        }
+    }
+
+    fn granted(&mut self, granted: u64, want: u64) {
+        self.leased += granted;
+        if granted < want {
+            self.exhausted = true;
         }
     }
 }
@@ -111,8 +119,11 @@ impl Drop for Meter {
         if unused == 0 {
             return;
         }
+        if self.store.release_now(&self.counters, unused) {
+            return;
+        }
         let store = self.store.clone();
-        let counters = self.counters.clone();
+        let counters = std::mem::take(&mut self.counters);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
                 let _ = store.release(&counters, unused).await;

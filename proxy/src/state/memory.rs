@@ -47,6 +47,7 @@ struct Session {
     expires_ms: u64,
 }
 
+#[derive(Clone, Copy)]
 struct Used {
     bytes: u64,
     expires_ms: u64,
@@ -168,6 +169,83 @@ pub(super) fn spawn_eviction<S: Send + Sync + 'static>(
     });
 }
 
+impl MemoryState {
+    /// [`StateBackend::lease`] without a future: memory answers at once, so the body meter can
+    /// take a lease inside `poll_frame` without boxing one.
+    pub fn lease_now(&self, counters: &[Counter], want: u64, now_ms: u64) -> u64 {
+        if let [c] = counters {
+            // One counter (the usual policy): one shard, and the key copied only when new.
+            let mut g = lock(&self.counters[shard_of(&c.key)]);
+            let used = g
+                .get(&c.key)
+                .filter(|u| u.expires_ms > now_ms)
+                .map_or(0, |u| u.bytes);
+            let grant = c.max.saturating_sub(used).min(want);
+            if grant > 0 {
+                Self::charge(&mut g, c, grant, now_ms, self.per_shard);
+            }
+            return grant;
+        }
+        // Counters of one request may sit in different shards: lock them in shard order so two
+        // requests can never wait on each other.
+        let mut shards: Vec<usize> = counters.iter().map(|c| shard_of(&c.key)).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)> = shards
+            .iter()
+            .map(|&i| (i, lock(&self.counters[i])))
+            .collect();
+        let used = |guards: &Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)>, c: &Counter| {
+            let g = &guards.iter().find(|(i, _)| *i == shard_of(&c.key))?.1;
+            g.get(&c.key)
+                .filter(|u| u.expires_ms > now_ms)
+                .map(|u| u.bytes)
+        };
+        let grant = counters
+            .iter()
+            .map(|c| c.max.saturating_sub(used(&guards, c).unwrap_or(0)))
+            .fold(want, u64::min);
+        if grant == 0 {
+            return 0;
+        }
+        for c in counters {
+            let shard = shard_of(&c.key);
+            if let Some((_, g)) = guards.iter_mut().find(|(i, _)| *i == shard) {
+                Self::charge(g, c, grant, now_ms, self.per_shard);
+            }
+        }
+        grant
+    }
+
+    /// Gives back what a lease took and nothing used.
+    pub fn release_now(&self, counters: &[Counter], amount: u64) {
+        for c in counters {
+            if let Some(u) = lock(&self.counters[shard_of(&c.key)]).get_mut(&c.key) {
+                u.bytes = u.bytes.saturating_sub(amount);
+            }
+        }
+    }
+
+    /// Adds `grant` to `c`'s count, starting a fresh window if the old one is over.
+    fn charge(map: &mut Map<Used>, c: &Counter, grant: u64, now_ms: u64, limit: usize) {
+        let fresh = Used {
+            bytes: 0,
+            expires_ms: c.reset_at_ms,
+        };
+        let entry = match map.get_mut(&c.key) {
+            Some(u) => u,
+            None => {
+                Self::make_room(map, limit, |u: &Used| u.expires_ms <= now_ms);
+                map.entry(c.key.clone()).or_insert(fresh)
+            }
+        };
+        if entry.expires_ms <= now_ms {
+            *entry = fresh;
+        }
+        entry.bytes += grant;
+    }
+}
+
 impl StateBackend for MemoryState {
     async fn touch_session(
         &self,
@@ -236,57 +314,11 @@ impl StateBackend for MemoryState {
     }
 
     async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
-        // Counters of one request may sit in different shards: lock them in shard order so two
-        // requests can never wait on each other.
-        let mut shards: Vec<usize> = counters.iter().map(|c| shard_of(&c.key)).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)> = shards
-            .iter()
-            .map(|&i| (i, lock(&self.counters[i])))
-            .collect();
-        let used = |guards: &Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)>, c: &Counter| {
-            let g = &guards.iter().find(|(i, _)| *i == shard_of(&c.key))?.1;
-            g.get(&c.key)
-                .filter(|u| u.expires_ms > now_ms)
-                .map(|u| u.bytes)
-        };
-        let grant = counters
-            .iter()
-            .map(|c| c.max.saturating_sub(used(&guards, c).unwrap_or(0)))
-            .fold(want, u64::min);
-        if grant == 0 {
-            return Ok(0);
-        }
-        for c in counters {
-            let shard = shard_of(&c.key);
-            let limit = self.per_shard;
-            if let Some((_, g)) = guards.iter_mut().find(|(i, _)| *i == shard) {
-                if !g.contains_key(&c.key) {
-                    Self::make_room(g, limit, |u: &Used| u.expires_ms <= now_ms);
-                }
-                let entry = g.entry(c.key.clone()).or_insert(Used {
-                    bytes: 0,
-                    expires_ms: c.reset_at_ms,
-                });
-                if entry.expires_ms <= now_ms {
-                    *entry = Used {
-                        bytes: 0,
-                        expires_ms: c.reset_at_ms,
-                    };
-                }
-                entry.bytes += grant;
-            }
-        }
-        Ok(grant)
+        Ok(self.lease_now(counters, want, now_ms))
     }
 
     async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
-        for c in counters {
-            if let Some(u) = lock(&self.counters[shard_of(&c.key)]).get_mut(&c.key) {
-                u.bytes = u.bytes.saturating_sub(amount);
-            }
-        }
+        self.release_now(counters, amount);
         Ok(())
     }
 
@@ -356,5 +388,37 @@ mod tests {
         assert!(ready(state.rate(&fast, "k", 0)).unwrap().allowed);
         std::thread::sleep(Duration::from_micros(200));
         assert!(ready(state.rate(&fast, "k", 0)).unwrap().allowed);
+    }
+
+    fn counter(key: &str, max: u64, reset_at_ms: u64) -> Counter {
+        Counter {
+            key: key.into(),
+            max,
+            reset_at_ms,
+        }
+    }
+
+    #[test]
+    fn a_lease_grants_what_the_tightest_counter_leaves_and_charges_every_counter() {
+        let state = MemoryState::new(1000);
+        let account = counter("acct", 100, 10_000);
+        let vendor = counter("vendor", 150, 10_000);
+        let both = [account.clone(), vendor.clone()];
+        assert_eq!(state.lease_now(&both, 80, 0), 80);
+        // The account has 20 left, the vendor 70: the account decides.
+        assert_eq!(state.lease_now(&both, 80, 1), 20);
+        assert_eq!(state.lease_now(&both, 80, 2), 0);
+        // Another account of the same vendor only has what the vendor has left.
+        let other = [counter("acct2", 100, 10_000), vendor.clone()];
+        assert_eq!(state.lease_now(&other, 80, 3), 50);
+        // Giving back unused budget makes it available again, on every counter.
+        state.release_now(&other, 30);
+        assert_eq!(ready(state.remaining(&[vendor], 4)).unwrap(), vec![30]);
+        // A single counter starts a fresh window once its own is over.
+        assert_eq!(state.lease_now(std::slice::from_ref(&account), 10, 5), 0);
+        assert_eq!(
+            state.lease_now(&[counter("acct", 100, 20_000)], 10, 10_000),
+            10
+        );
     }
 }

@@ -205,6 +205,25 @@ impl StateStore {
         self.local.lease(counters, want, now).await
     }
 
+    /// A lease decided without waiting, when the counters live in this process's memory; `None`
+    /// when they are shared through Redis (use [`StateStore::lease`]).
+    pub fn lease_now(&self, counters: &[Counter], want: u64) -> Option<u64> {
+        if self.redis.is_some() {
+            return None;
+        }
+        Some(self.local.lease_now(counters, want, now_ms()))
+    }
+
+    /// [`StateStore::release`] at once when the counters are in memory; false when they are in
+    /// Redis and the caller must use the async call.
+    pub fn release_now(&self, counters: &[Counter], amount: u64) -> bool {
+        if self.redis.is_some() {
+            return false;
+        }
+        self.local.release_now(counters, amount);
+        true
+    }
+
     pub async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
         if let Some(r) = &self.redis {
             if let Some(out) = self.shared("release", r.release(counters, amount)).await {

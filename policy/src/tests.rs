@@ -531,10 +531,16 @@ fn every_key_type_verifies_and_forgeries_do_not() {
         &f.idp.mint(KeyKind::Es256, &json!(["acme"])),
         "signed claims that are not an object",
     );
-    // A signature of a length base64 cannot have.
+    // A signature with a character outside base64url, and one whose last character carries bits
+    // a 64-byte signature cannot have (it ends in A, Q, g or w; replacing it with a fixed letter
+    // was a no-op one time in four).
     invalid(
-        &format!("{}A", &es[..es.len() - 1]),
+        &format!("{}*", &es[..es.len() - 1]),
         "signature not base64url",
+    );
+    invalid(
+        &format!("{}B", &es[..es.len() - 1]),
+        "signature with stray trailing bits",
     );
     invalid(&format!("{es}A"), "signature one character too long");
     invalid("eyJhbGciOiJFUzI1NiJ9.!!!.###", "malformed base64");

@@ -16,7 +16,7 @@ use vendorgate::identity::cache::{token_key, Identity};
 use vendorgate::identity::TokenCache;
 use vendorgate::state::{Counter, MemoryState, StateBackend};
 use vendorgate_policy::config::Scope;
-use vendorgate_policy::{RateRule, VerifiedToken};
+use vendorgate_policy::{Policy, RateRule, VerifiedToken};
 
 const NOW: u64 = 1_800_000_000;
 const ACCOUNTS: [usize; 2] = [10, 100_000];
@@ -50,7 +50,13 @@ fn verified(i: usize, policy: &Arc<str>) -> Arc<Identity> {
         alg: "ES256".into(),
         kid: Some("k1".into()),
     };
-    Arc::new(Identity::new(token, policy.clone(), "acme"))
+    Arc::new(Identity::new(
+        token,
+        policy.clone(),
+        &Policy::default(),
+        "vg",
+        i as u128,
+    ))
 }
 
 fn token_cache_hit(c: &mut Criterion) {
@@ -93,12 +99,13 @@ fn account_state(c: &mut Criterion) {
         for i in 0..n {
             let session = format!("vg:session:acme:agent-{i}@acme.example");
             ready(state.touch_session(&session, now_ms, 1_800_000, 3_600_000)).unwrap();
-            ready(state.rate(&rule, &format!("vg:rate:acme:agent-{i}"), now_ms)).unwrap();
+            let rate: Arc<str> = Arc::from(format!("vg:rate:acme:agent-{i}"));
+            ready(state.rate(&rule, &rate, now_ms)).unwrap();
             ready(state.lease(&[counter(i)], 2048, now_ms)).unwrap();
         }
         let i = n / 2;
         let session = format!("vg:session:acme:agent-{i}@acme.example");
-        let rate = format!("vg:rate:acme:agent-{i}");
+        let rate: Arc<str> = Arc::from(format!("vg:rate:acme:agent-{i}"));
         let counters = [counter(i)];
         g.bench_function(BenchmarkId::from_parameter(n), |b| {
             b.iter(|| {

@@ -33,13 +33,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if doomed.is_empty() {
         return;
     }
+    // `Connection: keep-alive` / `close` (nearly every message that has the header) name nothing
+    // beyond the fixed list; parsing them would allocate a header name only to remove nothing.
+    let listed = |name: &str| {
+        name.eq_ignore_ascii_case("close")
+            || HOP_BY_HOP
+                .iter()
+                .any(|h| h.as_str().eq_ignore_ascii_case(name))
+    };
     doomed.extend(
         headers
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+            .map(str::trim)
+            .filter(|name| !listed(name))
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
     );
     for name in &doomed {
         headers.remove(name);

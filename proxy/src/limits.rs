@@ -3,6 +3,8 @@
 //! (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "id";q=10;w=60` and
 //! `RateLimit: "id";r=3;t=12`).
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use vendorgate_policy::config::Scope;
@@ -10,6 +12,7 @@ use vendorgate_policy::{
     Allow, ByteRule, Denial, GcraOutcome, Policy, RateRule, Reason, VerifiedToken,
 };
 
+use crate::identity::cache::Identity;
 use crate::state::{now_ms, Counter, SessionOutcome, StateError, StateStore};
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -48,17 +51,17 @@ pub async fn check_session(
     store: &StateStore,
     policy: &Policy,
     allow: &Allow,
-    token: &VerifiedToken,
-    token_hash: u128,
+    identity: &Identity,
     now: u64,
 ) -> Result<(), Denial> {
+    let token = &identity.token;
     policy.check_session_lifetime(token, now)?;
     let vendor = &policy.vendors[allow.vendor];
-    let key = session_key(&store.prefix, &vendor.id, token, token_hash);
+    let key = &identity.session_key;
     let idle_ms = vendor.session_idle.as_millis() as u64;
     let ttl_ms = (token.exp.saturating_sub(now) * 1000).max(idle_ms) + 60_000;
     match store
-        .touch_session(&key, idle_ms, ttl_ms)
+        .touch_session(key, idle_ms, ttl_ms)
         .await
         .map_err(state_denial)?
     {
@@ -68,6 +71,13 @@ pub async fn check_session(
             "sessions.idle_timeout",
         )),
     }
+}
+
+/// The state key of `rule`'s limiter for this account (or its vendor, by the rule's scope).
+pub fn rate_key(prefix: &str, rule: &RateRule, vendor: &str, account: &str) -> Arc<str> {
+    Arc::from(scope_key(
+        prefix, "rate", &rule.id, rule.per, vendor, account, None,
+    ))
 }
 
 /// `window`, when given, is the start of the byte-counter window the key counts.
@@ -153,22 +163,22 @@ pub async fn check_rates(
     store: &StateStore,
     policy: &Policy,
     allow: &Allow,
-    token: &VerifiedToken,
+    identity: &Identity,
 ) -> Result<RateHeaders, Result<Limited, Denial>> {
-    let vendor = &policy.vendors[allow.vendor].id;
     let mut headers = RateHeaders::default();
-    for (_, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
-        let key = scope_key(
-            &store.prefix,
-            "rate",
-            &rule.id,
-            rule.per,
-            vendor,
-            &token.account,
-            None,
-        );
+    for (i, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
+        // Made with the identity, under the same policy (see `Identity::rate_keys`).
+        let made;
+        let key = match identity.rate_keys.get(i) {
+            Some(key) => key,
+            None => {
+                let vendor = &policy.vendors[allow.vendor].id;
+                made = rate_key(&store.prefix, rule, vendor, &identity.token.account);
+                &made
+            }
+        };
         let outcome = store
-            .rate(rule, &key)
+            .rate(rule, key)
             .await
             .map_err(|e| Err(state_denial(e)))?;
         headers.add(rule, &outcome);

@@ -158,7 +158,8 @@ pub async fn handle(
         }
     };
     draft.status = resp.status().as_u16();
-    resp.headers_mut().insert(request_id::HEADER, request_id);
+    resp.headers_mut()
+        .insert(request_id::HEADER.clone(), request_id);
     Ok(resp.map(|body| body.recording(draft).holding(in_flight)))
 }
 
@@ -242,8 +243,8 @@ async fn forward(
     let allow = policy.authorize(&admission, req.method(), identity, now)?;
     draft.allowed = true;
     draft.route = Some(allow.route);
-    limits::check_session(&gw.state, policy, &allow, identity, token_hash, now).await?;
-    let rate_headers = limits::check_rates(&gw.state, policy, &allow, identity).await?;
+    limits::check_session(&gw.state, policy, &allow, &cached, now).await?;
+    let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached).await?;
     let prefix = &gw.state.prefix;
     let ingress = limits::byte_counters(prefix, policy, true, &allow, identity);
     limits::check_budget(&gw.state, &ingress, declared, Reason::IngressCapExceeded).await?;
@@ -268,7 +269,7 @@ async fn forward(
     });
     let path = gw
         .upstream
-        .path_for(&admission.path, parts.uri.query())
+        .path_for(&admission.path, parts.uri.path_and_query())
         .map_err(|e| ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}")))?;
     let mut headers = std::mem::take(&mut parts.headers);
     strip_hop_by_hop(&mut headers);
@@ -284,7 +285,7 @@ async fn forward(
         headers.insert(name.clone(), cached.who.clone());
     }
     set_forwarded(&mut headers, admission.client_ip, original_host);
-    headers.insert(request_id::HEADER, request_id.clone());
+    headers.insert(request_id::HEADER.clone(), request_id.clone());
     headers.insert(
         HeaderName::from_static("traceparent"),
         draft.trace.traceparent(),
@@ -326,7 +327,7 @@ async fn forward(
         limits::check_budget(&gw.state, &egress, length, Reason::EgressCapExceeded).await?;
     }
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(theirs) = parts.headers.remove(request_id::HEADER) {
+    if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
         parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
     }
     rate_headers.apply(&mut parts.headers);
@@ -398,11 +399,13 @@ async fn verify(
             }
         }
     };
-    let vendor = policy
-        .vendors
-        .get(verified.vendor)
-        .map_or("", |v| v.id.as_str());
-    let verified = Arc::new(Identity::new(verified, active.version.clone(), vendor));
+    let verified = Arc::new(Identity::new(
+        verified,
+        active.version.clone(),
+        policy,
+        &gw.state.prefix,
+        key,
+    ));
     gw.tokens.insert(key, verified.clone());
     Ok(verified)
 }

@@ -8,9 +8,11 @@
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
-pub const HEADER: &str = "x-request-id";
+/// A `HeaderName`, not a `&str`: inserting under a string name builds (and allocates) the name on
+/// every insert.
+pub static HEADER: HeaderName = HeaderName::from_static("x-request-id");
 
 pub struct RequestIds {
     prefix: u64,
@@ -45,7 +47,7 @@ impl RequestIds {
 
     /// The client's id when it is acceptable, else a fresh one.
     pub fn take_or_generate(&self, headers: &HeaderMap) -> HeaderValue {
-        match headers.get(HEADER) {
+        match headers.get(&HEADER) {
             Some(v) if is_acceptable(v.as_bytes()) => v.clone(),
             _ => self.generate(),
         }
@@ -114,13 +116,19 @@ mod tests {
     fn client_ids_are_kept_only_when_clean() {
         let ids = RequestIds::new();
         let mut h = HeaderMap::new();
-        h.insert(HEADER, HeaderValue::from_static("7f3c2a10-uuid-like:01"));
+        h.insert(
+            HEADER.clone(),
+            HeaderValue::from_static("7f3c2a10-uuid-like:01"),
+        );
         assert_eq!(ids.take_or_generate(&h), "7f3c2a10-uuid-like:01");
         for bad in ["has space", "quote\"d", "", "semi;colon"] {
-            h.insert(HEADER, HeaderValue::from_str(bad).unwrap());
+            h.insert(HEADER.clone(), HeaderValue::from_str(bad).unwrap());
             assert_ne!(ids.take_or_generate(&h), bad);
         }
-        h.insert(HEADER, HeaderValue::from_str(&"a".repeat(129)).unwrap());
+        h.insert(
+            HEADER.clone(),
+            HeaderValue::from_str(&"a".repeat(129)).unwrap(),
+        );
         assert_eq!(ids.take_or_generate(&h).len(), 32);
     }
 }

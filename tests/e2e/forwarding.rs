@@ -386,3 +386,22 @@ async fn a_pooled_connection_the_upstream_dropped_is_not_used() {
     }
     assert_eq!(accepted.load(Ordering::Relaxed), 5);
 }
+
+#[tokio::test]
+async fn the_upstream_gets_the_normalized_path_with_the_query_as_sent() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let client = client(&pki, Http::One);
+    for (sent, path, query) in [
+        ("/__mock/./%65cho?a=%2F&b", "/__mock/echo", "a=%2F&b"),
+        ("//__mock//echo?x=%20y", "/__mock/echo", "x=%20y"),
+        ("/__mock/x/../echo", "/__mock/echo", ""),
+        ("/__mock/echo?q=1", "/__mock/echo", "q=1"),
+    ] {
+        let (parts, echo) = send_json(&client, proxy.get(sent)).await;
+        assert_eq!(parts.status, 200, "{sent}");
+        assert_eq!(echo["path"], path, "{sent}");
+        assert_eq!(echo["query"].as_str().unwrap_or(""), query, "{sent}");
+    }
+}

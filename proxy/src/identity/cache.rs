@@ -12,9 +12,10 @@ use foldhash::fast::RandomState;
 use http::HeaderValue;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vendorgate_policy::VerifiedToken;
+use vendorgate_policy::{Policy, VerifiedToken};
 
 use crate::headers::encoded_value;
+use crate::limits::{rate_key, session_key};
 use crate::trail::chain::sha256_hex;
 
 const SHARDS: usize = 16;
@@ -30,18 +31,42 @@ pub struct Identity {
     pub jti_sha256: Option<String>,
     /// `vendor/account`, encoded for `upstream.identity_header`.
     pub who: HeaderValue,
+    /// The session's state key, made once per token (see [`crate::limits::session_key`]).
+    pub session_key: String,
+    /// The state key of each of the policy's rate limits (by index) for this token's account.
+    /// Valid because an identity only serves the policy that made it.
+    pub rate_keys: Vec<Arc<str>>,
 }
 
 impl Identity {
-    /// `vendor` is the id of the vendor `token.vendor` names in `policy`.
-    pub fn new(token: VerifiedToken, policy: Arc<str>, vendor: &str) -> Self {
+    /// `token` as verified under `policy` (whose version is `version`); `prefix` is the state
+    /// keys' prefix and `hash` the token's cache key.
+    pub fn new(
+        token: VerifiedToken,
+        version: Arc<str>,
+        policy: &Policy,
+        prefix: &str,
+        hash: u128,
+    ) -> Self {
+        let vendor = policy
+            .vendors
+            .get(token.vendor)
+            .map_or("", |v| v.id.as_str());
         let jti_sha256 = token.jti.as_ref().map(|j| sha256_hex(j.as_bytes()));
         let who = encoded_value(&[vendor, "/", &token.account].concat());
+        let session_key = session_key(prefix, vendor, &token, hash);
+        let rate_keys = policy
+            .rate_rules
+            .iter()
+            .map(|rule| rate_key(prefix, rule, vendor, &token.account))
+            .collect();
         Identity {
             token,
-            policy,
+            policy: version,
             jti_sha256,
             who,
+            session_key,
+            rate_keys,
         }
     }
 }
@@ -173,7 +198,7 @@ mod tests {
             alg: "ES256".into(),
             kid: None,
         };
-        Arc::new(Identity::new(token, policy(), "acme"))
+        Arc::new(Identity::new(token, policy(), &Policy::default(), "vg", 7))
     }
 
     #[test]

@@ -22,8 +22,8 @@ const SHARDS: usize = 32;
 type Map<V> = HashMap<String, V, RandomState>;
 
 type Limiter = RateLimiter<
-    String,
-    DefaultKeyedStateStore<String, RandomState>,
+    Arc<str>,
+    DefaultKeyedStateStore<Arc<str>, RandomState>,
     DefaultClock,
     StateInformationMiddleware,
 >;
@@ -287,12 +287,11 @@ impl StateBackend for MemoryState {
     async fn rate(
         &self,
         rule: &RateRule,
-        key: &str,
+        key: &Arc<str>,
         _now_ms: u64,
     ) -> Result<GcraOutcome, StateError> {
         let limiter = self.limiter(rule);
-        let key = key.to_string();
-        Ok(match limiter.check_key(&key) {
+        Ok(match limiter.check_key(key) {
             Ok(snapshot) => GcraOutcome {
                 allowed: true,
                 new_tat: 0,
@@ -370,8 +369,9 @@ mod tests {
     fn a_refusal_says_when_to_retry() {
         let state = MemoryState::new(100);
         let slow = rule(1, 1);
-        assert!(ready(state.rate(&slow, "k", 0)).unwrap().allowed);
-        let refused = ready(state.rate(&slow, "k", 0)).unwrap();
+        let k: Arc<str> = Arc::from("k");
+        assert!(ready(state.rate(&slow, &k, 0)).unwrap().allowed);
+        let refused = ready(state.rate(&slow, &k, 0)).unwrap();
         assert!(!refused.allowed);
         assert!(
             (900..=1000).contains(&refused.retry_after_ms),
@@ -385,9 +385,10 @@ mod tests {
         // allowed one request a millisecond.
         let state = MemoryState::new(100);
         let fast = rule(100_000, 1);
-        assert!(ready(state.rate(&fast, "k", 0)).unwrap().allowed);
+        let k: Arc<str> = Arc::from("k");
+        assert!(ready(state.rate(&fast, &k, 0)).unwrap().allowed);
         std::thread::sleep(Duration::from_micros(200));
-        assert!(ready(state.rate(&fast, "k", 0)).unwrap().allowed);
+        assert!(ready(state.rate(&fast, &k, 0)).unwrap().allowed);
     }
 
     fn counter(key: &str, max: u64, reset_at_ms: u64) -> Counter {

@@ -58,10 +58,11 @@ pub trait StateBackend: Send + Sync {
     ) -> impl Future<Output = Result<SessionOutcome, StateError>> + Send;
 
     /// One GCRA step for `key` under `rule`.
+    /// `key` is shared so the in-memory limiter can look it up and keep it without a copy.
     fn rate(
         &self,
         rule: &RateRule,
-        key: &str,
+        key: &Arc<str>,
         now_ms: u64,
     ) -> impl Future<Output = Result<GcraOutcome, StateError>> + Send;
 
@@ -185,7 +186,7 @@ impl StateStore {
         self.local.touch_session(key, now, idle_ms, ttl_ms).await
     }
 
-    pub async fn rate(&self, rule: &RateRule, key: &str) -> Result<GcraOutcome, StateError> {
+    pub async fn rate(&self, rule: &RateRule, key: &Arc<str>) -> Result<GcraOutcome, StateError> {
         let now = now_ms();
         if let Some(r) = &self.redis {
             if let Some(out) = self.shared("rate", r.rate(rule, key, now)).await {

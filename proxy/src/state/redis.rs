@@ -180,14 +180,14 @@ impl StateBackend for RedisState {
     async fn rate(
         &self,
         rule: &RateRule,
-        key: &str,
+        key: &Arc<str>,
         _now_ms: u64,
     ) -> Result<GcraOutcome, StateError> {
         let mut conn = self.conn()?;
         let (allowed, retry, remaining): (i64, i64, i64) = self
             .scripts
             .gcra
-            .key(key)
+            .key(&**key)
             .arg(rule.interval_us())
             .arg(rule.burst.max(1))
             .invoke_async(&mut conn)

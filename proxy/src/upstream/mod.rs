@@ -124,9 +124,17 @@ impl Upstream {
     }
 
     /// The path and query sent upstream: the normalized path that was authorized (so the upstream
-    /// acts on exactly what the policy judged), and the query as it arrived.
-    pub fn path_for(&self, path: &str, query: Option<&str>) -> Result<PathAndQuery, http::Error> {
-        let Some(q) = query else {
+    /// acts on exactly what the policy judged), and the query as it arrived. When normalizing
+    /// changed nothing, the request's own (shared) bytes are reused.
+    pub fn path_for(
+        &self,
+        path: &str,
+        original: Option<&PathAndQuery>,
+    ) -> Result<PathAndQuery, http::Error> {
+        if let Some(same) = original.filter(|pq| pq.path() == path) {
+            return Ok(same.clone());
+        }
+        let Some(q) = original.and_then(PathAndQuery::query) else {
             return Ok(PathAndQuery::try_from(path)?);
         };
         let mut text = String::with_capacity(path.len() + q.len() + 1);

@@ -2,6 +2,7 @@
 //! HTTP handshake for whichever version ALPN settled on. The connection's I/O runs in a task of its
 //! own; what comes back is the handle requests are sent through.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -129,22 +130,26 @@ where
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream h2 connection ended: {e}");
-            }
-        });
+        run(conn, "h2");
         Ok(Sender::Http2(sender))
     } else {
         let (sender, conn) = http1::Builder::new()
             .handshake(io)
             .await
             .map_err(UpstreamError::Handshake)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("upstream connection ended: {e}");
-            }
-        });
+        run(conn, "HTTP/1.1");
         Ok(Sender::Http1(sender))
     }
+}
+
+/// Drives a connection's I/O until it closes; how it ended is only of interest when debugging.
+fn run<C>(conn: C, version: &'static str)
+where
+    C: Future<Output = hyper::Result<()>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!("upstream {version} connection ended: {e}");
+        }
+    });
 }

@@ -38,6 +38,10 @@ pub struct RequestBody {
     cut: bool,
     /// Bytes forwarded upstream, for the decision record.
     forwarded: Option<Arc<AtomicU64>>,
+    /// Keeps the agent's connection busy while the upload streams, even once the response has
+    /// gone out (an upstream may answer before reading the whole body): a connection that looked
+    /// idle would park or idle out and cut the upload.
+    _in_flight: Option<InFlight>,
 }
 
 /// Set when a [`RequestBody`] passed its size limit (`.0`) or its ingress budget (`.1`); shared
@@ -73,6 +77,7 @@ impl RequestBody {
             held: None,
             cut: false,
             forwarded: None,
+            _in_flight: None,
         };
         (body, overflow)
     }
@@ -80,6 +85,12 @@ impl RequestBody {
     /// Counts what is forwarded into `counter`.
     pub fn counting(mut self, counter: Arc<AtomicU64>) -> Self {
         self.forwarded = Some(counter);
+        self
+    }
+
+    /// Holds the connection busy until the upload is over (see the field).
+    pub fn holding(mut self, in_flight: InFlight) -> Self {
+        self._in_flight = Some(in_flight);
         self
     }
 

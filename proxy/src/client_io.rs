@@ -11,7 +11,8 @@
 //!   ([`ClientIo::parked`]), and its read and write buffers (about 24 KiB) are freed while the
 //!   agent's connection sits idle; [`crate::serve`] waits for the next bytes itself.
 //!
-//! Parking only happens when nothing is in flight, no request head has begun, nothing was read
+//! Parking only happens when nothing is in flight (an upload counts until its last byte, even when
+//! the upstream answered before it), no request head has begun, nothing was read
 //! while the last request was in flight (a body still arriving, or pipelined requests that hyper may
 //! hold half-read) and everything written has been flushed: hyper is between messages and holds no
 //! unparsed bytes. One case gets past these checks: a client pipelining three or more requests whose

@@ -203,7 +203,7 @@ fn unix_now() -> u64 {
 async fn forward(
     gw: &Gateway,
     active: &Active,
-    conn: &ConnInfo,
+    conn: &Arc<ConnInfo>,
     request_id: &HeaderValue,
     req: Request<Incoming>,
     draft: &mut Draft,
@@ -293,6 +293,10 @@ async fn forward(
 
     let (body, overflow) = RequestBody::new(body, limit);
     let mut body = body.counting(draft.bytes_in.clone());
+    if overflow.is_some() {
+        // There is an upload: it may outlast the response.
+        body = body.holding(InFlight::begin(conn.clone()));
+    }
     if !ingress.is_empty() {
         body = body.metered(Meter::new(gw.state.clone(), ingress));
     }

@@ -1,5 +1,6 @@
 //! What an agent and the upstream see of a proxied exchange.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -404,4 +405,118 @@ async fn the_upstream_gets_the_normalized_path_with_the_query_as_sent() {
         assert_eq!(echo["path"], path, "{sent}");
         assert_eq!(echo["query"].as_str().unwrap_or(""), query, "{sent}");
     }
+}
+
+/// A body that sends one chunk, then nothing until `go` fires, then ends.
+struct StalledUpload {
+    first: Option<Bytes>,
+    go: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl http_body::Body for StalledUpload {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if let Some(first) = self.first.take() {
+            return std::task::Poll::Ready(Some(Ok(http_body::Frame::data(first))));
+        }
+        std::pin::Pin::new(&mut self.go).poll(cx).map(|_| None)
+    }
+}
+
+/// A plain-HTTP upstream that answers every request at once, before reading its body (as an API
+/// that rejects an upload early does), then reads the body to its end and serves the next request
+/// on the same connection. Returns its port and the number of chunked bodies it received whole.
+async fn early_answering_upstream() -> (u16, Arc<AtomicU64>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let whole = Arc::new(AtomicU64::new(0));
+    let count = whole.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let head_end = loop {
+                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                    buf.drain(..head_end);
+                    let resp = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+                    if tcp.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    if head.contains("transfer-encoding: chunked") {
+                        while !buf.windows(5).any(|w| w == b"0\r\n\r\n") {
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let end = buf.windows(5).position(|w| w == b"0\r\n\r\n").unwrap() + 5;
+                        buf.drain(..end);
+                        count.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    (port, whole)
+}
+
+#[tokio::test]
+async fn a_request_does_not_wait_behind_another_agents_unfinished_upload() {
+    let pki = Pki::new();
+    let (port, uploads) = early_answering_upstream().await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to_url(format!("http://127.0.0.1:{port}"))
+            .server("workers = 1")
+            .upstream(r#"response_timeout = "2s""#),
+    );
+    // Agent A starts an upload; the upstream answers before the body is done.
+    let (go, stalled) = tokio::sync::oneshot::channel();
+    let upload = http::Request::post(proxy.url("/uploads"))
+        .header("authorization", format!("Bearer {}", proxy.token))
+        .body(
+            StalledUpload {
+                first: Some(Bytes::from_static(b"first part")),
+                go: stalled,
+            }
+            .boxed(),
+        )
+        .unwrap();
+    let a = client(&pki, Http::One);
+    let resp = a.request(upload).await.unwrap();
+    assert_eq!(resp.status(), 200);
+
+    // Agent B's request must not queue behind A's upload on the connection A's exchange used
+    // (it would get 504 once response_timeout passed).
+    let b = client(&pki, Http::One);
+    let (parts, body) = send(&b, proxy.get("/tickets.json")).await;
+    assert_eq!(parts.status, 200, "{}", String::from_utf8_lossy(&body));
+
+    // A's upload, resumed after a pause longer than a quiet connection waits before parking,
+    // still reaches the upstream whole.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let _ = go.send(());
+    let _ = resp.into_body().collect().await;
+    assert!(
+        eventually(Duration::from_secs(5), || uploads.load(Ordering::Relaxed)
+            == 1)
+        .await,
+        "the upload was cut short"
+    );
 }

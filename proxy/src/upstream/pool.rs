@@ -70,8 +70,7 @@ fn with<R>(upstream: usize, limits: Limits, f: impl FnOnce(&mut Pool) -> R) -> O
 }
 
 /// The shared HTTP/2 connection if there is a live one, else the most recently used idle HTTP/1.1
-/// connection (the warmest; the coldest ones are left to expire). Dead and expired ones are dropped
-/// on the way.
+/// connection that is ready for a request (the warmest; the coldest ones are left to expire).
 pub fn take(upstream: usize, limits: Limits) -> Option<super::Sender> {
     with(upstream, limits, |pool| {
         if let Some(shared) = &mut pool.shared {
@@ -81,9 +80,17 @@ pub fn take(upstream: usize, limits: Limits) -> Option<super::Sender> {
             }
             pool.shared = None;
         }
-        while let Some(idle) = pool.idle.pop() {
-            if !idle.sender.is_closed() && idle.since.elapsed() < limits.idle_timeout {
-                return Some(super::Sender::Http1(idle.sender));
+        // Newest first. A connection still finishing an exchange (a request body uploading after
+        // its response ended) is passed over, not waited for: the next request must not queue
+        // behind someone else's upload. It stays for later; dead and expired ones go.
+        let mut i = pool.idle.len();
+        while i > 0 {
+            i -= 1;
+            let idle = &pool.idle[i];
+            if idle.sender.is_closed() || idle.since.elapsed() >= limits.idle_timeout {
+                pool.idle.remove(i);
+            } else if idle.sender.is_ready() {
+                return Some(super::Sender::Http1(pool.idle.remove(i).sender));
             }
         }
         None

@@ -146,8 +146,9 @@ impl Upstream {
 
     /// Sends `req` (its URI is the path and query from [`Upstream::path_for`]) on a pooled
     /// connection or a new one. A request that a reused connection turned away before sending
-    /// anything (the upstream closed it while it sat idle) is retried once more on another; a new
-    /// connection's refusal is final. The lease, for HTTP/1.1, goes with the response body.
+    /// anything (the upstream closed it while it sat idle) is retried on the next one, and on a new
+    /// connection last, whose refusal is final. The lease, for HTTP/1.1, goes with the response
+    /// body.
     pub async fn send(
         &self,
         mut req: Request<RequestBody>,

@@ -6,8 +6,9 @@
 //!
 //! An HTTP/1.1 connection carries one exchange at a time: it leaves the pool for the request and
 //! comes back through its [`Lease`] when the response body has been read to its end (a response cut
-//! short leaves the connection unusable, and it is closed). An HTTP/2 connection is shared: the pool
-//! keeps it and every request sends on a clone.
+//! short leaves the connection unusable, and it is closed). It may come back still busy, sending an
+//! upload the upstream answered early: it is then passed over until it is ready. An HTTP/2
+//! connection is shared: the pool keeps it and every request sends on a clone.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};

@@ -109,6 +109,8 @@ pub struct RateHeaders {
 
 /// Appends `"id";a=1;b=2` to a list.
 fn push_item(list: &mut String, id: &str, params: [(&str, u64); 2]) {
+    // Room for the item at once: grown a character at a time, the list reallocated four times.
+    list.reserve(id.len() + 2 * (3 + 20) + 4);
     if !list.is_empty() {
         list.push_str(", ");
     }

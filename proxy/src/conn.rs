@@ -181,6 +181,13 @@ impl InFlight {
         conn.activity.park_wanted.store(false, Ordering::Relaxed);
         InFlight(conn)
     }
+
+    /// A second hold for the same request, for a part of it that can outlive the response (its
+    /// upload): the connection counts as busy until both are dropped.
+    pub fn also(&self) -> Self {
+        self.0.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(self.0.clone())
+    }
 }
 
 impl Drop for InFlight {

@@ -109,7 +109,7 @@ pub async fn handle(
     let outcome = match slot {
         Ok(slot) => {
             draft.slot = Some(slot);
-            forward(&gw, &active, &conn, &request_id, req, &mut draft).await
+            forward(&gw, &active, &in_flight, &request_id, req, &mut draft).await
         }
         // Nothing proceeds that cannot be recorded (on_log_failure = "deny").
         Err(()) => Err(Refusal::Policy(Denial::new(
@@ -203,7 +203,7 @@ fn unix_now() -> u64 {
 async fn forward(
     gw: &Gateway,
     active: &Active,
-    conn: &Arc<ConnInfo>,
+    in_flight: &InFlight,
     request_id: &HeaderValue,
     req: Request<Incoming>,
     draft: &mut Draft,
@@ -218,6 +218,7 @@ async fn forward(
         return Err(ProxyError::RequestBodyTooLarge { limit }.into());
     }
     let policy = &active.config.policy;
+    let conn = in_flight.conn();
     let forwarded_for = joined(req.headers(), &X_FORWARDED_FOR);
     draft.client_ip = policy
         .client_ip(conn.peer_ip, forwarded_for.as_deref())
@@ -295,7 +296,7 @@ async fn forward(
     let mut body = body.counting(draft.bytes_in.clone());
     if overflow.is_some() {
         // There is an upload: it may outlast the response.
-        body = body.holding(InFlight::begin(conn.clone()));
+        body = body.holding(in_flight.also());
     }
     if !ingress.is_empty() {
         body = body.metered(Meter::new(gw.state.clone(), ingress));

@@ -331,6 +331,25 @@ async fn upstream_connections_are_reused_then_closed_after_idling() {
     }
 }
 
+/// Reads from `tcp` into `buf` until `marker` has arrived, and takes everything up to and including
+/// it out of `buf` (what follows stays for the next call). `None` when the peer closes first.
+async fn take_through(
+    tcp: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    marker: &[u8],
+) -> Option<Vec<u8>> {
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(i) = buf.windows(marker.len()).position(|w| w == marker) {
+            return Some(buf.drain(..i + marker.len()).collect());
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
 /// A plain-HTTP upstream that answers one request per connection and then hangs up without
 /// saying so (no `Connection: close`), as an upstream whose keep-alive timeout is shorter than the
 /// proxy's does. Returns its port and the number of connections it accepted.
@@ -343,13 +362,11 @@ async fn one_shot_upstream() -> (u16, Arc<AtomicU64>) {
         while let Ok((mut tcp, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if take_through(&mut tcp, &mut Vec::new(), b"\r\n\r\n")
+                    .await
+                    .is_none()
+                {
+                    return;
                 }
                 let body = br#"{"ok":true}"#;
                 let resp = format!(
@@ -441,32 +458,22 @@ async fn early_answering_upstream() -> (u16, Arc<AtomicU64>) {
             let count = count.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
                 loop {
-                    let head_end = loop {
-                        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            break i + 4;
-                        }
-                        match tcp.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+                    let Some(head) = take_through(&mut tcp, &mut buf, b"\r\n\r\n").await else {
+                        return;
                     };
-                    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
-                    buf.drain(..head_end);
+                    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
                     let resp = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
                     if tcp.write_all(resp.as_bytes()).await.is_err() {
                         return;
                     }
                     if head.contains("transfer-encoding: chunked") {
-                        while !buf.windows(5).any(|w| w == b"0\r\n\r\n") {
-                            match tcp.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                        if take_through(&mut tcp, &mut buf, b"0\r\n\r\n")
+                            .await
+                            .is_none()
+                        {
+                            return;
                         }
-                        let end = buf.windows(5).position(|w| w == b"0\r\n\r\n").unwrap() + 5;
-                        buf.drain(..end);
                         count.fetch_add(1, Ordering::Relaxed);
                     }
                 }

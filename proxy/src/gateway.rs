@@ -9,7 +9,6 @@ use arc_swap::ArcSwap;
 use http::{HeaderName, HeaderValue};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio_rustls::TlsAcceptor;
 use vendorgate_certs::{server_config, Alpn, CertError, ReloadableCert};
 use vendorgate_policy::Config;
 
@@ -105,7 +104,7 @@ pub struct Gateway {
     pub upstream: Upstream,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
-    pub tls: TlsAcceptor,
+    pub tls: Arc<rustls::ServerConfig>,
     pub h1: http1::Builder,
     pub h2: http2::Builder<TokioExecutor>,
     /// True between the listener coming up and shutdown starting: what `/readyz` reports.
@@ -116,7 +115,7 @@ impl Gateway {
     pub fn new(config: Config) -> Result<Self, BuildError> {
         let s = &config.server;
         let cert = Arc::new(ReloadableCert::load(&s.tls_cert, &s.tls_key)?);
-        let tls = TlsAcceptor::from(Arc::new(server_config(cert.clone(), Alpn::H2AndHttp11)?));
+        let tls = Arc::new(server_config(cert.clone(), Alpn::H2AndHttp11)?);
 
         let mut h1 = http1::Builder::new();
         // Config validation guarantees max_header_size ≥ 8 KiB, hyper's floor for this buffer.

@@ -29,6 +29,7 @@ pub mod server;
 pub mod settings;
 pub mod state;
 pub mod throttle;
+pub mod tls_stream;
 pub mod trace_context;
 pub mod trail;
 pub mod upstream;

@@ -26,18 +26,18 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
-use tokio_rustls::server::TlsStream;
 
 use crate::body::ProxyBody;
 use crate::client_io::ClientIo;
 use crate::conn::{ConnInfo, InFlight};
 use crate::gateway::Gateway;
 use crate::pipeline;
+use crate::tls_stream::{self, TlsStream};
 use crate::trail::record::connection_failure;
 
 /// Boxed: moved between the parked and served states, and a task keeps a slot for every place it
 /// is held across an await; a box is 8 bytes, the stream over 1 KiB.
-type Tls = Box<TlsStream<TcpStream>>;
+type Tls = Box<TlsStream>;
 type Io = TokioIo<ClientIo<Tls>>;
 
 /// What a client speaking HTTP/2 with prior knowledge sends first.
@@ -91,7 +91,7 @@ pub async fn serve_connection(
         gw: gw.clone(),
         info: info.clone(),
     };
-    let (h2, replay) = match tls.get_ref().1.alpn_protocol() {
+    let (h2, replay) = match tls.alpn_protocol() {
         Some(b"h2") => (true, Bytes::new()),
         Some(_) => (false, Bytes::new()),
         // No ALPN: HTTP/2 only with prior knowledge, recognised by its preface.
@@ -111,14 +111,15 @@ pub async fn serve_connection(
 
 async fn handshake(gw: &Gateway, tcp: TcpStream, peer: SocketAddr) -> Option<Tls> {
     let timeout = gw.config.server.tls_handshake_timeout.0;
-    let (reason, detail) = match tokio::time::timeout(timeout, gw.tls.accept(tcp)).await {
-        Ok(Ok(tls)) => return Some(Box::new(tls)),
-        Ok(Err(e)) => ("tls_handshake_failed", e.to_string()),
-        Err(_) => (
-            "tls_handshake_timeout",
-            "server.tls_handshake_timeout".to_string(),
-        ),
-    };
+    let (reason, detail) =
+        match tokio::time::timeout(timeout, tls_stream::accept(gw.tls.clone(), tcp)).await {
+            Ok(Ok(tls)) => return Some(Box::new(tls)),
+            Ok(Err(e)) => ("tls_handshake_failed", e.to_string()),
+            Err(_) => (
+                "tls_handshake_timeout",
+                "server.tls_handshake_timeout".to_string(),
+            ),
+        };
     tracing::debug!(client.ip = %peer.ip(), "TLS handshake: {reason}: {detail}");
     let version = gw.active.load().config.version.clone();
     gw.trail
@@ -174,6 +175,7 @@ async fn next_bytes(
     }
     let idle_at = info.activity.idle_deadline(gw.config.server.idle_timeout.0);
     let _parked = gw.metrics.connection_parked();
+    tls.release_buffers();
     tokio::select! {
         read = poll_fn(|cx| read_some(tls, cx)) => read.ok().filter(|b| !b.is_empty()),
         _ = tokio::time::sleep_until(idle_at) => None,

@@ -9,4 +9,5 @@ mod forwarding;
 mod lifecycle;
 mod limits;
 mod policy;
+mod tls;
 mod trail;

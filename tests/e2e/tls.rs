@@ -1,0 +1,124 @@
+//! The agents' side of TLS, as clients other than the test client's defaults negotiate it: TLS 1.2,
+//! resumed sessions, and a key update in the middle of a keep-alive connection.
+
+use std::sync::Arc;
+
+use rustls::client::Resumption;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, HandshakeKind, SupportedProtocolVersion};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use vendorgate_certs::{load_roots, provider, Alpn};
+
+use crate::support::*;
+
+fn client_for(pki: &Pki, version: &'static SupportedProtocolVersion) -> Arc<ClientConfig> {
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(load_roots(&pki.files.ca_cert).unwrap())
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.resumption = Resumption::in_memory_sessions(16);
+    Arc::new(config)
+}
+
+async fn connect(proxy: &Proxy, config: &Arc<ClientConfig>) -> TlsStream<tokio::net::TcpStream> {
+    let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap()
+}
+
+/// Sends one request for the mock's ticket 9 and reads its response whole (by Content-Length):
+/// the status and the body.
+async fn ticket<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, token: &str) -> (u16, String) {
+    let request = format!(
+        "GET /api/v2/tickets/9.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed mid-response: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length: ")
+                    .map(str::to_owned)
+            })
+            .expect("a Content-Length")
+            .trim()
+            .parse()
+            .unwrap();
+        if body.len() >= length {
+            let status = head[9..12].parse().unwrap();
+            return (status, body.to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn tls_1_2_and_1_3_clients_are_served_and_their_sessions_resumed() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let token = pki.token();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let config = client_for(&pki, version);
+        for (round, kind) in [(1, HandshakeKind::Full), (2, HandshakeKind::Resumed)] {
+            let mut tls = connect(&proxy, &config).await;
+            let (status, body) = ticket(&mut tls, &token).await;
+            assert_eq!(status, 200, "{version:?} round {round}: {body}");
+            assert!(body.contains("\"id\":9"), "{body}");
+            let conn = tls.get_ref().1;
+            assert_eq!(conn.protocol_version(), Some(version.version));
+            assert_eq!(
+                conn.handshake_kind(),
+                Some(kind),
+                "{version:?} round {round}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_key_update_is_answered_and_the_connection_goes_on() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let token = pki.token();
+    let mut tls = connect(&proxy, &client_for(&pki, &rustls::version::TLS13)).await;
+    for round in 0..3 {
+        // The proxy must read what follows under the client's new keys, and its key update in
+        // answer must reach the client in order with the response.
+        tls.get_mut().1.refresh_traffic_keys().unwrap();
+        let (status, body) = ticket(&mut tls, &token).await;
+        assert_eq!(status, 200, "round {round}: {body}");
+    }
+    // And a close_notify ends the connection cleanly: the proxy answers with its own and closes.
+    tls.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tls.read_to_end(&mut rest),
+    )
+    .await
+    .expect("the proxy closes after close_notify");
+    assert!(read.is_ok(), "{read:?}");
+    assert!(rest.is_empty());
+}

@@ -25,7 +25,7 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::body::ProxyBody;
 use crate::client_io::ClientIo;
@@ -73,11 +73,15 @@ impl Service<Request<Incoming>> for Proxy {
     }
 }
 
+/// Spawned as it is, without a wrapping block: a block would keep a second copy of every argument
+/// in the task for the connection's whole life. `_slot` is the connection limit's permit, given
+/// back when the connection ends.
 pub async fn serve_connection(
     gw: Arc<Gateway>,
     tcp: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    _slot: OwnedSemaphorePermit,
 ) {
     let _ = tcp.set_nodelay(true);
     // The futures awaited here are boxed: a task is as large as its largest state, for its whole
@@ -176,6 +180,7 @@ async fn next_bytes(
     let idle_at = info.activity.idle_deadline(gw.config.server.idle_timeout.0);
     let _parked = gw.metrics.connection_parked();
     tls.release_buffers();
+    crate::memory::note_park();
     tokio::select! {
         read = poll_fn(|cx| read_some(tls, cx)) => read.ok().filter(|b| !b.is_empty()),
         _ = tokio::time::sleep_until(idle_at) => None,

@@ -16,6 +16,7 @@ use vendorgate_policy::Config;
 
 use crate::admin;
 use crate::gateway::{BuildError, Gateway};
+use crate::memory;
 use crate::serve::serve_connection;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +39,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
     admin_task: JoinHandle<()>,
+    trim_task: JoinHandle<()>,
 }
 
 impl Running {
@@ -60,6 +62,7 @@ impl Running {
         })
         .await;
         self.admin_task.abort();
+        self.trim_task.abort();
         tracing::info!("shutdown complete");
     }
 }
@@ -123,6 +126,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, gateway.clone()));
+    let trim_task = tokio::spawn(memory::trim_after_parks());
     // The connection limit is the proxy's, not each worker's.
     let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
     let mut handles = Vec::with_capacity(workers);
@@ -165,6 +169,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         workers: handles,
         admin_task,
+        trim_task,
     })
 }
 
@@ -195,10 +200,8 @@ async fn accept_loop(
         };
         let gw = gw.clone();
         let conn_shutdown = shutdown.clone();
-        connections.spawn(async move {
-            serve_connection(gw, tcp, peer, conn_shutdown).await;
-            drop(permit);
-        });
+        let fut = serve_connection(gw, tcp, peer, conn_shutdown, permit);
+        connections.spawn(fut);
         while connections.try_join_next().is_some() {}
     }
     drop(listener);

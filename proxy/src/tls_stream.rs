@@ -62,6 +62,8 @@ pub struct TlsStream {
     plain: Window,
     /// Ciphertext to send.
     outgoing: Window,
+    /// Where the small slices of a vectored write are put together before they are sealed.
+    gather: Vec<u8>,
     /// The client sent close_notify or closed TCP: reads report the end of input.
     read_closed: bool,
     close_queued: bool,
@@ -170,6 +172,7 @@ pub async fn accept(config: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<Tls
         unprocessed: false,
         plain: Window::default(),
         outgoing: Window::default(),
+        gather: Vec::new(),
         read_closed: false,
         close_queued: false,
         failed: false,
@@ -190,6 +193,7 @@ impl TlsStream {
         self.incoming.release_if_empty();
         self.plain.release_if_empty();
         self.outgoing.release_if_empty();
+        self.gather = Vec::new();
     }
 
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -434,27 +438,31 @@ impl AsyncWrite for TlsStream {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let mut gathered = [0u8; GATHER];
-        let mut filled = 0;
+        let mut gather = std::mem::take(&mut this.gather);
+        gather.clear();
+        let mut large = None;
         for buf in bufs.iter().filter(|b| !b.is_empty()) {
-            if filled + buf.len() <= GATHER {
-                gathered[filled..filled + buf.len()].copy_from_slice(buf);
-                filled += buf.len();
+            if gather.len() + buf.len() <= GATHER {
+                gather.extend_from_slice(buf);
                 continue;
             }
-            if filled > 0 {
-                // What was gathered goes on its own; the caller offers the rest again.
-                break;
+            // A large slice goes as it is, unless something was gathered before it: that goes on
+            // its own, and the caller offers the rest again.
+            if gather.is_empty() {
+                large = Some(&**buf);
             }
-            // A large slice goes as it is.
-            let n = buf.len().min(OUTGOING_HIGH);
-            ready!(this.poll_seal(cx, &buf[..n]))?;
-            return Poll::Ready(Ok(n));
+            break;
         }
-        if filled > 0 {
-            ready!(this.poll_seal(cx, &gathered[..filled]))?;
-        }
-        Poll::Ready(Ok(filled))
+        let sealed = match large {
+            Some(buf) => {
+                let n = buf.len().min(OUTGOING_HIGH);
+                this.poll_seal(cx, &buf[..n]).map_ok(|()| n)
+            }
+            None if gather.is_empty() => Poll::Ready(Ok(0)),
+            None => this.poll_seal(cx, &gather).map_ok(|()| gather.len()),
+        };
+        this.gather = gather;
+        sealed
     }
 
     fn is_write_vectored(&self) -> bool {

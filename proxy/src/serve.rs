@@ -105,6 +105,7 @@ pub async fn serve_connection(
         },
     };
     if h2 {
+        tls.release_while_waiting();
         let io = TokioIo::new(ClientIo::h2(tls, replay));
         let mut conn = Box::pin(gw.h2.serve_connection(io, proxy));
         let _ = Box::pin(drive(&gw, &info, &mut conn, None, &mut shutdown)).await;

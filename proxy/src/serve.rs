@@ -5,8 +5,10 @@
 //! read buffer that grows to 16 KiB, an 8 KiB header buffer) when it starts serving and frees them
 //! only when the connection ends; with thousands of agents' keep-alive connections sitting idle
 //! that was most of the proxy's memory. So as soon as a keep-alive connection has nothing to do,
-//! its hyper connection ends ([`crate::client_io`]) and only the TLS session stays, waiting for
-//! the next bytes; those start a fresh hyper connection, replayed to it first.
+//! its hyper connection ends ([`crate::client_io`]) and only the TLS session stays, without its
+//! record buffers ([`crate::tls_stream`]), waiting for the next bytes; those start a fresh hyper
+//! connection, replayed to it first. HTTP/2 connections cannot park (the codec keeps state between
+//! requests), so their TLS buffers are freed whenever a read waits instead.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};

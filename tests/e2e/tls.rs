@@ -1,12 +1,15 @@
 //! The agents' side of TLS, as clients other than the test client's defaults negotiate it: TLS 1.2,
 //! resumed sessions, and a key update in the middle of a keep-alive connection.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, HandshakeKind, SupportedProtocolVersion};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use vendorgate_certs::{load_roots, provider, Alpn};
@@ -26,11 +29,51 @@ fn client_for(pki: &Pki, version: &'static SupportedProtocolVersion) -> Arc<Clie
 
 async fn connect(proxy: &Proxy, config: &Arc<ClientConfig>) -> TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tls_over(tcp, config).await
+}
+
+async fn tls_over<S: AsyncRead + AsyncWrite + Unpin>(
+    io: S,
+    config: &Arc<ClientConfig>,
+) -> TlsStream<S> {
     let name = ServerName::try_from("localhost").unwrap();
     TlsConnector::from(config.clone())
-        .connect(name, tcp)
+        .connect(name, io)
         .await
         .unwrap()
+}
+
+/// Sends one byte per write (with Nagle off, one TCP segment each): every TLS record, the
+/// handshake's included, reaches the proxy in pieces.
+struct Trickle(tokio::net::TcpStream);
+
+impl AsyncRead for Trickle {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Trickle {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let n = buf.len().min(1);
+        Pin::new(&mut self.0).poll_write(cx, &buf[..n])
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// Sends one request for the mock's ticket 9 and reads its response whole (by Content-Length):
@@ -40,6 +83,9 @@ async fn ticket<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, token: &str) 
         "GET /api/v2/tickets/9.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n\r\n"
     );
     stream.write_all(request.as_bytes()).await.unwrap();
+    // tokio-rustls may keep sealed records back until a flush (its writes stop early when the
+    // socket, or tokio's budget, says wait).
+    stream.flush().await.unwrap();
     let mut got = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -113,12 +159,31 @@ async fn a_client_key_update_is_answered_and_the_connection_goes_on() {
     // And a close_notify ends the connection cleanly: the proxy answers with its own and closes.
     tls.shutdown().await.unwrap();
     let mut rest = Vec::new();
-    let read = tokio::time::timeout(
-        std::time::Duration::from_secs(5),
-        tls.read_to_end(&mut rest),
-    )
-    .await
-    .expect("the proxy closes after close_notify");
+    let read = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closes after close_notify");
     assert!(read.is_ok(), "{read:?}");
     assert!(rest.is_empty());
+}
+
+#[tokio::test]
+async fn records_arriving_a_byte_at_a_time_are_put_together() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let token = pki.token();
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        tcp.set_nodelay(true).unwrap();
+        let mut tls = tls_over(Trickle(tcp), &client_for(&pki, version)).await;
+        // Two requests on the connection: the second's records follow the first's response.
+        for round in 0..2 {
+            let answered = tokio::time::timeout(Duration::from_secs(10), ticket(&mut tls, &token));
+            let (status, body) = answered
+                .await
+                .unwrap_or_else(|_| panic!("{version:?} round {round}: no answer"));
+            assert_eq!(status, 200, "{version:?} round {round}: {body}");
+            assert!(body.contains("\"id\":9"), "{body}");
+        }
+    }
 }

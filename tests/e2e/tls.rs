@@ -1,5 +1,6 @@
 //! The agents' side of TLS, as clients other than the test client's defaults negotiate it: TLS 1.2,
-//! resumed sessions, and a key update in the middle of a keep-alive connection.
+//! resumed sessions, a key update in the middle of a keep-alive connection, and records that arrive
+//! a byte at a time.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -13,6 +14,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use vendorgate_certs::{load_roots, provider, Alpn};
+use vendorgate_mock::MockUpstream;
 
 use crate::support::*;
 
@@ -25,6 +27,28 @@ fn client_for(pki: &Pki, version: &'static SupportedProtocolVersion) -> Arc<Clie
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     config.resumption = Resumption::in_memory_sessions(16);
     Arc::new(config)
+}
+
+/// The proxy in front of the mock, and a token for it.
+struct Setup {
+    pki: Pki,
+    proxy: Proxy,
+    token: String,
+    /// Held: the mock stops when it is dropped.
+    _upstream: MockUpstream,
+}
+
+async fn setup() -> Setup {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let token = pki.token();
+    Setup {
+        pki,
+        proxy,
+        token,
+        _upstream: upstream,
+    }
 }
 
 async fn connect(proxy: &Proxy, config: &Arc<ClientConfig>) -> TlsStream<tokio::net::TcpStream> {
@@ -118,19 +142,24 @@ async fn ticket<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, token: &str) 
     }
 }
 
+/// `ticket`, answered within 10 s with the mock's ticket 9.
+async fn expect_ticket<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, token: &str, what: &str) {
+    let answered = tokio::time::timeout(Duration::from_secs(10), ticket(stream, token));
+    let (status, body) = answered
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer"));
+    assert_eq!(status, 200, "{what}: {body}");
+    assert!(body.contains("\"id\":9"), "{body}");
+}
+
 #[tokio::test]
 async fn tls_1_2_and_1_3_clients_are_served_and_their_sessions_resumed() {
-    let pki = Pki::new();
-    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
-    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
-    let token = pki.token();
+    let s = setup().await;
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let config = client_for(&pki, version);
+        let config = client_for(&s.pki, version);
         for (round, kind) in [(1, HandshakeKind::Full), (2, HandshakeKind::Resumed)] {
-            let mut tls = connect(&proxy, &config).await;
-            let (status, body) = ticket(&mut tls, &token).await;
-            assert_eq!(status, 200, "{version:?} round {round}: {body}");
-            assert!(body.contains("\"id\":9"), "{body}");
+            let mut tls = connect(&s.proxy, &config).await;
+            expect_ticket(&mut tls, &s.token, &format!("{version:?} round {round}")).await;
             let conn = tls.get_ref().1;
             assert_eq!(conn.protocol_version(), Some(version.version));
             assert_eq!(
@@ -144,16 +173,13 @@ async fn tls_1_2_and_1_3_clients_are_served_and_their_sessions_resumed() {
 
 #[tokio::test]
 async fn a_client_key_update_is_answered_and_the_connection_goes_on() {
-    let pki = Pki::new();
-    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
-    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
-    let token = pki.token();
-    let mut tls = connect(&proxy, &client_for(&pki, &rustls::version::TLS13)).await;
+    let s = setup().await;
+    let mut tls = connect(&s.proxy, &client_for(&s.pki, &rustls::version::TLS13)).await;
     for round in 0..3 {
         // The proxy must read what follows under the client's new keys, and its key update in
         // answer must reach the client in order with the response.
         tls.get_mut().1.refresh_traffic_keys().unwrap();
-        let (status, body) = ticket(&mut tls, &token).await;
+        let (status, body) = ticket(&mut tls, &s.token).await;
         assert_eq!(status, 200, "round {round}: {body}");
     }
     // And a close_notify ends the connection cleanly: the proxy answers with its own and closes.
@@ -168,22 +194,14 @@ async fn a_client_key_update_is_answered_and_the_connection_goes_on() {
 
 #[tokio::test]
 async fn records_arriving_a_byte_at_a_time_are_put_together() {
-    let pki = Pki::new();
-    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
-    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
-    let token = pki.token();
+    let s = setup().await;
     for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
-        let tcp = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        let tcp = tokio::net::TcpStream::connect(s.proxy.addr).await.unwrap();
         tcp.set_nodelay(true).unwrap();
-        let mut tls = tls_over(Trickle(tcp), &client_for(&pki, version)).await;
+        let mut tls = tls_over(Trickle(tcp), &client_for(&s.pki, version)).await;
         // Two requests on the connection: the second's records follow the first's response.
         for round in 0..2 {
-            let answered = tokio::time::timeout(Duration::from_secs(10), ticket(&mut tls, &token));
-            let (status, body) = answered
-                .await
-                .unwrap_or_else(|_| panic!("{version:?} round {round}: no answer"));
-            assert_eq!(status, 200, "{version:?} round {round}: {body}");
-            assert!(body.contains("\"id\":9"), "{body}");
+            expect_ticket(&mut tls, &s.token, &format!("{version:?} round {round}")).await;
         }
     }
 }

@@ -14,7 +14,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use vendorgate::identity::cache::{token_key, Identity};
 use vendorgate::identity::TokenCache;
-use vendorgate::state::{Counter, MemoryState, StateBackend};
+use vendorgate::state::cells::{CounterCell, RateCell, SessionCell, Slot};
+use vendorgate::state::{Counter, MemoryState, Place, StateBackend};
 use vendorgate_policy::config::Scope;
 use vendorgate_policy::{Policy, RateRule, VerifiedToken};
 
@@ -76,7 +77,9 @@ fn token_cache_hit(c: &mut Criterion) {
 }
 
 /// What the limits cost per request in memory: one session touch, one GCRA step, one egress lease
-/// and its release, on one account among `n` active ones.
+/// and its release, on one account among `n` active ones. `by_key`: found by key (a new identity,
+/// or the local fallback of a Redis deployment); `cached`: through the cells a cached identity
+/// keeps (every later request of a token).
 fn account_state(c: &mut Criterion) {
     let rule = RateRule {
         id: "exports".into(),
@@ -87,32 +90,53 @@ fn account_state(c: &mut Criterion) {
         period: Duration::from_secs(1),
         burst: 1_000_000,
     };
-    let counter = |i: usize| Counter {
-        key: format!("vg:egress:acme:agent-{i}@acme.example:1800000000"),
+    let now_ms = NOW * 1000;
+    let key =
+        |i: usize| -> Arc<str> { Arc::from(format!("vg:egress:acme:agent-{i}@acme.example")) };
+    let counter = |place| Counter {
+        place,
+        window_start: now_ms,
         max: u64::MAX / 2,
-        reset_at_ms: NOW * 1000 + 3_600_000,
+        reset_at_ms: now_ms + 3_600_000,
     };
+    let session = |i: usize| format!("vg:session:acme:agent-{i}@acme.example");
+    let rate = |i: usize| -> Arc<str> { Arc::from(format!("vg:rate:acme:agent-{i}")) };
     let mut g = c.benchmark_group("account_state");
     for n in ACCOUNTS {
         let state = MemoryState::new(n * 4);
-        let now_ms = NOW * 1000;
-        for i in 0..n {
-            let session = format!("vg:session:acme:agent-{i}@acme.example");
-            ready(state.touch_session(&session, now_ms, 1_800_000, 3_600_000)).unwrap();
-            let rate: Arc<str> = Arc::from(format!("vg:rate:acme:agent-{i}"));
-            ready(state.rate(&rule, &rate, now_ms)).unwrap();
-            ready(state.lease(&[counter(i)], 2048, now_ms)).unwrap();
+        // What each account's cached identity holds.
+        let held: Vec<(Slot<SessionCell>, Slot<RateCell>, Slot<CounterCell>)> = (0..n)
+            .map(|_| (Slot::default(), Slot::default(), Slot::default()))
+            .collect();
+        for (i, (s, r, e)) in held.iter().enumerate() {
+            state.touch_session_in(&session(i), s, now_ms, 1_800_000, 3_600_000);
+            state.rate_in(&rule, &rate(i), r, now_ms);
+            let cell = state.counter_cell(e, || key(i), now_ms);
+            state.lease_now(&[counter(Place::Cell(cell))], 2048, now_ms);
         }
         let i = n / 2;
-        let session = format!("vg:session:acme:agent-{i}@acme.example");
-        let rate: Arc<str> = Arc::from(format!("vg:rate:acme:agent-{i}"));
-        let counters = [counter(i)];
-        g.bench_function(BenchmarkId::from_parameter(n), |b| {
+        let (key_session, key_rate) = (session(i), rate(i));
+        let key_counters = [counter(Place::Key(key(i)))];
+        g.bench_function(BenchmarkId::new("by_key", n), |b| {
             b.iter(|| {
-                ready(state.touch_session(&session, now_ms, 1_800_000, 3_600_000)).unwrap();
-                ready(state.rate(&rule, &rate, now_ms)).unwrap();
-                let got = ready(state.lease(&counters, 2048, now_ms)).unwrap();
-                ready(state.release(&counters, got)).unwrap();
+                ready(state.touch_session(&key_session, now_ms, 1_800_000, 3_600_000)).unwrap();
+                ready(state.rate(&rule, &key_rate, now_ms)).unwrap();
+                let got = ready(state.lease(&key_counters, 2048, now_ms)).unwrap();
+                ready(state.release(&key_counters, got)).unwrap();
+            })
+        });
+        let (s, r, e) = &held[i];
+        let counters = [counter(Place::Cell(state.counter_cell(
+            e,
+            || key(i),
+            now_ms,
+        )))];
+        g.bench_function(BenchmarkId::new("cached", n), |b| {
+            b.iter(|| {
+                state.touch_session_in(&key_session, s, now_ms, 1_800_000, 3_600_000);
+                state.rate_in(&rule, &key_rate, r, now_ms);
+                let got = state.lease_now(&counters, 2048, now_ms);
+                state.release_now(&counters, got);
             })
         });
     }

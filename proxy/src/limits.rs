@@ -13,6 +13,7 @@ use vendorgate_policy::{
 };
 
 use crate::identity::cache::Identity;
+use crate::state::cells::Slot;
 use crate::state::{now_ms, Counter, SessionOutcome, StateError, StateStore};
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -61,7 +62,7 @@ pub async fn check_session(
     let idle_ms = vendor.session_idle.as_millis() as u64;
     let ttl_ms = (token.exp.saturating_sub(now) * 1000).max(idle_ms) + 60_000;
     match store
-        .touch_session(key, idle_ms, ttl_ms)
+        .touch_session(key, &identity.cells.session, idle_ms, ttl_ms)
         .await
         .map_err(state_denial)?
     {
@@ -75,12 +76,22 @@ pub async fn check_session(
 
 /// The state key of `rule`'s limiter for this account (or its vendor, by the rule's scope).
 pub fn rate_key(prefix: &str, rule: &RateRule, vendor: &str, account: &str) -> Arc<str> {
-    Arc::from(scope_key(
-        prefix, "rate", &rule.id, rule.per, vendor, account, None,
-    ))
+    scope_key(prefix, "rate", &rule.id, rule.per, vendor, account)
 }
 
-/// `window`, when given, is the start of the byte-counter window the key counts.
+/// The state key of a byte counter (`ingress` or `egress`) for this account or its vendor, without
+/// the window (see [`Counter::key`]).
+pub fn byte_key(
+    prefix: &str,
+    ingress: bool,
+    rule: &ByteRule,
+    vendor: &str,
+    account: &str,
+) -> Arc<str> {
+    let kind = if ingress { "ingress" } else { "egress" };
+    scope_key(prefix, kind, &rule.id, rule.per, vendor, account)
+}
+
 fn scope_key(
     prefix: &str,
     kind: &str,
@@ -88,16 +99,11 @@ fn scope_key(
     per: Scope,
     vendor: &str,
     account: &str,
-    window: Option<u64>,
-) -> String {
-    let mut n = itoa::Buffer::new();
-    let window = window.map(|w| n.format(w));
-    match (per, window) {
-        (Scope::Account, None) => key(&[prefix, kind, id, "a", vendor, account]),
-        (Scope::Account, Some(w)) => key(&[prefix, kind, id, "a", vendor, account, w]),
-        (Scope::Vendor, None) => key(&[prefix, kind, id, "v", vendor]),
-        (Scope::Vendor, Some(w)) => key(&[prefix, kind, id, "v", vendor, w]),
-    }
+) -> Arc<str> {
+    Arc::from(match per {
+        Scope::Account => key(&[prefix, kind, id, "a", vendor, account]),
+        Scope::Vendor => key(&[prefix, kind, id, "v", vendor]),
+    })
 }
 
 /// `RateLimit-Policy` / `RateLimit` values for the rules that applied, as `", "`-separated lists.
@@ -179,8 +185,16 @@ pub async fn check_rates(
                 &made
             }
         };
+        let fresh;
+        let slot = match identity.cells.rates.get(i) {
+            Some(slot) => slot,
+            None => {
+                fresh = Slot::default();
+                &fresh
+            }
+        };
         let outcome = store
-            .rate(rule, key)
+            .rate(rule, key, slot)
             .await
             .map_err(|e| Err(state_denial(e)))?;
         headers.add(rule, &outcome);
@@ -202,29 +216,39 @@ pub async fn check_rates(
 
 /// The counters of the egress or ingress caps on this request, for the current windows.
 pub fn byte_counters(
-    prefix: &str,
+    store: &StateStore,
     policy: &Policy,
     ingress: bool,
     allow: &Allow,
-    token: &VerifiedToken,
+    identity: &Identity,
 ) -> Vec<Counter> {
-    let vendor = &policy.vendors[allow.vendor].id;
-    let kind = if ingress { "ingress" } else { "egress" };
     let now = now_ms();
+    let (keys, slots) = identity.byte_state(ingress);
     policy
         .byte_rules_for(ingress, allow.vendor, allow.route)
-        .map(|(_, rule): (usize, &ByteRule)| {
+        .map(|(i, rule): (usize, &ByteRule)| {
+            // Made with the identity, under the same policy (see `Identity::rate_keys`); a fresh
+            // slot still reaches the shared cell, by key.
+            let key = || {
+                keys.get(i).cloned().unwrap_or_else(|| {
+                    let vendor = &policy.vendors[allow.vendor].id;
+                    byte_key(
+                        &store.prefix,
+                        ingress,
+                        rule,
+                        vendor,
+                        &identity.token.account,
+                    )
+                })
+            };
+            let place = match slots.get(i) {
+                Some(slot) => store.counter_place(slot, key),
+                None => store.counter_place(&Slot::default(), key),
+            };
             let (start, end) = rule.window_at(now);
             Counter {
-                key: scope_key(
-                    prefix,
-                    kind,
-                    &rule.id,
-                    rule.per,
-                    vendor,
-                    &token.account,
-                    Some(start),
-                ),
+                place,
+                window_start: start,
                 max: rule.max,
                 reset_at_ms: end,
             }

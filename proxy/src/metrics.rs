@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use foldhash::fast::RandomState;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::state::cells::Slot;
 use std::time::Duration;
 
 const BUCKETS: [f64; 12] = [
@@ -19,12 +21,16 @@ const BUCKETS: [f64; 12] = [
 /// and from verified tokens.
 type PerKey = HashMap<String, u64, RandomState>;
 
+/// A counter per label value, each its own allocation so a holder can count without the map's lock.
+type Series = HashMap<String, Arc<AtomicU64>, RandomState>;
+
 #[derive(Default)]
 pub struct Metrics {
     /// (allowed, reason) → vendor → requests (nested so lookups borrow `&str`).
     requests: Mutex<HashMap<(bool, &'static str), PerKey, RandomState>>,
-    /// vendor → account → bytes (nested so lookups borrow `&str` instead of building keys).
-    egress: Mutex<HashMap<String, PerKey, RandomState>>,
+    /// vendor → account → bytes (nested so lookups borrow `&str` instead of building keys). A
+    /// series is reached through the request's identity once found (see [`Metrics::observe`]).
+    egress: Mutex<HashMap<String, Series, RandomState>>,
     buckets: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
     sum_micros: AtomicU64,
@@ -86,12 +92,16 @@ impl Metrics {
         Held::new(&self.connections_parked)
     }
 
+    /// `egress` is where the request's identity keeps its account's egress series: found once,
+    /// then counted without taking the metrics lock.
+    #[allow(clippy::too_many_arguments)]
     pub fn observe(
         &self,
         allowed: bool,
         reason: &'static str,
         vendor: Option<&str>,
         account: Option<&str>,
+        egress: Option<&Slot<AtomicU64>>,
         bytes_out: u64,
         took: Duration,
     ) {
@@ -101,8 +111,13 @@ impl Metrics {
             *slot(requests.entry((allowed, reason)).or_default(), vendor) += 1;
         }
         if allowed && bytes_out > 0 {
-            let mut egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
-            *slot(slot(&mut egress, vendor), account.unwrap_or("")) += bytes_out;
+            let series = || self.egress_series(vendor, account.unwrap_or(""));
+            match egress {
+                Some(s) => s
+                    .get_or_init(series)
+                    .fetch_add(bytes_out, Ordering::Relaxed),
+                None => series().fetch_add(bytes_out, Ordering::Relaxed),
+            };
         }
         let secs = took.as_secs_f64();
         for (i, le) in BUCKETS.iter().enumerate() {
@@ -186,6 +201,11 @@ impl Metrics {
         rows
     }
 
+    fn egress_series(&self, vendor: &str, account: &str) -> Arc<AtomicU64> {
+        let mut egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
+        slot(slot(&mut egress, vendor), account).clone()
+    }
+
     fn egress_rows(&self) -> Vec<((String, String), u64)> {
         let egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows: Vec<_> = egress
@@ -193,7 +213,7 @@ impl Metrics {
             .flat_map(|(v, accounts)| {
                 accounts
                     .iter()
-                    .map(move |(a, n)| ((v.clone(), a.clone()), *n))
+                    .map(move |(a, n)| ((v.clone(), a.clone()), n.load(Ordering::Relaxed)))
             })
             .collect();
         rows.sort();

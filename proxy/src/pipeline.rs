@@ -246,10 +246,9 @@ async fn forward(
     draft.route = Some(allow.route);
     limits::check_session(&gw.state, policy, &allow, &cached, now).await?;
     let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached).await?;
-    let prefix = &gw.state.prefix;
-    let ingress = limits::byte_counters(prefix, policy, true, &allow, identity);
+    let ingress = limits::byte_counters(&gw.state, policy, true, &allow, &cached);
     limits::check_budget(&gw.state, &ingress, declared, Reason::IngressCapExceeded).await?;
-    let egress = limits::byte_counters(prefix, policy, false, &allow, identity);
+    let egress = limits::byte_counters(&gw.state, policy, false, &allow, &cached);
     let egress_left =
         limits::check_budget(&gw.state, &egress, None, Reason::EgressCapExceeded).await?;
     tracing::debug!(

@@ -292,6 +292,19 @@ async fn an_egress_cap_cuts_a_download_mid_stream_and_refuses_what_follows() {
             .parse()
             .unwrap();
         assert!((1..=3600).contains(&retry));
+        // Signing in again gives a new token, not a new budget: the cap is the account's.
+        let again = token(&pki, account);
+        assert_ne!(again, agent);
+        let (status, reason, _) = status_and_reason(
+            &client,
+            req(&proxy, Method::GET, "/api/v2/tickets/1", &again),
+        )
+        .await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (429, "egress_cap_exceeded"),
+            "{version:?}: a new token of the same account"
+        );
         assert_eq!(upstream.request_count(), before);
     }
 

@@ -10,13 +10,16 @@ use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
 use http::HeaderValue;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vendorgate_policy::{Policy, VerifiedToken};
+use vendorgate_policy::{ByteRule, Policy, VerifiedToken};
 
 use crate::headers::encoded_value;
-use crate::limits::{rate_key, session_key};
+use crate::limits::{byte_key, rate_key, session_key};
+use crate::state::cells::{CounterCell, RateCell, SessionCell, Slot};
 use crate::trail::chain::sha256_hex;
+use crate::trail::record::token_object;
 
 const SHARDS: usize = 16;
 
@@ -27,8 +30,9 @@ pub struct Identity {
     /// The `version` of the policy that resolved `token.vendor`, compared by pointer: an entry made
     /// under the previous policy is a miss, even one inserted just after a reload cleared the cache.
     policy: Arc<str>,
-    /// SHA-256 of the `jti` (hex) for the record: once per token rather than once per request.
-    pub jti_sha256: Option<String>,
+    /// The decision record's `token` object (the `jti` already hashed): the same for every request
+    /// of the token, so written once.
+    pub record_token: String,
     /// `vendor/account`, encoded for `upstream.identity_header`.
     pub who: HeaderValue,
     /// The session's state key, made once per token (see [`crate::limits::session_key`]).
@@ -36,6 +40,23 @@ pub struct Identity {
     /// The state key of each of the policy's rate limits (by index) for this token's account.
     /// Valid because an identity only serves the policy that made it.
     pub rate_keys: Vec<Arc<str>>,
+    /// The same for the egress and ingress caps (keys without the window).
+    egress_keys: Vec<Arc<str>>,
+    ingress_keys: Vec<Arc<str>>,
+    /// The in-memory state this identity has reached, so its next requests skip the lookups.
+    pub cells: Cells,
+}
+
+/// Where an identity keeps its in-memory state cells once found (see [`crate::state::cells`]).
+/// Indexed like the policy's rules.
+#[derive(Default)]
+pub struct Cells {
+    pub session: Slot<SessionCell>,
+    pub rates: Vec<Slot<RateCell>>,
+    egress: Vec<Slot<CounterCell>>,
+    ingress: Vec<Slot<CounterCell>>,
+    /// This account's series in the egress-bytes metric.
+    pub egress_metric: Slot<AtomicU64>,
 }
 
 impl Identity {
@@ -54,21 +75,58 @@ impl Identity {
             .map_or("", |v| v.id.as_str());
         let jti_sha256 = token.jti.as_ref().map(|j| sha256_hex(j.as_bytes()));
         let who = encoded_value(&[vendor, "/", &token.account].concat());
+        let record_token = token_object(
+            &token.iss,
+            token.sub.as_deref(),
+            &token.amr,
+            jti_sha256.as_deref(),
+        );
         let session_key = session_key(prefix, vendor, &token, hash);
+        let account = &token.account;
         let rate_keys = policy
             .rate_rules
             .iter()
-            .map(|rule| rate_key(prefix, rule, vendor, &token.account))
+            .map(|rule| rate_key(prefix, rule, vendor, account))
             .collect();
+        let byte_keys = |ingress: bool, rules: &[ByteRule]| -> Vec<Arc<str>> {
+            rules
+                .iter()
+                .map(|rule| byte_key(prefix, ingress, rule, vendor, account))
+                .collect()
+        };
+        let egress_keys = byte_keys(false, &policy.egress_rules);
+        let ingress_keys = byte_keys(true, &policy.ingress_rules);
+        let cells = Cells {
+            rates: slots(policy.rate_rules.len()),
+            egress: slots(egress_keys.len()),
+            ingress: slots(ingress_keys.len()),
+            ..Cells::default()
+        };
         Identity {
             token,
             policy: version,
-            jti_sha256,
+            record_token,
             who,
             session_key,
             rate_keys,
+            egress_keys,
+            ingress_keys,
+            cells,
         }
     }
+
+    /// The keys and cell slots of the ingress or egress caps, by rule index.
+    pub fn byte_state(&self, ingress: bool) -> (&[Arc<str>], &[Slot<CounterCell>]) {
+        if ingress {
+            (&self.ingress_keys, &self.cells.ingress)
+        } else {
+            (&self.egress_keys, &self.cells.egress)
+        }
+    }
+}
+
+fn slots<C>(n: usize) -> Vec<Slot<C>> {
+    (0..n).map(|_| Slot::default()).collect()
 }
 
 #[derive(Default)]

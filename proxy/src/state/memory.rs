@@ -1,92 +1,63 @@
 //! State in this process's memory: bounded, idle keys evicted, and no lock held across an await
-//! (every operation is a short critical section on one shard).
+//! (every operation is a short critical section on one shard or one cell). See [`super::cells`] for
+//! how a cached identity reaches its cells without a lookup.
 
-use std::collections::HashMap;
 use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use foldhash::fast::RandomState;
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::StateInformationMiddleware;
-use governor::state::keyed::DefaultKeyedStateStore;
-use governor::{Quota, RateLimiter};
+use governor::Quota;
 use vendorgate_policy::{GcraOutcome, RateRule};
 
-use super::{Counter, SessionOutcome, StateBackend, StateError};
+use super::cells::{lock, CounterCell, RateCell, Registry, SessionCell, Slot};
+use super::{Counter, Place, SessionOutcome, StateBackend, StateError};
 
-const SHARDS: usize = 32;
-
-/// Keys here are built by the proxy from verified tokens, never chosen freely by a client, and every
-/// request looks several up: foldhash (seeded per process) rather than SipHash.
-type Map<V> = HashMap<String, V, RandomState>;
-
-type Limiter = RateLimiter<
-    Arc<str>,
-    DefaultKeyedStateStore<Arc<str>, RandomState>,
-    DefaultClock,
-    StateInformationMiddleware,
->;
-
+/// The cells of one distinct rate rule (id, interval, burst): a reload that changes a rule's
+/// numbers gets fresh cells rather than ones with the old quota.
 struct RuleLimiter {
     id: String,
     interval_us: u64,
     burst: u32,
-    limiter: Arc<Limiter>,
+    quota: Quota,
+    clock: DefaultClock,
+    cells: Registry<RateCell>,
 }
 
 impl RuleLimiter {
     fn serves(&self, rule: &RateRule) -> bool {
         self.id == rule.id && self.interval_us == rule.interval_us() && self.burst == rule.burst
     }
-}
 
-struct Session {
-    last_ms: u64,
-    dead: bool,
-    expires_ms: u64,
-}
-
-#[derive(Clone, Copy)]
-struct Used {
-    bytes: u64,
-    expires_ms: u64,
+    fn cell(&self, key: &str, now_ms: u64) -> Arc<RateCell> {
+        let refill_ms = (u64::from(self.burst) * self.interval_us).div_ceil(1000);
+        self.cells.get(key, now_ms, || {
+            RateCell::new(self.quota, self.clock.clone(), refill_ms)
+        })
+    }
 }
 
 pub struct MemoryState {
-    sessions: Vec<Mutex<Map<Session>>>,
-    counters: Vec<Mutex<Map<Used>>>,
-    /// One governor limiter per distinct rule (id, interval, burst): a reload that changes a
-    /// rule's numbers gets a fresh limiter rather than one with the old quota. A list, not a map:
-    /// a policy has a handful of rules, and a scan compares `&str`s where a map lookup would build
-    /// a `String` key on every request.
-    limiters: RwLock<Vec<RuleLimiter>>,
-    per_shard: usize,
-}
-
-fn shard_of(key: &str) -> usize {
-    // FNV-1a: cheap, and good enough to spread keys over a few shards.
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (h as usize) % SHARDS
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+    sessions: Registry<SessionCell>,
+    /// Keyed without the window: a counter's window is its expiry (see [`Place::Key`]).
+    counters: Registry<CounterCell>,
+    /// A list, not a map: a policy has a handful of rules, and a scan compares `&str`s where a map
+    /// lookup would build a `String` key.
+    limiters: RwLock<Vec<Arc<RuleLimiter>>>,
+    max_keys: usize,
 }
 
 impl MemoryState {
     pub fn new(max_keys: usize) -> Self {
         MemoryState {
-            sessions: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
-            counters: (0..SHARDS).map(|_| Mutex::new(Map::default())).collect(),
+            sessions: Registry::new(max_keys),
+            counters: Registry::new(max_keys),
             limiters: RwLock::new(Vec::new()),
-            per_shard: max_keys.div_ceil(SHARDS).max(16),
+            max_keys,
         }
     }
 
-    fn limiter(&self, rule: &RateRule) -> Arc<Limiter> {
+    fn limiter(&self, rule: &RateRule) -> Arc<RuleLimiter> {
         if let Some(l) = self
             .limiters
             .read()
@@ -94,61 +65,124 @@ impl MemoryState {
             .iter()
             .find(|l| l.serves(rule))
         {
-            return l.limiter.clone();
+            return l.clone();
         }
         let mut list = self.limiters.write().unwrap_or_else(|p| p.into_inner());
         // Another request may have added it between the two locks.
         if let Some(l) = list.iter().find(|l| l.serves(rule)) {
-            return l.limiter.clone();
+            return l.clone();
         }
         let burst = NonZeroU32::new(rule.burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::with_period(Duration::from_micros(rule.interval_us()))
             .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
             .allow_burst(burst);
-        let limiter = Arc::new(
-            RateLimiter::dashmap_with_hasher(quota, RandomState::default())
-                .with_middleware::<StateInformationMiddleware>(),
-        );
-        list.push(RuleLimiter {
+        let limiter = Arc::new(RuleLimiter {
             id: rule.id.clone(),
             interval_us: rule.interval_us(),
             burst: rule.burst,
-            limiter: limiter.clone(),
+            quota,
+            clock: DefaultClock::default(),
+            cells: Registry::new(self.max_keys),
         });
+        list.push(limiter.clone());
         limiter
     }
 
-    /// Drops expired sessions and counters and forgets limiter keys back at full burst.
+    /// Drops expired sessions and counters and rate keys back at full burst, unless a cached
+    /// identity still holds them.
     pub fn evict(&self, now_ms: u64) {
-        for shard in &self.sessions {
-            lock(shard).retain(|_, s| s.expires_ms > now_ms);
-        }
-        for shard in &self.counters {
-            lock(shard).retain(|_, c| c.expires_ms > now_ms);
-        }
+        self.sessions.evict(now_ms);
+        self.counters.evict(now_ms);
         for l in self
             .limiters
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            l.limiter.retain_recent();
-            l.limiter.shrink_to_fit();
+            l.cells.evict(now_ms);
         }
     }
 
-    /// Makes room in a full shard: expired entries first, then an arbitrary one (bounded memory
-    /// beats perfect recall; the cost is one session or counter restarting).
-    fn make_room<V>(map: &mut Map<V>, limit: usize, expired: impl Fn(&V) -> bool) {
-        if map.len() < limit {
-            return;
+    /// [`StateBackend::touch_session`] through the identity's slot.
+    pub fn touch_session_in(
+        &self,
+        key: &str,
+        slot: &Slot<SessionCell>,
+        now_ms: u64,
+        idle_ms: u64,
+        ttl_ms: u64,
+    ) -> SessionOutcome {
+        slot.get_or_init(|| self.sessions.get(key, now_ms, SessionCell::default))
+            .touch(now_ms, idle_ms, ttl_ms)
+    }
+
+    /// [`StateBackend::rate`] through the identity's slot.
+    pub fn rate_in(
+        &self,
+        rule: &RateRule,
+        key: &str,
+        slot: &Slot<RateCell>,
+        now_ms: u64,
+    ) -> GcraOutcome {
+        let cell = slot.get_or_init(|| self.limiter(rule).cell(key, now_ms));
+        check(cell, now_ms)
+    }
+
+    /// The cell of a byte counter (keyed without its window), for a [`Counter`] to carry.
+    pub fn counter_cell(
+        &self,
+        slot: &Slot<CounterCell>,
+        key: impl FnOnce() -> Arc<str>,
+        now_ms: u64,
+    ) -> Arc<CounterCell> {
+        slot.get_or_init(|| {
+            let key = key();
+            self.counters
+                .get(&key, now_ms, || CounterCell::new(key.clone()))
+        })
+        .clone()
+    }
+
+    fn cell_of(&self, c: &Counter, now_ms: u64) -> Arc<CounterCell> {
+        match &c.place {
+            Place::Cell(cell) => cell.clone(),
+            Place::Key(key) => self
+                .counters
+                .get(key, now_ms, || CounterCell::new(key.clone())),
         }
-        map.retain(|_, v| !expired(v));
-        if map.len() >= limit {
-            if let Some(k) = map.keys().next().cloned() {
-                map.remove(&k);
-            }
+    }
+
+    /// A counter's cell if there is one (a counter never charged has none, and needs none).
+    fn find(&self, c: &Counter) -> Option<Arc<CounterCell>> {
+        match &c.place {
+            Place::Cell(cell) => Some(cell.clone()),
+            Place::Key(key) => self.counters.find(key),
         }
+    }
+}
+
+/// One GCRA step on a cell.
+fn check(cell: &RateCell, now_ms: u64) -> GcraOutcome {
+    cell.used_at(now_ms);
+    let limiter = &cell.limiter;
+    match limiter.check() {
+        Ok(snapshot) => GcraOutcome {
+            allowed: true,
+            new_tat: 0,
+            retry_after_ms: 0,
+            remaining: snapshot.remaining_burst_capacity(),
+        },
+        Err(not_until) => GcraOutcome {
+            allowed: false,
+            new_tat: 0,
+            // The limiter's own clock: building a fresh quanta clock calibrates it (cpuid,
+            // about 20 µs), which made every refusal cost more than a grant.
+            retry_after_ms: not_until
+                .wait_time_from(limiter.clock().now())
+                .as_micros()
+                .div_ceil(1000) as u64,
+            remaining: 0,
+        },
     }
 }
 
@@ -174,45 +208,39 @@ impl MemoryState {
     /// take a lease inside `poll_frame` without boxing one.
     pub fn lease_now(&self, counters: &[Counter], want: u64, now_ms: u64) -> u64 {
         if let [c] = counters {
-            // One counter (the usual policy): one shard, and the key copied only when new.
-            let mut g = lock(&self.counters[shard_of(&c.key)]);
-            let used = g
-                .get(&c.key)
-                .filter(|u| u.expires_ms > now_ms)
-                .map_or(0, |u| u.bytes);
-            let grant = c.max.saturating_sub(used).min(want);
+            // One counter (the usual policy): one lock, and nothing collected.
+            let cell = match &c.place {
+                Place::Cell(cell) => cell,
+                Place::Key(_) => &self.cell_of(c, now_ms),
+            };
+            let mut used = lock(&cell.used);
+            let grant = c.max.saturating_sub(used.at(now_ms)).min(want);
             if grant > 0 {
-                Self::charge(&mut g, c, grant, now_ms, self.per_shard);
+                used.charge(grant, now_ms, c.reset_at_ms);
             }
             return grant;
         }
-        // Counters of one request may sit in different shards: lock them in shard order so two
-        // requests can never wait on each other.
-        let mut shards: Vec<usize> = counters.iter().map(|c| shard_of(&c.key)).collect();
-        shards.sort_unstable();
-        shards.dedup();
-        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)> = shards
+        // Lock every counter's cell at once, in address order, so two requests sharing counters
+        // can never wait on each other; the same cell twice is locked once.
+        let mut cells: Vec<(Arc<CounterCell>, &Counter)> = counters
             .iter()
-            .map(|&i| (i, lock(&self.counters[i])))
+            .map(|c| (self.cell_of(c, now_ms), c))
             .collect();
-        let used = |guards: &Vec<(usize, std::sync::MutexGuard<'_, Map<Used>>)>, c: &Counter| {
-            let g = &guards.iter().find(|(i, _)| *i == shard_of(&c.key))?.1;
-            g.get(&c.key)
-                .filter(|u| u.expires_ms > now_ms)
-                .map(|u| u.bytes)
-        };
-        let grant = counters
+        cells.sort_by_key(|(cell, _)| Arc::as_ptr(cell));
+        cells.dedup_by(|a, b| Arc::ptr_eq(&a.0, &b.0));
+        let mut guards: Vec<_> = cells
             .iter()
-            .map(|c| c.max.saturating_sub(used(&guards, c).unwrap_or(0)))
+            .map(|(cell, c)| (lock(&cell.used), *c))
+            .collect();
+        let grant = guards
+            .iter()
+            .map(|(used, c)| c.max.saturating_sub(used.at(now_ms)))
             .fold(want, u64::min);
         if grant == 0 {
             return 0;
         }
-        for c in counters {
-            let shard = shard_of(&c.key);
-            if let Some((_, g)) = guards.iter_mut().find(|(i, _)| *i == shard) {
-                Self::charge(g, c, grant, now_ms, self.per_shard);
-            }
+        for (used, c) in &mut guards {
+            used.charge(grant, now_ms, c.reset_at_ms);
         }
         grant
     }
@@ -220,29 +248,11 @@ impl MemoryState {
     /// Gives back what a lease took and nothing used.
     pub fn release_now(&self, counters: &[Counter], amount: u64) {
         for c in counters {
-            if let Some(u) = lock(&self.counters[shard_of(&c.key)]).get_mut(&c.key) {
-                u.bytes = u.bytes.saturating_sub(amount);
+            if let Some(cell) = self.find(c) {
+                let mut used = lock(&cell.used);
+                used.bytes = used.bytes.saturating_sub(amount);
             }
         }
-    }
-
-    /// Adds `grant` to `c`'s count, starting a fresh window if the old one is over.
-    fn charge(map: &mut Map<Used>, c: &Counter, grant: u64, now_ms: u64, limit: usize) {
-        let fresh = Used {
-            bytes: 0,
-            expires_ms: c.reset_at_ms,
-        };
-        let entry = match map.get_mut(&c.key) {
-            Some(u) => u,
-            None => {
-                Self::make_room(map, limit, |u: &Used| u.expires_ms <= now_ms);
-                map.entry(c.key.clone()).or_insert(fresh)
-            }
-        };
-        if entry.expires_ms <= now_ms {
-            *entry = fresh;
-        }
-        entry.bytes += grant;
     }
 }
 
@@ -254,62 +264,19 @@ impl StateBackend for MemoryState {
         idle_ms: u64,
         ttl_ms: u64,
     ) -> Result<SessionOutcome, StateError> {
-        let mut shard = lock(&self.sessions[shard_of(key)]);
-        if let Some(s) = shard.get_mut(key) {
-            if s.expires_ms > now_ms {
-                if s.dead {
-                    return Ok(SessionOutcome::IdleExpired);
-                }
-                if now_ms.saturating_sub(s.last_ms) > idle_ms {
-                    s.dead = true;
-                    s.expires_ms = now_ms + ttl_ms;
-                    return Ok(SessionOutcome::IdleExpired);
-                }
-                s.last_ms = now_ms;
-                s.expires_ms = now_ms + ttl_ms;
-                return Ok(SessionOutcome::Active);
-            }
-        }
-        Self::make_room(&mut shard, self.per_shard, |s: &Session| {
-            s.expires_ms <= now_ms
-        });
-        shard.insert(
-            key.to_string(),
-            Session {
-                last_ms: now_ms,
-                dead: false,
-                expires_ms: now_ms + ttl_ms,
-            },
-        );
-        Ok(SessionOutcome::Active)
+        Ok(self
+            .sessions
+            .get(key, now_ms, SessionCell::default)
+            .touch(now_ms, idle_ms, ttl_ms))
     }
 
     async fn rate(
         &self,
         rule: &RateRule,
         key: &Arc<str>,
-        _now_ms: u64,
+        now_ms: u64,
     ) -> Result<GcraOutcome, StateError> {
-        let limiter = self.limiter(rule);
-        Ok(match limiter.check_key(key) {
-            Ok(snapshot) => GcraOutcome {
-                allowed: true,
-                new_tat: 0,
-                retry_after_ms: 0,
-                remaining: snapshot.remaining_burst_capacity(),
-            },
-            Err(not_until) => GcraOutcome {
-                allowed: false,
-                new_tat: 0,
-                // The limiter's own clock: building a fresh quanta clock calibrates it
-                // (cpuid, about 20 µs), which made every refusal cost more than a grant.
-                retry_after_ms: not_until
-                    .wait_time_from(limiter.clock().now())
-                    .as_micros()
-                    .div_ceil(1000) as u64,
-                remaining: 0,
-            },
-        })
+        Ok(check(&self.limiter(rule).cell(key, now_ms), now_ms))
     }
 
     async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
@@ -325,10 +292,7 @@ impl StateBackend for MemoryState {
         Ok(counters
             .iter()
             .map(|c| {
-                let used = lock(&self.counters[shard_of(&c.key)])
-                    .get(&c.key)
-                    .filter(|u| u.expires_ms > now_ms)
-                    .map_or(0, |u| u.bytes);
+                let used = self.find(c).map_or(0, |cell| lock(&cell.used).at(now_ms));
                 c.max.saturating_sub(used)
             })
             .collect())
@@ -393,7 +357,8 @@ mod tests {
 
     fn counter(key: &str, max: u64, reset_at_ms: u64) -> Counter {
         Counter {
-            key: key.into(),
+            place: Place::Key(key.into()),
+            window_start: 0,
             max,
             reset_at_ms,
         }

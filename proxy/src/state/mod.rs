@@ -6,6 +6,7 @@
 //! the request (fail closed) and `"local"` falls back to this replica's memory. Either way the failure
 //! is counted and logged (at most once a second, so an outage does not drown the log).
 
+pub mod cells;
 mod memory;
 mod redis;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 use vendorgate_policy::config::{Backend, OnStateError, StateConfig};
 use vendorgate_policy::{GcraOutcome, RateRule};
 
+use cells::{CounterCell, RateCell, SessionCell, Slot};
 pub use memory::MemoryState;
 pub use redis::RedisState;
 
@@ -37,13 +39,42 @@ pub enum SessionOutcome {
     IdleExpired,
 }
 
-/// One byte counter for one window: `key` already names the rule, the scope and the window.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One byte counter in its current window.
+#[derive(Clone)]
 pub struct Counter {
-    pub key: String,
+    pub place: Place,
+    /// When the window began (ms since the epoch).
+    pub window_start: u64,
     pub max: u64,
     /// When the window ends (ms since the epoch): the counter expires then.
     pub reset_at_ms: u64,
+}
+
+/// Where a counter is kept.
+#[derive(Clone)]
+pub enum Place {
+    /// In this process's memory, already found (see [`cells`]).
+    Cell(Arc<CounterCell>),
+    /// By key: in Redis, or in memory when the local fallback must find it. The key names the rule
+    /// and the scope, not the window: in memory a counter's window is its expiry (it counts from
+    /// zero again once past `reset_at_ms`); in Redis the key is this, `:` and `window_start`
+    /// (see [`Counter::windowed_key`]), and the old window's key expires by itself.
+    Key(Arc<str>),
+}
+
+impl Counter {
+    pub fn key(&self) -> &Arc<str> {
+        match &self.place {
+            Place::Cell(cell) => &cell.key,
+            Place::Key(key) => key,
+        }
+    }
+
+    /// The counter's key in Redis: one per window.
+    pub fn windowed_key(&self) -> String {
+        let mut n = itoa::Buffer::new();
+        [&**self.key(), ":", n.format(self.window_start)].concat()
+    }
 }
 
 pub trait StateBackend: Send + Sync {
@@ -168,9 +199,11 @@ impl StateStore {
         }
     }
 
+    /// `slot` is where the request's identity keeps the session's in-memory cell.
     pub async fn touch_session(
         &self,
         key: &str,
+        slot: &Slot<SessionCell>,
         idle_ms: u64,
         ttl_ms: u64,
     ) -> Result<SessionOutcome, StateError> {
@@ -183,17 +216,33 @@ impl StateStore {
                 return out;
             }
         }
-        self.local.touch_session(key, now, idle_ms, ttl_ms).await
+        Ok(self.local.touch_session_in(key, slot, now, idle_ms, ttl_ms))
     }
 
-    pub async fn rate(&self, rule: &RateRule, key: &Arc<str>) -> Result<GcraOutcome, StateError> {
+    /// `slot` is where the request's identity keeps its in-memory cell for this rule.
+    pub async fn rate(
+        &self,
+        rule: &RateRule,
+        key: &Arc<str>,
+        slot: &Slot<RateCell>,
+    ) -> Result<GcraOutcome, StateError> {
         let now = now_ms();
         if let Some(r) = &self.redis {
             if let Some(out) = self.shared("rate", r.rate(rule, key, now)).await {
                 return out;
             }
         }
-        self.local.rate(rule, key, now).await
+        Ok(self.local.rate_in(rule, key, slot, now))
+    }
+
+    /// Where a byte counter is kept: its in-memory cell, through the identity's `slot` (the key
+    /// is only made the first time); its key when counters are shared through Redis (the local
+    /// fallback then finds cells by key).
+    pub fn counter_place(&self, slot: &Slot<CounterCell>, key: impl FnOnce() -> Arc<str>) -> Place {
+        if self.redis.is_some() {
+            return Place::Key(key());
+        }
+        Place::Cell(self.local.counter_cell(slot, key, now_ms()))
     }
 
     pub async fn lease(&self, counters: &[Counter], want: u64) -> Result<u64, StateError> {

@@ -205,7 +205,7 @@ impl StateBackend for RedisState {
         let mut conn = self.conn()?;
         let mut inv = self.scripts.lease.prepare_invoke();
         for c in counters {
-            inv.key(&c.key);
+            inv.key(c.windowed_key());
         }
         inv.arg(want);
         for c in counters {
@@ -222,7 +222,7 @@ impl StateBackend for RedisState {
         let mut conn = self.conn()?;
         let mut inv = self.scripts.release.prepare_invoke();
         for c in counters {
-            inv.key(&c.key);
+            inv.key(c.windowed_key());
         }
         inv.arg(amount);
         let _: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
@@ -236,7 +236,7 @@ impl StateBackend for RedisState {
         let mut conn = self.conn()?;
         let mut inv = self.scripts.remaining.prepare_invoke();
         for c in counters {
-            inv.key(&c.key);
+            inv.key(c.windowed_key());
         }
         for c in counters {
             inv.arg(c.max);

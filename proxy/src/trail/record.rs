@@ -90,6 +90,7 @@ impl Draft {
             self.reason,
             self.vendor_id(),
             self.account(),
+            self.identity.as_deref().map(|i| &i.cells.egress_metric),
             bytes_out,
             duration,
         );
@@ -131,12 +132,7 @@ impl Draft {
             upstream_status: self.upstream_status,
             completed,
             cut_off,
-            token: self.identity.as_deref().map(|i| Token {
-                iss: &i.token.iss,
-                sub: i.token.sub.as_deref(),
-                amr: &i.token.amr,
-                jti_sha256: i.jti_sha256.as_deref(),
-            }),
+            token: self.identity.as_deref().map(|i| i.record_token.as_str()),
         };
         slot.submit(record.to_json());
     }
@@ -171,14 +167,29 @@ struct HttpRecord<'a> {
     upstream_status: Option<u16>,
     completed: bool,
     cut_off: bool,
-    token: Option<Token<'a>>,
+    /// The `token` object, made once per verified token (see [`token_object`]).
+    token: Option<&'a str>,
 }
 
-struct Token<'a> {
-    iss: &'a str,
-    sub: Option<&'a str>,
-    amr: &'a [String],
-    jti_sha256: Option<&'a str>,
+/// The record's `token` object: the same for every request of a token, so written once (into
+/// [`crate::identity::cache::Identity`]) rather than escaped again on every request.
+pub fn token_object(
+    iss: &str,
+    sub: Option<&str>,
+    amr: &[String],
+    jti_sha256: Option<&str>,
+) -> String {
+    let mut j = JsonOut::with_capacity(128);
+    j.raw("{\"iss\":").str(iss);
+    if let Some(sub) = sub {
+        j.raw(",\"sub\":").str(sub);
+    }
+    j.raw(",\"amr\":").strs(amr);
+    if let Some(jti) = jti_sha256 {
+        j.raw(",\"jti_sha256\":").str(jti);
+    }
+    j.raw("}");
+    j.finish()
 }
 
 impl HttpRecord<'_> {
@@ -254,16 +265,8 @@ impl HttpRecord<'_> {
             .bool(self.completed)
             .raw(",\"cut_off\":")
             .bool(self.cut_off);
-        if let Some(t) = &self.token {
-            j.raw(",\"token\":{\"iss\":").str(t.iss);
-            if let Some(sub) = t.sub {
-                j.raw(",\"sub\":").str(sub);
-            }
-            j.raw(",\"amr\":").strs(t.amr);
-            if let Some(jti) = t.jti_sha256 {
-                j.raw(",\"jti_sha256\":").str(jti);
-            }
-            j.raw("}");
+        if let Some(t) = self.token {
+            j.raw(",\"token\":").raw(t);
         }
         j.raw("}}");
         j.finish()
@@ -359,7 +362,7 @@ pub fn connection_failure(
 mod tests {
     use super::*;
 
-    fn full<'a>(amr: &'a [String]) -> HttpRecord<'a> {
+    fn full(token: &str) -> HttpRecord<'_> {
         HttpRecord {
             timestamp: "2026-11-22T16:57:51.871Z",
             allowed: true,
@@ -388,19 +391,15 @@ mod tests {
             upstream_status: Some(200),
             completed: true,
             cut_off: false,
-            token: Some(Token {
-                iss: "https://idp.test",
-                sub: Some("agent-1\n"),
-                amr,
-                jti_sha256: Some("0e71"),
-            }),
+            token: Some(token),
         }
     }
 
     #[test]
     fn a_full_record_has_every_field_in_its_place() {
         let amr = ["pwd".to_string(), "mfa".to_string()];
-        let v: Value = serde_json::from_str(&full(&amr).to_json()).unwrap();
+        let token = token_object("https://idp.test", Some("agent-1\n"), &amr, Some("0e71"));
+        let v: Value = serde_json::from_str(&full(&token).to_json()).unwrap();
         assert_eq!(
             v,
             json!({
@@ -442,7 +441,7 @@ mod tests {
             upstream_status: None,
             token: None,
             rule: "vendors[*].ip_allow",
-            ..full(&[])
+            ..full("")
         };
         assert_eq!(
             record.to_json(),

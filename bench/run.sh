@@ -49,7 +49,13 @@ CONF=$WORK/conf
 mkdir -p "$WORK"/{run,logs,tmp,www,tls,keys,conf}
 chmod 755 "$WORK" "$WORK"/www "$WORK"/logs "$WORK"/tmp "$WORK"/run
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# A full run writes several GiB of decision logs and 400,000 tokens: gone at the end (KEEP=1 keeps
+# them), leaving the results and notes. Runs that kept everything filled /tmp after a few rounds.
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"/logs "$WORK"/keys "$WORK"/tmp "$WORK"/www
+}
 trap cleanup EXIT
 
 python3 - "$WORK/www" <<'PY'

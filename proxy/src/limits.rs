@@ -80,7 +80,7 @@ pub fn rate_key(prefix: &str, rule: &RateRule, vendor: &str, account: &str) -> A
 }
 
 /// The state key of a byte counter (`ingress` or `egress`) for this account or its vendor, without
-/// the window (see [`Counter::key`]).
+/// the window (see [`crate::state::Place::Key`]).
 pub fn byte_key(
     prefix: &str,
     ingress: bool,

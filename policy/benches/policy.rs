@@ -128,7 +128,7 @@ fn evaluation(c: &mut Criterion) {
     let mut g = c.benchmark_group("evaluate");
     for (name, cidrs, routes) in SIZES {
         let policy = compile(cidrs, routes);
-        let verified = policy.verify_token(&token, &keys, NOW).unwrap();
+        let verified = policy.standing(&policy.verify_token(&token, &keys, NOW).unwrap());
         g.bench_function(name, |b| {
             b.iter(|| {
                 let adm = policy

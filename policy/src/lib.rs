@@ -20,7 +20,7 @@ pub use config::{Config, ConfigError};
 pub use decision::{Allow, Challenge, Denial, Reason};
 pub use ipset::IpSet;
 pub use limits::{gcra, ByteRule, GcraOutcome, RateRule};
-pub use policy::{Admission, Policy, RouteAction};
+pub use policy::{Admission, Policy, RouteAction, Standing};
 pub use token::{bearer, JwksError, KeySet, VerifiedToken, VerifyError};
 pub use units::{ByteSize, HumanDuration};
 

@@ -111,7 +111,7 @@ fn decide(
         Err(VerifyError::UnknownKey { .. }) => return Err(Reason::TokenInvalid),
     };
     f.policy
-        .authorize(&adm, &method, &tok, NOW)
+        .authorize(&adm, &method, &f.policy.standing(&tok), NOW)
         .map(|_| ())
         .map_err(|d| d.reason)
 }

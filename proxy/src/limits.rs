@@ -12,7 +12,7 @@ use vendorgate_policy::{
     Allow, ByteRule, Denial, GcraOutcome, Policy, RateRule, Reason, VerifiedToken,
 };
 
-use crate::identity::cache::Identity;
+use crate::identity::cache::{Identity, RuleState};
 use crate::state::cells::Slot;
 use crate::state::{now_ms, Counter, SessionOutcome, StateError, StateStore};
 
@@ -55,14 +55,14 @@ pub async fn check_session(
     identity: &Identity,
     now: u64,
 ) -> Result<(), Denial> {
-    let token = &identity.token;
+    let token = &identity.standing;
     policy.check_session_lifetime(token, now)?;
     let vendor = &policy.vendors[allow.vendor];
     let key = &identity.session_key;
     let idle_ms = vendor.session_idle.as_millis() as u64;
     let ttl_ms = (token.exp.saturating_sub(now) * 1000).max(idle_ms) + 60_000;
     match store
-        .touch_session(key, &identity.cells.session, idle_ms, ttl_ms)
+        .touch_session(key, &identity.session, idle_ms, ttl_ms)
         .await
         .map_err(state_denial)?
     {
@@ -175,24 +175,23 @@ pub async fn check_rates(
 ) -> Result<RateHeaders, Result<Limited, Denial>> {
     let mut headers = RateHeaders::default();
     for (i, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
-        // Made with the identity, under the same policy (see `Identity::rate_keys`).
+        // Made with the identity, under the same policy (see `Identity::rates`); a fresh slot
+        // still reaches the shared cell, by key.
         let made;
-        let key = match identity.rate_keys.get(i) {
-            Some(key) => key,
+        let state = match identity.rates.get(i) {
+            Some(state) => state,
             None => {
                 let vendor = &policy.vendors[allow.vendor].id;
-                made = rate_key(&store.prefix, rule, vendor, &identity.token.account);
+                made = RuleState::new(rate_key(
+                    &store.prefix,
+                    rule,
+                    vendor,
+                    &identity.token.account,
+                ));
                 &made
             }
         };
-        let fresh;
-        let slot = match identity.cells.rates.get(i) {
-            Some(slot) => slot,
-            None => {
-                fresh = Slot::default();
-                &fresh
-            }
-        };
+        let (key, slot) = (&state.key, &state.slot);
         let outcome = store
             .rate(rule, key, slot)
             .await
@@ -223,27 +222,24 @@ pub fn byte_counters(
     identity: &Identity,
 ) -> Vec<Counter> {
     let now = now_ms();
-    let (keys, slots) = identity.byte_state(ingress);
+    let states = identity.byte_state(ingress);
     policy
         .byte_rules_for(ingress, allow.vendor, allow.route)
         .map(|(i, rule): (usize, &ByteRule)| {
-            // Made with the identity, under the same policy (see `Identity::rate_keys`); a fresh
-            // slot still reaches the shared cell, by key.
-            let key = || {
-                keys.get(i).cloned().unwrap_or_else(|| {
+            // As in `check_rates`.
+            let place = match states.get(i) {
+                Some(state) => store.counter_place(&state.slot, || state.key.clone()),
+                None => {
                     let vendor = &policy.vendors[allow.vendor].id;
-                    byte_key(
+                    let key = byte_key(
                         &store.prefix,
                         ingress,
                         rule,
                         vendor,
                         &identity.token.account,
-                    )
-                })
-            };
-            let place = match slots.get(i) {
-                Some(slot) => store.counter_place(slot, key),
-                None => store.counter_place(&Slot::default(), key),
+                    );
+                    store.counter_place(&Slot::default(), || key)
+                }
             };
             let (start, end) = rule.window_at(now);
             Counter {

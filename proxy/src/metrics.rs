@@ -7,10 +7,10 @@ use std::collections::HashMap;
 
 use foldhash::fast::RandomState;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::state::cells::Slot;
+use crate::identity::cache::Identity;
 use std::time::Duration;
 
 const BUCKETS: [f64; 12] = [
@@ -24,18 +24,66 @@ type PerKey = HashMap<String, u64, RandomState>;
 /// A counter per label value, each its own allocation so a holder can count without the map's lock.
 type Series = HashMap<String, Arc<AtomicU64>, RandomState>;
 
+/// What every request counts, kept per shard.
+///
+/// Why shards: every request counts a decision, a latency bucket and a sum. Kept once for the
+/// process, each of those is a cache line the two cores pass back and forth on every request (a
+/// lock, then the atomics); a thread counts into its own shard instead, and a scrape adds the
+/// shards up. Aligned so two shards never share a line.
 #[derive(Default)]
-pub struct Metrics {
-    /// (allowed, reason) → vendor → requests (nested so lookups borrow `&str`).
+#[repr(align(128))]
+struct Shard {
+    /// (allowed, reason) → vendor → requests (nested so lookups borrow `&str`). The lock is this
+    /// thread's in practice: taken without contention.
     requests: Mutex<HashMap<(bool, &'static str), PerKey, RandomState>>,
+    /// Requests per latency bucket (not cumulative: one increment a request), the last past the
+    /// largest bound.
+    buckets: [AtomicU64; BUCKETS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// Enough for the runtime's workers on the machines this runs on; more threads share shards,
+/// which stays correct (every count is atomic or locked), just slower.
+const SHARDS: usize = 16;
+
+/// The shard of the calling thread: threads take shards in turn as they first count.
+fn shard_index() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
+    INDEX.with(|i| *i)
+}
+
+pub struct Metrics {
+    shards: Box<[Shard]>,
     /// vendor → account → bytes (nested so lookups borrow `&str` instead of building keys). A
     /// series is reached through the request's identity once found (see [`Metrics::observe`]).
     egress: Mutex<HashMap<String, Series, RandomState>>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
     connections_open: AtomicU64,
     connections_parked: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            egress: Mutex::default(),
+            connections_open: AtomicU64::default(),
+            connections_parked: AtomicU64::default(),
+        }
+    }
+}
+
+/// The latency histogram added up over the shards.
+struct Histogram {
+    /// Per bucket, the last past the largest bound.
+    buckets: [u64; BUCKETS.len() + 1],
+    sum_micros: u64,
+}
+
+impl Histogram {
+    fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
 }
 
 /// Holds a gauge one higher for as long as it lives.
@@ -92,42 +140,58 @@ impl Metrics {
         Held::new(&self.connections_parked)
     }
 
-    /// `egress` is where the request's identity keeps its account's egress series: found once,
-    /// then counted without taking the metrics lock.
-    #[allow(clippy::too_many_arguments)]
+    /// The request's identity keeps its account's egress series: found once, then counted without
+    /// taking the metrics lock.
     pub fn observe(
         &self,
         allowed: bool,
         reason: &'static str,
         vendor: Option<&str>,
-        account: Option<&str>,
-        egress: Option<&Slot<AtomicU64>>,
+        identity: Option<&Identity>,
         bytes_out: u64,
         took: Duration,
     ) {
         let vendor = vendor.unwrap_or("");
+        let shard = &self.shards[shard_index()];
         {
-            let mut requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
+            let mut requests = shard.requests.lock().unwrap_or_else(|p| p.into_inner());
             *slot(requests.entry((allowed, reason)).or_default(), vendor) += 1;
         }
         if allowed && bytes_out > 0 {
-            let series = || self.egress_series(vendor, account.unwrap_or(""));
-            match egress {
-                Some(s) => s
-                    .get_or_init(series)
+            // The account is read only to find the series: the identity keeps it after that.
+            match identity {
+                Some(i) => i
+                    .egress_metric
+                    .get_or_init(|| self.egress_series(vendor, &i.token.account))
                     .fetch_add(bytes_out, Ordering::Relaxed),
-                None => series().fetch_add(bytes_out, Ordering::Relaxed),
+                None => self
+                    .egress_series(vendor, "")
+                    .fetch_add(bytes_out, Ordering::Relaxed),
             };
         }
         let secs = took.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                self.buckets[i].fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
+        let bucket = BUCKETS
+            .iter()
+            .position(|le| secs <= *le)
+            .unwrap_or(BUCKETS.len());
+        shard.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        shard
+            .sum_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn histogram(&self) -> Histogram {
+        let mut h = Histogram {
+            buckets: [0; BUCKETS.len() + 1],
+            sum_micros: 0,
+        };
+        for shard in &self.shards {
+            for (total, b) in h.buckets.iter_mut().zip(&shard.buckets) {
+                *total += b.load(Ordering::Relaxed);
+            }
+            h.sum_micros += shard.sum_micros.load(Ordering::Relaxed);
+        }
+        h
     }
 
     /// The same families as OTLP metrics (JSON mapping): cumulative sums and a histogram.
@@ -164,15 +228,9 @@ impl Metrics {
                 })
             })
             .collect();
-        let mut counts = Vec::with_capacity(BUCKETS.len() + 1);
-        let mut below = 0;
-        for b in &self.buckets {
-            let cumulative = b.load(Ordering::Relaxed);
-            counts.push((cumulative - below).to_string());
-            below = cumulative;
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        counts.push((count - below).to_string());
+        let histogram = self.histogram();
+        let count = histogram.count();
+        let counts: Vec<String> = histogram.buckets.iter().map(u64::to_string).collect();
         vec![
             json!({"name": "vendorgate.requests", "description": "Requests decided.", "unit": "{request}",
                    "sum": {"dataPoints": requests, "aggregationTemporality": 2, "isMonotonic": true}}),
@@ -181,22 +239,25 @@ impl Metrics {
             json!({"name": "vendorgate.request.duration", "description": "Time to the end of the response body.", "unit": "s",
             "histogram": {"aggregationTemporality": 2, "dataPoints": [{
                 "startTimeUnixNano": start, "timeUnixNano": now, "count": count.to_string(),
-                "sum": self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+                "sum": histogram.sum_micros as f64 / 1e6,
                 "bucketCounts": counts, "explicitBounds": BUCKETS,
             }]}}),
         ]
     }
 
     fn request_rows(&self) -> Vec<((bool, &'static str, String), u64)> {
-        let requests = self.requests.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows: Vec<_> = requests
-            .iter()
-            .flat_map(|((allowed, reason), vendors)| {
-                vendors
-                    .iter()
-                    .map(move |(v, n)| ((*allowed, *reason, v.clone()), *n))
-            })
-            .collect();
+        let mut totals: HashMap<(bool, &'static str, String), u64> = HashMap::new();
+        for shard in &self.shards {
+            let requests = shard.requests.lock().unwrap_or_else(|p| p.into_inner());
+            for ((allowed, reason), vendors) in requests.iter() {
+                for (vendor, n) in vendors {
+                    *totals
+                        .entry((*allowed, *reason, vendor.clone()))
+                        .or_default() += n;
+                }
+            }
+        }
+        let mut rows: Vec<_> = totals.into_iter().collect();
         rows.sort();
         rows
     }
@@ -237,14 +298,16 @@ impl Metrics {
             );
         }
         out.push_str("# HELP vendorgate_request_duration_seconds Time from request to the end of the response body.\n# TYPE vendorgate_request_duration_seconds histogram\n");
-        for (i, le) in BUCKETS.iter().enumerate() {
+        let histogram = self.histogram();
+        let mut cumulative = 0;
+        for (le, n) in BUCKETS.iter().zip(&histogram.buckets) {
+            cumulative += n;
             let _ = writeln!(
                 out,
-                "vendorgate_request_duration_seconds_bucket{{le=\"{le}\"}} {}",
-                self.buckets[i].load(Ordering::Relaxed)
+                "vendorgate_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
             );
         }
-        let count = self.count.load(Ordering::Relaxed);
+        let count = histogram.count();
         let _ = writeln!(
             out,
             "vendorgate_request_duration_seconds_bucket{{le=\"+Inf\"}} {count}"
@@ -252,7 +315,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "vendorgate_request_duration_seconds_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+            histogram.sum_micros as f64 / 1e6
         );
         let _ = writeln!(out, "vendorgate_request_duration_seconds_count {count}");
         let gauges: [(&str, &str, &str, u64); 11] = [
@@ -330,5 +393,105 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gauges() -> Gauges {
+        Gauges {
+            trail_written: 0,
+            trail_unrecorded: 0,
+            trail_queue_depth: 0,
+            trail_head_seq: 0,
+            trail_writable: true,
+            state_errors: 0,
+            token_cache_hits: 0,
+            token_cache_misses: 0,
+            token_cache_entries: 0,
+        }
+    }
+
+    fn line<'a>(text: &'a str, series: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(series))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    }
+
+    /// Each thread counts into its own shard; a scrape must still see every request once, with the
+    /// histogram's buckets cumulative as Prometheus reads them.
+    #[test]
+    fn counts_from_many_threads_add_up_in_one_scrape() {
+        let metrics = Metrics::default();
+        std::thread::scope(|s| {
+            for t in 0..(SHARDS + 4) {
+                let metrics = &metrics;
+                s.spawn(move || {
+                    for _ in 0..100 {
+                        metrics.observe(
+                            true,
+                            "allowed",
+                            Some("acme"),
+                            None,
+                            0,
+                            Duration::from_micros(500),
+                        );
+                    }
+                    let denied_after = Duration::from_millis(if t % 2 == 0 { 20 } else { 20_000 });
+                    metrics.observe(false, "ip_not_allowed", Some("acme"), None, 0, denied_after);
+                });
+            }
+        });
+        let threads = (SHARDS + 4) as u64;
+        let text = metrics.render(&gauges());
+        let allowed = 100 * threads;
+        assert_eq!(
+            line(&text, "vendorgate_requests_total{decision=\"allow\""),
+            format!("vendorgate_requests_total{{decision=\"allow\",reason=\"allowed\",vendor=\"acme\"}} {allowed}")
+        );
+        assert!(line(&text, "vendorgate_requests_total{decision=\"deny\"")
+            .ends_with(&format!(" {threads}")));
+        let bucket = |le: &str| {
+            line(
+                &text,
+                &format!("vendorgate_request_duration_seconds_bucket{{le=\"{le}\"}}"),
+            )
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+        };
+        assert_eq!(bucket("0.001"), allowed);
+        assert_eq!(bucket("0.01"), allowed);
+        assert_eq!(bucket("0.025"), allowed + threads / 2);
+        assert_eq!(bucket("10"), allowed + threads / 2);
+        assert_eq!(bucket("+Inf"), allowed + threads);
+        assert_eq!(
+            line(&text, "vendorgate_request_duration_seconds_count"),
+            format!(
+                "vendorgate_request_duration_seconds_count {}",
+                allowed + threads
+            )
+        );
+        let otlp = serde_json::Value::Array(
+            metrics.otlp(std::time::UNIX_EPOCH, std::time::SystemTime::now()),
+        );
+        let point = &otlp[2]["histogram"]["dataPoints"][0];
+        assert_eq!(point["count"], (allowed + threads).to_string());
+        let per_bucket: Vec<u64> = point["bucketCounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap().parse().unwrap())
+            .collect();
+        assert_eq!(per_bucket.len(), BUCKETS.len() + 1);
+        assert_eq!(
+            (per_bucket[0], per_bucket[4], per_bucket[12]),
+            (allowed, threads / 2, threads / 2)
+        );
+        assert_eq!(per_bucket.iter().sum::<u64>(), allowed + threads);
     }
 }

@@ -236,7 +236,7 @@ async fn forward(
     let token_hash = token_key(token);
     let cached = verify(gw, active, token, token_hash, now).await?;
     draft.identity = Some(cached.clone());
-    let identity = &cached.token;
+    let identity = &cached.standing;
     draft.vendor = Some(identity.vendor);
 
     // Phase 3: authorization, then the limits (only now: a request that fails authentication must
@@ -254,7 +254,7 @@ async fn forward(
     tracing::debug!(
         request_id = request_id.to_str().unwrap_or(""),
         vendor = %policy.vendors[allow.vendor].id,
-        account = %identity.account,
+        account = %cached.token.account,
         route = %policy.routes[allow.route].id,
         "allowed"
     );

@@ -118,7 +118,7 @@ pub fn run(
         &format!("account {} of vendor {}", identity.account, vendor.id),
         "ok",
     );
-    let allow = match policy.authorize(&admission, &method, &identity, now) {
+    let allow = match policy.authorize(&admission, &method, &policy.standing(&identity), now) {
         Ok(a) => a,
         Err(d) => return deny("authorize", &d),
     };
@@ -146,7 +146,7 @@ pub fn run(
         ),
         "ok",
     );
-    if let Err(d) = policy.check_session_lifetime(&identity, now) {
+    if let Err(d) = policy.check_session_lifetime(&policy.standing(&identity), now) {
         return deny("session", &d);
     }
     line(

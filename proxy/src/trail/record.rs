@@ -76,10 +76,6 @@ impl Draft {
         self.active.config.policy.class_name(self.route?)
     }
 
-    fn account(&self) -> Option<&str> {
-        self.identity.as_deref().map(|i| i.token.account.as_str())
-    }
-
     /// Seals the record with the final counts and hands it to the writer.
     pub fn finish(mut self, bytes_out: u64, completed: bool, cut_off: bool) {
         let duration = self.started.elapsed();
@@ -89,8 +85,7 @@ impl Draft {
             self.allowed,
             self.reason,
             self.vendor_id(),
-            self.account(),
-            self.identity.as_deref().map(|i| &i.cells.egress_metric),
+            self.identity.as_deref(),
             bytes_out,
             duration,
         );
@@ -122,7 +117,7 @@ impl Draft {
             client_ip: client_ip.as_ref().map(IpText::as_str),
             source_ip: source_ip.as_str(),
             source_port: self.peer.port(),
-            account: self.account(),
+            account: self.identity.as_deref().map(Identity::account_json),
             vendor: self.vendor_id(),
             trace_id: self.trace.trace_id(),
             rule: &self.rule,
@@ -132,7 +127,7 @@ impl Draft {
             upstream_status: self.upstream_status,
             completed,
             cut_off,
-            token: self.identity.as_deref().map(|i| i.record_token.as_str()),
+            token: self.identity.as_deref().map(Identity::record_token),
         };
         slot.submit(record.to_json());
     }
@@ -157,6 +152,7 @@ struct HttpRecord<'a> {
     client_ip: Option<&'a str>,
     source_ip: &'a str,
     source_port: u16,
+    /// Already a JSON string, made once per verified token.
     account: Option<&'a str>,
     vendor: Option<&'a str>,
     trace_id: &'a str,
@@ -169,6 +165,14 @@ struct HttpRecord<'a> {
     cut_off: bool,
     /// The `token` object, made once per verified token (see [`token_object`]).
     token: Option<&'a str>,
+}
+
+/// The record's `user.id`, as the JSON string written into every record of the token: made once,
+/// with the `token` object.
+pub fn account_json(account: &str) -> String {
+    let mut j = JsonOut::with_capacity(account.len() + 2);
+    j.str(account);
+    j.finish()
 }
 
 /// The record's `token` object: the same for every request of a token, so written once (into
@@ -237,7 +241,7 @@ impl HttpRecord<'_> {
             .u64(self.source_port.into())
             .raw("}");
         if let Some(id) = self.account {
-            j.raw(",\"user\":{\"id\":").str(id).raw("}");
+            j.raw(",\"user\":{\"id\":").raw(id).raw("}");
         }
         if let Some(id) = self.vendor {
             j.raw(",\"organization\":{\"id\":").str(id).raw("}");
@@ -306,7 +310,10 @@ impl Draft {
         ];
         for (k, v) in [
             ("vendorgate.vendor", self.vendor_id()),
-            ("vendorgate.account", self.account()),
+            (
+                "vendorgate.account",
+                self.identity.as_deref().map(|i| i.token.account.as_str()),
+            ),
             ("vendorgate.route", self.route_id()),
             ("vendorgate.class", self.class()),
         ] {
@@ -362,7 +369,7 @@ pub fn connection_failure(
 mod tests {
     use super::*;
 
-    fn full(token: &str) -> HttpRecord<'_> {
+    fn full<'a>(account: &'a str, token: &'a str) -> HttpRecord<'a> {
         HttpRecord {
             timestamp: "2026-11-22T16:57:51.871Z",
             allowed: true,
@@ -381,7 +388,7 @@ mod tests {
             client_ip: Some("2001:db8::7"),
             source_ip: "127.0.0.1",
             source_port: 42064,
-            account: Some("agent-1"),
+            account: Some(account),
             vendor: Some("acme"),
             trace_id: "4bf92f3577b34da6a3ce929d0e0e4736",
             rule: "",
@@ -399,7 +406,8 @@ mod tests {
     fn a_full_record_has_every_field_in_its_place() {
         let amr = ["pwd".to_string(), "mfa".to_string()];
         let token = token_object("https://idp.test", Some("agent-1\n"), &amr, Some("0e71"));
-        let v: Value = serde_json::from_str(&full(&token).to_json()).unwrap();
+        let account = account_json("agent-1 \"east\"");
+        let v: Value = serde_json::from_str(&full(&account, &token).to_json()).unwrap();
         assert_eq!(
             v,
             json!({
@@ -413,7 +421,7 @@ mod tests {
                 "url": {"path": "/api/v2/tickets/1", "original": "/api/v2//tickets/./1", "query": "q=\"x\"&y=\\"},
                 "client": {"ip": "2001:db8::7"},
                 "source": {"ip": "127.0.0.1", "port": 42064},
-                "user": {"id": "agent-1"},
+                "user": {"id": "agent-1 \"east\""},
                 "organization": {"id": "acme"},
                 "trace": {"id": "4bf92f3577b34da6a3ce929d0e0e4736"},
                 "vendorgate": {"schema": SCHEMA, "decision": "allow", "reason": "allowed", "rule": "",
@@ -441,7 +449,7 @@ mod tests {
             upstream_status: None,
             token: None,
             rule: "vendors[*].ip_allow",
-            ..full("")
+            ..full("", "")
         };
         assert_eq!(
             record.to_json(),

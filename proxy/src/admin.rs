@@ -3,7 +3,6 @@
 //! Plain HTTP on loopback by default: it exposes no vendor data, and a load balancer or kubelet on the
 //! same host or pod is the only intended caller.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
@@ -18,17 +17,15 @@ use std::sync::atomic::Ordering;
 use crate::gateway::Gateway;
 use crate::metrics::Gauges;
 
-pub async fn serve(listener: TcpListener, gw: Arc<Gateway>) {
+pub async fn serve(listener: TcpListener, gw: &'static Gateway) {
     loop {
         let Ok((tcp, _)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
-        let gw = gw.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(&gw, req).await) }
+            let svc = service_fn(move |req| async move {
+                Ok::<_, std::convert::Infallible>(route(gw, req).await)
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -31,7 +31,7 @@ pub struct CapReached {
 type LeaseFuture = Pin<Box<dyn Future<Output = u64> + Send>>;
 
 pub struct Meter {
-    store: Arc<StateStore>,
+    store: &'static StateStore,
     counters: Vec<Counter>,
     leased: u64,
     exhausted: bool,
@@ -44,7 +44,7 @@ pub struct Meter {
 }
 
 impl Meter {
-    pub fn new(store: Arc<StateStore>, counters: Vec<Counter>) -> Self {
+    pub fn new(store: &'static StateStore, counters: Vec<Counter>) -> Self {
         Meter {
             store,
             counters,
@@ -84,7 +84,7 @@ impl Meter {
                     self.granted(granted, want);
                     continue;
                 }
-                let store = self.store.clone();
+                let store = self.store;
                 let counters = self.counters.clone();
                 // A failed lease (state unavailable with on_state_error = "deny") grants nothing:
                 // the transfer stops, fail closed.
@@ -122,7 +122,7 @@ impl Drop for Meter {
         if self.store.release_now(&self.counters, unused) {
             return;
         }
-        let store = self.store.clone();
+        let store = self.store;
         let counters = std::mem::take(&mut self.counters);
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {

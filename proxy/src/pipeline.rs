@@ -67,7 +67,7 @@ impl From<ProxyError> for Refusal {
 /// `in_flight` is taken when hyper hands the request over, before this future first runs: an
 /// HTTP/1.1 connection must not look idle (and park) in between.
 pub async fn handle(
-    gw: Arc<Gateway>,
+    gw: &'static Gateway,
     in_flight: InFlight,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
@@ -79,8 +79,8 @@ pub async fn handle(
     let active = gw.active.load_full();
     let mut draft = Draft {
         slot: None,
-        metrics: gw.metrics.clone(),
-        otel: gw.otel.clone(),
+        metrics: &gw.metrics,
+        otel: gw.otel.as_deref(),
         trace,
         started: std::time::Instant::now(),
         at: std::time::SystemTime::now(),
@@ -109,7 +109,7 @@ pub async fn handle(
     let outcome = match slot {
         Ok(slot) => {
             draft.slot = Some(slot);
-            forward(&gw, &active, &in_flight, &request_id, req, &mut draft).await
+            forward(gw, &active, &in_flight, &request_id, req, &mut draft).await
         }
         // Nothing proceeds that cannot be recorded (on_log_failure = "deny").
         Err(()) => Err(Refusal::Policy(Denial::new(
@@ -201,7 +201,7 @@ fn unix_now() -> u64 {
 }
 
 async fn forward(
-    gw: &Gateway,
+    gw: &'static Gateway,
     active: &Active,
     in_flight: &InFlight,
     request_id: &HeaderValue,
@@ -298,7 +298,7 @@ async fn forward(
         body = body.holding(in_flight.also());
     }
     if !ingress.is_empty() {
-        body = body.metered(Meter::new(gw.state.clone(), ingress));
+        body = body.metered(Meter::new(&gw.state, ingress));
     }
     let mut up_req = Request::new(body);
     *up_req.method_mut() = parts.method;
@@ -338,7 +338,7 @@ async fn forward(
     let body = if egress.is_empty() {
         ProxyBody::upstream(body, lease)
     } else {
-        let meter = Meter::new(gw.state.clone(), egress).expecting(length);
+        let meter = Meter::new(&gw.state, egress).expecting(length);
         ProxyBody::metered(body, meter, lease)
     };
     Ok(Response::from_parts(parts, body))
@@ -366,7 +366,7 @@ fn joined(headers: &http::HeaderMap, name: &http::HeaderName) -> Option<String> 
 /// A verified token: from the cache, or checked against the IdP's keys (fetching them again once
 /// if the token names a key we do not hold: the IdP may have rotated).
 async fn verify(
-    gw: &Gateway,
+    gw: &'static Gateway,
     active: &Active,
     token: &str,
     key: u128,

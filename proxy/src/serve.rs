@@ -56,7 +56,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// The request pipeline as hyper calls it.
 #[derive(Clone)]
 struct Proxy {
-    gw: Arc<Gateway>,
+    gw: &'static Gateway,
     info: Arc<ConnInfo>,
 }
 
@@ -71,7 +71,7 @@ impl Service<Request<Incoming>> for Proxy {
 
     fn call(&self, req: Request<Incoming>) -> Handled {
         let in_flight = InFlight::begin(self.info.clone());
-        Box::pin(pipeline::handle(self.gw.clone(), in_flight, req))
+        Box::pin(pipeline::handle(self.gw, in_flight, req))
     }
 }
 
@@ -79,7 +79,7 @@ impl Service<Request<Incoming>> for Proxy {
 /// in the task for the connection's whole life. `_slot` is the connection limit's permit, given
 /// back when the connection ends.
 pub async fn serve_connection(
-    gw: Arc<Gateway>,
+    gw: &'static Gateway,
     tcp: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
@@ -88,20 +88,20 @@ pub async fn serve_connection(
     let _ = tcp.set_nodelay(true);
     // The futures awaited here are boxed: a task is as large as its largest state, for its whole
     // life, and a parked connection should not keep room for a handshake or a hyper connection.
-    let Some(mut tls) = Box::pin(handshake(&gw, tcp, peer)).await else {
+    let Some(mut tls) = Box::pin(handshake(gw, tcp, peer)).await else {
         return;
     };
     let _open = gw.metrics.connection_open();
     let info = Arc::new(ConnInfo::new(peer));
     let proxy = Proxy {
-        gw: gw.clone(),
+        gw,
         info: info.clone(),
     };
     let (h2, replay) = match tls.alpn_protocol() {
         Some(b"h2") => (true, Bytes::new()),
         Some(_) => (false, Bytes::new()),
         // No ALPN: HTTP/2 only with prior knowledge, recognised by its preface.
-        None => match sniff(&gw, &info, &mut tls, &mut shutdown).await {
+        None => match sniff(gw, &info, &mut tls, &mut shutdown).await {
             Some(first) => (first.starts_with(H2_PREFACE), first),
             None => return close(tls).await,
         },
@@ -110,13 +110,13 @@ pub async fn serve_connection(
         tls.release_while_waiting();
         let io = TokioIo::new(ClientIo::h2(tls, replay));
         let mut conn = Box::pin(gw.h2.serve_connection(io, proxy));
-        let _ = Box::pin(drive(&gw, &info, &mut conn, None, &mut shutdown)).await;
+        let _ = Box::pin(drive(gw, &info, &mut conn, None, &mut shutdown)).await;
     } else {
-        serve_h1(&gw, &info, tls, proxy, replay, &mut shutdown).await;
+        serve_h1(gw, &info, tls, proxy, replay, &mut shutdown).await;
     }
 }
 
-async fn handshake(gw: &Gateway, tcp: TcpStream, peer: SocketAddr) -> Option<Tls> {
+async fn handshake(gw: &'static Gateway, tcp: TcpStream, peer: SocketAddr) -> Option<Tls> {
     let timeout = gw.config.server.tls_handshake_timeout.0;
     let (reason, detail) =
         match tokio::time::timeout(timeout, tls_stream::accept(gw.tls.clone(), tcp)).await {

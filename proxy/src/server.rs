@@ -35,7 +35,7 @@ pub enum StartError {
 pub struct Running {
     pub proxy_addr: SocketAddr,
     pub admin_addr: SocketAddr,
-    pub gateway: Arc<Gateway>,
+    pub gateway: &'static Gateway,
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
     admin_task: JoinHandle<()>,
@@ -90,7 +90,9 @@ fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::ne
 
 /// Binds both listeners and starts serving.
 pub async fn start(config: Config) -> Result<Running, StartError> {
-    let gateway = Arc::new(Gateway::new(config)?);
+    // Kept for the life of the process, reached by plain reference: an `Arc` would be cloned and
+    // dropped for every request, and its count is a cache line both cores then write each time.
+    let gateway: &'static Gateway = Box::leak(Box::new(Gateway::new(config)?));
     let listen = *gateway.config.server.listen.get_ref();
     let workers = match gateway.config.server.workers {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -125,13 +127,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         })?;
 
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(admin::serve(admin_listener, gateway.clone()));
+    let admin_task = tokio::spawn(admin::serve(admin_listener, gateway));
     let trim_task = tokio::spawn(memory::trim_after_parks());
     // The connection limit is the proxy's, not each worker's.
     let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
     let mut handles = Vec::with_capacity(workers);
     for (i, listener) in listeners.into_iter().enumerate() {
-        let gw = gateway.clone();
+        let gw = gateway;
         let rx = shutdown_rx.clone();
         let slots = slots.clone();
         let handle = std::thread::Builder::new()
@@ -175,7 +177,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
 async fn accept_loop(
     listener: TcpListener,
-    gw: Arc<Gateway>,
+    gw: &'static Gateway,
     mut shutdown: watch::Receiver<bool>,
     slots: Arc<Semaphore>,
 ) {
@@ -198,7 +200,6 @@ async fn accept_loop(
             },
             _ = shutdown.changed() => break,
         };
-        let gw = gw.clone();
         let conn_shutdown = shutdown.clone();
         let fut = serve_connection(gw, tcp, peer, conn_shutdown, permit);
         connections.spawn(fut);

@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use arc_swap::ArcSwapOption;
+use tokio::sync::{Semaphore, SemaphorePermit};
 
 use crate::throttle::LogThrottle;
 use vendorgate_policy::config::{OnLogFailure, Trail as TrailConfig, TrailSink};
@@ -30,14 +31,19 @@ pub use writer::{rotated_name, WriterStatus};
 /// One record on its way to the writer; the permit is its place in the queue.
 pub struct Entry {
     pub fields: String,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<SemaphorePermit<'static>>,
 }
 
+/// Every request reserves and submits through here, from both cores: what it touches on the way
+/// is what the two cores must pass between them. So the trail lives as long as the process (see
+/// [`crate::server::start`]) and a request borrows it, its queue place included, instead of
+/// cloning reference counts; and the sender is read without a lock.
 pub struct Trail {
     sink: TrailSink,
     on_failure: OnLogFailure,
-    room: Arc<Semaphore>,
-    tx: Mutex<Option<Sender<Entry>>>,
+    room: Semaphore,
+    /// Taken away by [`Trail::close`]: the writer finishes once the last sender is gone.
+    tx: ArcSwapOption<Sender<Entry>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     pub status: Arc<WriterStatus>,
     pub dropped: AtomicU64,
@@ -47,24 +53,31 @@ pub struct Trail {
 /// A reserved place in the trail. Submitting it sends the record; dropping it unsent (which the
 /// request path never does) just frees the place.
 pub struct Slot {
-    permit: Option<OwnedSemaphorePermit>,
-    tx: Option<Sender<Entry>>,
+    permit: Option<SemaphorePermit<'static>>,
+    /// `None` for the placeholder handed out when a record is being dropped (`allow`) or the
+    /// trail is off.
+    trail: Option<&'static Trail>,
 }
 
 impl Slot {
     pub fn submit(self, fields: String) {
-        if let Some(tx) = self.tx {
-            let _ = tx.send(Entry {
-                fields,
-                _permit: self.permit,
-            });
+        let Some(trail) = self.trail else { return };
+        let entry = Entry {
+            fields,
+            _permit: self.permit,
+        };
+        match &*trail.tx.load() {
+            Some(tx) => {
+                let _ = tx.send(entry);
+            }
+            // Closed after this place was reserved: only a connection outliving the shutdown
+            // grace gets here.
+            None => trail.count_drop(false),
         }
     }
 
-    /// False for the placeholder handed out when a record is being dropped (`allow`) or the
-    /// trail is off.
     pub fn is_recorded(&self) -> bool {
-        self.tx.is_some()
+        self.trail.is_some()
     }
 }
 
@@ -86,8 +99,8 @@ impl Trail {
         Arc::new(Trail {
             sink: config.sink,
             on_failure: config.on_log_failure,
-            room: Arc::new(Semaphore::new(config.queue.max(1))),
-            tx: Mutex::new(writer.as_ref().map(|_| tx)),
+            room: Semaphore::new(config.queue.max(1)),
+            tx: ArcSwapOption::new(writer.as_ref().map(|_| Arc::new(tx))),
             writer: Mutex::new(writer),
             status,
             dropped: AtomicU64::new(0),
@@ -99,44 +112,42 @@ impl Trail {
         self.sink != TrailSink::Off
     }
 
-    fn sender(&self) -> Option<Sender<Entry>> {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    fn open(&self) -> bool {
+        self.tx.load().is_some()
     }
 
     /// A place in the queue for this request's record, waiting up to a second for room.
     /// `Err(())` means: refuse the request (`on_log_failure = "deny"`).
-    pub async fn reserve(&self) -> Result<Slot, ()> {
+    pub async fn reserve(&'static self) -> Result<Slot, ()> {
+        let unrecorded = Slot {
+            permit: None,
+            trail: None,
+        };
         if !self.enabled() {
-            return Ok(Slot {
-                permit: None,
-                tx: None,
-            });
+            return Ok(unrecorded);
         }
         let healthy = self.status.healthy.load(Ordering::Relaxed);
         let permit = if !healthy {
             None
-        } else if let Ok(p) = self.room.clone().try_acquire_owned() {
+        } else if let Ok(p) = self.room.try_acquire() {
             // The common case: room in the queue, no timer needed.
             Some(p)
         } else {
-            tokio::time::timeout(Duration::from_secs(1), self.room.clone().acquire_owned())
+            tokio::time::timeout(Duration::from_secs(1), self.room.acquire())
                 .await
                 .ok()
                 .and_then(Result::ok)
         };
-        match (permit, self.sender()) {
-            (Some(permit), Some(tx)) => Ok(Slot {
+        match permit {
+            Some(permit) if self.open() => Ok(Slot {
                 permit: Some(permit),
-                tx: Some(tx),
+                trail: Some(self),
             }),
             _ => {
                 self.count_drop(healthy);
                 match self.on_failure {
                     OnLogFailure::Deny => Err(()),
-                    OnLogFailure::Allow => Ok(Slot {
-                        permit: None,
-                        tx: None,
-                    }),
+                    OnLogFailure::Allow => Ok(unrecorded),
                 }
             }
         }
@@ -144,14 +155,14 @@ impl Trail {
 
     /// A record that is not worth refusing anything over (a failed TLS handshake): recorded when
     /// there is room, counted when not.
-    pub fn try_submit(&self, fields: String) {
+    pub fn try_submit(&'static self, fields: String) {
         if !self.enabled() {
             return;
         }
-        match (self.room.clone().try_acquire_owned(), self.sender()) {
-            (Ok(permit), Some(tx)) => Slot {
+        match self.room.try_acquire() {
+            Ok(permit) if self.open() => Slot {
                 permit: Some(permit),
-                tx: Some(tx),
+                trail: Some(self),
             }
             .submit(fields),
             _ => self.count_drop(self.status.healthy.load(Ordering::Relaxed)),
@@ -177,7 +188,7 @@ impl Trail {
 
     /// Stops taking records and waits for the writer to write everything queued.
     pub fn close(&self) {
-        self.tx.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.tx.store(None);
         if let Some(handle) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = handle.join();
         }

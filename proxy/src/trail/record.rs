@@ -31,8 +31,8 @@ pub const SCHEMA: &str = "vendorgate.decision/1";
 /// their strings: one is made for every request, and most never need a field more than once.
 pub struct Draft {
     pub slot: Option<Slot>,
-    pub metrics: Arc<Metrics>,
-    pub otel: Option<Arc<Otel>>,
+    pub metrics: &'static Metrics,
+    pub otel: Option<&'static Otel>,
     pub trace: TraceContext,
     pub started: Instant,
     pub at: SystemTime,

@@ -605,7 +605,6 @@ impl Policy {
         Ok(client)
     }
 
-    /// What the token's vendor may do with this request.
     /// What [`Policy::authorize`] and [`Policy::check_session_lifetime`] read of `token`, resolved
     /// once: a cached token's requests then check a few words kept together rather than walking
     /// its claims' strings (at 100,000 active accounts each walk is a handful of cache misses).

@@ -236,12 +236,12 @@ async fn forward(
     let token_hash = token_key(token);
     let cached = verify(gw, active, token, token_hash, now).await?;
     draft.identity = Some(cached.clone());
-    let identity = &cached.standing;
-    draft.vendor = Some(identity.vendor);
+    let standing = &cached.standing;
+    draft.vendor = Some(standing.vendor);
 
     // Phase 3: authorization, then the limits (only now: a request that fails authentication must
     // not spend anyone's rate limit or touch a session).
-    let allow = policy.authorize(&admission, req.method(), identity, now)?;
+    let allow = policy.authorize(&admission, req.method(), standing, now)?;
     draft.allowed = true;
     draft.route = Some(allow.route);
     limits::check_session(&gw.state, policy, &allow, &cached, now).await?;

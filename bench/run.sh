@@ -29,7 +29,7 @@ SCALE=${SCALE:-1}
 EXTRAS=${EXTRAS:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 ACCOUNTS=100000
-COLD_SLICE=${COLD_SLICE:-$((DURATION * 12000))}   # tokens per cold round: more than one run sends
+COLD_SLICE=${COLD_SLICE:-$((DURATION * 16000))}   # tokens per cold round: more than one run sends (the cold path has reached 12,000 req/s)
 
 need() { command -v "$1" >/dev/null 2>&1; }
 missing=()
@@ -184,6 +184,29 @@ PY
 AUTH=(-H "Authorization: Bearer $TOKEN")
 slice() { echo -- "tokens=$TOKENS" "from=$1" "count=$2" "threads=$THREADS"; }
 
+# The paired cases (see the round loop): each takes the round.
+haproxy_cold() { run_case "$1" haproxy-cold 2k 32 "https://127.0.0.1:$HAPROXY_PORT/data-2k.json" "$HAPROXY_PID" $cold; }
+vendorgate_cold() { run_case "$1" vendorgate-cold 2k 32 "https://127.0.0.1:$VG_COLD_PORT/data-2k.json" "$VG_COLD_PID" $cold; }
+reference() { run_case "$1" vendorgate-reference 2k 32 "https://127.0.0.1:$VG_PORT/data-2k.json" "$VG_PID" "${AUTH[@]}"; }
+trail_off() { run_case "$1" vendorgate-trail-off 2k 32 "https://127.0.0.1:$VG_OFF_PORT/data-2k.json" "$VG_OFF_PID" "${AUTH[@]}"; }
+large() { [ "$SCALE" = 1 ] && run_case "$1" vendorgate-large 2k 32 "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json" "$VG_LARGE_PID" "${AUTH[@]}"; }
+ten_accounts() { run_case "$1" vendorgate-10-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 10); }
+all_accounts() {
+  local misses; misses=$(metric vendorgate_token_cache_misses_total)
+  run_case "$1" vendorgate-100k-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 "$ACCOUNTS")
+  echo "round $1: 100k accounts run had $(( $(metric vendorgate_token_cache_misses_total) - misses )) token cache misses" >> "$WORK/accounts.txt"
+}
+# round case… : the cases in the order given in odd rounds, reversed in even ones.
+in_order() {
+  local round=$1; shift
+  local cases=("$@") i
+  if [ $((round % 2)) = 0 ]; then
+    for ((i = ${#cases[@]} - 1; i >= 0; i--)); do "${cases[$i]}" "$round" || true; done
+  else
+    for i in "${cases[@]}"; do "$i" "$round" || true; done
+  fi
+}
+
 if [ "$SCALE" = 1 ]; then
   # Every one of the 100,000 accounts' tokens verified once (and its session, rate and byte
   # counters created) before anything is measured.
@@ -205,19 +228,18 @@ for round in $(seq "$ROUNDS"); do
       run_case "$round" vendorgate "$body" "$conns" "https://127.0.0.1:$VG_PORT/data-$body.json" "$VG_PID" "${AUTH[@]}"
     done
   done
+  # The comparisons below are paired: each variant runs right next to what it is compared with,
+  # in the opposite order every other round, and the summary takes the median of the per-round
+  # ratios. Compared with cases minutes apart, this machine's drift (±10% over a run) lands on
+  # both sides instead of one.
+  #
   # The cold path, 2 KiB, 32 connections: this round's slice of never-seen tokens. HAProxy has no
   # token cache, so it gets the same slice.
   cold=$(slice $((ACCOUNTS + (round - 1) * COLD_SLICE)) "$COLD_SLICE")
-  run_case "$round" haproxy-cold 2k 32 "https://127.0.0.1:$HAPROXY_PORT/data-2k.json" "$HAPROXY_PID" $cold
-  run_case "$round" vendorgate-cold 2k 32 "https://127.0.0.1:$VG_COLD_PORT/data-2k.json" "$VG_COLD_PID" $cold
-  run_case "$round" vendorgate-trail-off 2k 32 "https://127.0.0.1:$VG_OFF_PORT/data-2k.json" "$VG_OFF_PID" "${AUTH[@]}"
-  if [ "$SCALE" = 1 ]; then
-    run_case "$round" vendorgate-large 2k 32 "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json" "$VG_LARGE_PID" "${AUTH[@]}"
-    run_case "$round" vendorgate-10-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 10)
-    misses=$(metric vendorgate_token_cache_misses_total)
-    run_case "$round" vendorgate-100k-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 "$ACCOUNTS")
-    echo "round $round: 100k accounts run had $(( $(metric vendorgate_token_cache_misses_total) - misses )) token cache misses" >> "$WORK/accounts.txt"
-  fi
+  in_order "$round" haproxy_cold vendorgate_cold
+  # The trail and the large policy against the same reference run between them.
+  in_order "$round" trail_off reference large
+  [ "$SCALE" = 1 ] && in_order "$round" ten_accounts all_accounts
 done
 
 {

@@ -13,10 +13,10 @@ def med(key, field):
     return statistics.median(vals) if vals else float("nan")
 
 cases = ["direct", "nginx", "haproxy", "vendorgate", "haproxy-cold", "vendorgate-cold",
-         "vendorgate-trail-off", "vendorgate-large", "vendorgate-10-accounts",
+         "vendorgate-reference", "vendorgate-trail-off", "vendorgate-large", "vendorgate-10-accounts",
          "vendorgate-100k-accounts", "direct-half", "nginx-half", "vendorgate-half"]
 print(f"{'case':<26}{'body':>5}{'conns':>6}{'req/s':>10}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'CPU µs/req':>12}{'errors':>8}")
-for key in sorted(groups, key=lambda k: (cases.index(k[0]) >= 9, k[1], int(k[2]), cases.index(k[0]) if k[0] in cases else 99)):
+for key in sorted(groups, key=lambda k: (cases.index(k[0]) >= 10, k[1], int(k[2]), cases.index(k[0]) if k[0] in cases else 99)):
     print(f"{key[0]:<26}{key[1]:>5}{key[2]:>6}{med(key,'rps'):>10.0f}{med(key,'p50_us'):>9.0f}{med(key,'p99_us'):>9.0f}"
           f"{med(key,'p999_us'):>10.0f}{med(key,'cpu_us_per_req'):>12.1f}{med(key,'errors'):>8.0f}")
 print()
@@ -31,10 +31,21 @@ for body in sorted({k[1] for k in groups if k[0] == "vendorgate"}):
     for conns in sorted({k[2] for k in groups if k[0] == "vendorgate"}, key=int):
         for other in ["haproxy", "nginx", "direct"]:
             ratio(f"{body} / {conns} conns: vendorgate/{other}", ("vendorgate", body, conns), (other, body, conns))
-ratio("cold path (every token new), 2k / 32: vendorgate/haproxy", ("vendorgate-cold", "2k", "32"), ("haproxy-cold", "2k", "32"))
-ratio("decision trail, 2k / 32: trail on / off", ("vendorgate", "2k", "32"), ("vendorgate-trail-off", "2k", "32"))
-ratio("scale, 2k / 32: 10,000 CIDRs + 1,000 routes / small policy", ("vendorgate-large", "2k", "32"), ("vendorgate", "2k", "32"))
-ratio("scale, 2k / 32: 100,000 accounts / 10 accounts", ("vendorgate-100k-accounts", "2k", "32"), ("vendorgate-10-accounts", "2k", "32"))
+
+def paired(label, a, b):
+    """The median of the per-round ratios of two cases run side by side (see bench/run.sh)."""
+    rps = lambda case: {r["round"]: float(r["rps"]) for r in groups.get((case, "2k", "32"), [])}
+    x, y = rps(a), rps(b)
+    per_round = [x[n] / y[n] for n in sorted(x, key=int) if n in y and y[n]]
+    if per_round:
+        rounds = ", ".join(f"{v:.2f}" for v in per_round)
+        print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds})")
+
+print("paired (2k / 32, median of per-round ratios):")
+paired("cold path (every token new): vendorgate/haproxy", "vendorgate-cold", "haproxy-cold")
+paired("decision trail: on / off", "vendorgate-reference", "vendorgate-trail-off")
+paired("scale: 10,000 CIDRs + 1,000 routes / small policy", "vendorgate-large", "vendorgate-reference")
+paired("scale: 100,000 accounts / 10 accounts", "vendorgate-100k-accounts", "vendorgate-10-accounts")
 cpu_v, cpu_n = med(("vendorgate", "2k", "32"), "cpu_us_per_req"), med(("nginx", "2k", "32"), "cpu_us_per_req")
 print(f"  CPU per request, 2k / 32: vendorgate {cpu_v:.1f} µs, nginx {cpu_n:.1f} µs")
 half = {c: med((c, "2k", "32"), "p99_us") for c in ["direct-half", "nginx-half", "vendorgate-half"]}

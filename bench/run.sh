@@ -78,6 +78,7 @@ chown -R www-data "$WORK/www" "$WORK/tmp" "$WORK/logs" 2>/dev/null || true
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(port); NGINX_PORT=$(port); HAPROXY_PORT=$(port)
 VG_PORT=$(port); VG_OFF_PORT=$(port); VG_COLD_PORT=$(port); VG_ACCT_PORT=$(port); VG_LARGE_PORT=$(port)
+VG_REF_PORT=$(port)
 ALLOWLIST=$(grep -v '^#' "$ROOT/bench/peers/allowlist.txt" | grep . | sed 's/.*/"&"/' | paste -sd, -)
 render() { sed -e "s|@WORK@|$WORK|g" -e "s|@CONF@|$CONF|g" -e "s|@UP_PORT@|$UP_PORT|g" \
   -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" -e "s|@JWT_ALG@|ES256|g" \
@@ -92,6 +93,10 @@ vg_conf() { # name port trail
 }
 vg_conf main "$VG_PORT" file; vg_conf trail-off "$VG_OFF_PORT" off; vg_conf cold "$VG_COLD_PORT" file
 vg_conf accounts "$VG_ACCT_PORT" file; vg_conf large "$VG_LARGE_PORT" file
+# The paired cases' reference: the main policy in an instance of its own, which serves nothing else,
+# like the variants it is compared with (the main instance also serves the matrix, 1 MiB bodies and
+# gigabytes of decision log included, and ran 10% slower than the others beside them).
+vg_conf reference "$VG_REF_PORT" file
 # The large policy: 10,000 more networks in the vendor's allow-list (scattered /28s that cannot
 # merge into a few ranges) and 999 more routes around the one the benchmark hits.
 python3 - "$CONF/vendorgate-large.toml" <<'PY'
@@ -119,7 +124,8 @@ vg_start trail-off & pids+=($!); VG_OFF_PID=$!
 vg_start cold & pids+=($!); VG_COLD_PID=$!
 vg_start accounts & pids+=($!); VG_ACCT_PID=$!
 vg_start large & pids+=($!); VG_LARGE_PID=$!
-for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $VG_PORT $VG_OFF_PORT $VG_COLD_PORT $VG_ACCT_PORT $VG_LARGE_PORT; do
+vg_start reference & pids+=($!); VG_REF_PID=$!
+for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $VG_PORT $VG_OFF_PORT $VG_COLD_PORT $VG_ACCT_PORT $VG_LARGE_PORT $VG_REF_PORT; do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -135,6 +141,7 @@ check 401 "https://127.0.0.1:$VG_PORT/data-2k.json"
 check 403 --interface 127.0.0.2 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_PORT/data-2k.json"
 check 200 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json"
 check 403 --interface 127.0.0.2 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json"
+check 200 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_REF_PORT/data-2k.json"
 ACCT_ADMIN=$(grep -o 'admin=[0-9.:]*' "$WORK/logs/vg-accounts.out" | cut -d= -f2)
 metric() { curl -s "http://$ACCT_ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
@@ -187,7 +194,7 @@ slice() { echo -- "tokens=$TOKENS" "from=$1" "count=$2" "threads=$THREADS"; }
 # The paired cases (see the round loop): each takes the round.
 haproxy_cold() { run_case "$1" haproxy-cold 2k 32 "https://127.0.0.1:$HAPROXY_PORT/data-2k.json" "$HAPROXY_PID" $cold; }
 vendorgate_cold() { run_case "$1" vendorgate-cold 2k 32 "https://127.0.0.1:$VG_COLD_PORT/data-2k.json" "$VG_COLD_PID" $cold; }
-reference() { run_case "$1" vendorgate-reference 2k 32 "https://127.0.0.1:$VG_PORT/data-2k.json" "$VG_PID" "${AUTH[@]}"; }
+reference() { run_case "$1" vendorgate-reference 2k 32 "https://127.0.0.1:$VG_REF_PORT/data-2k.json" "$VG_REF_PID" "${AUTH[@]}"; }
 trail_off() { run_case "$1" vendorgate-trail-off 2k 32 "https://127.0.0.1:$VG_OFF_PORT/data-2k.json" "$VG_OFF_PID" "${AUTH[@]}"; }
 large() { [ "$SCALE" = 1 ] && run_case "$1" vendorgate-large 2k 32 "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json" "$VG_LARGE_PID" "${AUTH[@]}"; }
 ten_accounts() { run_case "$1" vendorgate-10-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 10); }

@@ -13,7 +13,6 @@ use vendorgate_policy::{
 };
 
 use crate::identity::cache::{Identity, RuleState};
-use crate::state::cells::Slot;
 use crate::state::{now_ms, Counter, SessionOutcome, StateError, StateStore};
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -166,6 +165,21 @@ impl RateHeaders {
     }
 }
 
+/// Rule `i`'s state for this identity, made with it under the same policy (see
+/// [`Identity::rates`]). Should the identity lack it, a fresh one for `key` goes in `made`: a fresh
+/// slot still reaches the account's shared cell, by key, so the request is counted all the same.
+fn rule_state<'a, C>(
+    states: &'a [RuleState<C>],
+    i: usize,
+    made: &'a mut Option<RuleState<C>>,
+    key: impl FnOnce() -> Arc<str>,
+) -> &'a RuleState<C> {
+    match states.get(i) {
+        Some(state) => state,
+        None => made.insert(RuleState::new(key())),
+    }
+}
+
 /// Every rate limit on this request's class. The first one used up refuses it with `Retry-After`.
 pub async fn check_rates(
     store: &StateStore,
@@ -175,22 +189,11 @@ pub async fn check_rates(
 ) -> Result<RateHeaders, Result<Limited, Denial>> {
     let mut headers = RateHeaders::default();
     for (i, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
-        // Made with the identity, under the same policy (see `Identity::rates`); a fresh slot
-        // still reaches the shared cell, by key.
-        let made;
-        let state = match identity.rates.get(i) {
-            Some(state) => state,
-            None => {
-                let vendor = &policy.vendors[allow.vendor].id;
-                made = RuleState::new(rate_key(
-                    &store.prefix,
-                    rule,
-                    vendor,
-                    &identity.token.account,
-                ));
-                &made
-            }
-        };
+        let mut made = None;
+        let state = rule_state(&identity.rates, i, &mut made, || {
+            let vendor = &policy.vendors[allow.vendor].id;
+            rate_key(&store.prefix, rule, vendor, &identity.token.account)
+        });
         let (key, slot) = (&state.key, &state.slot);
         let outcome = store
             .rate(rule, key, slot)
@@ -226,21 +229,18 @@ pub fn byte_counters(
     policy
         .byte_rules_for(ingress, allow.vendor, allow.route)
         .map(|(i, rule): (usize, &ByteRule)| {
-            // As in `check_rates`.
-            let place = match states.get(i) {
-                Some(state) => store.counter_place(&state.slot, || state.key.clone()),
-                None => {
-                    let vendor = &policy.vendors[allow.vendor].id;
-                    let key = byte_key(
-                        &store.prefix,
-                        ingress,
-                        rule,
-                        vendor,
-                        &identity.token.account,
-                    );
-                    store.counter_place(&Slot::default(), || key)
-                }
-            };
+            let mut made = None;
+            let state = rule_state(states, i, &mut made, || {
+                let vendor = &policy.vendors[allow.vendor].id;
+                byte_key(
+                    &store.prefix,
+                    ingress,
+                    rule,
+                    vendor,
+                    &identity.token.account,
+                )
+            });
+            let place = store.counter_place(&state.slot, || state.key.clone());
             let (start, end) = rule.window_at(now);
             Counter {
                 place,

@@ -25,8 +25,10 @@ pub struct ConnInfo {
     /// written for IPv4 match on dual-stack listeners.
     pub peer_ip: IpAddr,
     pub activity: Activity,
-    /// Woken when the first byte of a request head arrives on an idle connection, so that the
-    /// connection task can start the header timer.
+    /// Woken when the first byte of a request head arrives on an idle connection and the
+    /// connection task's timer is set too late for that head's deadline, so that it sets it
+    /// earlier. On a busy connection the timer is already due sooner (it checks for parking every
+    /// fraction of a second), so most heads wake nothing.
     pub head_started: Notify,
 }
 
@@ -55,6 +57,9 @@ pub struct Activity {
     early_bytes: AtomicBool,
     /// The connection has been quiet long enough to park at hyper's next read (HTTP/1.1).
     park_wanted: AtomicBool,
+    /// A head that begins before this (milliseconds after `start`) is due before the connection
+    /// task's timer fires, so it must wake the task; `u64::MAX` while no timer is set.
+    head_wake_before: AtomicU64,
 }
 
 impl Activity {
@@ -66,11 +71,13 @@ impl Activity {
             head_since: AtomicU64::new(0),
             early_bytes: AtomicBool::new(false),
             park_wanted: AtomicBool::new(false),
+            head_wake_before: AtomicU64::new(u64::MAX),
         }
     }
 
     /// Notes bytes read from the client. True for the first bytes of a request head on an idle
-    /// connection, which start the header timer.
+    /// connection whose deadline comes before the connection task's timer (see
+    /// [`Activity::timer_set`]): the task must wake to bring its timer forward.
     pub(crate) fn bytes_arrived(&self) -> bool {
         // Cheap checks first: this runs on every read, and only the first byte of a head needs
         // the clock.
@@ -81,10 +88,29 @@ impl Activity {
         if self.head_since.load(Ordering::Relaxed) != 0 {
             return false;
         }
-        let ms = self.start.elapsed().as_millis() as u64 + 1;
+        let ms = self.start.elapsed().as_millis() as u64;
         self.head_since
-            .compare_exchange(0, ms, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(0, ms + 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_ok()
+            && ms < self.head_wake_before.load(Ordering::Acquire)
+    }
+
+    /// Records when the connection task's timer fires (`None`: no timer), for a request head of
+    /// `head_timeout` to tell whether it must wake the task. A timer due at `at` serves every head
+    /// that begins at or after `at - head_timeout`: their deadlines are no earlier.
+    pub fn timer_set(&self, at: Option<Instant>, head_timeout: Duration) {
+        let before = at.map_or(u64::MAX, |at| {
+            // Rounded up: a head beginning in the same millisecond wakes the task rather than risk
+            // a deadline a fraction of a millisecond before the timer.
+            let at_ms = at
+                .saturating_duration_since(self.start)
+                .as_micros()
+                .div_ceil(1000);
+            u64::try_from(at_ms)
+                .unwrap_or(u64::MAX)
+                .saturating_sub(head_timeout.as_millis() as u64)
+        });
+        self.head_wake_before.store(before, Ordering::Release);
     }
 
     /// Nothing in flight, no request head begun, and nothing read since the last request began
@@ -228,6 +254,36 @@ mod tests {
             !a.is_quiet_for(QUIET),
             "quiet counts from the request's end"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_head_wakes_the_connection_task_only_when_its_timer_is_set_too_late() {
+        let head_timeout = Duration::from_secs(10);
+        let begin_head = |c: &Arc<ConnInfo>| {
+            let woke = c.activity.bytes_arrived();
+            drop(InFlight::begin(c.clone()));
+            woke
+        };
+        let c = conn();
+        let start = c.activity.start;
+        assert!(begin_head(&c), "no timer set yet: the task must hear of it");
+
+        // Due for a park check in 250 ms, long before any head's deadline.
+        c.activity.timer_set(Some(start + QUIET), head_timeout);
+        assert!(!begin_head(&c));
+
+        // Only the idle timeout is set: a head now is due long before it.
+        c.activity
+            .timer_set(Some(start + Duration::from_secs(60)), head_timeout);
+        assert!(begin_head(&c));
+        tokio::time::advance(Duration::from_millis(49_999)).await;
+        assert!(begin_head(&c), "due a millisecond before the timer");
+        // Once the timer is within a header timeout of now, a head is due no earlier.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        assert!(!begin_head(&c));
+
+        c.activity.timer_set(None, head_timeout);
+        assert!(begin_head(&c), "no timer: every head wakes it");
     }
 
     #[tokio::test(start_paused = true)]

@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -263,26 +263,41 @@ async fn drive(
     if draining {
         conn.drain();
     }
+    // The timer, the shutdown signal and the head notification are made once and kept across
+    // turns of the loop: making them anew each turn registered a timer and two waiters per
+    // request. The timer is set again only when something is due before it; when it fires early,
+    // every deadline is checked and it is set for the next.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    let mut timer = pin!(timer);
+    let mut timer_at: Option<tokio::time::Instant> = None;
+    let mut shutdown_changed = pin!(shutdown.changed());
+    let mut head_started = pin!(info.head_started.notified());
     loop {
-        // One timer for whichever comes first; on waking, every deadline is checked again.
         let idle_at = (!draining).then(|| info.activity.idle_deadline(idle));
         let head_at = info.activity.head_deadline(head_timeout);
         let park_at = park_after.and_then(|quiet| info.activity.park_deadline(quiet));
-        let wake_at = [idle_at, head_at, park_at].into_iter().flatten().min();
+        let due = [idle_at, head_at, park_at].into_iter().flatten().min();
+        if let Some(at) = due.filter(|&at| timer_at.is_none_or(|set| at < set)) {
+            timer.as_mut().reset(at);
+            timer_at = Some(at);
+        } else if due.is_none() {
+            timer_at = None;
+        }
+        info.activity.timer_set(timer_at, head_timeout);
         tokio::select! {
+            biased;
             result = poll_fn(|cx| conn.poll_served(cx)) => {
                 if let Err(e) = &result {
                     tracing::debug!(client.ip = %info.peer_ip, "connection ended: {e}");
                 }
                 return Some(result);
             }
-            _ = shutdown.changed(), if !draining => {
+            _ = shutdown_changed.as_mut(), if !draining => {
                 draining = true;
                 conn.drain();
             }
-            _ = tokio::time::sleep_until(wake_at.unwrap_or_else(tokio::time::Instant::now)),
-                if wake_at.is_some() =>
-            {
+            _ = timer.as_mut(), if timer_at.is_some() => {
+                timer_at = None;
                 let now = tokio::time::Instant::now();
                 // A request head started and has not arrived whole in time (slowloris): drop it.
                 if info.activity.head_deadline(head_timeout).is_some_and(|at| at <= now) {
@@ -298,7 +313,9 @@ async fn drive(
                     info.activity.want_park();
                 }
             }
-            _ = info.head_started.notified() => {}
+            _ = head_started.as_mut() => {
+                head_started.set(info.head_started.notified());
+            }
         }
     }
 }

@@ -15,6 +15,7 @@
 //! to hyper and never panics on what a client sends. Refusals never contact the upstream.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use std::sync::atomic::AtomicU64;
@@ -66,101 +67,108 @@ impl From<ProxyError> for Refusal {
 
 /// `in_flight` is taken when hyper hands the request over, before this future first runs: an
 /// HTTP/1.1 connection must not look idle (and park) in between.
-pub async fn handle(
+///
+/// This and [`forward`] return `async` blocks rather than being `async fn`s: a function's future
+/// keeps each argument twice (as passed and as its working copy), and a request's future is moved
+/// whole at every step.
+pub fn handle(
     gw: &'static Gateway,
     in_flight: InFlight,
     req: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
-    let conn = in_flight.conn().clone();
-    let request_id = gw.request_ids.take_or_generate(req.headers());
-    let trace = TraceContext::from_request(req.headers(), &request_id, gw.request_ids.span_id());
-    let slot = gw.trail.reserve().await;
-    // One policy per request: what decides it is also what its record names, even across a reload.
-    let active = gw.active.load_full();
-    let mut draft = Draft {
-        slot: None,
-        metrics: &gw.metrics,
-        otel: gw.otel.as_deref(),
-        trace,
-        started: std::time::Instant::now(),
-        at: std::time::SystemTime::now(),
-        request_id: request_id.clone(),
-        method: req.method().clone(),
-        uri: req.uri().clone(),
-        path: None,
-        http_version: match req.version() {
-            Version::HTTP_2 => "2",
-            Version::HTTP_10 => "1.0",
-            _ => "1.1",
-        },
-        peer: conn.peer,
-        client_ip: None,
-        active: active.clone(),
-        vendor: None,
-        route: None,
-        identity: None,
-        allowed: false,
-        reason: "allowed",
-        rule: String::new(),
-        status: 0,
-        upstream_status: None,
-        bytes_in: Arc::new(AtomicU64::new(0)),
-    };
-    let outcome = match slot {
-        Ok(slot) => {
-            draft.slot = Some(slot);
-            forward(gw, &active, &in_flight, &request_id, req, &mut draft).await
-        }
-        // Nothing proceeds that cannot be recorded (on_log_failure = "deny").
-        Err(()) => Err(Refusal::Policy(Denial::new(
-            Reason::DecisionLogUnavailable,
-            "trail: queue full or log unwritable",
-        ))),
-    };
-    let mut resp = match outcome {
-        Ok(resp) => {
-            draft.reason = "allowed";
-            resp
-        }
-        Err(Refusal::Policy(denial)) => {
-            log_denial(&request_id, &conn, &draft, &denial);
-            draft.reason = denial.reason.as_str();
-            draft.rule = denial.rule.to_string();
-            draft.allowed = false;
-            denial_response(&denial, &request_id)
-        }
-        Err(Refusal::Limited(limited)) => {
-            log_denial(&request_id, &conn, &draft, &limited.denial);
-            draft.reason = limited.denial.reason.as_str();
-            draft.rule = limited.denial.rule.to_string();
-            draft.allowed = false;
-            let mut resp = denial_response(&limited.denial, &request_id);
-            resp.headers_mut().extend(limited.headers);
-            resp.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(limited.retry_after_secs),
-            );
-            resp
-        }
-        Err(Refusal::Proxy(err)) => {
-            tracing::warn!(
-                request_id = request_id.to_str().unwrap_or(""),
-                client.ip = %conn.peer_ip,
-                http.method = %draft.method,
-                url.path = draft.uri.path(),
-                error.code = err.code(),
-                "{err}"
-            );
-            // The policy may have allowed it; the proxy could not complete it.
-            draft.reason = err.code();
-            draft.rule = err.to_string();
-            err.to_response(&request_id)
-        }
-    };
-    draft.status = resp.status().as_u16();
-    resp.headers_mut()
-        .insert(request_id::HEADER.clone(), request_id);
-    Ok(resp.map(|body| body.recording(draft).holding(in_flight)))
+) -> impl Future<Output = Result<Response<ProxyBody>, Infallible>> {
+    async move {
+        let conn = in_flight.conn().clone();
+        let request_id = gw.request_ids.take_or_generate(req.headers());
+        let trace =
+            TraceContext::from_request(req.headers(), &request_id, gw.request_ids.span_id());
+        let slot = gw.trail.reserve().await;
+        // One policy per request: what decides it is also what its record names, even across a reload.
+        let active = gw.active.load_full();
+        let mut draft = Draft {
+            slot: None,
+            metrics: &gw.metrics,
+            otel: gw.otel.as_deref(),
+            trace,
+            started: std::time::Instant::now(),
+            at: std::time::SystemTime::now(),
+            request_id: request_id.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            path: None,
+            http_version: match req.version() {
+                Version::HTTP_2 => "2",
+                Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+            peer: conn.peer,
+            client_ip: None,
+            active: active.clone(),
+            vendor: None,
+            route: None,
+            identity: None,
+            allowed: false,
+            reason: "allowed",
+            rule: String::new(),
+            status: 0,
+            upstream_status: None,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+        };
+        let outcome = match slot {
+            Ok(slot) => {
+                draft.slot = Some(slot);
+                forward(gw, &active, &in_flight, &request_id, req, &mut draft).await
+            }
+            // Nothing proceeds that cannot be recorded (on_log_failure = "deny").
+            Err(()) => Err(Refusal::Policy(Denial::new(
+                Reason::DecisionLogUnavailable,
+                "trail: queue full or log unwritable",
+            ))),
+        };
+        let mut resp = match outcome {
+            Ok(resp) => {
+                draft.reason = "allowed";
+                resp
+            }
+            Err(Refusal::Policy(denial)) => {
+                log_denial(&request_id, &conn, &draft, &denial);
+                draft.reason = denial.reason.as_str();
+                draft.rule = denial.rule.to_string();
+                draft.allowed = false;
+                denial_response(&denial, &request_id)
+            }
+            Err(Refusal::Limited(limited)) => {
+                log_denial(&request_id, &conn, &draft, &limited.denial);
+                draft.reason = limited.denial.reason.as_str();
+                draft.rule = limited.denial.rule.to_string();
+                draft.allowed = false;
+                let mut resp = denial_response(&limited.denial, &request_id);
+                resp.headers_mut().extend(limited.headers);
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(limited.retry_after_secs),
+                );
+                resp
+            }
+            Err(Refusal::Proxy(err)) => {
+                tracing::warn!(
+                    request_id = request_id.to_str().unwrap_or(""),
+                    client.ip = %conn.peer_ip,
+                    http.method = %draft.method,
+                    url.path = draft.uri.path(),
+                    error.code = err.code(),
+                    "{err}"
+                );
+                // The policy may have allowed it; the proxy could not complete it.
+                draft.reason = err.code();
+                draft.rule = err.to_string();
+                err.to_response(&request_id)
+            }
+        };
+        draft.status = resp.status().as_u16();
+        resp.headers_mut()
+            .insert(request_id::HEADER.clone(), request_id);
+        Ok(resp.map(|body| body.recording(draft).holding(in_flight)))
+    }
 }
 
 fn log_denial(request_id: &HeaderValue, conn: &ConnInfo, draft: &Draft, denial: &Denial) {
@@ -200,115 +208,123 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-async fn forward(
+fn forward<'a>(
     gw: &'static Gateway,
-    active: &Active,
-    in_flight: &InFlight,
-    request_id: &HeaderValue,
+    active: &'a Active,
+    in_flight: &'a InFlight,
+    request_id: &'a HeaderValue,
     req: Request<Incoming>,
-    draft: &mut Draft,
-) -> Result<Response<ProxyBody>, Refusal> {
-    // Phase 1: request.
-    if req.method() == Method::CONNECT {
-        return Err(ProxyError::MethodNotAllowed(req.method().to_string()).into());
-    }
-    let limit = gw.config.server.max_request_body.0;
-    let declared = content_length(req.headers());
-    if declared.is_some_and(|len| len > limit) {
-        return Err(ProxyError::RequestBodyTooLarge { limit }.into());
-    }
-    let policy = &active.config.policy;
-    let conn = in_flight.conn();
-    let forwarded_for = joined(req.headers(), &X_FORWARDED_FOR);
-    draft.client_ip = policy
-        .client_ip(conn.peer_ip, forwarded_for.as_deref())
-        .ok();
-    let admission = policy.admit(conn.peer_ip, forwarded_for.as_deref(), req.uri().path())?;
-    draft.path = Some(admission.path.clone());
+    draft: &'a mut Draft,
+) -> impl Future<Output = Result<Response<ProxyBody>, Refusal>> + 'a {
+    async move {
+        // Phase 1: request.
+        if req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed(req.method().to_string()).into());
+        }
+        let limit = gw.config.server.max_request_body.0;
+        let declared = content_length(req.headers());
+        if declared.is_some_and(|len| len > limit) {
+            return Err(ProxyError::RequestBodyTooLarge { limit }.into());
+        }
+        let policy = &active.config.policy;
+        let conn = in_flight.conn();
+        let forwarded_for = joined(req.headers(), &X_FORWARDED_FOR);
+        draft.client_ip = policy
+            .client_ip(conn.peer_ip, forwarded_for.as_deref())
+            .ok();
+        let admission = policy.admit(conn.peer_ip, forwarded_for.as_deref(), req.uri().path())?;
+        draft.path = Some(admission.path.clone());
 
-    // Phase 2: identity.
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| bearer(v.as_bytes()))
-        .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
-    let now = unix_now();
-    let token_hash = token_key(token);
-    let cached = verify(gw, active, token, token_hash, now).await?;
-    draft.identity = Some(cached.clone());
-    let standing = &cached.standing;
-    draft.vendor = Some(standing.vendor);
+        // Phase 2: identity.
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()))
+            .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
+        let now = unix_now();
+        let token_hash = token_key(token);
+        let cached = verify(gw, active, token, token_hash, now).await?;
+        draft.identity = Some(cached.clone());
+        let standing = &cached.standing;
+        draft.vendor = Some(standing.vendor);
 
-    // Phase 3: authorization, then the limits (only now: a request that fails authentication must
-    // not spend anyone's rate limit or touch a session).
-    let allow = policy.authorize(&admission, req.method(), standing, now)?;
-    draft.allowed = true;
-    draft.route = Some(allow.route);
-    limits::check_session(&gw.state, policy, &allow, &cached, now).await?;
-    let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached).await?;
-    let ingress = limits::byte_counters(&gw.state, policy, true, &allow, &cached);
-    limits::check_budget(&gw.state, &ingress, declared, Reason::IngressCapExceeded).await?;
-    let egress = limits::byte_counters(&gw.state, policy, false, &allow, &cached);
-    let egress_left =
-        limits::check_budget(&gw.state, &egress, None, Reason::EgressCapExceeded).await?;
-    tracing::debug!(
-        request_id = request_id.to_str().unwrap_or(""),
-        vendor = %policy.vendors[allow.vendor].id,
-        account = %cached.token.account,
-        route = %policy.routes[allow.route].id,
-        "allowed"
-    );
+        // Phase 3: authorization, then the limits (only now: a request that fails authentication must
+        // not spend anyone's rate limit or touch a session).
+        let allow = policy.authorize(&admission, req.method(), standing, now)?;
+        draft.allowed = true;
+        draft.route = Some(allow.route);
+        limits::check_session(&gw.state, policy, &allow, &cached, now).await?;
+        let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached).await?;
+        let ingress = limits::byte_counters(&gw.state, policy, true, &allow, &cached);
+        limits::check_budget(&gw.state, &ingress, declared, Reason::IngressCapExceeded).await?;
+        let egress = limits::byte_counters(&gw.state, policy, false, &allow, &cached);
+        let egress_left =
+            limits::check_budget(&gw.state, &egress, None, Reason::EgressCapExceeded).await?;
+        tracing::debug!(
+            request_id = request_id.to_str().unwrap_or(""),
+            vendor = %policy.vendors[allow.vendor].id,
+            account = %cached.token.account,
+            route = %policy.routes[allow.route].id,
+            "allowed"
+        );
 
-    // Phase 4: upstream request.
-    let (mut parts, body) = req.into_parts();
-    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let path = gw
-        .upstream
-        .path_for(&admission.path, parts.uri.path_and_query())
-        .map_err(|e| ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}")))?;
-    let mut headers = std::mem::take(&mut parts.headers);
-    strip_hop_by_hop(&mut headers);
-    // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI: the upstream's.
-    headers.remove(header::HOST);
-    // The agent's token is for us; the upstream gets the proxy's own credential, or none.
-    headers.remove(header::AUTHORIZATION);
-    if let Some(credential) = &active.credential {
-        headers.insert(header::AUTHORIZATION, credential.clone());
-    }
-    if let Some(name) = &active.identity_header {
-        // Whatever the client put there is a claim, not a fact: replace it.
-        headers.insert(name.clone(), cached.who.clone());
-    }
-    set_forwarded(&mut headers, admission.client_ip, original_host);
-    headers.insert(request_id::HEADER.clone(), request_id.clone());
-    headers.insert(
-        HeaderName::from_static("traceparent"),
-        draft.trace.traceparent(),
-    );
+        // Phase 4: upstream request, built in a block: only the send is held while the upstream
+        // answers, not the parts it was made from (every step of a request moves its future whole).
+        let (sending, overflow) = {
+            let (mut parts, body) = req.into_parts();
+            let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+                parts
+                    .uri
+                    .authority()
+                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            });
+            let path = gw
+                .upstream
+                .path_for(&admission.path, parts.uri.path_and_query())
+                .map_err(|e| {
+                    ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}"))
+                })?;
+            let mut headers = std::mem::take(&mut parts.headers);
+            strip_hop_by_hop(&mut headers);
+            // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI: the upstream's.
+            headers.remove(header::HOST);
+            // The agent's token is for us; the upstream gets the proxy's own credential, or none.
+            headers.remove(header::AUTHORIZATION);
+            if let Some(credential) = &active.credential {
+                headers.insert(header::AUTHORIZATION, credential.clone());
+            }
+            if let Some(name) = &active.identity_header {
+                // Whatever the client put there is a claim, not a fact: replace it.
+                headers.insert(name.clone(), cached.who.clone());
+            }
+            set_forwarded(&mut headers, admission.client_ip, original_host);
+            headers.insert(request_id::HEADER.clone(), request_id.clone());
+            headers.insert(
+                HeaderName::from_static("traceparent"),
+                draft.trace.traceparent(),
+            );
 
-    let (body, overflow) = RequestBody::new(body, limit);
-    let mut body = body.counting(draft.bytes_in.clone());
-    if overflow.is_some() {
-        // There is an upload: it may outlast the response.
-        body = body.holding(in_flight.also());
-    }
-    if !ingress.is_empty() {
-        body = body.metered(Meter::new(&gw.state, ingress));
-    }
-    let mut up_req = Request::new(body);
-    *up_req.method_mut() = parts.method;
-    *up_req.uri_mut() = Uri::from(path);
-    // The pool speaks whichever version the upstream negotiated; HTTP/1.1 here means "either".
-    *up_req.version_mut() = Version::HTTP_11;
-    *up_req.headers_mut() = headers;
+            let (body, overflow) = RequestBody::new(body, limit);
+            let mut body = body.counting(draft.bytes_in.clone());
+            if overflow.is_some() {
+                // There is an upload: it may outlast the response.
+                body = body.holding(in_flight.also());
+            }
+            if !ingress.is_empty() {
+                body = body.metered(Meter::new(&gw.state, ingress));
+            }
+            let mut up_req = Request::new(body);
+            *up_req.method_mut() = parts.method;
+            *up_req.uri_mut() = Uri::from(path);
+            // The pool speaks whichever version the upstream negotiated; HTTP/1.1 here means "either".
+            *up_req.version_mut() = Version::HTTP_11;
+            *up_req.headers_mut() = headers;
+            let sending =
+                tokio::time::timeout(gw.upstream.response_timeout, gw.upstream.send(up_req));
+            (sending, overflow)
+        };
 
-    let (upstream_resp, lease) =
-        tokio::time::timeout(gw.upstream.response_timeout, gw.upstream.send(up_req))
+        let (upstream_resp, lease) = sending
             .await
             .map_err(|_| ProxyError::UpstreamTimeout)?
             .map_err(|e| match overflow {
@@ -322,26 +338,27 @@ async fn forward(
                 _ => Refusal::Proxy(classify(&e)),
             })?;
 
-    // Phase 5: response. A declared length that the egress budget cannot cover is refused whole
-    // rather than started and cut.
-    let (mut parts, body) = upstream_resp.into_parts();
-    draft.upstream_status = Some(parts.status.as_u16());
-    let length = content_length(&parts.headers);
-    if !egress.is_empty() && length.is_some_and(|len| len > egress_left) {
-        limits::check_budget(&gw.state, &egress, length, Reason::EgressCapExceeded).await?;
+        // Phase 5: response. A declared length that the egress budget cannot cover is refused whole
+        // rather than started and cut.
+        let (mut parts, body) = upstream_resp.into_parts();
+        draft.upstream_status = Some(parts.status.as_u16());
+        let length = content_length(&parts.headers);
+        if !egress.is_empty() && length.is_some_and(|len| len > egress_left) {
+            limits::check_budget(&gw.state, &egress, length, Reason::EgressCapExceeded).await?;
+        }
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
+            parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
+        }
+        rate_headers.apply(&mut parts.headers);
+        let body = if egress.is_empty() {
+            ProxyBody::upstream(body, lease)
+        } else {
+            let meter = Meter::new(&gw.state, egress).expecting(length);
+            ProxyBody::metered(body, meter, lease)
+        };
+        Ok(Response::from_parts(parts, body))
     }
-    strip_hop_by_hop(&mut parts.headers);
-    if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
-        parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
-    }
-    rate_headers.apply(&mut parts.headers);
-    let body = if egress.is_empty() {
-        ProxyBody::upstream(body, lease)
-    } else {
-        let meter = Meter::new(&gw.state, egress).expecting(length);
-        ProxyBody::metered(body, meter, lease)
-    };
-    Ok(Response::from_parts(parts, body))
 }
 
 /// The declared body length, when there is a well-formed one.
@@ -392,7 +409,8 @@ async fn verify(
                     format!("unknown kid {:?}", kid.as_deref().unwrap_or("")),
                 )
             };
-            if !active.keys.refetch_for_unknown_key().await {
+            // Boxed: rare, and its state would otherwise widen every request's future.
+            if !Box::pin(active.keys.refetch_for_unknown_key()).await {
                 return Err(unknown());
             }
             let keys = active.keys.current().ok_or_else(unknown)?;

@@ -11,6 +11,7 @@ mod memory;
 mod redis;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use crate::throttle::LogThrottle;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -173,7 +174,18 @@ impl StateStore {
 
     /// Runs `op` against Redis when configured. `None` means "use local memory instead": either
     /// there is no Redis, or it failed and the policy says `local`.
-    async fn shared<T>(
+    ///
+    /// Boxed: a Redis call's state is over a KiB, and every request's future (moved whole at
+    /// each step) would otherwise carry room for it even when the counters are in memory.
+    fn shared<'a, T: 'a>(
+        &'a self,
+        what: &'static str,
+        op: impl Future<Output = Result<T, StateError>> + 'a,
+    ) -> Pin<Box<impl Future<Output = Option<Result<T, StateError>>> + 'a>> {
+        Box::pin(self.shared_unboxed(what, op))
+    }
+
+    async fn shared_unboxed<T>(
         &self,
         what: &'static str,
         op: impl Future<Output = Result<T, StateError>>,

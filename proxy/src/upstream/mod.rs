@@ -9,6 +9,7 @@ mod connect;
 mod pool;
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -149,60 +150,68 @@ impl Upstream {
     /// anything (the upstream closed it while it sat idle) is retried on the next one, and on a new
     /// connection last, whose refusal is final. The lease, for HTTP/1.1, goes with the response
     /// body.
-    pub async fn send(
+    ///
+    /// An `async` block rather than an `async fn`: a function's future would keep the request
+    /// twice (the argument and its working copy), and requests' futures are moved whole.
+    pub fn send(
         &self,
         mut req: Request<RequestBody>,
-    ) -> Result<(Response<Incoming>, Option<Lease>), UpstreamError> {
-        let path = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        loop {
-            let (sender, reused) = match pool::take(self.id, self.limits) {
-                Some(s) => (s, true),
-                None => (self.connect().await?, false),
-            };
-            let refused = match sender {
-                Sender::Http2(mut tx) => {
-                    let mut parts = http::uri::Parts::default();
-                    parts.scheme = Some(self.scheme.clone());
-                    parts.authority = Some(self.authority.clone());
-                    parts.path_and_query = Some(path.clone());
-                    // Cannot fail: scheme, authority and path are all present.
-                    *req.uri_mut() = Uri::from_parts(parts).expect("scheme, authority and path");
-                    match tx.try_send_request(req).await {
-                        Ok(resp) => return Ok((resp, None)),
-                        Err(mut e) => {
-                            let unsent = e.take_message();
-                            // A failed stream is that request's problem; a connection that turns
-                            // requests away or has closed is everyone's.
-                            if unsent.is_some() || tx.is_closed() {
-                                pool::unshare(self.id, self.limits);
+    ) -> impl Future<Output = Result<(Response<Incoming>, Option<Lease>), UpstreamError>> + '_ {
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/"));
+            loop {
+                let (sender, reused) = match pool::take(self.id, self.limits) {
+                    Some(s) => (s, true),
+                    // Boxed: dialing is the rare path, and its state would otherwise widen every
+                    // request's future (moved whole at each step) by over a KiB.
+                    None => (Box::pin(self.connect()).await?, false),
+                };
+                let refused = match sender {
+                    Sender::Http2(mut tx) => {
+                        let mut parts = http::uri::Parts::default();
+                        parts.scheme = Some(self.scheme.clone());
+                        parts.authority = Some(self.authority.clone());
+                        parts.path_and_query = Some(path.clone());
+                        // Cannot fail: scheme, authority and path are all present.
+                        *req.uri_mut() =
+                            Uri::from_parts(parts).expect("scheme, authority and path");
+                        match tx.try_send_request(req).await {
+                            Ok(resp) => return Ok((resp, None)),
+                            Err(mut e) => {
+                                let unsent = e.take_message();
+                                // A failed stream is that request's problem; a connection that turns
+                                // requests away or has closed is everyone's.
+                                if unsent.is_some() || tx.is_closed() {
+                                    pool::unshare(self.id, self.limits);
+                                }
+                                (unsent, e.into_error())
                             }
-                            (unsent, e.into_error())
                         }
                     }
+                    Sender::Http1(mut tx) => {
+                        req.headers_mut().insert(header::HOST, self.host.clone());
+                        if let Err(e) = tx.ready().await {
+                            if reused {
+                                continue;
+                            }
+                            return Err(UpstreamError::Exchange(e));
+                        }
+                        match tx.try_send_request(req).await {
+                            Ok(resp) => {
+                                return Ok((resp, Some(Lease::new(tx, self.id, self.limits))));
+                            }
+                            Err(mut e) => (e.take_message(), e.into_error()),
+                        }
+                    }
+                };
+                match refused {
+                    (Some(unsent), _) if reused => req = unsent,
+                    (_, error) => return Err(UpstreamError::Exchange(error)),
                 }
-                Sender::Http1(mut tx) => {
-                    req.headers_mut().insert(header::HOST, self.host.clone());
-                    if let Err(e) = tx.ready().await {
-                        if reused {
-                            continue;
-                        }
-                        return Err(UpstreamError::Exchange(e));
-                    }
-                    match tx.try_send_request(req).await {
-                        Ok(resp) => {
-                            return Ok((resp, Some(Lease::new(tx, self.id, self.limits))));
-                        }
-                        Err(mut e) => (e.take_message(), e.into_error()),
-                    }
-                }
-            };
-            match refused {
-                (Some(unsent), _) if reused => req = unsent,
-                (_, error) => return Err(UpstreamError::Exchange(error)),
             }
         }
     }

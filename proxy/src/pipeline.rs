@@ -71,6 +71,7 @@ impl From<ProxyError> for Refusal {
 /// This and [`forward`] return `async` blocks rather than being `async fn`s: a function's future
 /// keeps each argument twice (as passed and as its working copy), and a request's future is moved
 /// whole at every step.
+#[allow(clippy::manual_async_fn)] // see the doc comment
 pub fn handle(
     gw: &'static Gateway,
     in_flight: InFlight,
@@ -208,6 +209,7 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+#[allow(clippy::manual_async_fn)] // see the doc comment
 fn forward<'a>(
     gw: &'static Gateway,
     active: &'a Active,

@@ -153,6 +153,7 @@ impl Upstream {
     ///
     /// An `async` block rather than an `async fn`: a function's future would keep the request
     /// twice (the argument and its working copy), and requests' futures are moved whole.
+    #[allow(clippy::manual_async_fn)] // see the doc comment
     pub fn send(
         &self,
         mut req: Request<RequestBody>,

@@ -75,44 +75,49 @@ impl Service<Request<Incoming>> for Proxy {
     }
 }
 
-/// Spawned as it is, without a wrapping block: a block would keep a second copy of every argument
-/// in the task for the connection's whole life. `_slot` is the connection limit's permit, given
-/// back when the connection ends.
-pub async fn serve_connection(
+/// Spawned as it is, without a wrapping block, and itself an `async` block rather than an `async
+/// fn`: either of those would keep a second copy of every argument in the task for the
+/// connection's whole life. `slot` is the connection limit's permit, given back when the
+/// connection ends.
+#[allow(clippy::manual_async_fn)] // see above
+pub fn serve_connection(
     gw: &'static Gateway,
     tcp: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
-) {
-    let _ = tcp.set_nodelay(true);
-    // The futures awaited here are boxed: a task is as large as its largest state, for its whole
-    // life, and a parked connection should not keep room for a handshake or a hyper connection.
-    let Some(mut tls) = Box::pin(handshake(gw, tcp, peer)).await else {
-        return;
-    };
-    let _open = gw.metrics.connection_open();
-    let info = Arc::new(ConnInfo::new(peer));
-    let proxy = Proxy {
-        gw,
-        info: info.clone(),
-    };
-    let (h2, replay) = match tls.alpn_protocol() {
-        Some(b"h2") => (true, Bytes::new()),
-        Some(_) => (false, Bytes::new()),
-        // No ALPN: HTTP/2 only with prior knowledge, recognised by its preface.
-        None => match sniff(gw, &info, &mut tls, &mut shutdown).await {
-            Some(first) => (first.starts_with(H2_PREFACE), first),
-            None => return close(tls).await,
-        },
-    };
-    if h2 {
-        tls.release_while_waiting();
-        let io = TokioIo::new(ClientIo::h2(tls, replay));
-        let mut conn = Box::pin(gw.h2.serve_connection(io, proxy));
-        let _ = Box::pin(drive(gw, &info, &mut conn, None, &mut shutdown)).await;
-    } else {
-        serve_h1(gw, &info, tls, proxy, replay, &mut shutdown).await;
+    slot: OwnedSemaphorePermit,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let _slot = &slot;
+        let _ = tcp.set_nodelay(true);
+        // The futures awaited here are boxed: a task is as large as its largest state, for its whole
+        // life, and a parked connection should not keep room for a handshake or a hyper connection.
+        let Some(mut tls) = Box::pin(handshake(gw, tcp, peer)).await else {
+            return;
+        };
+        let _open = gw.metrics.connection_open();
+        let info = Arc::new(ConnInfo::new(peer));
+        let proxy = Proxy {
+            gw,
+            info: info.clone(),
+        };
+        let (h2, replay) = match tls.alpn_protocol() {
+            Some(b"h2") => (true, Bytes::new()),
+            Some(_) => (false, Bytes::new()),
+            // No ALPN: HTTP/2 only with prior knowledge, recognised by its preface.
+            None => match sniff(gw, &info, &mut tls, &mut shutdown).await {
+                Some(first) => (first.starts_with(H2_PREFACE), first),
+                None => return close(tls).await,
+            },
+        };
+        if h2 {
+            tls.release_while_waiting();
+            let io = TokioIo::new(ClientIo::h2(tls, replay));
+            let mut conn = Box::pin(gw.h2.serve_connection(io, proxy));
+            let _ = Box::pin(drive(gw, &info, &mut conn, None, &mut shutdown)).await;
+        } else {
+            serve_h1(gw, &info, tls, proxy, replay, &mut shutdown).await;
+        }
     }
 }
 
@@ -134,38 +139,42 @@ async fn handshake(gw: &'static Gateway, tcp: TcpStream, peer: SocketAddr) -> Op
     None
 }
 
-/// HTTP/1.1: serve until the connection goes quiet, park, wake on the next bytes, repeat.
-async fn serve_h1(
-    gw: &Gateway,
-    info: &Arc<ConnInfo>,
+/// HTTP/1.1: serve until the connection goes quiet, park, wake on the next bytes, repeat. An
+/// `async` block for the reason [`serve_connection`] is one.
+#[allow(clippy::manual_async_fn)]
+fn serve_h1<'a>(
+    gw: &'a Gateway,
+    info: &'a Arc<ConnInfo>,
     mut tls: Tls,
     mut proxy: Proxy,
     mut replay: Bytes,
-    shutdown: &mut watch::Receiver<bool>,
-) {
-    loop {
-        if replay.is_empty() {
-            match next_bytes(gw, info, &mut tls, shutdown).await {
-                Some(bytes) => replay = bytes,
-                None => return close(tls).await,
+    shutdown: &'a mut watch::Receiver<bool>,
+) -> impl Future<Output = ()> + Send + 'a {
+    async move {
+        loop {
+            if replay.is_empty() {
+                match next_bytes(gw, info, &mut tls, shutdown).await {
+                    Some(bytes) => replay = bytes,
+                    None => return close(tls).await,
+                }
             }
+            let io = TokioIo::new(ClientIo::h1(tls, info.clone(), std::mem::take(&mut replay)));
+            // Boxed so that a parked connection's task does not keep room for it.
+            let mut conn = Box::new(gw.h1.serve_connection(io, proxy));
+            let served = Box::pin(drive(gw, info, &mut conn, Some(PARK_AFTER), shutdown)).await;
+            if !matches!(served, Some(Ok(()))) {
+                return;
+            }
+            let parts = conn.into_parts();
+            let io = parts.io.into_inner();
+            if !io.parked() {
+                // hyper finished the connection (the client asked to close, or it was drained).
+                return close(io.into_inner()).await;
+            }
+            // Parked. A shutdown or idle timeout that came meanwhile ends it in `next_bytes`.
+            tls = io.into_inner();
+            proxy = parts.service;
         }
-        let io = TokioIo::new(ClientIo::h1(tls, info.clone(), std::mem::take(&mut replay)));
-        // Boxed so that a parked connection's task does not keep room for it.
-        let mut conn = Box::new(gw.h1.serve_connection(io, proxy));
-        let served = Box::pin(drive(gw, info, &mut conn, Some(PARK_AFTER), shutdown)).await;
-        if !matches!(served, Some(Ok(()))) {
-            return;
-        }
-        let parts = conn.into_parts();
-        let io = parts.io.into_inner();
-        if !io.parked() {
-            // hyper finished the connection (the client asked to close, or it was drained).
-            return close(io.into_inner()).await;
-        }
-        // Parked. A shutdown or idle timeout that came meanwhile ends it in `next_bytes`.
-        tls = io.into_inner();
-        proxy = parts.service;
     }
 }
 

@@ -13,7 +13,7 @@ use vendorgate_policy::{
 };
 
 use crate::identity::cache::{Identity, RuleState};
-use crate::state::{now_ms, Counter, SessionOutcome, StateError, StateStore};
+use crate::state::{Counter, SessionOutcome, StateError, StateStore};
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
 pub static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
@@ -46,14 +46,16 @@ fn key(parts: &[&str]) -> String {
 }
 
 /// Idle timeout: the session must have seen a request within it. The record outlives the token so
-/// an idled-out token stays refused until it expires.
+/// an idled-out token stays refused until it expires. `now_ms` is the request's time (milliseconds
+/// since the epoch), as for every check here.
 pub async fn check_session(
     store: &StateStore,
     policy: &Policy,
     allow: &Allow,
     identity: &Identity,
-    now: u64,
+    now_ms: u64,
 ) -> Result<(), Denial> {
+    let now = now_ms / 1000;
     let token = &identity.standing;
     policy.check_session_lifetime(token, now)?;
     let vendor = &policy.vendors[allow.vendor];
@@ -61,7 +63,7 @@ pub async fn check_session(
     let idle_ms = vendor.session_idle.as_millis() as u64;
     let ttl_ms = (token.exp.saturating_sub(now) * 1000).max(idle_ms) + 60_000;
     match store
-        .touch_session(key, &identity.session, idle_ms, ttl_ms)
+        .touch_session(key, &identity.session, idle_ms, ttl_ms, now_ms)
         .await
         .map_err(state_denial)?
     {
@@ -186,6 +188,7 @@ pub async fn check_rates(
     policy: &Policy,
     allow: &Allow,
     identity: &Identity,
+    now_ms: u64,
 ) -> Result<RateHeaders, Result<Limited, Denial>> {
     let mut headers = RateHeaders::default();
     for (i, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
@@ -196,7 +199,7 @@ pub async fn check_rates(
         });
         let (key, slot) = (&state.key, &state.slot);
         let outcome = store
-            .rate(rule, key, slot)
+            .rate(rule, key, slot, now_ms)
             .await
             .map_err(|e| Err(state_denial(e)))?;
         headers.add(rule, &outcome);
@@ -223,8 +226,8 @@ pub fn byte_counters(
     ingress: bool,
     allow: &Allow,
     identity: &Identity,
+    now: u64,
 ) -> Vec<Counter> {
-    let now = now_ms();
     let states = identity.byte_state(ingress);
     policy
         .byte_rules_for(ingress, allow.vendor, allow.route)
@@ -240,7 +243,7 @@ pub fn byte_counters(
                     &identity.token.account,
                 )
             });
-            let place = store.counter_place(&state.slot, || state.key.clone());
+            let place = store.counter_place(&state.slot, || state.key.clone(), now);
             let (start, end) = rule.window_at(now);
             Counter {
                 place,
@@ -258,12 +261,13 @@ pub async fn check_budget(
     counters: &[Counter],
     declared: Option<u64>,
     reason: Reason,
+    now: u64,
 ) -> Result<u64, Result<Limited, Denial>> {
     if counters.is_empty() {
         return Ok(u64::MAX);
     }
     let remaining = store
-        .remaining(counters)
+        .remaining(counters, now)
         .await
         .map_err(|e| Err(state_denial(e)))?;
     let left = remaining.iter().copied().min().unwrap_or(u64::MAX);
@@ -272,7 +276,6 @@ pub async fn check_budget(
         return Ok(left);
     }
     // Retry when every counter that is too short has reset.
-    let now = now_ms();
     let reset = counters
         .iter()
         .zip(&remaining)

@@ -203,12 +203,6 @@ fn denial_response(denial: &Denial, request_id: &HeaderValue) -> Response<ProxyB
     resp
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 #[allow(clippy::manual_async_fn)] // see the doc comment
 fn forward<'a>(
     gw: &'static Gateway,
@@ -243,7 +237,12 @@ fn forward<'a>(
             .get(header::AUTHORIZATION)
             .and_then(|v| bearer(v.as_bytes()))
             .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
-        let now = unix_now();
+        // The request's time, read once: every check below decides as of it.
+        let now_ms = draft
+            .at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let now = now_ms / 1000;
         let token_hash = token_key(token);
         let cached = verify(gw, active, token, token_hash, now).await?;
         draft.identity = Some(cached.clone());
@@ -255,13 +254,21 @@ fn forward<'a>(
         let allow = policy.authorize(&admission, req.method(), standing, now)?;
         draft.allowed = true;
         draft.route = Some(allow.route);
-        limits::check_session(&gw.state, policy, &allow, &cached, now).await?;
-        let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached).await?;
-        let ingress = limits::byte_counters(&gw.state, policy, true, &allow, &cached);
-        limits::check_budget(&gw.state, &ingress, declared, Reason::IngressCapExceeded).await?;
-        let egress = limits::byte_counters(&gw.state, policy, false, &allow, &cached);
+        limits::check_session(&gw.state, policy, &allow, &cached, now_ms).await?;
+        let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached, now_ms).await?;
+        let ingress = limits::byte_counters(&gw.state, policy, true, &allow, &cached, now_ms);
+        limits::check_budget(
+            &gw.state,
+            &ingress,
+            declared,
+            Reason::IngressCapExceeded,
+            now_ms,
+        )
+        .await?;
+        let egress = limits::byte_counters(&gw.state, policy, false, &allow, &cached, now_ms);
         let egress_left =
-            limits::check_budget(&gw.state, &egress, None, Reason::EgressCapExceeded).await?;
+            limits::check_budget(&gw.state, &egress, None, Reason::EgressCapExceeded, now_ms)
+                .await?;
         tracing::debug!(
             request_id = request_id.to_str().unwrap_or(""),
             vendor = %policy.vendors[allow.vendor].id,
@@ -346,7 +353,14 @@ fn forward<'a>(
         draft.upstream_status = Some(parts.status.as_u16());
         let length = content_length(&parts.headers);
         if !egress.is_empty() && length.is_some_and(|len| len > egress_left) {
-            limits::check_budget(&gw.state, &egress, length, Reason::EgressCapExceeded).await?;
+            limits::check_budget(
+                &gw.state,
+                &egress,
+                length,
+                Reason::EgressCapExceeded,
+                now_ms,
+            )
+            .await?;
         }
         strip_hop_by_hop(&mut parts.headers);
         if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {

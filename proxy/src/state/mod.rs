@@ -212,14 +212,16 @@ impl StateStore {
     }
 
     /// `slot` is where the request's identity keeps the session's in-memory cell.
+    /// `now` (milliseconds since the epoch) is the request's: one reading of the clock serves all
+    /// its checks, as the time it is decided at.
     pub async fn touch_session(
         &self,
         key: &str,
         slot: &Slot<SessionCell>,
         idle_ms: u64,
         ttl_ms: u64,
+        now: u64,
     ) -> Result<SessionOutcome, StateError> {
-        let now = now_ms();
         if let Some(r) = &self.redis {
             if let Some(out) = self
                 .shared("session", r.touch_session(key, now, idle_ms, ttl_ms))
@@ -237,8 +239,8 @@ impl StateStore {
         rule: &RateRule,
         key: &Arc<str>,
         slot: &Slot<RateCell>,
+        now: u64,
     ) -> Result<GcraOutcome, StateError> {
-        let now = now_ms();
         if let Some(r) = &self.redis {
             if let Some(out) = self.shared("rate", r.rate(rule, key, now)).await {
                 return out;
@@ -250,11 +252,16 @@ impl StateStore {
     /// Where a byte counter is kept: its in-memory cell, through the identity's `slot` (the key
     /// is only made the first time); its key when counters are shared through Redis (the local
     /// fallback then finds cells by key).
-    pub fn counter_place(&self, slot: &Slot<CounterCell>, key: impl FnOnce() -> Arc<str>) -> Place {
+    pub fn counter_place(
+        &self,
+        slot: &Slot<CounterCell>,
+        key: impl FnOnce() -> Arc<str>,
+        now: u64,
+    ) -> Place {
         if self.redis.is_some() {
             return Place::Key(key());
         }
-        Place::Cell(self.local.counter_cell(slot, key, now_ms()))
+        Place::Cell(self.local.counter_cell(slot, key, now))
     }
 
     pub async fn lease(&self, counters: &[Counter], want: u64) -> Result<u64, StateError> {
@@ -295,8 +302,7 @@ impl StateStore {
         self.local.release(counters, amount).await
     }
 
-    pub async fn remaining(&self, counters: &[Counter]) -> Result<Vec<u64>, StateError> {
-        let now = now_ms();
+    pub async fn remaining(&self, counters: &[Counter], now: u64) -> Result<Vec<u64>, StateError> {
         if let Some(r) = &self.redis {
             if let Some(out) = self.shared("remaining", r.remaining(counters, now)).await {
                 return out;

@@ -10,37 +10,60 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
 
 pub fn sha256_hex(data: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digest = ring::digest::digest(&ring::digest::SHA256, data);
-    let mut out = String::with_capacity(64);
-    for b in digest.as_ref() {
-        // A table rather than `write!("{:02x}")`: this runs for every record and every request.
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    Hex::sha256(data).as_str().to_string()
+}
+
+/// A SHA-256 digest in lowercase hex, kept on the stack: the writer makes one per record.
+#[derive(Clone, Copy)]
+pub struct Hex([u8; 64]);
+
+impl Hex {
+    pub fn sha256(data: &[u8]) -> Hex {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let digest = ring::digest::digest(&ring::digest::SHA256, data);
+        let mut out = [0u8; 64];
+        for (pair, b) in out.chunks_exact_mut(2).zip(digest.as_ref()) {
+            // A table rather than `write!("{:02x}")`: this runs for every record and every request.
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 0xf)];
+        }
+        Hex(out)
     }
-    out
+
+    pub fn as_str(&self) -> &str {
+        // Only hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
 }
 
 /// Builds the line for record `seq` whose other fields are `fields` (a JSON object's members,
 /// without braces). Returns the line (with newline) and its hash.
 pub fn seal(seq: u64, prev_hash: &str, fields: &str) -> (String, String) {
     let mut line = String::with_capacity(fields.len() + 200);
-    line.push_str("{\"seq\":");
-    line.push_str(itoa::Buffer::new().format(seq));
-    line.push_str(",\"prev_hash\":\"");
-    line.push_str(prev_hash);
-    line.push('"');
+    let hash = seal_into(&mut line, seq, prev_hash, fields);
+    (line, hash.as_str().to_string())
+}
+
+/// [`seal`], appending the line to `out`: the writer puts a batch's lines straight into the buffer it
+/// writes, without a string per line or per hash.
+pub fn seal_into(out: &mut String, seq: u64, prev_hash: &str, fields: &str) -> Hex {
+    let start = out.len();
+    out.push_str("{\"seq\":");
+    out.push_str(itoa::Buffer::new().format(seq));
+    out.push_str(",\"prev_hash\":\"");
+    out.push_str(prev_hash);
+    out.push('"');
     if !fields.is_empty() {
-        line.push(',');
-        line.push_str(fields);
+        out.push(',');
+        out.push_str(fields);
     }
-    line.push('}');
-    let hash = sha256_hex(line.as_bytes());
-    line.pop();
-    line.push_str(",\"hash\":\"");
-    line.push_str(&hash);
-    line.push_str("\"}\n");
-    (line, hash)
+    out.push('}');
+    let hash = Hex::sha256(&out.as_bytes()[start..]);
+    out.pop();
+    out.push_str(",\"hash\":\"");
+    out.push_str(hash.as_str());
+    out.push_str("\"}\n");
+    hash
 }
 
 /// What a line claims, once its own hash has been checked.

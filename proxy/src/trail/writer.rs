@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use vendorgate_policy::config::{Fsync, Trail as TrailConfig, TrailSink};
 
-use super::chain::{open, seal, GENESIS};
+use super::chain::{open, seal_into, GENESIS};
 use super::Entry;
 
 /// Shared between the writer and everyone watching it.
@@ -181,7 +181,8 @@ impl Writer {
         self.ensure_open()?;
         let mut seq = self.seq;
         let mut prev = self.prev.clone();
-        let mut buf = String::with_capacity(batch.len() * 700);
+        // Sized for the batch at once: each line is its fields and under 200 bytes of chain.
+        let mut buf = String::with_capacity(batch.iter().map(|e| e.fields.len() + 200).sum());
         for entry in batch {
             seq += 1;
             let object = entry.fields.as_str();
@@ -189,9 +190,9 @@ impl Writer {
                 .strip_prefix('{')
                 .and_then(|o| o.strip_suffix('}'))
                 .unwrap_or(object);
-            let (line, hash) = seal(seq, &prev, members);
-            buf.push_str(&line);
-            prev = hash;
+            let hash = seal_into(&mut buf, seq, &prev, members);
+            prev.clear();
+            prev.push_str(hash.as_str());
         }
         match self.out.as_mut() {
             Some(Out::File { file, size, .. }) => {

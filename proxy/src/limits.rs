@@ -226,7 +226,7 @@ pub fn byte_counters(
     ingress: bool,
     allow: &Allow,
     identity: &Identity,
-    now: u64,
+    now_ms: u64,
 ) -> Vec<Counter> {
     let states = identity.byte_state(ingress);
     policy
@@ -243,8 +243,8 @@ pub fn byte_counters(
                     &identity.token.account,
                 )
             });
-            let place = store.counter_place(&state.slot, || state.key.clone(), now);
-            let (start, end) = rule.window_at(now);
+            let place = store.counter_place(&state.slot, || state.key.clone(), now_ms);
+            let (start, end) = rule.window_at(now_ms);
             Counter {
                 place,
                 window_start: start,
@@ -261,13 +261,13 @@ pub async fn check_budget(
     counters: &[Counter],
     declared: Option<u64>,
     reason: Reason,
-    now: u64,
+    now_ms: u64,
 ) -> Result<u64, Result<Limited, Denial>> {
     if counters.is_empty() {
         return Ok(u64::MAX);
     }
     let remaining = store
-        .remaining(counters, now)
+        .remaining(counters, now_ms)
         .await
         .map_err(|e| Err(state_denial(e)))?;
     let left = remaining.iter().copied().min().unwrap_or(u64::MAX);
@@ -282,7 +282,7 @@ pub async fn check_budget(
         .filter(|(_, rem)| **rem < need)
         .map(|(c, _)| c.reset_at_ms)
         .max()
-        .unwrap_or(now);
+        .unwrap_or(now_ms);
     let kind = if reason == Reason::IngressCapExceeded {
         "ingress"
     } else {
@@ -293,7 +293,7 @@ pub async fn check_budget(
             reason,
             format!("limits.{kind} ({left} bytes left in the window)"),
         ),
-        retry_after_secs: reset.saturating_sub(now).div_ceil(1000).max(1),
+        retry_after_secs: reset.saturating_sub(now_ms).div_ceil(1000).max(1),
         headers: HeaderMap::new(),
     }))
 }

@@ -238,10 +238,7 @@ fn forward<'a>(
             .and_then(|v| bearer(v.as_bytes()))
             .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
         // The request's time, read once: every check below decides as of it.
-        let now_ms = draft
-            .at
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::state::epoch_ms(draft.at);
         let now = now_ms / 1000;
         let token_hash = token_key(token);
         let cached = verify(gw, active, token, token_hash, now).await?;

@@ -133,8 +133,12 @@ pub struct StateStore {
 }
 
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
+    epoch_ms(std::time::SystemTime::now())
+}
+
+/// Milliseconds since the epoch, the unit every state operation takes its time in.
+pub fn epoch_ms(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
 }
 

@@ -36,16 +36,9 @@ impl Hex {
     }
 }
 
-/// Builds the line for record `seq` whose other fields are `fields` (a JSON object's members,
-/// without braces). Returns the line (with newline) and its hash.
-pub fn seal(seq: u64, prev_hash: &str, fields: &str) -> (String, String) {
-    let mut line = String::with_capacity(fields.len() + 200);
-    let hash = seal_into(&mut line, seq, prev_hash, fields);
-    (line, hash.as_str().to_string())
-}
-
-/// [`seal`], appending the line to `out`: the writer puts a batch's lines straight into the buffer it
-/// writes, without a string per line or per hash.
+/// Appends the line for record `seq` whose other fields are `fields` (a JSON object's members,
+/// without braces) to `out`, newline included, and returns its hash. The writer puts a batch's
+/// lines straight into the buffer it writes, without a string per line or per hash.
 pub fn seal_into(out: &mut String, seq: u64, prev_hash: &str, fields: &str) -> Hex {
     let start = out.len();
     out.push_str("{\"seq\":");
@@ -103,7 +96,7 @@ pub fn open(line: &str) -> Result<Sealed, LineError> {
     let mut unsigned = String::with_capacity(body.len() + 1);
     unsigned.push_str(body);
     unsigned.push('}');
-    if sha256_hex(unsigned.as_bytes()) != hash {
+    if Hex::sha256(unsigned.as_bytes()).as_str() != hash {
         return Err(LineError::Altered);
     }
     let value: serde_json::Value =
@@ -129,7 +122,8 @@ mod tests {
 
     #[test]
     fn sealed_lines_open_and_edits_are_caught() {
-        let (line, hash) = seal(1, GENESIS, "\"event\":{\"reason\":\"allowed\"}");
+        let mut line = String::new();
+        let hash = seal_into(&mut line, 1, GENESIS, "\"event\":{\"reason\":\"allowed\"}");
         let opened = open(line.trim_end()).unwrap();
         assert_eq!(
             (opened.seq, opened.hash.as_str(), opened.prev_hash.as_str()),

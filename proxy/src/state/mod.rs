@@ -186,33 +186,27 @@ impl StateStore {
         what: &'static str,
         op: impl Future<Output = Result<T, StateError>> + 'a,
     ) -> Pin<Box<impl Future<Output = Option<Result<T, StateError>>> + 'a>> {
-        Box::pin(self.shared_unboxed(what, op))
-    }
-
-    async fn shared_unboxed<T>(
-        &self,
-        what: &'static str,
-        op: impl Future<Output = Result<T, StateError>>,
-    ) -> Option<Result<T, StateError>> {
-        self.redis.as_ref()?;
-        let err = match tokio::time::timeout(self.timeout, op).await {
-            Ok(Ok(v)) => return Some(Ok(v)),
-            Ok(Err(e)) => e,
-            Err(_) => StateError::Timeout,
-        };
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        if self.log_throttle.allow() {
-            tracing::error!(
-                operation = what,
-                failures = self.errors.load(Ordering::Relaxed),
-                on_state_error = ?self.on_error,
-                "shared state failed: {err}"
-            );
-        }
-        match self.on_error {
-            OnStateError::Deny => Some(Err(err)),
-            OnStateError::Local => None,
-        }
+        Box::pin(async move {
+            self.redis.as_ref()?;
+            let err = match tokio::time::timeout(self.timeout, op).await {
+                Ok(Ok(v)) => return Some(Ok(v)),
+                Ok(Err(e)) => e,
+                Err(_) => StateError::Timeout,
+            };
+            self.errors.fetch_add(1, Ordering::Relaxed);
+            if self.log_throttle.allow() {
+                tracing::error!(
+                    operation = what,
+                    failures = self.errors.load(Ordering::Relaxed),
+                    on_state_error = ?self.on_error,
+                    "shared state failed: {err}"
+                );
+            }
+            match self.on_error {
+                OnStateError::Deny => Some(Err(err)),
+                OnStateError::Local => None,
+            }
+        })
     }
 
     /// `slot` is where the request's identity keeps the session's in-memory cell.

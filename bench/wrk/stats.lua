@@ -19,7 +19,8 @@
 -- every request through a timer and two epoll_ctl calls), and without tokens wrk's own static
 -- request is used.
 local threads = {}
-requests, sent, ntokens = {}, 0, 0
+sent, ntokens = 0, 0
+local prebuilt = {}
 local idx = 0
 local pause_ms = 0
 
@@ -49,10 +50,10 @@ init = function(args)
       n = n + 1
       if n > first + share then break end
       if n > first then
-        requests[#requests + 1] = wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. line })
+        prebuilt[#prebuilt + 1] = wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. line })
       end
     end
-    ntokens = #requests
+    ntokens = #prebuilt
   end
   if ntokens == 0 then request = nil end
 end
@@ -64,7 +65,7 @@ end
 request = function()
   sent = sent + 1
   idx = idx % ntokens + 1
-  return requests[idx]
+  return prebuilt[idx]
 end
 
 done = function(summary, latency, requests)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Side-by-side benchmark on loopback: direct to the origin, nginx (TLS proxy, no policy), HAProxy
 # (TLS proxy with the closest policy it can express) and vendorgate (full policy), interleaved,
-# with wrk (keep-alive HTTP/1.1 over TLS). Prints medians over rounds and the ratios.
+# with wrk (keep-alive HTTP/1.1 over TLS). Prints medians over rounds, the ratios, and each of the
+# performance issue's targets marked met or OPEN against this run.
 #
 #   bench/run.sh                 # 3 rounds of 10 s per case (about 20 minutes)
 #   ROUNDS=1 DURATION=3 bench/run.sh   # a quick look

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Medians over rounds and the ratios the performance issue asks for, from bench/run.sh's TSV."""
-import csv, statistics, sys
+"""Medians over rounds, the ratios the performance issue asks for, and its targets (met or OPEN),
+from bench/run.sh's TSV and notes."""
+import csv, re, statistics, sys
 from collections import defaultdict
 
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
@@ -39,15 +40,17 @@ def paired(label, a, b):
     rps = lambda case: {r["round"]: float(r["rps"]) for r in groups.get((case, "2k", "32"), [])}
     x, y = rps(a), rps(b)
     per_round = [x[n] / y[n] for n in sorted(x, key=int) if n in y and y[n]]
-    if per_round:
-        rounds = ", ".join(f"{v:.2f}" for v in per_round)
-        print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds})")
+    if not per_round:
+        return float("nan")
+    rounds = ", ".join(f"{v:.2f}" for v in per_round)
+    print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds})")
+    return statistics.median(per_round)
 
 print("paired (2k / 32, median of per-round ratios):")
-paired("cold path (every token new): vendorgate/haproxy", "vendorgate-cold", "haproxy-cold")
-paired("decision trail: on / off", "vendorgate-reference", "vendorgate-trail-off")
-paired("scale: 10,000 CIDRs + 1,000 routes / small policy", "vendorgate-large", "vendorgate-reference")
-paired("scale: 100,000 accounts / 10 accounts", "vendorgate-100k-accounts", "vendorgate-10-accounts")
+cold = paired("cold path (every token new): vendorgate/haproxy", "vendorgate-cold", "haproxy-cold")
+trail = paired("decision trail: on / off", "vendorgate-reference", "vendorgate-trail-off")
+large = paired("scale: 10,000 CIDRs + 1,000 routes / small policy", "vendorgate-large", "vendorgate-reference")
+accounts = paired("scale: 100,000 accounts / 10 accounts", "vendorgate-100k-accounts", "vendorgate-10-accounts")
 cpu_v, cpu_n = med(("vendorgate", "2k", "32"), "cpu_us_per_req"), med(("nginx", "2k", "32"), "cpu_us_per_req")
 print(f"  CPU per request, 2k / 32: vendorgate {cpu_v:.1f} µs, nginx {cpu_n:.1f} µs")
 half = {c: med((c, "2k", "32"), "p99_us") for c in ["direct-half", "nginx-half", "vendorgate-half"]}
@@ -57,5 +60,49 @@ if half["vendorgate-half"] == half["vendorgate-half"]:
 reused = [r for r in rows if r["case"].endswith("cold") and r.get("reused", "0") not in ("0", "")]
 for r in reused:
     print(f"  warning: {r['case']} round {r['round']} reused {r['reused']} tokens (COLD_SLICE too small)")
+notes = open(sys.argv[2]).read().strip()
+
+# The performance issue's targets, each against this run's medians: a line per target, so that a
+# run says at once what it met. Targets whose cases did not run (SCALE=0, EXTRAS=0, a narrowed
+# matrix) are left out.
+targets = []
+def target(label, value, ok, shown):
+    if value == value:  # not NaN: the cases ran
+        targets.append((label, shown, ok))
+def rps_ratio(a, b, body, conns):
+    x, y = med((a, body, conns), "rps"), med((b, body, conns), "rps")
+    return x / y if y == y and y else float("nan")
+for conns in ("32", "128"):
+    r = rps_ratio("vendorgate", "nginx", "2k", conns)
+    target(f"2 KiB / {conns}: ≥ 1.0× nginx", r, r >= 1.0, f"{r:.2f}")
+    r = rps_ratio("vendorgate", "haproxy", "2k", conns)
+    target(f"2 KiB / {conns}: ≥ 2.5× HAProxy with policy", r, r >= 2.5, f"{r:.2f}")
+    v, n = med(("vendorgate", "2k", conns), "cpu_us_per_req"), med(("nginx", "2k", conns), "cpu_us_per_req")
+    target(f"2 KiB / {conns}: CPU per request ≤ nginx's", v - n, v <= n, f"{v:.1f} vs {n:.1f} µs")
+for conns in ("32", "128"):
+    r = rps_ratio("vendorgate", "nginx", "1m", conns)
+    target(f"1 MiB / {conns}: ≥ 1.0× nginx", r, r >= 1.0, f"{r:.2f}")
+v, n = med(("vendorgate", "1m", "128"), "p99_us"), med(("nginx", "1m", "128"), "p99_us")
+target("1 MiB / 128: p99 ≤ nginx's", v - n, v <= n, f"{v / 1000:.0f} vs {n / 1000:.0f} ms")
+target("cold path: ≥ 1.0× HAProxy with policy", cold, cold >= 1.0, f"{cold:.2f}")
+over = (half["vendorgate-half"] - half["direct-half"]) / 1000
+target("p99 overhead vs direct at half load: ≤ 1 ms", over, over <= 1.0, f"{over:.2f} ms")
+target("decision trail: costs < 10%", trail, trail > 0.90, f"on/off {trail:.3f}")
+target("10,000 CIDRs + 1,000 routes: cost < 5%", large, large > 0.95, f"{large:.3f}")
+target("100,000 accounts: cost < 5%", accounts, accounts > 0.95, f"{accounts:.3f}")
+idle = re.search(r"client \(http/1\.1\).*\nidle connections: .*projected at 10,000: (\d+) MiB", notes)
+if idle:
+    mib = int(idle.group(1))
+    target("10,000 idle connections (HTTP/1.1): ≤ 64 MiB", mib, mib <= 64, f"{mib} MiB")
+grow = re.search(r"1 GiB download: .*\(\+(-?\d+) KiB\)", notes)
+if grow:
+    kib = int(grow.group(1))
+    # Flat: what a 1 GiB body adds is buffers, not the body; 16 MiB is 1.6% of it.
+    target("1 GiB download: flat RSS (peak within 16 MiB of before)", kib, kib < 16 * 1024, f"+{kib} KiB")
+if targets:
+    print("targets (the performance issue's, on this run's medians):")
+    width = max(len(t[0]) for t in targets)
+    for label, shown, ok in targets:
+        print(f"  {'met ' if ok else 'OPEN'}  {label:<{width}}  {shown}")
 print()
-print(open(sys.argv[2]).read().strip())
+print(notes)

@@ -24,10 +24,15 @@ for key in sorted(groups, key=lambda k: (cases.index(k[0]) >= late, k[1], int(k[
           f"{med(key,'p999_us'):>10.0f}{med(key,'cpu_us_per_req'):>12.1f}{med(key,'errors'):>8.0f}")
 print()
 
-def ratio(label, a, b, field="rps"):
+def median_ratio(a, b, field="rps"):
+    """Case a's median over case b's; NaN when either did not run."""
     x, y = med(a, field), med(b, field)
-    if x == x and y == y and y:
-        print(f"  {label} = {x / y:.2f}")
+    return x / y if y == y and y else float("nan")
+
+def ratio(label, a, b):
+    r = median_ratio(a, b)
+    if r == r:
+        print(f"  {label} = {r:.2f}")
 
 print("ratios (req/s, medians):")
 for body in sorted({k[1] for k in groups if k[0] == "vendorgate"}):
@@ -54,9 +59,10 @@ accounts = paired("scale: 100,000 accounts / 10 accounts", "vendorgate-100k-acco
 cpu_v, cpu_n = med(("vendorgate", "2k", "32"), "cpu_us_per_req"), med(("nginx", "2k", "32"), "cpu_us_per_req")
 print(f"  CPU per request, 2k / 32: vendorgate {cpu_v:.1f} µs, nginx {cpu_n:.1f} µs")
 half = {c: med((c, "2k", "32"), "p99_us") for c in ["direct-half", "nginx-half", "vendorgate-half"]}
-if half["vendorgate-half"] == half["vendorgate-half"]:
+over = (half["vendorgate-half"] - half["direct-half"]) / 1000
+if over == over:
     print(f"  half load, 2k / 32: p99 vendorgate {half['vendorgate-half']:.0f} µs, direct {half['direct-half']:.0f} µs, "
-          f"nginx {half['nginx-half']:.0f} µs; overhead vs direct {(half['vendorgate-half'] - half['direct-half']) / 1000:.2f} ms")
+          f"nginx {half['nginx-half']:.0f} µs; overhead vs direct {over:.2f} ms")
 reused = [r for r in rows if r["case"].endswith("cold") and r.get("reused", "0") not in ("0", "")]
 for r in reused:
     print(f"  warning: {r['case']} round {r['round']} reused {r['reused']} tokens (COLD_SLICE too small)")
@@ -69,23 +75,19 @@ targets = []
 def target(label, value, ok, shown):
     if value == value:  # not NaN: the cases ran
         targets.append((label, shown, ok))
-def rps_ratio(a, b, body, conns):
-    x, y = med((a, body, conns), "rps"), med((b, body, conns), "rps")
-    return x / y if y == y and y else float("nan")
 for conns in ("32", "128"):
-    r = rps_ratio("vendorgate", "nginx", "2k", conns)
+    r = median_ratio(("vendorgate", "2k", conns), ("nginx", "2k", conns))
     target(f"2 KiB / {conns}: ≥ 1.0× nginx", r, r >= 1.0, f"{r:.3f}")
-    r = rps_ratio("vendorgate", "haproxy", "2k", conns)
+    r = median_ratio(("vendorgate", "2k", conns), ("haproxy", "2k", conns))
     target(f"2 KiB / {conns}: ≥ 2.5× HAProxy with policy", r, r >= 2.5, f"{r:.3f}")
     v, n = med(("vendorgate", "2k", conns), "cpu_us_per_req"), med(("nginx", "2k", conns), "cpu_us_per_req")
     target(f"2 KiB / {conns}: CPU per request ≤ nginx's", v - n, v <= n, f"{v:.1f} vs {n:.1f} µs")
 for conns in ("32", "128"):
-    r = rps_ratio("vendorgate", "nginx", "1m", conns)
+    r = median_ratio(("vendorgate", "1m", conns), ("nginx", "1m", conns))
     target(f"1 MiB / {conns}: ≥ 1.0× nginx", r, r >= 1.0, f"{r:.3f}")
 v, n = med(("vendorgate", "1m", "128"), "p99_us"), med(("nginx", "1m", "128"), "p99_us")
 target("1 MiB / 128: p99 ≤ nginx's", v - n, v <= n, f"{v / 1000:.0f} vs {n / 1000:.0f} ms")
 target("cold path: ≥ 1.0× HAProxy with policy", cold, cold >= 1.0, f"{cold:.3f}")
-over = (half["vendorgate-half"] - half["direct-half"]) / 1000
 target("p99 overhead vs direct at half load: ≤ 1 ms", over, over <= 1.0, f"{over:.2f} ms")
 target("decision trail: costs < 10%", trail, trail > 0.90, f"on/off {trail:.3f}")
 target("10,000 CIDRs + 1,000 routes: cost < 5%", large, large > 0.95, f"{large:.3f}")

@@ -88,6 +88,8 @@ pub fn serve_connection(
     slot: OwnedSemaphorePermit,
 ) -> impl Future<Output = ()> + Send {
     async move {
+        // Borrowed, not moved into a local: that keeps the permit in the block (held until the
+        // connection ends) without a second copy of it in the task.
         let _slot = &slot;
         let _ = tcp.set_nodelay(true);
         // The futures awaited here are boxed: a task is as large as its largest state, for its whole

@@ -13,6 +13,8 @@
 #   cold path      every request carries a token never seen before (a fresh slice of tokens per
 #                  round, for HAProxy and for a vendorgate instance of its own)
 #   trail cost     the same policy with the decision trail off
+#   same moment    nginx and vendorgate (trail on, then off) loaded at once, 16 connections each:
+#                  CPU per request compared within each run, free of the machine's drift
 #   scale (SCALE)  10 vs 100,000 active accounts (tokens cycling, all verified once beforehand),
 #                  and 10,000 CIDRs + 1,000 routes vs the small policy
 #   extras (EXTRAS) p99 at half of vendorgate's saturating load vs direct and nginx at the same
@@ -189,6 +191,9 @@ print("\t".join([rnd, name, body, conns, "%.0f" % (req / secs), kv["p50"], kv["p
 PY
 }
 
+# Every case gets the same request, the agent's token included: a proxy without policy still has to
+# take in, decrypt and pass on those 500 bytes (until this was so, nginx and direct got a 100-byte
+# request: about 4% less CPU for nginx, in eight runs side by side).
 AUTH=(-H "Authorization: Bearer $TOKEN")
 slice() { echo -- "tokens=$TOKENS" "from=$1" "count=$2" "threads=$THREADS"; }
 
@@ -204,6 +209,17 @@ all_accounts() {
   run_case "$1" vendorgate-100k-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 "$ACCOUNTS")
   echo "round $1: 100k accounts run had $(( $(metric vendorgate_token_cache_misses_total) - misses )) token cache misses" >> "$WORK/accounts.txt"
 }
+# The same moment: nginx and a vendorgate instance loaded at once (half the connections each, one
+# wrk thread each), so that both meet the same state of this machine; their CPU per request is
+# compared run by run. Sequential cases drift ±10% against each other, which hides a difference of
+# a few percent; side by side, a run's ratio moves about 3%.
+beside() { # round name-of-vendorgate-case port pid
+  THREADS=1 run_case "$1" "nginx-beside-$2" 2k 16 "https://127.0.0.1:$NGINX_PORT/data-2k.json" "$NGINX_PID" "${AUTH[@]}" &
+  THREADS=1 run_case "$1" "$2-beside-nginx" 2k 16 "https://127.0.0.1:$3/data-2k.json" "$4" "${AUTH[@]}"
+  wait $!
+}
+beside_full() { beside "$1" vendorgate "$VG_REF_PORT" "$VG_REF_PID"; }
+beside_trail_off() { beside "$1" vendorgate-trail-off "$VG_OFF_PORT" "$VG_OFF_PID"; }
 # round case… : the cases in the order given in odd rounds, reversed in even ones.
 in_order() {
   local round=$1; shift
@@ -230,8 +246,8 @@ echo "measuring: $ROUNDS rounds × conns {$CONNS} × bodies {$BODIES}, ${DURATIO
 for round in $(seq "$ROUNDS"); do
   for conns in $CONNS; do
     for body in $BODIES; do
-      run_case "$round" direct "$body" "$conns" "http://127.0.0.1:$UP_PORT/data-$body.json" -
-      run_case "$round" nginx "$body" "$conns" "https://127.0.0.1:$NGINX_PORT/data-$body.json" "$NGINX_PID"
+      run_case "$round" direct "$body" "$conns" "http://127.0.0.1:$UP_PORT/data-$body.json" - "${AUTH[@]}"
+      run_case "$round" nginx "$body" "$conns" "https://127.0.0.1:$NGINX_PORT/data-$body.json" "$NGINX_PID" "${AUTH[@]}"
       run_case "$round" haproxy "$body" "$conns" "https://127.0.0.1:$HAPROXY_PORT/data-$body.json" "$HAPROXY_PID" "${AUTH[@]}"
       run_case "$round" vendorgate "$body" "$conns" "https://127.0.0.1:$VG_PORT/data-$body.json" "$VG_PID" "${AUTH[@]}"
     done
@@ -248,6 +264,7 @@ for round in $(seq "$ROUNDS"); do
   # The trail and the large policy against the same reference run between them.
   in_order "$round" trail_off reference large
   [ "$SCALE" = 1 ] && in_order "$round" ten_accounts all_accounts
+  in_order "$round" beside_full beside_trail_off
 done
 
 {
@@ -268,8 +285,8 @@ PY
   PAUSE=$(( (32 * 1000 * 2 + SAT / 2) / SAT ))
   echo "half load: vendorgate saturates at $SAT req/s; pacing 32 connections at ${PAUSE} ms (about $((32 * 1000 / PAUSE)) req/s)…" >&2
   for round in $(seq "$ROUNDS"); do
-    run_case "$round" direct-half 2k 32 "http://127.0.0.1:$UP_PORT/data-2k.json" - -- "pause=$PAUSE"
-    run_case "$round" nginx-half 2k 32 "https://127.0.0.1:$NGINX_PORT/data-2k.json" "$NGINX_PID" -- "pause=$PAUSE"
+    run_case "$round" direct-half 2k 32 "http://127.0.0.1:$UP_PORT/data-2k.json" - "${AUTH[@]}" -- "pause=$PAUSE"
+    run_case "$round" nginx-half 2k 32 "https://127.0.0.1:$NGINX_PORT/data-2k.json" "$NGINX_PID" "${AUTH[@]}" -- "pause=$PAUSE"
     run_case "$round" vendorgate-half 2k 32 "https://127.0.0.1:$VG_PORT/data-2k.json" "$VG_PID" "${AUTH[@]}" -- "pause=$PAUSE"
   done
 

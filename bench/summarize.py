@@ -15,12 +15,14 @@ def med(key, field):
 
 cases = ["direct", "nginx", "haproxy", "vendorgate", "haproxy-cold", "vendorgate-cold",
          "vendorgate-reference", "vendorgate-trail-off", "vendorgate-large", "vendorgate-10-accounts",
-         "vendorgate-100k-accounts", "direct-half", "nginx-half", "vendorgate-half"]
-print(f"{'case':<26}{'body':>5}{'conns':>6}{'req/s':>10}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'CPU µs/req':>12}{'errors':>8}")
+         "vendorgate-100k-accounts", "nginx-beside-vendorgate", "vendorgate-beside-nginx",
+         "nginx-beside-vendorgate-trail-off", "vendorgate-trail-off-beside-nginx",
+         "direct-half", "nginx-half", "vendorgate-half"]
+print(f"{'case':<36}{'body':>5}{'conns':>6}{'req/s':>10}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'CPU µs/req':>12}{'errors':>8}")
 # The 2 KiB / 32 comparisons from the 10-accounts case on are listed after the matrix.
 late = cases.index("vendorgate-10-accounts")
 for key in sorted(groups, key=lambda k: (cases.index(k[0]) >= late, k[1], int(k[2]), cases.index(k[0]) if k[0] in cases else 99)):
-    print(f"{key[0]:<26}{key[1]:>5}{key[2]:>6}{med(key,'rps'):>10.0f}{med(key,'p50_us'):>9.0f}{med(key,'p99_us'):>9.0f}"
+    print(f"{key[0]:<36}{key[1]:>5}{key[2]:>6}{med(key,'rps'):>10.0f}{med(key,'p50_us'):>9.0f}{med(key,'p99_us'):>9.0f}"
           f"{med(key,'p999_us'):>10.0f}{med(key,'cpu_us_per_req'):>12.1f}{med(key,'errors'):>8.0f}")
 print()
 
@@ -58,11 +60,36 @@ large = paired("scale: 10,000 CIDRs + 1,000 routes / small policy", "vendorgate-
 accounts = paired("scale: 100,000 accounts / 10 accounts", "vendorgate-100k-accounts", "vendorgate-10-accounts")
 cpu_v, cpu_n = med(("vendorgate", "2k", "32"), "cpu_us_per_req"), med(("nginx", "2k", "32"), "cpu_us_per_req")
 print(f"  CPU per request, 2k / 32: vendorgate {cpu_v:.1f} µs, nginx {cpu_n:.1f} µs")
+# How much of the gap to nginx the trail is: the trail-off instance against nginx, medians over the
+# same rounds (not paired), so that a reader sees what the rest of the policy costs without it.
+off = median_ratio(("vendorgate-trail-off", "2k", "32"), ("nginx", "2k", "32"))
+if off == off:
+    cpu_off = med(("vendorgate-trail-off", "2k", "32"), "cpu_us_per_req")
+    print(f"  without the trail, 2k / 32: vendorgate/nginx = {off:.2f}, CPU {cpu_off:.1f} µs against nginx's {cpu_n:.1f}")
+
 half = {c: med((c, "2k", "32"), "p99_us") for c in ["direct-half", "nginx-half", "vendorgate-half"]}
 over = (half["vendorgate-half"] - half["direct-half"]) / 1000
 if over == over:
     print(f"  half load, 2k / 32: p99 vendorgate {half['vendorgate-half']:.0f} µs, direct {half['direct-half']:.0f} µs, "
           f"nginx {half['nginx-half']:.0f} µs; overhead vs direct {over:.2f} ms")
+
+def beside(label, case):
+    """A vendorgate case's CPU per request over nginx's, both loaded at the same moment: the median
+    of the per-round ratios, each round's, and the median figures. Cases run minutes apart drift
+    ±10% against each other on this machine; loaded at once, a round's ratio moves about 3%."""
+    cpu = lambda name: {r["round"]: float(r["cpu_us_per_req"]) for r in groups.get((name, "2k", "16"), [])}
+    v, n = cpu(f"{case}-beside-nginx"), cpu(f"nginx-beside-{case}")
+    per_round = [v[k] / n[k] for k in sorted(v, key=int) if k in n and n[k]]
+    if not per_round:
+        return
+    rounds = ", ".join(f"{x:.2f}" for x in per_round)
+    print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds}; "
+          f"{statistics.median(v.values()):.1f} vs {statistics.median(n.values()):.1f} µs)")
+
+if ("vendorgate-beside-nginx", "2k", "16") in groups:
+    print("the same moment (2k, nginx and vendorgate loaded at once, 16 connections each), CPU per request:")
+    beside("vendorgate/nginx", "vendorgate")
+    beside("vendorgate without the trail/nginx", "vendorgate-trail-off")
 reused = [r for r in rows if r["case"].endswith("cold") and r.get("reused", "0") not in ("0", "")]
 for r in reused:
     print(f"  warning: {r['case']} round {r['round']} reused {r['reused']} tokens (COLD_SLICE too small)")

@@ -212,7 +212,7 @@ all_accounts() {
 # The same moment: nginx and a vendorgate instance loaded at once (half the connections each, one
 # wrk thread each), so that both meet the same state of this machine; their CPU per request is
 # compared run by run. Sequential cases drift ±10% against each other, which hides a difference of
-# a few percent; side by side, a run's ratio moves about 3%.
+# a few percent; side by side, an A/A run's ratio stays within about 4%.
 beside() { # round name-of-vendorgate-case port pid
   THREADS=1 run_case "$1" "nginx-beside-$2" 2k 16 "https://127.0.0.1:$NGINX_PORT/data-2k.json" "$NGINX_PID" "${AUTH[@]}" &
   THREADS=1 run_case "$1" "$2-beside-nginx" 2k 16 "https://127.0.0.1:$3/data-2k.json" "$4" "${AUTH[@]}"

@@ -42,15 +42,19 @@ for body in sorted({k[1] for k in groups if k[0] == "vendorgate"}):
         for other in ["haproxy", "nginx", "direct"]:
             ratio(f"{body} / {conns} conns: vendorgate/{other}", ("vendorgate", body, conns), (other, body, conns))
 
-def paired(label, a, b):
+def round_ratios(a, b, field="rps", conns="32"):
+    """Per round, case a's field over case b's (2 KiB), for the rounds that ran both."""
+    per = lambda case: {r["round"]: float(r[field]) for r in groups.get((case, "2k", conns), [])}
+    x, y = per(a), per(b)
+    return [x[n] / y[n] for n in sorted(x, key=int) if n in y and y[n]]
+
+def paired(label, a, b, field="rps", conns="32", figures=""):
     """The median of the per-round ratios of two cases run side by side (see bench/run.sh)."""
-    rps = lambda case: {r["round"]: float(r["rps"]) for r in groups.get((case, "2k", "32"), [])}
-    x, y = rps(a), rps(b)
-    per_round = [x[n] / y[n] for n in sorted(x, key=int) if n in y and y[n]]
+    per_round = round_ratios(a, b, field, conns)
     if not per_round:
         return float("nan")
     rounds = ", ".join(f"{v:.2f}" for v in per_round)
-    print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds})")
+    print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds}{figures})")
     return statistics.median(per_round)
 
 print("paired (2k / 32, median of per-round ratios):")
@@ -74,17 +78,11 @@ if over == over:
           f"nginx {half['nginx-half']:.0f} µs; overhead vs direct {over:.2f} ms")
 
 def beside(label, case):
-    """A vendorgate case's CPU per request over nginx's, both loaded at the same moment: the median
-    of the per-round ratios, each round's, and the median figures. Cases run minutes apart drift
-    ±10% against each other on this machine; loaded at once, a round's ratio moves about 3%."""
-    cpu = lambda name: {r["round"]: float(r["cpu_us_per_req"]) for r in groups.get((name, "2k", "16"), [])}
-    v, n = cpu(f"{case}-beside-nginx"), cpu(f"nginx-beside-{case}")
-    per_round = [v[k] / n[k] for k in sorted(v, key=int) if k in n and n[k]]
-    if not per_round:
-        return
-    rounds = ", ".join(f"{x:.2f}" for x in per_round)
-    print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds}; "
-          f"{statistics.median(v.values()):.1f} vs {statistics.median(n.values()):.1f} µs)")
+    """A vendorgate case's CPU per request over nginx's, both loaded at the same moment. Cases run
+    minutes apart drift ±10% against each other on this machine; loaded at once, a round's ratio
+    stays within about 4%."""
+    v, n = (med((name, "2k", "16"), "cpu_us_per_req") for name in (f"{case}-beside-nginx", f"nginx-beside-{case}"))
+    paired(label, f"{case}-beside-nginx", f"nginx-beside-{case}", "cpu_us_per_req", "16", f"; {v:.1f} vs {n:.1f} µs")
 
 if ("vendorgate-beside-nginx", "2k", "16") in groups:
     print("the same moment (2k, nginx and vendorgate loaded at once, 16 connections each), CPU per request:")

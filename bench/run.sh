@@ -8,6 +8,8 @@
 #   ROUNDS=1 DURATION=3 bench/run.sh   # a quick look
 #   SCALE=0 EXTRAS=0 bench/run.sh      # only the side-by-side matrix
 #   PROFILE_OUT=/tmp/vg.perf PROFILE_CASE=vendorgate-cold bench/run.sh   # perf profile of one case
+#   AB=/path/to/other/vendorgate ROUNDS=8 bench/run.sh   # only an A/B: this tree's build against
+#                  another, loaded at the same moment (see "the same moment" below)
 #
 # Besides the matrix (direct, nginx, HAProxy, vendorgate × 2 KiB/1 MiB × 32/128 connections):
 #   cold path      every request carries a token never seen before (a fresh slice of tokens per
@@ -31,6 +33,7 @@ THREADS=${THREADS:-2}
 SCALE=${SCALE:-1}
 EXTRAS=${EXTRAS:-1}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+AB=${AB:-}
 ACCOUNTS=100000
 COLD_SLICE=${COLD_SLICE:-$((DURATION * 16000))}   # tokens per cold round: more than one run sends (the cold path has reached 12,000 req/s)
 
@@ -72,8 +75,9 @@ PY
 "$VG" certs dev --out "$WORK/tls" >/dev/null
 cp "$WORK/tls/server.pem" "$WORK/tls/server.crt"; cp "$WORK/tls/server-key.pem" "$WORK/tls/server.key"
 cat "$WORK/tls/server.pem" "$WORK/tls/server-key.pem" > "$WORK/tls/haproxy.pem"
-echo "minting $((ACCOUNTS + ROUNDS * COLD_SLICE)) tokens…" >&2
-"$ROOT/target/release/bench-idp" "$WORK/keys" $((ACCOUNTS + ROUNDS * COLD_SLICE))
+MINT=$((ACCOUNTS + ROUNDS * COLD_SLICE)); [ -n "$AB" ] && MINT=10   # an A/B cycles no tokens
+echo "minting $MINT tokens…" >&2
+"$ROOT/target/release/bench-idp" "$WORK/keys" "$MINT"
 TOKEN=$(cat "$WORK/keys/token.txt")
 TOKENS=$WORK/keys/tokens.txt   # lines 1…ACCOUNTS: the accounts case; then one cold slice per round
 chown -R www-data "$WORK/www" "$WORK/tmp" "$WORK/logs" 2>/dev/null || true
@@ -81,7 +85,7 @@ chown -R www-data "$WORK/www" "$WORK/tmp" "$WORK/logs" 2>/dev/null || true
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(port); NGINX_PORT=$(port); HAPROXY_PORT=$(port)
 VG_PORT=$(port); VG_OFF_PORT=$(port); VG_COLD_PORT=$(port); VG_ACCT_PORT=$(port); VG_LARGE_PORT=$(port)
-VG_REF_PORT=$(port)
+VG_REF_PORT=$(port); VG_AB_PORT=$(port)
 ALLOWLIST=$(grep -v '^#' "$ROOT/bench/peers/allowlist.txt" | grep . | sed 's/.*/"&"/' | paste -sd, -)
 render() { sed -e "s|@WORK@|$WORK|g" -e "s|@CONF@|$CONF|g" -e "s|@UP_PORT@|$UP_PORT|g" \
   -e "s|@NGINX_PORT@|$NGINX_PORT|g" -e "s|@HAPROXY_PORT@|$HAPROXY_PORT|g" -e "s|@JWT_ALG@|ES256|g" \
@@ -100,6 +104,8 @@ vg_conf accounts "$VG_ACCT_PORT" file; vg_conf large "$VG_LARGE_PORT" file
 # like the variants it is compared with (the main instance also serves the matrix, 1 MiB bodies and
 # gigabytes of decision log included, and ran 10% slower than the others beside them).
 vg_conf reference "$VG_REF_PORT" file
+# AB: the other build runs the reference's policy, on a port of its own.
+[ -n "$AB" ] && vg_conf candidate "$VG_AB_PORT" file
 # The large policy: 10,000 more networks in the vendor's allow-list (scattered /28s that cannot
 # merge into a few ranges) and 999 more routes around the one the benchmark hits.
 python3 - "$CONF/vendorgate-large.toml" <<'PY'
@@ -128,7 +134,9 @@ vg_start cold & pids+=($!); VG_COLD_PID=$!
 vg_start accounts & pids+=($!); VG_ACCT_PID=$!
 vg_start large & pids+=($!); VG_LARGE_PID=$!
 vg_start reference & pids+=($!); VG_REF_PID=$!
-for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $VG_PORT $VG_OFF_PORT $VG_COLD_PORT $VG_ACCT_PORT $VG_LARGE_PORT $VG_REF_PORT; do
+if [ -n "$AB" ]; then VG=$AB vg_start candidate & pids+=($!); VG_AB_PID=$!; fi
+for p in $UP_PORT $NGINX_PORT $HAPROXY_PORT $VG_PORT $VG_OFF_PORT $VG_COLD_PORT $VG_ACCT_PORT $VG_LARGE_PORT $VG_REF_PORT \
+         $([ -n "$AB" ] && echo "$VG_AB_PORT"); do
   for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$p) 2>/dev/null && break; sleep 0.1; done
 done
 
@@ -145,6 +153,7 @@ check 403 --interface 127.0.0.2 -H "Authorization: Bearer $TOKEN" "https://127.0
 check 200 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json"
 check 403 --interface 127.0.0.2 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_LARGE_PORT/data-2k.json"
 check 200 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_REF_PORT/data-2k.json"
+[ -n "$AB" ] && check 200 -H "Authorization: Bearer $TOKEN" "https://127.0.0.1:$VG_AB_PORT/data-2k.json"
 ACCT_ADMIN=$(grep -o 'admin=[0-9.:]*' "$WORK/logs/vg-accounts.out" | cut -d= -f2)
 metric() { curl -s "http://$ACCT_ADMIN/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 
@@ -213,10 +222,13 @@ all_accounts() {
 # wrk thread each), so that both meet the same state of this machine; their CPU per request is
 # compared run by run. Sequential cases drift ±10% against each other, which hides a difference of
 # a few percent; side by side, an A/A run's ratio stays within about 4%.
-beside() { # round name-of-vendorgate-case port pid
-  THREADS=1 run_case "$1" "nginx-beside-$2" 2k 16 "https://127.0.0.1:$NGINX_PORT/data-2k.json" "$NGINX_PID" "${AUTH[@]}" &
-  THREADS=1 run_case "$1" "$2-beside-nginx" 2k 16 "https://127.0.0.1:$3/data-2k.json" "$4" "${AUTH[@]}"
+side_by_side() { # round name-a port-a pid-a name-b port-b pid-b
+  THREADS=1 run_case "$1" "$2" 2k 16 "https://127.0.0.1:$3/data-2k.json" "$4" "${AUTH[@]}" &
+  THREADS=1 run_case "$1" "$5" 2k 16 "https://127.0.0.1:$6/data-2k.json" "$7" "${AUTH[@]}"
   wait $!
+}
+beside() { # round name-of-vendorgate-case port pid
+  side_by_side "$1" "nginx-beside-$2" "$NGINX_PORT" "$NGINX_PID" "$2-beside-nginx" "$3" "$4"
 }
 beside_full() { beside "$1" vendorgate "$VG_REF_PORT" "$VG_REF_PID"; }
 beside_trail_off() { beside "$1" vendorgate-trail-off "$VG_OFF_PORT" "$VG_OFF_PID"; }
@@ -230,6 +242,18 @@ in_order() {
     for i in "${cases[@]}"; do "$i" "$round" || true; done
   fi
 }
+
+if [ -n "$AB" ]; then
+  # Only the A/B: one build against another needs the same moment to tell a few percent apart.
+  echo "A/B at the same moment: $VG (base) against $AB (candidate), $ROUNDS runs of ${DURATION}s…" >&2
+  for round in $(seq "$ROUNDS"); do
+    side_by_side "$round" base-beside-candidate "$VG_REF_PORT" "$VG_REF_PID" candidate-beside-base "$VG_AB_PORT" "$VG_AB_PID"
+  done
+  : > "$WORK/notes.txt"
+  python3 "$ROOT/bench/summarize.py" "$RESULTS" "$WORK/notes.txt"
+  echo "raw results: $RESULTS" >&2
+  exit 0
+fi
 
 if [ "$SCALE" = 1 ]; then
   # Every one of the 100,000 accounts' tokens verified once (and its session, rate and byte

@@ -17,7 +17,7 @@ cases = ["direct", "nginx", "haproxy", "vendorgate", "haproxy-cold", "vendorgate
          "vendorgate-reference", "vendorgate-trail-off", "vendorgate-large", "vendorgate-10-accounts",
          "vendorgate-100k-accounts", "nginx-beside-vendorgate", "vendorgate-beside-nginx",
          "nginx-beside-vendorgate-trail-off", "vendorgate-trail-off-beside-nginx",
-         "direct-half", "nginx-half", "vendorgate-half"]
+         "direct-half", "nginx-half", "vendorgate-half", "base-beside-candidate", "candidate-beside-base"]
 print(f"{'case':<36}{'body':>5}{'conns':>6}{'req/s':>10}{'p50 µs':>9}{'p99 µs':>9}{'p99.9 µs':>10}{'CPU µs/req':>12}{'errors':>8}")
 # The 2 KiB / 32 comparisons from the 10-accounts case on are listed after the matrix.
 late = cases.index("vendorgate-10-accounts")
@@ -36,12 +36,6 @@ def ratio(label, a, b):
     if r == r:
         print(f"  {label} = {r:.2f}")
 
-print("ratios (req/s, medians):")
-for body in sorted({k[1] for k in groups if k[0] == "vendorgate"}):
-    for conns in sorted({k[2] for k in groups if k[0] == "vendorgate"}, key=int):
-        for other in ["haproxy", "nginx", "direct"]:
-            ratio(f"{body} / {conns} conns: vendorgate/{other}", ("vendorgate", body, conns), (other, body, conns))
-
 def round_ratios(a, b, field="rps", conns="32"):
     """Per round, case a's field over case b's (2 KiB), for the rounds that ran both."""
     per = lambda case: {r["round"]: float(r[field]) for r in groups.get((case, "2k", conns), [])}
@@ -56,6 +50,21 @@ def paired(label, a, b, field="rps", conns="32", figures=""):
     rounds = ", ".join(f"{v:.2f}" for v in per_round)
     print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds}{figures})")
     return statistics.median(per_round)
+
+if ("candidate-beside-base", "2k", "16") in groups:
+    # bench/run.sh with AB=: only the two builds, loaded at the same moment.
+    print("A/B at the same moment (2k, 16 connections each), candidate over base:")
+    v, b = (med((name, "2k", "16"), "cpu_us_per_req") for name in ("candidate-beside-base", "base-beside-candidate"))
+    paired("CPU per request", "candidate-beside-base", "base-beside-candidate", "cpu_us_per_req", "16",
+           f"; {v:.1f} vs {b:.1f} µs")
+    paired("requests served", "candidate-beside-base", "base-beside-candidate", "rps", "16")
+    sys.exit(0)
+
+print("ratios (req/s, medians):")
+for body in sorted({k[1] for k in groups if k[0] == "vendorgate"}):
+    for conns in sorted({k[2] for k in groups if k[0] == "vendorgate"}, key=int):
+        for other in ["haproxy", "nginx", "direct"]:
+            ratio(f"{body} / {conns} conns: vendorgate/{other}", ("vendorgate", body, conns), (other, body, conns))
 
 print("paired (2k / 32, median of per-round ratios):")
 cold = paired("cold path (every token new): vendorgate/haproxy", "vendorgate-cold", "haproxy-cold")

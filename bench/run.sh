@@ -218,9 +218,9 @@ all_accounts() {
   run_case "$1" vendorgate-100k-accounts 2k 32 "https://127.0.0.1:$VG_ACCT_PORT/data-2k.json" "$VG_ACCT_PID" $(slice 0 "$ACCOUNTS")
   echo "round $1: 100k accounts run had $(( $(metric vendorgate_token_cache_misses_total) - misses )) token cache misses" >> "$WORK/accounts.txt"
 }
-# The same moment: nginx and a vendorgate instance loaded at once (half the connections each, one
-# wrk thread each), so that both meet the same state of this machine; their CPU per request is
-# compared run by run. Sequential cases drift ±10% against each other, which hides a difference of
+# The same moment: two instances loaded at once (half the connections each, one wrk thread each;
+# nginx and vendorgate in every round, or two builds with AB=), so that both meet the same state of
+# this machine; their CPU per request is compared run by run. Sequential cases drift ±10% against each other, which hides a difference of
 # a few percent; side by side, an A/A run's ratio stays within about 4%.
 side_by_side() { # round name-a port-a pid-a name-b port-b pid-b
   THREADS=1 run_case "$1" "$2" 2k 16 "https://127.0.0.1:$3/data-2k.json" "$4" "${AUTH[@]}" &

@@ -51,12 +51,17 @@ def paired(label, a, b, field="rps", conns="32", figures=""):
     print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds}{figures})")
     return statistics.median(per_round)
 
+def at_once(label, a, b):
+    """Case a's CPU per request over case b's, the two loaded at the same moment (16 connections
+    each; see bench/run.sh). Cases run minutes apart drift ±10% against each other on this machine;
+    loaded at once, an A/A round stays within about 4%."""
+    x, y = (med((case, "2k", "16"), "cpu_us_per_req") for case in (a, b))
+    paired(label, a, b, "cpu_us_per_req", "16", f"; {x:.1f} vs {y:.1f} µs")
+
 if ("candidate-beside-base", "2k", "16") in groups:
     # bench/run.sh with AB=: only the two builds, loaded at the same moment.
     print("A/B at the same moment (2k, 16 connections each), candidate over base:")
-    v, b = (med((name, "2k", "16"), "cpu_us_per_req") for name in ("candidate-beside-base", "base-beside-candidate"))
-    paired("CPU per request", "candidate-beside-base", "base-beside-candidate", "cpu_us_per_req", "16",
-           f"; {v:.1f} vs {b:.1f} µs")
+    at_once("CPU per request", "candidate-beside-base", "base-beside-candidate")
     paired("requests served", "candidate-beside-base", "base-beside-candidate", "rps", "16")
     sys.exit(0)
 
@@ -86,17 +91,10 @@ if over == over:
     print(f"  half load, 2k / 32: p99 vendorgate {half['vendorgate-half']:.0f} µs, direct {half['direct-half']:.0f} µs, "
           f"nginx {half['nginx-half']:.0f} µs; overhead vs direct {over:.2f} ms")
 
-def beside(label, case):
-    """A vendorgate case's CPU per request over nginx's, both loaded at the same moment. Cases run
-    minutes apart drift ±10% against each other on this machine; loaded at once, a round's ratio
-    stays within about 4%."""
-    v, n = (med((name, "2k", "16"), "cpu_us_per_req") for name in (f"{case}-beside-nginx", f"nginx-beside-{case}"))
-    paired(label, f"{case}-beside-nginx", f"nginx-beside-{case}", "cpu_us_per_req", "16", f"; {v:.1f} vs {n:.1f} µs")
-
 if ("vendorgate-beside-nginx", "2k", "16") in groups:
     print("the same moment (2k, nginx and vendorgate loaded at once, 16 connections each), CPU per request:")
-    beside("vendorgate/nginx", "vendorgate")
-    beside("vendorgate without the trail/nginx", "vendorgate-trail-off")
+    at_once("vendorgate/nginx", "vendorgate-beside-nginx", "nginx-beside-vendorgate")
+    at_once("vendorgate without the trail/nginx", "vendorgate-trail-off-beside-nginx", "nginx-beside-vendorgate-trail-off")
 reused = [r for r in rows if r["case"].endswith("cold") and r.get("reused", "0") not in ("0", "")]
 for r in reused:
     print(f"  warning: {r['case']} round {r['round']} reused {r['reused']} tokens (COLD_SLICE too small)")

@@ -322,6 +322,11 @@ pub struct Trail {
     /// missing record counted and logged (`allow`).
     #[serde(default)]
     pub on_log_failure: OnLogFailure,
+    /// Connections refused before any request (failed TLS handshakes, heads the HTTP parser
+    /// refused) are written as at most one record per client address and stage per interval,
+    /// with their count: a flood of them cannot fill the disk.
+    #[serde(default = "defaults::trail_refusal_interval")]
+    pub refusal_interval: HumanDuration,
 }
 
 impl Default for Trail {
@@ -334,6 +339,7 @@ impl Default for Trail {
             fsync: Fsync::default(),
             queue: defaults::trail_queue(),
             on_log_failure: OnLogFailure::default(),
+            refusal_interval: defaults::trail_refusal_interval(),
         }
     }
 }
@@ -483,6 +489,11 @@ pub struct Server {
     /// Time allowed for a request's headers to arrive: a slowloris client is dropped after this.
     #[serde(default = "defaults::header_read_timeout")]
     pub header_read_timeout: HumanDuration,
+    /// Longest wait for the next piece of a request body while the upstream is reading it: a body
+    /// that trickles in slower is refused (408 `request_body_timeout`) instead of holding an
+    /// upstream connection until the response timeout.
+    #[serde(default = "defaults::body_read_timeout")]
+    pub body_read_timeout: HumanDuration,
     /// A keep-alive connection with no request in flight for this long is closed.
     #[serde(default = "defaults::idle_timeout")]
     pub idle_timeout: HumanDuration,
@@ -685,6 +696,9 @@ mod defaults {
     pub fn header_read_timeout() -> HumanDuration {
         HumanDuration::from_secs(10)
     }
+    pub fn body_read_timeout() -> HumanDuration {
+        HumanDuration::from_secs(30)
+    }
     pub fn idle_timeout() -> HumanDuration {
         HumanDuration::from_secs(60)
     }
@@ -785,6 +799,9 @@ mod defaults {
     pub fn trail_rotate_every() -> HumanDuration {
         HumanDuration::from_secs(86_400)
     }
+    pub fn trail_refusal_interval() -> HumanDuration {
+        HumanDuration::from_secs(60)
+    }
     pub fn trail_queue() -> usize {
         65_536
     }
@@ -820,7 +837,7 @@ impl Config {
                 ),
             );
         }
-        let checks: [(bool, &str, &str); 6] = [
+        let checks: [(bool, &str, &str); 7] = [
             (
                 s.max_connections == 0,
                 "max_connections",
@@ -834,6 +851,11 @@ impl Config {
             (
                 s.header_read_timeout.0.is_zero(),
                 "header_read_timeout",
+                "must be greater than 0s",
+            ),
+            (
+                s.body_read_timeout.0.is_zero(),
+                "body_read_timeout",
                 "must be greater than 0s",
             ),
             (

@@ -1,10 +1,12 @@
 //! Bodies in both directions, streamed frame by frame: nothing here ever holds a whole body.
 
 use std::error::Error as StdError;
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -12,7 +14,7 @@ use hyper::body::Incoming;
 
 use crate::conn::InFlight;
 use crate::metering::{CapReached, Meter};
-use crate::trail::record::Draft;
+use crate::trail::record::{Draft, Ending};
 use crate::upstream::Lease;
 
 pub type BoxError = Box<dyn StdError + Send + Sync>;
@@ -38,26 +40,55 @@ pub struct RequestBody {
     cut: bool,
     /// Bytes forwarded upstream, for the decision record.
     forwarded: Option<Arc<AtomicU64>>,
+    /// How long the client may keep the upstream waiting for the next bytes, and the timer for it,
+    /// made the first time the client is slower than the upstream (most bodies never are).
+    read_timeout: Duration,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Keeps the agent's connection busy while the upload streams, even once the response has
     /// gone out (an upstream may answer before reading the whole body): a connection that looked
     /// idle would park or idle out and cut the upload.
     _in_flight: Option<InFlight>,
 }
 
-/// Set when a [`RequestBody`] passed its size limit (`.0`) or its ingress budget (`.1`); shared
-/// with the pipeline.
+/// Why a [`RequestBody`] stopped short, shared with the pipeline: the upstream's error does not
+/// always carry it (an HTTP/2 upstream sees only a stream reset).
 #[derive(Clone, Default)]
-pub struct Overflow(Arc<AtomicBool>, Arc<AtomicBool>);
+pub struct Overflow(Arc<UploadFlags>);
+
+#[derive(Default)]
+pub struct UploadFlags {
+    too_large: AtomicBool,
+    ingress_cap: AtomicBool,
+    client_gone: AtomicBool,
+    timed_out: AtomicBool,
+}
 
 impl Overflow {
+    /// It passed the size limit.
     pub fn happened(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.too_large.load(Ordering::Relaxed)
     }
 
+    /// It ran out of ingress budget.
     pub fn ingress_cap(&self) -> bool {
-        self.1.load(Ordering::Relaxed)
+        self.0.ingress_cap.load(Ordering::Relaxed)
+    }
+
+    /// The client stopped sending it: it closed or reset the connection or the stream mid-body.
+    pub fn client_gone(&self) -> bool {
+        self.0.client_gone.load(Ordering::Relaxed)
+    }
+
+    /// The client sent nothing for `server.body_read_timeout` while the upstream waited.
+    pub fn timed_out(&self) -> bool {
+        self.0.timed_out.load(Ordering::Relaxed)
     }
 }
+
+/// Raised inside the upload stream when the client sends nothing for `server.body_read_timeout`.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("no request body bytes for {0:?}")]
+pub struct BodyReadTimeout(pub Duration);
 
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("ingress byte cap reached")]
@@ -66,7 +97,7 @@ pub struct IngressCapReached;
 impl RequestBody {
     /// The body, and an overflow flag when there is a body to overflow (none is allocated for the
     /// common empty GET).
-    pub fn new(inner: Incoming, limit: u64) -> (Self, Option<Overflow>) {
+    pub fn new(inner: Incoming, limit: u64, read_timeout: Duration) -> (Self, Option<Overflow>) {
         let overflow = (!inner.is_end_stream()).then(Overflow::default);
         let body = RequestBody {
             inner,
@@ -77,6 +108,8 @@ impl RequestBody {
             held: None,
             cut: false,
             forwarded: None,
+            read_timeout,
+            timer: None,
             _in_flight: None,
         };
         (body, overflow)
@@ -101,6 +134,32 @@ impl RequestBody {
     }
 }
 
+/// A frame of the client's body as hyper gives it: `None` at its end.
+type ClientFrame = Option<Result<Frame<Bytes>, hyper::Error>>;
+
+impl RequestBody {
+    /// The client's next frame, or a timeout once it has sent nothing for `read_timeout` while
+    /// asked. The timer restarts with every frame.
+    fn poll_client(&mut self, cx: &mut Context<'_>) -> Poll<Result<ClientFrame, BodyReadTimeout>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            if let Some(timer) = &mut self.timer {
+                let next = tokio::time::Instant::now() + self.read_timeout;
+                timer.as_mut().reset(next);
+            }
+            return Poll::Ready(Ok(frame));
+        }
+        let timeout = self.read_timeout;
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        ready!(timer.as_mut().poll(cx));
+        if let Some(flag) = &self.overflow {
+            flag.0.timed_out.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(Err(BodyReadTimeout(timeout)))
+    }
+}
+
 impl Body for RequestBody {
     type Data = Bytes;
     type Error = BoxError;
@@ -115,13 +174,13 @@ impl Body for RequestBody {
         }
         let data = match this.held.take() {
             Some(data) => data,
-            None => match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            None => match ready!(this.poll_client(cx)).map_err(|t| Box::new(t) as BoxError)? {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         this.seen += data.len() as u64;
                         if this.seen > this.limit {
                             if let Some(flag) = &this.overflow {
-                                flag.0.store(true, Ordering::Relaxed);
+                                flag.0.too_large.store(true, Ordering::Relaxed);
                             }
                             let limit = this.limit;
                             return Poll::Ready(Some(Err(Box::new(BodyTooLarge { limit }))));
@@ -130,7 +189,12 @@ impl Body for RequestBody {
                     }
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
-                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                Some(Err(e)) => {
+                    if let Some(flag) = &this.overflow {
+                        flag.0.client_gone.store(true, Ordering::Relaxed);
+                    }
+                    return Poll::Ready(Some(Err(Box::new(e))));
+                }
                 None => return Poll::Ready(None),
             },
         };
@@ -155,7 +219,7 @@ impl Body for RequestBody {
                 // The ingress budget ran out: nothing more goes upstream, and the upload fails.
                 this.cut = true;
                 if let Some(flag) = &this.overflow {
-                    flag.1.store(true, Ordering::Relaxed);
+                    flag.0.ingress_cap.store(true, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Err(Box::new(IngressCapReached))))
             }
@@ -243,12 +307,12 @@ impl ProxyBody {
 
     /// The body is over: record it, and hand the upstream connection back if the upstream's
     /// response was read to its end (otherwise the lease is dropped and the connection closed).
-    fn seal(&mut self, completed: bool) {
+    fn seal(&mut self, ending: Ending) {
         if let Some(draft) = self.draft.take() {
-            draft.finish(self.sent, completed, self.cut);
+            draft.finish(self.sent, ending);
         }
         if let Some(lease) = self.lease.take() {
-            if completed {
+            if ending == Ending::Completed {
                 lease.release();
             }
         }
@@ -262,9 +326,14 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
-        // Dropped before its end: the client went away, or hyper gave up on the transfer.
-        let ended = !self.cut && self.inner_end_stream();
-        self.seal(ended);
+        // Dropped before its end: the client went away, or hyper gave up on the transfer (the
+        // connection died, or shutdown cut it).
+        let ending = if !self.cut && self.inner_end_stream() {
+            Ending::Completed
+        } else {
+            Ending::Abandoned
+        };
+        self.seal(ending);
     }
 }
 
@@ -284,16 +353,19 @@ impl Body for ProxyBody {
                 }
                 // hyper stops polling a body of known length at its last byte: that is the end.
                 if self.inner_end_stream() {
-                    self.seal(true);
+                    self.seal(Ending::Completed);
                 }
             }
             Poll::Ready(Some(Err(e))) => {
-                if e.downcast_ref::<CapReached>().is_some() {
+                let ending = if e.downcast_ref::<CapReached>().is_some() {
                     self.cut = true;
-                }
-                self.seal(false);
+                    Ending::CutOff
+                } else {
+                    Ending::Failed
+                };
+                self.seal(ending);
             }
-            Poll::Ready(None) => self.seal(true),
+            Poll::Ready(None) => self.seal(Ending::Completed),
             Poll::Pending => {}
         }
         polled

@@ -47,6 +47,8 @@ impl ConnInfo {
 pub struct Activity {
     start: Instant,
     in_flight: AtomicUsize,
+    /// Requests begun on the connection so far.
+    requests: AtomicU64,
     /// Milliseconds after `start` at which the connection last went quiet or got a request.
     last_ms: AtomicU64,
     /// 1 + milliseconds after `start` at which bytes arrived with nothing in flight (a request
@@ -67,12 +69,18 @@ impl Activity {
         Activity {
             start: Instant::now(),
             in_flight: AtomicUsize::new(0),
+            requests: AtomicU64::new(0),
             last_ms: AtomicU64::new(0),
             head_since: AtomicU64::new(0),
             early_bytes: AtomicBool::new(false),
             park_wanted: AtomicBool::new(false),
             head_wake_before: AtomicU64::new(u64::MAX),
         }
+    }
+
+    /// Requests begun on the connection so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     /// Notes bytes read from the client. True for the first bytes of a request head on an idle
@@ -201,6 +209,7 @@ impl InFlight {
 
     pub fn begin(conn: Arc<ConnInfo>) -> Self {
         conn.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.activity.requests.fetch_add(1, Ordering::Relaxed);
         conn.activity.touch();
         conn.activity.head_since.store(0, Ordering::Release);
         conn.activity.early_bytes.store(false, Ordering::Relaxed);

@@ -14,8 +14,12 @@ pub enum ProxyError {
     RequestBodyTooLarge { limit: u64 },
     #[error("the client stopped sending the request body: {0}")]
     RequestBodyIncomplete(String),
+    #[error("the client sent the request body too slowly (nothing for {0:?})")]
+    RequestBodyTimeout(std::time::Duration),
     #[error("method {0} is not proxied")]
     MethodNotAllowed(String),
+    #[error("ambiguous Host: {0}")]
+    HostInvalid(&'static str),
     #[error("could not connect to the upstream: {0}")]
     UpstreamUnreachable(String),
     #[error("connecting to the upstream timed out")]
@@ -34,7 +38,9 @@ impl ProxyError {
         match self {
             ProxyError::RequestBodyTooLarge { .. } => "request_body_too_large",
             ProxyError::RequestBodyIncomplete(_) => "request_body_incomplete",
+            ProxyError::RequestBodyTimeout(_) => "request_body_timeout",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
+            ProxyError::HostInvalid(_) => "host_invalid",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamConnectTimeout => "upstream_connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls_error",
@@ -46,7 +52,10 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::RequestBodyIncomplete(_) => StatusCode::BAD_REQUEST,
+            ProxyError::RequestBodyIncomplete(_) | ProxyError::HostInvalid(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ProxyError::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTls(_)
@@ -99,6 +108,12 @@ mod tests {
                 "request_body_incomplete",
                 400,
             ),
+            (
+                ProxyError::RequestBodyTimeout(std::time::Duration::from_secs(1)),
+                "request_body_timeout",
+                408,
+            ),
+            (ProxyError::HostInvalid("x"), "host_invalid", 400),
             (
                 ProxyError::MethodNotAllowed("CONNECT".into()),
                 "method_not_allowed",

@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::otel::Otel;
 use crate::request_id::RequestIds;
 use crate::state::StateStore;
+use crate::trail::refusals::{Refusals, Refused};
 use crate::trail::Trail;
 use crate::upstream::Upstream;
 
@@ -99,6 +100,8 @@ pub struct Gateway {
     pub state: Arc<StateStore>,
     /// The decision trail (startup config: a sink change needs a restart).
     pub trail: Arc<Trail>,
+    /// Refusals before the pipeline, waiting to be written as aggregated records.
+    pub refusals: Refusals,
     pub metrics: Arc<Metrics>,
     pub otel: Option<Arc<Otel>>,
     pub upstream: Upstream,
@@ -109,6 +112,9 @@ pub struct Gateway {
     pub h2: http2::Builder<TokioExecutor>,
     /// True between the listener coming up and shutdown starting: what `/readyz` reports.
     pub ready: AtomicBool,
+    /// Set when the shutdown grace has run out and the connections still busy are being cut, so
+    /// that the records of the requests cut say so rather than blaming their clients.
+    cutting: AtomicBool,
 }
 
 impl Gateway {
@@ -138,6 +144,7 @@ impl Gateway {
         let tokens = TokenCache::new(config.identity.token_cache_entries);
         let state = StateStore::new(&config.state);
         let trail = Trail::start(&config.trail);
+        let refusals = Refusals::new(config.trail.refusal_interval.0);
         let metrics = Arc::new(Metrics::default());
         let otel = config
             .otel
@@ -150,6 +157,7 @@ impl Gateway {
             active: ArcSwap::from_pointee(active),
             tokens,
             state,
+            refusals,
             trail,
             metrics,
             otel,
@@ -160,7 +168,34 @@ impl Gateway {
             h1,
             h2,
             ready: AtomicBool::new(false),
+            cutting: AtomicBool::new(false),
         })
+    }
+
+    /// A connection or request head refused before the pipeline: counted now, recorded with the
+    /// others from the same address when its window closes ([`Gateway::write_refusals`]).
+    pub fn refused(&self, r: &Refused<'_>) {
+        self.metrics.refused(r.kind);
+        if self.trail.enabled() {
+            self.refusals.note(r);
+        }
+    }
+
+    /// Writes the refusal windows that are due (all of them with `all`, at shutdown).
+    pub fn write_refusals(&'static self, all: bool) {
+        let version = self.active.load().version.clone();
+        for record in self.refusals.due(std::time::Instant::now(), all, &version) {
+            self.trail.try_submit(record);
+        }
+    }
+
+    /// The shutdown grace is over: what is still in flight is being cut.
+    pub fn start_cutting(&self) {
+        self.cutting.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cutting(&self) -> bool {
+        self.cutting.load(Ordering::Relaxed)
     }
 
     pub fn is_ready(&self) -> bool {

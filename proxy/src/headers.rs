@@ -62,25 +62,21 @@ pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-h
 pub static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Sets `X-Forwarded-For/-Proto/-Host` for the upstream.
+/// Sets `X-Forwarded-For/-Proto` for the upstream.
 ///
 /// Whatever forwarding headers the client sent are discarded, not extended: the upstream's audit trail
-/// and IP rules must see the address the proxy verified, not one a vendor typed.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
-    client_ip: IpAddr,
-    original_host: Option<HeaderValue>,
-) {
+/// and IP rules must see the address the proxy verified, not one a vendor typed. No
+/// `X-Forwarded-Host` is sent: the only name it could carry is the one the agent typed, which the
+/// SaaS has no use for (the proxy's public name is configuration, not a request header) and which
+/// would let an agent put arbitrary text in the upstream's link building and logs.
+pub fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr) {
     headers.remove(header::FORWARDED);
     headers.remove(&X_REAL_IP);
+    headers.remove(&X_FORWARDED_HOST);
     if let Ok(v) = HeaderValue::from_str(IpText::new(client_ip).as_str()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
-    match original_host {
-        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
 }
 
 /// A header value from arbitrary text (an account name from a token): visible ASCII is kept, anything
@@ -136,19 +132,15 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
-        set_forwarded(
-            &mut h,
-            "127.0.0.2".parse().unwrap(),
-            Some(HeaderValue::from_static("proxy.example")),
-        );
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        set_forwarded(&mut h, "127.0.0.2".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "127.0.0.2");
         assert_eq!(h["x-forwarded-proto"], "https");
-        assert_eq!(h["x-forwarded-host"], "proxy.example");
+        assert!(!h.contains_key("x-forwarded-host"));
         assert!(!h.contains_key(header::FORWARDED));
         assert!(!h.contains_key("x-real-ip"));
-        set_forwarded(&mut h, "2001:db8::7".parse().unwrap(), None);
+        set_forwarded(&mut h, "2001:db8::7".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
-        assert!(!h.contains_key("x-forwarded-host"));
     }
 
     #[test]

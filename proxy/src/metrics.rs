@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::identity::cache::Identity;
+use crate::trail::record::Abandoned;
+use crate::trail::refusals::Refusal;
 use std::time::Duration;
 
 const BUCKETS: [f64; 12] = [
@@ -60,6 +62,10 @@ pub struct Metrics {
     egress: Mutex<HashMap<String, Series, RandomState>>,
     connections_open: AtomicU64,
     connections_parked: AtomicU64,
+    /// Connections refused before any request reached the pipeline, by [`Refusal`].
+    refused: [AtomicU64; Refusal::ALL.len()],
+    /// Requests let go before their response ended: by the client, by shutdown.
+    abandoned: [AtomicU64; 2],
 }
 
 impl Default for Metrics {
@@ -69,6 +75,8 @@ impl Default for Metrics {
             egress: Mutex::default(),
             connections_open: AtomicU64::default(),
             connections_parked: AtomicU64::default(),
+            refused: Default::default(),
+            abandoned: Default::default(),
         }
     }
 }
@@ -142,6 +150,15 @@ impl Metrics {
 
     /// The request's identity keeps its account's egress series: found once, then counted without
     /// taking the metrics lock.
+    /// Counts one refusal before the pipeline (every one, however few records they make).
+    pub fn refused(&self, kind: Refusal) {
+        self.refused[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn abandoned(&self, by: Abandoned) {
+        self.abandoned[by as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn observe(
         &self,
         allowed: bool,
@@ -318,6 +335,24 @@ impl Metrics {
             histogram.sum_micros as f64 / 1e6
         );
         let _ = writeln!(out, "vendorgate_request_duration_seconds_count {count}");
+        out.push_str("# HELP vendorgate_connection_refusals_total Connections and request heads refused before the pipeline (TLS handshake, HTTP parser, head timeout), by kind.\n# TYPE vendorgate_connection_refusals_total counter\n");
+        for kind in Refusal::ALL {
+            let n = self.refused[kind as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "vendorgate_connection_refusals_total{{kind=\"{}\"}} {n}",
+                kind.as_str()
+            );
+        }
+        out.push_str("# HELP vendorgate_requests_abandoned_total Requests let go before their response ended, by who let go.\n# TYPE vendorgate_requests_abandoned_total counter\n");
+        for by in [Abandoned::Client, Abandoned::Shutdown] {
+            let n = self.abandoned[by as usize].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "vendorgate_requests_abandoned_total{{by=\"{}\"}} {n}",
+                by.as_str()
+            );
+        }
         let gauges: [(&str, &str, &str, u64); 11] = [
             (
                 "vendorgate_trail_records_total",

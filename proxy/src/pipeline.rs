@@ -18,8 +18,6 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 
-use std::sync::atomic::AtomicU64;
-
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifyError};
@@ -85,35 +83,14 @@ pub fn handle(
         let slot = gw.trail.reserve().await;
         // One policy per request: what decides it is also what its record names, even across a reload.
         let active = gw.active.load_full();
-        let mut draft = Draft {
-            slot: None,
-            metrics: &gw.metrics,
-            otel: gw.otel.as_deref(),
+        let mut draft = Draft::new(
+            gw,
+            active.clone(),
             trace,
-            started: std::time::Instant::now(),
-            at: std::time::SystemTime::now(),
-            request_id: request_id.clone(),
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            path: None,
-            http_version: match req.version() {
-                Version::HTTP_2 => "2",
-                Version::HTTP_10 => "1.0",
-                _ => "1.1",
-            },
-            peer: conn.peer,
-            client_ip: None,
-            active: active.clone(),
-            vendor: None,
-            route: None,
-            identity: None,
-            allowed: false,
-            reason: "allowed",
-            rule: String::new(),
-            status: 0,
-            upstream_status: None,
-            bytes_in: Arc::new(AtomicU64::new(0)),
-        };
+            request_id.clone(),
+            &req,
+            conn.peer,
+        );
         let outcome = match slot {
             Ok(slot) => {
                 draft.slot = Some(slot);
@@ -217,6 +194,9 @@ fn forward<'a>(
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(req.method().to_string()).into());
         }
+        if let Some(problem) = ambiguous_host(&req) {
+            return Err(ProxyError::HostInvalid(problem).into());
+        }
         let limit = gw.config.server.max_request_body.0;
         let declared = content_length(req.headers());
         if declared.is_some_and(|len| len > limit) {
@@ -278,12 +258,6 @@ fn forward<'a>(
         // answers, not the parts it was made from (every step of a request moves its future whole).
         let (sending, overflow) = {
             let (mut parts, body) = req.into_parts();
-            let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
-                parts
-                    .uri
-                    .authority()
-                    .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            });
             let path = gw
                 .upstream
                 .path_for(&admission.path, parts.uri.path_and_query())
@@ -303,14 +277,15 @@ fn forward<'a>(
                 // Whatever the client put there is a claim, not a fact: replace it.
                 headers.insert(name.clone(), cached.who.clone());
             }
-            set_forwarded(&mut headers, admission.client_ip, original_host);
+            set_forwarded(&mut headers, admission.client_ip);
             headers.insert(request_id::HEADER.clone(), request_id.clone());
             headers.insert(
                 HeaderName::from_static("traceparent"),
                 draft.trace.traceparent(),
             );
 
-            let (body, overflow) = RequestBody::new(body, limit);
+            let (body, overflow) =
+                RequestBody::new(body, limit, gw.config.server.body_read_timeout.0);
             let mut body = body.counting(draft.bytes_in.clone());
             if overflow.is_some() {
                 // There is an upload: it may outlast the response.
@@ -330,19 +305,31 @@ fn forward<'a>(
             (sending, overflow)
         };
 
-        let (upstream_resp, lease) = sending
-            .await
-            .map_err(|_| ProxyError::UpstreamTimeout)?
-            .map_err(|e| match overflow {
-                Some(flag) if flag.happened() => {
-                    Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit })
-                }
-                Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
-                    Reason::IngressCapExceeded,
-                    "limits.ingress (budget ran out during the upload)",
-                )),
-                _ => Refusal::Proxy(classify(&e)),
-            })?;
+        // From here the SaaS may receive the request, whatever the client does next.
+        draft.forwarded = true;
+        let (upstream_resp, lease) = match sending.await.map_err(|_| ProxyError::UpstreamTimeout)? {
+            Ok(sent) => sent,
+            Err(e) => {
+                return Err(match overflow {
+                    Some(flag) if flag.happened() => {
+                        Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit })
+                    }
+                    Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
+                        Reason::IngressCapExceeded,
+                        "limits.ingress (budget ran out during the upload)",
+                    )),
+                    Some(flag) if flag.timed_out() => Refusal::Proxy(
+                        ProxyError::RequestBodyTimeout(gw.config.server.body_read_timeout.0),
+                    ),
+                    Some(flag) if flag.client_gone() => {
+                        // Whatever the upstream made of the broken upload, the client left.
+                        draft.client_left = true;
+                        Refusal::Proxy(ProxyError::RequestBodyIncomplete(e.to_string()))
+                    }
+                    _ => Refusal::Proxy(classify(&e)),
+                });
+            }
+        };
 
         // Phase 5: response. A declared length that the egress budget cannot cover is refused whole
         // rather than started and cut.
@@ -371,6 +358,28 @@ fn forward<'a>(
             ProxyBody::metered(body, meter, lease)
         };
         Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// Why the request names its host ambiguously, if it does: two `Host` headers (RFC 9112 §3.2: a
+/// 400), or a `Host` that differs from the authority in the request target (HTTP/2's
+/// `:authority`, or an absolute-form target). Two front ends reading different hosts out of one
+/// request is how routing and cache confusion start.
+fn ambiguous_host<B>(req: &Request<B>) -> Option<&'static str> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Some("more than one Host header");
+    }
+    match (host, req.uri().authority()) {
+        (Some(host), Some(authority))
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+        {
+            Some("Host differs from the request target's authority")
+        }
+        _ => None,
     }
 }
 

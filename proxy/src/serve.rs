@@ -35,7 +35,7 @@ use crate::conn::{ConnInfo, InFlight};
 use crate::gateway::Gateway;
 use crate::pipeline;
 use crate::tls_stream::{self, TlsStream};
-use crate::trail::record::connection_failure;
+use crate::trail::refusals::{Refusal, Refused};
 
 /// Boxed: moved between the parked and served states, and a task keeps a slot for every place it
 /// is held across an await; a box is 8 bytes, the stream over 1 KiB.
@@ -116,7 +116,10 @@ pub fn serve_connection(
             tls.release_while_waiting();
             let io = TokioIo::new(ClientIo::h2(tls, replay));
             let mut conn = Box::pin(gw.h2.serve_connection(io, proxy));
-            let _ = Box::pin(drive(gw, &info, &mut conn, None, &mut shutdown)).await;
+            let served = Box::pin(drive(gw, &info, &mut conn, None, &mut shutdown)).await;
+            if let Some(Err(e)) = &served {
+                note_refusal(gw, &info, "2", e, None);
+            }
         } else {
             serve_h1(gw, &info, tls, proxy, replay, &mut shutdown).await;
         }
@@ -125,19 +128,48 @@ pub fn serve_connection(
 
 async fn handshake(gw: &'static Gateway, tcp: TcpStream, peer: SocketAddr) -> Option<Tls> {
     let timeout = gw.config.server.tls_handshake_timeout.0;
-    let (reason, detail) =
+    let (kind, detail) =
         match tokio::time::timeout(timeout, tls_stream::accept(gw.tls.clone(), tcp)).await {
             Ok(Ok(tls)) => return Some(Box::new(tls)),
-            Ok(Err(e)) => ("tls_handshake_failed", e.to_string()),
+            Ok(Err(e)) => (Refusal::TlsHandshakeFailed, e.to_string()),
             Err(_) => (
-                "tls_handshake_timeout",
+                Refusal::TlsHandshakeTimeout,
                 "server.tls_handshake_timeout".to_string(),
             ),
         };
-    tracing::debug!(client.ip = %peer.ip(), "TLS handshake: {reason}: {detail}");
-    let version = gw.active.load().config.version.clone();
-    gw.trail
-        .try_submit(connection_failure(peer, reason, &detail, &version));
+    tracing::debug!(client.ip = %peer.ip(), "TLS handshake: {}: {detail}", kind.as_str());
+    gw.refused(&Refused {
+        peer,
+        kind,
+        http_version: None,
+        detail: &detail,
+        head: None,
+    });
+    None
+}
+
+/// What a hyper connection's error says about the client, when it is a refusal worth a record:
+/// a head its parser refused (hyper has answered 400, 414, 431 or 505 already), a head that took
+/// too long, or an HTTP/2 protocol violation the codec closed the connection for. A client that
+/// merely went away is none of these.
+fn refusal_of(e: &hyper::Error) -> Option<Refusal> {
+    if e.is_parse_too_large() {
+        return Some(Refusal::RequestHeadTooLarge);
+    }
+    if e.is_parse() || e.is_parse_version_h2() {
+        return Some(Refusal::RequestMalformed);
+    }
+    if e.is_timeout() {
+        return Some(Refusal::RequestHeadTimeout);
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(h2) = s.downcast_ref::<h2::Error>() {
+            let violation = h2.is_library() && h2.reason() != Some(h2::Reason::NO_ERROR);
+            return violation.then_some(Refusal::Http2ProtocolError);
+        }
+        source = s.source();
+    }
     None
 }
 
@@ -160,12 +192,28 @@ fn serve_h1<'a>(
                     None => return close(tls).await,
                 }
             }
+            // The first bytes this hyper connection reads, kept (a reference count, no copy) in
+            // case its first request head is refused: the record then shows its request line.
+            let first_bytes = replay.clone();
+            let requests_before = info.activity.requests();
             let io = TokioIo::new(ClientIo::h1(tls, info.clone(), std::mem::take(&mut replay)));
             // Boxed so that a parked connection's task does not keep room for it.
             let mut conn = Box::new(gw.h1.serve_connection(io, proxy));
             let served = Box::pin(drive(gw, info, &mut conn, Some(PARK_AFTER), shutdown)).await;
-            if !matches!(served, Some(Ok(()))) {
-                return;
+            let head = (info.activity.requests() == requests_before && !first_bytes.is_empty())
+                .then_some(&first_bytes[..]);
+            match &served {
+                Some(Ok(())) => {}
+                Some(Err(e)) => return note_refusal(gw, info, "1.1", e, head),
+                None => {
+                    return gw.refused(&Refused {
+                        peer: info.peer,
+                        kind: Refusal::RequestHeadTimeout,
+                        http_version: Some("1.1"),
+                        detail: "server.header_read_timeout",
+                        head,
+                    })
+                }
             }
             let parts = conn.into_parts();
             let io = parts.io.into_inner();
@@ -177,6 +225,25 @@ fn serve_h1<'a>(
             tls = io.into_inner();
             proxy = parts.service;
         }
+    }
+}
+
+/// Counts and records a connection's end when it was a refusal ([`refusal_of`]).
+fn note_refusal(
+    gw: &Gateway,
+    info: &ConnInfo,
+    http_version: &'static str,
+    e: &hyper::Error,
+    head: Option<&[u8]>,
+) {
+    if let Some(kind) = refusal_of(e) {
+        gw.refused(&Refused {
+            peer: info.peer,
+            kind,
+            http_version: Some(http_version),
+            detail: &e.to_string(),
+            head,
+        });
     }
 }
 

@@ -40,6 +40,7 @@ pub struct Running {
     workers: Vec<std::thread::JoinHandle<()>>,
     admin_task: JoinHandle<()>,
     trim_task: JoinHandle<()>,
+    refusals_task: JoinHandle<()>,
 }
 
 impl Running {
@@ -53,12 +54,15 @@ impl Running {
     /// writes out what the decision trail still holds.
     pub async fn wait(self) {
         let workers = self.workers;
-        let trail = self.gateway.trail.clone();
+        let gateway = self.gateway;
+        self.refusals_task.abort();
         let _ = tokio::task::spawn_blocking(move || {
             for w in workers {
                 let _ = w.join();
             }
-            trail.close();
+            // Every connection has ended: the refusals counted are all there will be.
+            gateway.write_refusals(true);
+            gateway.trail.close();
         })
         .await;
         self.admin_task.abort();
@@ -129,6 +133,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, gateway));
     let trim_task = tokio::spawn(memory::trim_after_parks());
+    let refusals_task = tokio::spawn(write_refusals(gateway));
     // The connection limit is the proxy's, not each worker's.
     let slots = Arc::new(Semaphore::new(gateway.config.server.max_connections));
     let mut handles = Vec::with_capacity(workers);
@@ -172,7 +177,24 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         workers: handles,
         admin_task,
         trim_task,
+        refusals_task,
     })
+}
+
+/// Writes the refusal windows as they come due (see [`crate::trail::refusals`]).
+async fn write_refusals(gw: &'static Gateway) {
+    let every = gw
+        .config
+        .trail
+        .refusal_interval
+        .0
+        .clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        gw.write_refusals(false);
+    }
 }
 
 async fn accept_loop(
@@ -221,6 +243,7 @@ async fn accept_loop(
             cut = connections.len(),
             "shutdown grace period over: closing connections still busy"
         );
+        gw.start_cutting();
         connections.shutdown().await;
     }
 }

@@ -536,3 +536,45 @@ pub async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
         .map(|(_, b)| b.to_string())
         .unwrap_or(out)
 }
+
+/// The decision records in `decisions.jsonl` under `dir`.
+pub fn records(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// SIGTERM, and the proxy exits cleanly within ten seconds (having written out its trail).
+pub async fn stop(proxy: &mut Proxy) {
+    proxy.signal("TERM");
+    let status = proxy.wait_exit_async(Duration::from_secs(10)).await;
+    assert!(
+        status.expect("proxy did not exit").success(),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// A record's field by dotted path (`vendorgate.reason`), `Null` when absent.
+pub fn at(v: &serde_json::Value, path: &str) -> serde_json::Value {
+    path.split('.').fold(v.clone(), |v, k| {
+        v.get(k).cloned().unwrap_or(serde_json::Value::Null)
+    })
+}
+
+/// `vendorgate audit verify` on the trail under `dir`: its stdout, asserting it found it intact.
+pub fn audit_intact(dir: &std::path::Path) -> String {
+    let out = Command::new(BIN)
+        .args(["audit", "verify"])
+        .arg(dir.join("decisions.jsonl"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success() && stdout.starts_with("intact"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}

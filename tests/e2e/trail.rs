@@ -11,17 +11,11 @@ use tokio::io::AsyncWriteExt;
 use vendorgate_certs::Alpn;
 use vendorgate_mock::idp::KeyKind;
 
+use crate::support::at as get;
 use crate::support::*;
 
 fn vendorgate(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().unwrap()
-}
-
-fn records(dir: &Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap_or_default();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
 }
 
 fn logs(dir: &Path) -> Vec<PathBuf> {
@@ -38,21 +32,6 @@ fn logs(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
-}
-
-async fn stop(proxy: &mut Proxy) {
-    proxy.signal("TERM");
-    let status = proxy.wait_exit_async(Duration::from_secs(10)).await;
-    assert!(
-        status.expect("proxy did not exit").success(),
-        "{}",
-        proxy.log()
-    );
-}
-
-fn get(v: &Value, path: &str) -> Value {
-    path.split('.')
-        .fold(v.clone(), |v, k| v.get(k).cloned().unwrap_or(Value::Null))
 }
 
 #[tokio::test]

@@ -34,6 +34,9 @@ pub struct MockOptions {
     /// A JWKS document served at `/__mock/jwks` (with OIDC discovery at
     /// `/.well-known/openid-configuration`), so the mock can stand in for an IdP.
     pub jwks: Option<String>,
+    /// Keep the `X-Request-Id` of every request received (not only the recent ones), so a test can
+    /// check each against the decision trail. Off by default: the demo and benchmarks send millions.
+    pub keep_request_ids: bool,
 }
 
 impl Default for MockOptions {
@@ -45,6 +48,7 @@ impl Default for MockOptions {
             users_total: 500,
             require_authorization: None,
             jwks: None,
+            keep_request_ids: false,
         }
     }
 }
@@ -66,6 +70,8 @@ pub(crate) struct Shared {
     pub accepted: AtomicU64,
     pub open: AtomicU64,
     pub recent: Mutex<VecDeque<RecordedRequest>>,
+    /// Every request's `X-Request-Id`, with [`MockOptions::keep_request_ids`].
+    pub request_ids: Mutex<Vec<String>>,
     pub filler: Bytes,
     pub static_2k: Bytes,
     pub static_1m: Bytes,
@@ -76,6 +82,16 @@ const RECENT: usize = 256;
 impl Shared {
     pub fn record(&self, req: &http::request::Parts) {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        if self.options.keep_request_ids {
+            let id = req
+                .headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok());
+            self.request_ids
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(id.unwrap_or("").to_string());
+        }
         let rec = RecordedRequest {
             method: req.method.to_string(),
             path_and_query: req
@@ -126,6 +142,7 @@ impl MockUpstream {
             accepted: AtomicU64::new(0),
             open: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::with_capacity(RECENT)),
+            request_ids: Mutex::default(),
             filler: routes::filler_chunk(),
             static_2k: routes::static_json(2 * 1024),
             static_1m: routes::static_json(1024 * 1024),
@@ -155,6 +172,15 @@ impl MockUpstream {
     }
 
     /// TCP connections accepted since the mock started.
+    /// Every request's `X-Request-Id` so far (with [`MockOptions::keep_request_ids`]).
+    pub fn request_ids(&self) -> Vec<String> {
+        self.shared
+            .request_ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn connections_accepted(&self) -> u64 {
         self.shared.accepted.load(Ordering::Relaxed)
     }

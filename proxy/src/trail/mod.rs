@@ -11,6 +11,7 @@
 pub mod chain;
 mod json;
 pub mod record;
+pub mod refusals;
 pub mod time;
 mod writer;
 

@@ -13,26 +13,77 @@ use http::{HeaderValue, Method, Uri};
 use serde_json::{json, Value};
 
 use super::json::JsonOut;
-use super::time::{rfc3339, Timestamp};
+use super::time::Timestamp;
 use super::Slot;
-use crate::gateway::Active;
+use crate::gateway::{Active, Gateway};
 use crate::identity::cache::Identity;
 use crate::ip_text::IpText;
-use crate::metrics::Metrics;
-use crate::otel::{Otel, Span};
+use crate::otel::Span;
 use crate::trace_context::TraceContext;
 
 pub const SCHEMA: &str = "vendorgate.decision/1";
 
+/// How a request's exchange ended, as its record tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The response body went out to its end.
+    Completed,
+    /// An egress cap stopped the response mid-stream.
+    CutOff,
+    /// The upstream's response body broke off.
+    Failed,
+    /// The request was let go before its response ended: the client closed the connection or
+    /// reset the stream, or the shutdown grace ran out. Whatever was under way (a decision, the
+    /// upstream's answer, the body) stopped there.
+    Abandoned,
+}
+
+/// Who let go of an abandoned request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abandoned {
+    Client,
+    Shutdown,
+}
+
+impl Abandoned {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Abandoned::Client => "client",
+            Abandoned::Shutdown => "shutdown",
+        }
+    }
+
+    /// The status a record gives a request abandoned before any response was made: nginx's 499
+    /// for a client that left, 503 for one the proxy cut at shutdown.
+    fn status(self) -> u16 {
+        match self {
+            Abandoned::Client => 499,
+            Abandoned::Shutdown => 503,
+        }
+    }
+
+    /// The reason a record gives a request abandoned before any decision was made.
+    fn reason(self) -> &'static str {
+        match self {
+            Abandoned::Client => "client_aborted",
+            Abandoned::Shutdown => "shutdown",
+        }
+    }
+}
+
 /// A record in the making: filled in as the request passes the phases, sealed when its response
-/// body is done (or dropped), so the byte counts are final.
+/// body is done, so the byte counts are final.
+///
+/// **It writes itself when dropped.** Whatever way a request ends (the client resets the stream
+/// while the upstream is still answering, the connection dies mid-body, shutdown cuts it), the
+/// future or body holding the draft is dropped, and the drop seals the record as
+/// [`Ending::Abandoned`]. No code path has to remember to finish it, so none can forget.
 ///
 /// It holds references (the policy, the cached identity, header values) rather than copies of
 /// their strings: one is made for every request, and most never need a field more than once.
 pub struct Draft {
     pub slot: Option<Slot>,
-    pub metrics: &'static Metrics,
-    pub otel: Option<&'static Otel>,
+    pub gw: &'static Gateway,
     pub trace: TraceContext,
     pub started: Instant,
     pub at: SystemTime,
@@ -54,7 +105,14 @@ pub struct Draft {
     pub rule: String,
     pub status: u16,
     pub upstream_status: Option<u16>,
+    /// The request was handed to the upstream connection: from then on the SaaS may have received
+    /// it, even if the client left before the answer.
+    pub forwarded: bool,
+    /// The client went away mid-upload: whatever answer follows, nobody is there to take it.
+    pub client_left: bool,
     pub bytes_in: Arc<AtomicU64>,
+    /// Set once the record has been sealed (by [`Draft::finish`] or the drop).
+    sealed: bool,
 }
 
 impl Draft {
@@ -76,12 +134,80 @@ impl Draft {
         self.active.config.policy.class_name(self.route?)
     }
 
+    /// A draft for a request that has just arrived; the phases fill in the rest.
+    pub fn new<B>(
+        gw: &'static Gateway,
+        active: Arc<Active>,
+        trace: TraceContext,
+        request_id: HeaderValue,
+        req: &http::Request<B>,
+        peer: SocketAddr,
+    ) -> Self {
+        Draft {
+            slot: None,
+            gw,
+            trace,
+            started: Instant::now(),
+            at: SystemTime::now(),
+            request_id,
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            path: None,
+            http_version: match req.version() {
+                http::Version::HTTP_2 => "2",
+                http::Version::HTTP_10 => "1.0",
+                _ => "1.1",
+            },
+            peer,
+            client_ip: None,
+            active,
+            vendor: None,
+            route: None,
+            identity: None,
+            allowed: false,
+            reason: "allowed",
+            rule: String::new(),
+            status: 0,
+            upstream_status: None,
+            forwarded: false,
+            client_left: false,
+            bytes_in: Arc::new(AtomicU64::new(0)),
+            sealed: false,
+        }
+    }
+
     /// Seals the record with the final counts and hands it to the writer.
-    pub fn finish(mut self, bytes_out: u64, completed: bool, cut_off: bool) {
+    pub fn finish(mut self, bytes_out: u64, ending: Ending) {
+        self.seal(bytes_out, ending);
+    }
+
+    fn seal(&mut self, bytes_out: u64, ending: Ending) {
+        if std::mem::replace(&mut self.sealed, true) {
+            return;
+        }
+        let abandoned = (ending == Ending::Abandoned || self.client_left).then(|| {
+            if self.gw.is_cutting() && !self.client_left {
+                Abandoned::Shutdown
+            } else {
+                Abandoned::Client
+            }
+        });
+        if let Some(by) = abandoned {
+            // No response was made yet: the record says what the access log of a proxy would.
+            if self.status == 0 {
+                self.status = by.status();
+                if !self.allowed {
+                    self.reason = by.reason();
+                }
+            }
+            self.gw.metrics.abandoned(by);
+        }
+        let completed = ending == Ending::Completed && !self.client_left;
+        let cut_off = ending == Ending::CutOff;
         let duration = self.started.elapsed();
         let bytes_in = self.bytes_in.load(Ordering::Relaxed);
         let success = self.allowed && completed && self.status < 400;
-        self.metrics.observe(
+        self.gw.metrics.observe(
             self.allowed,
             self.reason,
             self.vendor_id(),
@@ -89,8 +215,8 @@ impl Draft {
             bytes_out,
             duration,
         );
-        if let Some(otel) = &self.otel {
-            otel.record(self.span(bytes_in, bytes_out, duration, success, cut_off));
+        if let Some(otel) = self.gw.otel.as_deref() {
+            otel.record(self.span(bytes_in, bytes_out, duration, success, cut_off, abandoned));
         }
         let Some(slot) = self.slot.take() else { return };
         if !slot.is_recorded() {
@@ -127,6 +253,8 @@ impl Draft {
             upstream_status: self.upstream_status,
             completed,
             cut_off,
+            forwarded: self.forwarded,
+            abandoned: abandoned.map(Abandoned::as_str),
             token: self.identity.as_deref().map(Identity::record_token),
         };
         slot.submit(record.to_json());
@@ -163,6 +291,8 @@ struct HttpRecord<'a> {
     upstream_status: Option<u16>,
     completed: bool,
     cut_off: bool,
+    forwarded: bool,
+    abandoned: Option<&'static str>,
     /// The `token` object, made once per verified token (see [`token_object`]).
     token: Option<&'a str>,
 }
@@ -268,7 +398,12 @@ impl HttpRecord<'_> {
         j.raw(",\"completed\":")
             .bool(self.completed)
             .raw(",\"cut_off\":")
-            .bool(self.cut_off);
+            .bool(self.cut_off)
+            .raw(",\"forwarded\":")
+            .bool(self.forwarded);
+        if let Some(by) = self.abandoned {
+            j.raw(",\"abandoned\":").str(by);
+        }
         if let Some(t) = self.token {
             j.raw(",\"token\":").raw(t);
         }
@@ -285,6 +420,7 @@ impl Draft {
         took: std::time::Duration,
         success: bool,
         cut_off: bool,
+        abandoned: Option<Abandoned>,
     ) -> Span {
         let mut attributes: Vec<(&'static str, Value)> = vec![
             ("http.request.method", json!(self.method.as_str())),
@@ -307,7 +443,11 @@ impl Draft {
             ("vendorgate.reason", json!(self.reason)),
             ("vendorgate.policy_version", json!(&*self.active.version)),
             ("vendorgate.cut_off", json!(cut_off)),
+            ("vendorgate.forwarded", json!(self.forwarded)),
         ];
+        if let Some(by) = abandoned {
+            attributes.push(("vendorgate.abandoned", json!(by.as_str())));
+        }
         for (k, v) in [
             ("vendorgate.vendor", self.vendor_id()),
             (
@@ -339,30 +479,9 @@ impl Draft {
 
 impl Drop for Draft {
     fn drop(&mut self) {
-        // A draft is always finished by its body; this only guards against a path that forgets.
-        if self.slot.is_some() {
-            tracing::error!(
-                request_id = self.request_id(),
-                "decision record dropped unfinished"
-            );
-        }
+        // Dropped unsealed: the request was let go before its response ended (see the type).
+        self.seal(0, Ending::Abandoned);
     }
-}
-
-/// The record of a connection refused before any request (TLS handshake failed or timed out).
-pub fn connection_failure(
-    peer: SocketAddr,
-    reason: &'static str,
-    detail: &str,
-    policy_version: &str,
-) -> String {
-    let record = json!({
-        "@timestamp": rfc3339(SystemTime::now()),
-        "event": {"kind": "event", "category": ["network"], "type": ["denied"], "action": "tls_handshake", "outcome": "failure", "reason": reason},
-        "source": {"ip": peer.ip().to_canonical().to_string(), "port": peer.port()},
-        "vendorgate": {"schema": SCHEMA, "decision": "deny", "reason": reason, "rule": detail, "policy_version": policy_version},
-    });
-    record.to_string()
 }
 
 #[cfg(test)]
@@ -398,6 +517,8 @@ mod tests {
             upstream_status: Some(200),
             completed: true,
             cut_off: false,
+            forwarded: true,
+            abandoned: None,
             token: Some(token),
         }
     }
@@ -427,7 +548,7 @@ mod tests {
                 "vendorgate": {"schema": SCHEMA, "decision": "allow", "reason": "allowed", "rule": "",
                                "route": "tickets", "class": "read",
                                "policy_version": "sha256:672693e5c6757050", "upstream_status": 200,
-                               "completed": true, "cut_off": false,
+                               "completed": true, "cut_off": false, "forwarded": true,
                                "token": {"iss": "https://idp.test", "sub": "agent-1\n",
                                          "amr": ["pwd", "mfa"], "jti_sha256": "0e71"}},
             })
@@ -449,6 +570,8 @@ mod tests {
             upstream_status: None,
             token: None,
             rule: "vendors[*].ip_allow",
+            forwarded: false,
+            abandoned: Some("client"),
             ..full("", "")
         };
         assert_eq!(
@@ -462,7 +585,7 @@ mod tests {
                 r#""port":42064},"trace":{"id":"4bf92f3577b34da6a3ce929d0e0e4736"},"vendorgate":{"#,
                 r#""schema":"vendorgate.decision/1","decision":"deny","reason":"ip_not_allowed","#,
                 r#""rule":"vendors[*].ip_allow","policy_version":"sha256:672693e5c6757050","#,
-                r#""completed":true,"cut_off":false}}"#
+                r#""completed":true,"cut_off":false,"forwarded":false,"abandoned":"client"}}"#
             )
         );
     }

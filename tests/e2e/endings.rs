@@ -19,16 +19,23 @@ use crate::support::*;
 /// The upstream takes this long to answer `/__mock/slow`: the client leaves well before.
 const SLOW: &str = "/__mock/slow?ms=400";
 
-async fn keeping_ids(pki: &Pki) -> vendorgate_mock::MockUpstream {
-    mock_with(
-        pki,
+/// The dev PKI, an upstream that keeps every request id, and the proxy in front of it, configured
+/// by `tune` beyond the open policy.
+async fn setup(
+    tune: impl FnOnce(ProxyConfig) -> ProxyConfig,
+) -> (Pki, vendorgate_mock::MockUpstream, Proxy) {
+    let pki = Pki::new();
+    let upstream = mock_with(
+        &pki,
         Alpn::H2AndHttp11,
         MockOptions {
             keep_request_ids: true,
             ..MockOptions::default()
         },
     )
-    .await
+    .await;
+    let proxy = Proxy::start(&pki, tune(ProxyConfig::to(&upstream)));
+    (pki, upstream, proxy)
 }
 
 /// Waits until the upstream has received `n` requests in all.
@@ -72,9 +79,7 @@ fn every_upstream_request_is_recorded(upstream: &vendorgate_mock::MockUpstream, 
 
 #[tokio::test]
 async fn http1_requests_abandoned_with_a_reset_before_the_answer_are_each_recorded() {
-    let pki = Pki::new();
-    let upstream = keeping_ids(&pki).await;
-    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let (pki, upstream, mut proxy) = setup(|c| c).await;
     const N: u64 = 50;
     for i in 0..N {
         let mut tls = raw_tls(&pki, proxy.addr).await;
@@ -114,9 +119,7 @@ async fn http1_requests_abandoned_with_a_reset_before_the_answer_are_each_record
 
 #[tokio::test]
 async fn http2_streams_cancelled_before_the_answer_are_each_recorded() {
-    let pki = Pki::new();
-    let upstream = keeping_ids(&pki).await;
-    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let (pki, upstream, mut proxy) = setup(|c| c).await;
     let client = client(&pki, Http::Two);
     const N: u64 = 50;
     for i in 0..N {
@@ -147,14 +150,11 @@ async fn http2_streams_cancelled_before_the_answer_are_each_recorded() {
 
 /// One request per ending, over one protocol; returns what to expect of each record by request id.
 async fn every_ending(version: Http) {
-    let pki = Pki::new();
-    let upstream = keeping_ids(&pki).await;
-    let mut proxy = Proxy::start(
-        &pki,
-        ProxyConfig::to(&upstream)
-            .upstream("response_timeout = \"1s\"")
-            .server("shutdown_grace = \"300ms\""),
-    );
+    let (pki, upstream, mut proxy) = setup(|c| {
+        c.upstream("response_timeout = \"1s\"")
+            .server("shutdown_grace = \"300ms\"")
+    })
+    .await;
     let client = client(&pki, version);
     let tag = if version == Http::One { "h1" } else { "h2" };
     let with_id = |mut req: http::Request<TestBody>, id: &str| {
@@ -304,9 +304,7 @@ async fn every_ending_has_exactly_one_record_over_http2() {
 
 #[tokio::test]
 async fn parser_refusals_are_recorded_with_the_request_line() {
-    let pki = Pki::new();
-    let upstream = keeping_ids(&pki).await;
-    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let (pki, upstream, mut proxy) = setup(|c| c).await;
     let exchange = |raw: Vec<u8>| {
         let pki = &pki;
         let addr = proxy.addr;
@@ -357,9 +355,7 @@ async fn parser_refusals_are_recorded_with_the_request_line() {
 
 #[tokio::test]
 async fn a_handshake_flood_writes_one_record_and_an_honest_client_is_served_meanwhile() {
-    let pki = Pki::new();
-    let upstream = keeping_ids(&pki).await;
-    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let (pki, _upstream, mut proxy) = setup(|c| c).await;
     const FLOOD: usize = 2000;
     let addr = proxy.addr;
     let flood = tokio::spawn(async move {
@@ -426,9 +422,7 @@ async fn a_handshake_flood_writes_one_record_and_an_honest_client_is_served_mean
 /// exactly one record, and nothing else is recorded.
 #[tokio::test]
 async fn ten_thousand_requests_a_third_abandoned_at_random_make_exactly_one_record_each() {
-    let pki = Pki::new();
-    let upstream = keeping_ids(&pki).await;
-    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let (pki, upstream, mut proxy) = setup(|c| c).await;
     const N: usize = 10_000;
     const WORKERS: usize = 16;
     let h1 = client(&pki, Http::One);
@@ -571,12 +565,7 @@ async fn read_response(
 
 #[tokio::test]
 async fn two_hosts_and_a_trickling_body_are_refused_with_their_codes_and_recorded() {
-    let pki = Pki::new();
-    let upstream = keeping_ids(&pki).await;
-    let mut proxy = Proxy::start(
-        &pki,
-        ProxyConfig::to(&upstream).server("body_read_timeout = \"300ms\""),
-    );
+    let (pki, upstream, mut proxy) = setup(|c| c.server("body_read_timeout = \"300ms\"")).await;
     let token = proxy.token.clone();
 
     let mut tls = raw_tls(&pki, proxy.addr).await;

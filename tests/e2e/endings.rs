@@ -577,6 +577,19 @@ async fn two_hosts_and_a_trickling_body_are_refused_with_their_codes_and_recorde
     assert_eq!((status, &body["error"]), (400, &"host_invalid".into()));
     assert_eq!(body["request_id"], "two-hosts");
 
+    // CONNECT is not tunnelled, and the refusal is on the record like any other.
+    let mut tls = raw_tls(&pki, proxy.addr).await;
+    tls.write_all(
+        b"CONNECT localhost:443 HTTP/1.1\r\nHost: localhost:443\r\nX-Request-Id: connect\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let (status, body) = read_response(&mut tls).await;
+    assert_eq!(
+        (status, &body["error"]),
+        (405, &"method_not_allowed".into())
+    );
+
     // Ten bytes of a hundred, then nothing: refused after the body read timeout, not the
     // upstream's response timeout.
     let mut tls = raw_tls(&pki, proxy.addr).await;
@@ -600,6 +613,10 @@ async fn two_hosts_and_a_trickling_body_are_refused_with_their_codes_and_recorde
         "host_invalid"
     );
     assert_eq!(at(&by_id["two-hosts"][0], "vendorgate.forwarded"), false);
+    assert_eq!(
+        at(&by_id["connect"][0], "vendorgate.reason"),
+        "method_not_allowed"
+    );
     let trickle = &by_id["trickle"][0];
     assert_eq!(at(trickle, "vendorgate.reason"), "request_body_timeout");
     assert_eq!(at(trickle, "http.response.status_code"), 408);

@@ -300,6 +300,15 @@ impl ProxyBody {
         }
     }
 
+    /// The proxy's own body left out (for a HEAD request), its headers kept. An upstream body is
+    /// left alone: the upstream client already knows a HEAD answer has none.
+    pub fn without_content(mut self) -> Self {
+        if let Kind::Full(data) = &mut self.kind {
+            *data = None;
+        }
+        self
+    }
+
     pub fn recording(mut self, draft: Draft) -> Self {
         self.draft = Some(Box::new(draft));
         self

@@ -145,6 +145,10 @@ pub fn handle(
         draft.status = resp.status().as_u16();
         resp.headers_mut()
             .insert(request_id::HEADER.clone(), request_id);
+        if draft.method == Method::HEAD {
+            // A HEAD answer carries no body: HTTP/2 clients reset a stream that sends one.
+            resp = resp.map(ProxyBody::without_content);
+        }
         Ok(resp.map(|body| body.recording(draft).holding(in_flight)))
     }
 }

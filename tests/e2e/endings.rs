@@ -623,3 +623,35 @@ async fn two_hosts_and_a_trickling_body_are_refused_with_their_codes_and_recorde
     assert_eq!(at(trickle, "http.request.bytes"), 10);
     assert!(!upstream.request_ids().contains(&"two-hosts".to_string()));
 }
+
+#[tokio::test]
+async fn head_requests_complete_on_the_record() {
+    let (pki, _upstream, mut proxy) = setup(|c| c).await;
+    for version in [Http::One, Http::Two] {
+        let client = client(&pki, version);
+        let mut allowed = proxy.request(Method::HEAD, "/api/v2/tickets/1.json", empty());
+        allowed.headers_mut().insert(
+            "x-request-id",
+            format!("head-ok-{version:?}").parse().unwrap(),
+        );
+        let (ok, _) = send(&client, allowed).await;
+        // The mock answers what it has no HEAD route for with 404: an upstream answer all the same.
+        assert_eq!(ok.status, 404);
+        let mut refused = http::Request::head(proxy.url("/api/v2/tickets/1.json"))
+            .body(empty())
+            .unwrap();
+        refused.headers_mut().insert(
+            "x-request-id",
+            format!("head-refused-{version:?}").parse().unwrap(),
+        );
+        let (denied, _) = send(&client, refused).await;
+        assert_eq!(denied.status, 401);
+    }
+    stop(&mut proxy).await;
+    let recs = records(proxy.dir.path());
+    assert_eq!(recs.len(), 4, "{recs:#?}");
+    for r in &recs {
+        assert_eq!(at(r, "vendorgate.abandoned"), Value::Null, "{r:#}");
+        assert_eq!(at(r, "vendorgate.completed"), true, "{r:#}");
+    }
+}

@@ -22,6 +22,18 @@ pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
 ) -> Result<Reply, Infallible> {
+    let head = req.method() == http::Method::HEAD;
+    let mut reply = route(shared, req).await?;
+    if head {
+        // A HEAD answer has no body (RFC 9110 §9.3.2). hyper's HTTP/1.1 server drops it, its
+        // HTTP/2 server would send it, and a client then resets the stream, as Zendesk never makes
+        // one do.
+        *reply.body_mut() = MockBody::empty();
+    }
+    Ok(reply)
+}
+
+async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Infallible> {
     let (parts, body) = req.into_parts();
     shared.record(&parts);
     let query = Query::parse(parts.uri.query());

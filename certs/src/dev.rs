@@ -75,9 +75,9 @@ impl DevPki {
     /// Writes `ca.pem`, `ca-key.pem`, `server.pem` and `server-key.pem` into `dir` (created if
     /// missing). Keys are written readable by the owner only.
     pub fn write_to(&self, dir: &Path) -> Result<DevPkiFiles, CertError> {
-        std::fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        std::fs::create_dir_all(dir).map_err(|cause| CertError::Write {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let files = DevPkiFiles {
             ca_cert: dir.join("ca.pem"),
@@ -102,9 +102,9 @@ fn days(n: i64) -> time::Duration {
 }
 
 fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
-    let err = |source| CertError::Write {
+    let err = |cause| CertError::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     std::fs::write(path, text).map_err(err)?;
     #[cfg(unix)]

@@ -4,15 +4,17 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not `source`: the message already says it, and a chain would say it twice.
+        cause: std::io::Error,
     },
-    #[error("{path}: cannot write: {source}")]
+    #[error("{path}: cannot write: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not `source`: the message already says it, and a chain would say it twice.
+        cause: std::io::Error,
     },
     #[error("{path}: malformed PEM: {detail}")]
     Pem { path: PathBuf, detail: String },

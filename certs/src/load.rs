@@ -12,9 +12,9 @@ use crate::tls::provider;
 use crate::CertError;
 
 fn read(path: &Path) -> Result<Vec<u8>, CertError> {
-    std::fs::read(path).map_err(|source| CertError::Read {
+    std::fs::read(path).map_err(|cause| CertError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })
 }
 

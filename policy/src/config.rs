@@ -41,6 +41,33 @@ impl ConfigError {
     }
 }
 
+/// Every problem found in a configuration, in the order of the checks (each with its place).
+/// A file that does not parse as TOML has one: parsing stops there. A file that parses has all
+/// the checks run, so an operator sees every problem at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    /// The first problem (what a caller that shows one shows).
+    pub fn first(&self) -> &ConfigError {
+        &self.0[0]
+    }
+}
+
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let offset = offset.min(text.len());
     let before = &text[..floor_char_boundary(text, offset)];
@@ -815,21 +842,40 @@ pub const MIN_HEADER_SIZE: u64 = 8192;
 
 impl Config {
     /// Parses and checks a configuration file's text. `file` is only used to label errors.
-    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigError> {
-        let mut config: Config = toml::from_str(text)
-            .map_err(|e| ConfigError::at(file, text, e.span(), e.message().trim_end()))?;
-        config.check(text, file)?;
-        config.policy = crate::Policy::compile(&config)
-            .map_err(|(span, message)| ConfigError::at(file, text, span, message))?;
-        Ok(config)
+    pub fn from_toml(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        let mut config: Config = toml::from_str(text).map_err(|e| {
+            ConfigErrors(vec![ConfigError::at(
+                file,
+                text,
+                e.span(),
+                e.message().trim_end(),
+            )])
+        })?;
+        let mut problems = config.check(text, file);
+        match crate::Policy::compile(&config) {
+            Ok(policy) => config.policy = policy,
+            Err(found) => problems.extend(
+                found
+                    .into_iter()
+                    .map(|(span, message)| ConfigError::at(file, text, span, message)),
+            ),
+        }
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(problems))
+        }
     }
 
-    fn check(&self, text: &str, file: &str) -> Result<(), ConfigError> {
-        let err =
-            |span: Range<usize>, msg: String| Err(ConfigError::at(file, text, Some(span), msg));
+    /// The checks across fields that serde cannot make, every failing one.
+    fn check(&self, text: &str, file: &str) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let mut err = |span: Range<usize>, msg: String| {
+            problems.push(ConfigError::at(file, text, Some(span), msg));
+        };
         let s = &self.server;
         if s.listen.get_ref() == self.admin.listen.get_ref() && s.listen.get_ref().port() != 0 {
-            return err(
+            err(
                 self.admin.listen.span(),
                 format!(
                     "admin.listen {} is the same address as server.listen",
@@ -876,7 +922,7 @@ impl Config {
         ];
         for (bad, key, what) in checks {
             if bad {
-                return err(
+                err(
                     key_span(text, "server", key),
                     format!("server.{key} {what}"),
                 );
@@ -888,13 +934,13 @@ impl Config {
             (u.response_timeout.0.is_zero(), "response_timeout"),
         ] {
             if bad {
-                return err(
+                err(
                     key_span(text, "upstream", key),
                     format!("upstream.{key} must be greater than 0s"),
                 );
             }
         }
-        Ok(())
+        problems
     }
 
     /// Resolves the relative paths in the config against `base` (the config file's directory).
@@ -1002,7 +1048,10 @@ class = "read"
     }
 
     fn error_of(text: &str) -> ConfigError {
-        Config::from_toml(text, "v.toml").unwrap_err()
+        Config::from_toml(text, "v.toml")
+            .unwrap_err()
+            .first()
+            .clone()
     }
 
     #[test]

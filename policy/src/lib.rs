@@ -16,7 +16,7 @@ pub mod routes;
 pub mod token;
 pub mod units;
 
-pub use config::{Config, ConfigError};
+pub use config::{Config, ConfigError, ConfigErrors};
 pub use decision::{Allow, Challenge, Denial, Reason};
 pub use ipset::IpSet;
 pub use limits::{gcra, ByteRule, GcraOutcome, RateRule};

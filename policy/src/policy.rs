@@ -130,14 +130,20 @@ fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
 }
 
 impl Policy {
-    /// Compiles the policy sections of a parsed config, checking what serde could not.
-    pub(crate) fn compile(c: &Config) -> Result<Policy, CompileError> {
-        let err = |span: Range<usize>, msg: String| Err((Some(span), msg));
+    /// Compiles the policy sections of a parsed config, checking what serde could not. Every
+    /// problem is reported, not only the first: an operator fixes them all in one pass.
+    pub(crate) fn compile(c: &Config) -> Result<Policy, Vec<CompileError>> {
+        let mut problems: Vec<CompileError> = Vec::new();
+        macro_rules! err {
+            ($span:expr, $msg:expr $(,)?) => {
+                problems.push((Some($span), $msg))
+            };
+        }
         let id = &c.identity;
 
         // Identity.
         if id.audiences.get_ref().is_empty() {
-            return err(
+            err!(
                 id.audiences.span(),
                 "identity.audiences must name at least one audience".into(),
             );
@@ -146,11 +152,11 @@ impl Policy {
         for a in &id.algorithms {
             match parse_algorithm(a.get_ref()) {
                 Ok(alg) => algorithms.push(alg),
-                Err(msg) => return err(a.span(), msg),
+                Err(msg) => err!(a.span(), msg),
             }
         }
-        if algorithms.is_empty() {
-            return err(
+        if algorithms.is_empty() && id.algorithms.is_empty() {
+            err!(
                 id.issuer.span(),
                 "identity.algorithms must not be empty".into(),
             );
@@ -161,27 +167,27 @@ impl Policy {
             id.discovery_url.is_some(),
         ];
         if sources.iter().filter(|s| **s).count() != 1 {
-            return err(
+            err!(
                 id.issuer.span(),
                 "identity needs exactly one of jwks_file, jwks_url or discovery_url".into(),
             );
         }
         for url in [&id.jwks_url, &id.discovery_url].into_iter().flatten() {
             if !url.get_ref().starts_with("https://") && !url.get_ref().starts_with("http://") {
-                return err(
+                err!(
                     url.span(),
                     format!("{:?} is not an http(s) URL", url.get_ref()),
                 );
             }
         }
         if id.amr_any.is_empty() && id.acr_any.is_empty() {
-            return err(
+            err!(
                 id.issuer.span(),
                 "identity.amr_any and identity.acr_any are both empty: a token must prove MFA one way or the other".into(),
             );
         }
         if id.leeway.0.as_secs() > 300 {
-            return err(id.issuer.span(), "identity.leeway may be at most 5m".into());
+            err!(id.issuer.span(), "identity.leeway may be at most 5m".into());
         }
 
         // Routes, collecting class names as they appear.
@@ -197,10 +203,11 @@ impl Policy {
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
                     {
-                        return err(
+                        err!(
                             class.span(),
                             format!("class {name:?} must be letters, digits, '_' or '-'"),
                         );
+                        continue;
                     }
                     let idx = match classes.iter().position(|c| c == name) {
                         Some(idx) => idx,
@@ -210,19 +217,22 @@ impl Policy {
                         }
                     };
                     if idx >= 128 {
-                        return err(class.span(), "at most 128 distinct classes".into());
+                        err!(class.span(), "at most 128 distinct classes".into());
+                        continue;
                     }
                     RouteAction::Class(idx)
                 }
                 (None, true) => RouteAction::Deny,
                 (Some(class), true) => {
-                    return err(
+                    err!(
                         class.span(),
                         "a route has either a class or deny = true, not both".into(),
-                    )
+                    );
+                    continue;
                 }
                 (None, false) => {
-                    return err(r.path.span(), "route needs a class (or deny = true)".into())
+                    err!(r.path.span(), "route needs a class (or deny = true)".into());
+                    continue;
                 }
             };
             let methods = if r.methods.is_empty() || r.methods.iter().any(|m| m.get_ref() == "*") {
@@ -234,21 +244,19 @@ impl Policy {
                         && m.get_ref().bytes().all(|b| b.is_ascii_uppercase());
                     match Method::from_bytes(m.get_ref().as_bytes()) {
                         Ok(method) if ok => list.push(method),
-                        _ => {
-                            return err(
-                                m.span(),
-                                format!(
-                                    "{:?} is not an HTTP method (uppercase, e.g. \"GET\")",
-                                    m.get_ref()
-                                ),
-                            )
-                        }
+                        _ => err!(
+                            m.span(),
+                            format!(
+                                "{:?} is not an HTTP method (uppercase, e.g. \"GET\")",
+                                m.get_ref()
+                            ),
+                        ),
                     }
                 }
                 Methods::Only(list)
             };
             if let Err(e) = table.add(r.path.get_ref(), methods) {
-                return err(
+                err!(
                     r.path.span(),
                     format!("route path {:?}: {e}", r.path.get_ref()),
                 );
@@ -258,8 +266,8 @@ impl Policy {
                 action,
             });
         }
-        if routes.is_empty() {
-            return Err((
+        if c.routes.is_empty() {
+            problems.push((
                 None,
                 "at least one [[routes]] entry is required (unmatched requests are refused)".into(),
             ));
@@ -267,7 +275,7 @@ impl Policy {
 
         // Vendors.
         if c.vendors.is_empty() {
-            return Err((None, "at least one [[vendors]] entry is required".into()));
+            problems.push((None, "at least one [[vendors]] entry is required".into()));
         }
         let mut vendors = Vec::new();
         let mut vendor_by_claim = HashMap::new();
@@ -276,13 +284,13 @@ impl Policy {
                 .iter()
                 .any(|x: &VendorRules| x.id == *v.id.get_ref())
             {
-                return err(
+                err!(
                     v.id.span(),
                     format!("vendor id {:?} is used twice", v.id.get_ref()),
                 );
             }
             if v.ip_allow.get_ref().is_empty() {
-                return err(
+                err!(
                     v.ip_allow.span(),
                     format!(
                         "vendor {:?}: ip_allow is empty, so every request would be refused",
@@ -294,16 +302,14 @@ impl Policy {
             for class in &v.classes {
                 match classes.iter().position(|c| c == class.get_ref()) {
                     Some(idx) => mask |= 1 << idx,
-                    None => {
-                        return err(
-                            class.span(),
-                            format!(
-                                "class {:?} is not used by any route (known: {})",
-                                class.get_ref(),
-                                classes.join(", ")
-                            ),
-                        )
-                    }
+                    None => err!(
+                        class.span(),
+                        format!(
+                            "class {:?} is not used by any route (known: {})",
+                            class.get_ref(),
+                            classes.join(", ")
+                        ),
+                    ),
                 }
             }
             let claim_values: Vec<(String, Option<Range<usize>>)> = if v.claim_values.is_empty() {
@@ -316,7 +322,7 @@ impl Policy {
             };
             for (value, span) in claim_values {
                 if vendor_by_claim.insert(value.clone(), i).is_some() {
-                    return Err((span, format!("claim value {value:?} maps to two vendors")));
+                    problems.push((span, format!("claim value {value:?} maps to two vendors")));
                 }
             }
             let nets: Vec<_> = v.ip_allow.get_ref().iter().map(|n| *n.get_ref()).collect();
@@ -331,7 +337,7 @@ impl Policy {
         }
         for v in &vendors {
             if v.session_idle.is_zero() || v.session_lifetime.is_zero() {
-                return Err((
+                problems.push((
                     None,
                     format!(
                         "vendor {:?}: session timeouts must be greater than 0s",
@@ -341,113 +347,113 @@ impl Policy {
             }
         }
 
-        // Limits and state.
-        let class_mask =
-            |names: &[Spanned<String>], all_if_empty: bool| -> Result<u128, CompileError> {
-                if names.is_empty() && all_if_empty {
-                    return Ok(u128::MAX);
+        // Limits and state. A name that does not resolve is reported and left out.
+        let class_mask = |names: &[Spanned<String>],
+                          all_if_empty: bool,
+                          problems: &mut Vec<CompileError>|
+         -> u128 {
+            if names.is_empty() && all_if_empty {
+                return u128::MAX;
+            }
+            let mut mask = 0u128;
+            for n in names {
+                match classes.iter().position(|c| c == n.get_ref()) {
+                    Some(i) => mask |= 1 << i,
+                    None => problems.push((
+                        Some(n.span()),
+                        format!("class {:?} is not used by any route", n.get_ref()),
+                    )),
                 }
-                let mut mask = 0u128;
-                for n in names {
-                    match classes.iter().position(|c| c == n.get_ref()) {
-                        Some(i) => mask |= 1 << i,
-                        None => {
-                            return Err((
-                                Some(n.span()),
-                                format!("class {:?} is not used by any route", n.get_ref()),
-                            ))
-                        }
-                    }
+            }
+            mask
+        };
+        let vendor_list = |names: &[Spanned<String>], problems: &mut Vec<CompileError>| {
+            let mut out = Vec::new();
+            for n in names {
+                match vendors.iter().position(|v| v.id == *n.get_ref()) {
+                    Some(i) => out.push(i),
+                    None => problems.push((
+                        Some(n.span()),
+                        format!("no vendor has id {:?}", n.get_ref()),
+                    )),
                 }
-                Ok(mask)
-            };
-        let vendor_list = |names: &[Spanned<String>]| -> Result<Vec<usize>, CompileError> {
-            names
-                .iter()
-                .map(|n| {
-                    vendors
-                        .iter()
-                        .position(|v| v.id == *n.get_ref())
-                        .ok_or_else(|| {
-                            (
-                                Some(n.span()),
-                                format!("no vendor has id {:?}", n.get_ref()),
-                            )
-                        })
-                })
-                .collect()
+            }
+            out
         };
         let mut rate_rules: Vec<RateRule> = Vec::new();
         for r in &c.limits.rate {
             if rate_rules.iter().any(|x| x.id == *r.id.get_ref()) {
-                return err(
-                    r.id.span(),
+                problems.push((
+                    Some(r.id.span()),
                     format!("rate limit id {:?} is used twice", r.id.get_ref()),
-                );
+                ));
             }
             if r.requests == 0 || r.period.0.is_zero() || r.burst == Some(0) {
-                return err(
-                    r.id.span(),
+                problems.push((
+                    Some(r.id.span()),
                     "a rate limit needs requests ≥ 1, burst ≥ 1 and a period greater than 0s"
                         .into(),
-                );
+                ));
+                continue;
             }
             rate_rules.push(RateRule {
                 id: r.id.get_ref().clone(),
                 per: r.per,
-                classes: class_mask(&r.classes, false)?,
-                vendors: vendor_list(&r.vendors)?,
+                classes: class_mask(&r.classes, false, &mut problems),
+                vendors: vendor_list(&r.vendors, &mut problems),
                 requests: r.requests,
                 period: r.period.0,
                 burst: r.burst.unwrap_or(r.requests),
             });
         }
-        let byte_rules = |caps: &[ByteCap], kind: &str| -> Result<Vec<ByteRule>, CompileError> {
+        let byte_rules = |caps: &[ByteCap], kind: &str, problems: &mut Vec<CompileError>| {
             let mut out: Vec<ByteRule> = Vec::new();
             for b in caps {
                 if out.iter().any(|x| x.id == *b.id.get_ref()) {
-                    return Err((
+                    problems.push((
                         Some(b.id.span()),
                         format!("{kind} cap id {:?} is used twice", b.id.get_ref()),
                     ));
                 }
                 if b.max.0 == 0 || b.window.0.as_millis() < 1000 {
-                    return Err((
+                    problems.push((
                         Some(b.id.span()),
                         format!("{kind} cap needs max > 0 and a window of at least 1s"),
                     ));
+                    continue;
                 }
                 out.push(ByteRule {
                     id: b.id.get_ref().clone(),
                     per: b.per,
-                    classes: class_mask(&b.classes, true)?,
-                    vendors: vendor_list(&b.vendors)?,
+                    classes: class_mask(&b.classes, true, problems),
+                    vendors: vendor_list(&b.vendors, problems),
                     max: b.max.0,
                     window: b.window.0,
                 });
             }
-            Ok(out)
+            out
         };
-        let egress_rules = byte_rules(&c.limits.egress, "egress")?;
-        let ingress_rules = byte_rules(&c.limits.ingress, "ingress")?;
+        let egress_rules = byte_rules(&c.limits.egress, "egress", &mut problems);
+        let ingress_rules = byte_rules(&c.limits.ingress, "ingress", &mut problems);
         let st = &c.state;
         match (&st.backend, &st.redis_url) {
-            (Backend::Redis, None) => {
-                return Err((
-                    None,
-                    "state.backend = \"redis\" needs state.redis_url".into(),
-                ))
-            }
+            (Backend::Redis, None) => problems.push((
+                None,
+                "state.backend = \"redis\" needs state.redis_url".into(),
+            )),
             (_, Some(url))
                 if !url.get_ref().starts_with("redis://")
                     && !url.get_ref().starts_with("rediss://") =>
             {
-                return err(
-                    url.span(),
+                problems.push((
+                    Some(url.span()),
                     format!("{:?} is not a redis:// or rediss:// URL", url.get_ref()),
-                )
+                ))
             }
             _ => {}
+        }
+        if !problems.is_empty() {
+            return Err(problems);
         }
 
         let trusted: Vec<_> = c

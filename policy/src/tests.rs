@@ -615,7 +615,8 @@ fn config_errors_in_the_policy_sections_are_located() {
         ),
     ];
     for (what, text, words) in cases {
-        let e = Config::from_toml(&text, "p.toml").unwrap_err();
+        let errors = Config::from_toml(&text, "p.toml").unwrap_err();
+        let e = errors.first();
         assert!(e.message.contains(words), "{what}: {e}");
         assert!(e.line > 1, "{what}: {e}");
     }

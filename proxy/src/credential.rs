@@ -10,10 +10,11 @@ use vendorgate_policy::config::{Credential, SecretSource};
 pub enum CredentialError {
     #[error("upstream.credential: environment variable {0} is not set")]
     MissingEnv(String),
-    #[error("upstream.credential: {path}: cannot read: {source}")]
+    #[error("upstream.credential: {path}: cannot read: {cause}")]
     Read {
         path: std::path::PathBuf,
-        source: std::io::Error,
+        /// Not `source`: the message already says it, and a chain would say it twice.
+        cause: std::io::Error,
     },
     #[error("upstream.credential: set exactly one of token_env or token_file")]
     Source,
@@ -27,9 +28,9 @@ fn secret(src: &SecretSource) -> Result<String, CredentialError> {
             std::env::var(var).map_err(|_| CredentialError::MissingEnv(var.clone()))?
         }
         (None, Some(path)) => {
-            std::fs::read_to_string(path).map_err(|source| CredentialError::Read {
+            std::fs::read_to_string(path).map_err(|cause| CredentialError::Read {
                 path: path.clone(),
-                source,
+                cause,
             })?
         }
         _ => return Err(CredentialError::Source),

@@ -25,10 +25,15 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Validate a config file (and the files it names) and print what it says.
+    /// Validate a config file (and the files and secrets it names), report every problem, and
+    /// print what it says.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+        /// Only the file itself: do not read the certificates, bundles, JWKS file or secrets it
+        /// names (to lint a policy in CI).
+        #[arg(long)]
+        policy_only: bool,
     },
     /// TLS material.
     Certs {
@@ -129,7 +134,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => cli::run::run(&config),
-        Command::Check { config } => cli::check(&config),
+        Command::Check {
+            config,
+            policy_only,
+        } => cli::check(&config, policy_only),
         Command::Certs {
             command: CertsCommand::Dev { out, names },
         } => cli::certs_dev(&out, &names),

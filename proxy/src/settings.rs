@@ -3,35 +3,30 @@
 
 use std::path::{Path, PathBuf};
 
-use vendorgate_certs::{client_config, load_certified_key, Alpn, CertError};
+use vendorgate_certs::{client_config, load_certified_key, load_certs, load_key, Alpn};
 use vendorgate_policy::config::Credential;
 use vendorgate_policy::KeySet;
 
 use crate::credential::{authorization, CredentialError};
-use vendorgate_policy::{Config, ConfigError};
+use vendorgate_policy::{Config, ConfigErrors};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not `source`: the message already says it, and a chain would say it twice.
+        cause: std::io::Error,
     },
     #[error(transparent)]
-    Invalid(#[from] ConfigError),
-    #[error(transparent)]
-    Certs(#[from] CertError),
-    #[error(transparent)]
-    Credential(#[from] CredentialError),
-    #[error("{path}: {detail}")]
-    Jwks { path: PathBuf, detail: String },
+    Invalid(#[from] ConfigErrors),
 }
 
 /// Reads and parses `path`; relative paths inside resolve against the file's directory.
 pub fn load_config(path: &Path) -> Result<Config, LoadError> {
-    let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| LoadError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     let mut config = Config::from_toml(&text, &path.display().to_string())?;
     config.resolve_paths(path.parent().unwrap_or(Path::new(".")));
@@ -42,27 +37,84 @@ pub fn load_config(path: &Path) -> Result<Config, LoadError> {
     Ok(config)
 }
 
-/// Loads the TLS material the config names, reporting the first file that is unusable.
-pub fn check_files(config: &Config) -> Result<(), LoadError> {
-    load_certified_key(&config.server.tls_cert, &config.server.tls_key)?;
-    client_config(config.upstream.ca_bundle.as_deref(), Alpn::Http11)?;
+/// Whether a problem `check` found is in the file's world or the machine's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    /// A file the config names is missing or unusable: fix the file or the config.
+    Error,
+    /// Only matters where the proxy runs: a secret's environment variable that is not set here.
+    RunTime,
+}
+
+/// One thing `check` found wrong beyond the config's own text.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub severity: Severity,
+    pub message: String,
+}
+
+/// Loads every file and secret the config names (TLS certificate and key, CA bundles, the JWKS
+/// file, the upstream credential) and reports each one that is unusable, not only the first.
+/// Network sources (a JWKS URL, OIDC discovery, the upstream itself) are not contacted.
+pub fn check_environment(config: &Config) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut error = |message: String| {
+        problems.push(Problem {
+            severity: Severity::Error,
+            message,
+        })
+    };
+    let (cert, key) = (&config.server.tls_cert, &config.server.tls_key);
+    match (load_certs(cert), load_key(key)) {
+        (Ok(_), Ok(_)) => {
+            if let Err(e) = load_certified_key(cert, key) {
+                error(format!("server.tls_key: {e}"));
+            }
+        }
+        (cert, key) => {
+            if let Err(e) = cert {
+                error(format!("server.tls_cert: {e}"));
+            }
+            if let Err(e) = key {
+                error(format!("server.tls_key: {e}"));
+            }
+        }
+    }
+    if let Err(e) = client_config(config.upstream.ca_bundle.as_deref(), Alpn::Http11) {
+        error(format!("upstream.ca_bundle: {e}"));
+    }
     if let Some(ca) = &config.identity.ca_bundle {
-        client_config(Some(ca), Alpn::Http11)?;
+        if let Err(e) = client_config(Some(ca), Alpn::Http11) {
+            error(format!("identity.ca_bundle: {e}"));
+        }
     }
     if let Some(path) = &config.identity.jwks_file {
-        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        KeySet::from_jwks(&text).map_err(|e| LoadError::Jwks {
-            path: path.clone(),
-            detail: e.to_string(),
-        })?;
+        match std::fs::read_to_string(path) {
+            Err(cause) => error(format!(
+                "identity.jwks_file: {}: cannot read: {cause}",
+                path.display()
+            )),
+            Ok(text) => {
+                if let Err(e) = KeySet::from_jwks(&text) {
+                    error(format!("identity.jwks_file: {}: {e}", path.display()));
+                }
+            }
+        }
     }
     if let Some(cred) = &config.upstream.credential {
-        authorization(cred)?;
+        match authorization(cred) {
+            Ok(_) => {}
+            Err(e @ CredentialError::MissingEnv(_)) => problems.push(Problem {
+                severity: Severity::RunTime,
+                message: e.to_string(),
+            }),
+            Err(e) => problems.push(Problem {
+                severity: Severity::Error,
+                message: e.to_string(),
+            }),
+        }
     }
-    Ok(())
+    problems
 }
 
 /// A few lines a person can read to confirm the file says what they meant.

@@ -227,3 +227,156 @@ async fn the_demo_serves_tickets_through_the_proxy() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// A config's problems, all of them, from one run of `check`: `(stderr lines, success)`.
+fn check_lines(path: &std::path::Path, extra: &[&str]) -> (Vec<String>, bool) {
+    let mut args = vec!["check", "--config", path.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let out = Command::new(BIN)
+        .args(&args)
+        .env_remove("ZENDESK_API_TOKEN")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (
+        stderr.lines().map(str::to_string).collect(),
+        out.status.success(),
+    )
+}
+
+#[test]
+fn check_reports_every_problem_in_one_run_and_says_which_are_for_run_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vendorgate.toml");
+    let policy = OPEN_POLICY.replace("@JWKS@", "jwks.json");
+    // Three mistakes in the file itself, far apart.
+    let broken = format!(
+        "[server]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\nidle_timeout = \"0s\"\n\n\
+         [upstream]\nurl = \"https://acme.zendesk.com\"\n{policy}\n\
+         [[limits.rate]]\nid = \"r\"\nper = \"account\"\nclasses = [\"exports\"]\nrequests = 5\nperiod = \"1m\"\n\n\
+         [state]\nbackend = \"redis\"\n"
+    );
+    std::fs::write(&path, &broken).unwrap();
+    let (lines, ok) = check_lines(&path, &[]);
+    assert!(!ok);
+    let errors: Vec<_> = lines.iter().filter(|l| l.starts_with("error: ")).collect();
+    assert_eq!(errors.len(), 3, "{lines:#?}");
+    assert!(errors[0].contains("server.idle_timeout must be greater than 0s"));
+    assert!(errors[1].contains("class \"exports\" is not used by any route"));
+    assert!(errors[2].contains("needs state.redis_url"));
+    let located = format!("{}:", path.display());
+    assert!(errors.iter().all(|e| e.contains(&located)), "{errors:#?}");
+    assert!(
+        lines.last().unwrap().contains("3 problems in the file"),
+        "{lines:#?}"
+    );
+
+    // A valid file whose certificate, key, JWKS file and secret are all missing: four lines,
+    // the secret marked as a run-time matter, each cause said once.
+    let valid = format!(
+        "[server]\nlisten = \"0.0.0.0:8443\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\n\
+         [upstream]\nurl = \"https://acme.zendesk.com\"\n\
+         credential = {{ type = \"bearer\", token_env = \"VG_TEST_UNSET_TOKEN\" }}\n{policy}"
+    );
+    std::fs::write(&path, &valid).unwrap();
+    let (lines, ok) = check_lines(&path, &[]);
+    assert!(!ok);
+    let with = |prefix: &str, words: &str| {
+        lines
+            .iter()
+            .filter(|l| l.starts_with(prefix) && l.contains(words))
+            .count()
+    };
+    assert_eq!(with("error: ", "server.tls_cert"), 1, "{lines:#?}");
+    assert_eq!(with("error: ", "server.tls_key"), 1, "{lines:#?}");
+    assert_eq!(with("error: ", "identity.jwks_file"), 1, "{lines:#?}");
+    assert_eq!(
+        with("run time: ", "VG_TEST_UNSET_TOKEN is not set"),
+        1,
+        "{lines:#?}"
+    );
+    for line in &lines {
+        assert_eq!(
+            line.matches("os error 2").count(),
+            usize::from(line.contains("os error")),
+            "said twice: {line}"
+        );
+    }
+    assert!(lines
+        .last()
+        .unwrap()
+        .contains("3 error(s), 1 run-time problem(s)"));
+
+    // The same file linted alone: valid.
+    let (lines, ok) = check_lines(&path, &["--policy-only"]);
+    assert!(ok, "{lines:#?}");
+}
+
+/// Every config the project ships (examples/, and the one inside the Kubernetes recipe) passes
+/// `check --policy-only` as it is, and the full `check` once the files and secret it names exist.
+#[test]
+fn every_shipped_config_checks() {
+    let k8s = std::fs::read_to_string(repo_path("deploy/kubernetes/vendorgate.yaml")).unwrap();
+    let embedded: String = k8s
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("vendorgate.toml: |"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    ") || l.is_empty())
+        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
+        .collect();
+    assert!(embedded.contains("[server]"), "{embedded}");
+    let mut configs = vec![("deploy/kubernetes/vendorgate.yaml".to_string(), embedded)];
+    for entry in std::fs::read_dir(repo_path("examples/policies")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            configs.push((
+                path.display().to_string(),
+                std::fs::read_to_string(&path).unwrap(),
+            ));
+        }
+    }
+    assert!(configs.len() >= 2);
+    for (name, text) in configs {
+        let dir = tempfile::tempdir().unwrap();
+        // Absolute paths (a container's) are moved under the temporary directory.
+        let text = text.replace("\"/etc/", &format!("\"{}/etc/", dir.path().display()));
+        let path = dir.path().join("vendorgate.toml");
+        std::fs::write(&path, &text).unwrap();
+        let (lines, ok) = check_lines(&path, &["--policy-only"]);
+        assert!(ok, "{name}: {lines:#?}");
+
+        // Stub what it names: the dev PKI for every certificate, key and CA, a dev JWKS.
+        let config = vendorgate_policy::Config::from_toml(&text, &name).unwrap();
+        let pki = vendorgate_certs::dev::DevPki::generate(vendorgate_certs::dev::LOCAL_NAMES)
+            .unwrap()
+            .write_to(&dir.path().join("pki"))
+            .unwrap();
+        let at = |p: &std::path::Path| dir.path().join(p);
+        let copy = |from: &std::path::Path, to: &std::path::Path| {
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(from, to).unwrap();
+        };
+        copy(&pki.server_cert, &at(&config.server.tls_cert));
+        copy(&pki.server_key, &at(&config.server.tls_key));
+        for ca in [&config.upstream.ca_bundle, &config.identity.ca_bundle]
+            .into_iter()
+            .flatten()
+        {
+            copy(&pki.ca_cert, &at(ca));
+        }
+        if let Some(jwks) = &config.identity.jwks_file {
+            let idp = vendorgate_mock::idp::DevIdp::new("https://idp.e2e.test");
+            std::fs::write(at(jwks), idp.jwks()).unwrap();
+        }
+        let out = Command::new(BIN)
+            .args(["check", "--config", path.to_str().unwrap()])
+            .env("ZENDESK_API_TOKEN", "stub-token")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::Context;
-use vendorgate::settings::{check_files, load_config, summary};
+use vendorgate::settings::{check_environment, load_config, summary, LoadError, Severity};
 use vendorgate_certs::dev::DevPki;
 
 pub mod audit;
@@ -11,10 +11,55 @@ pub mod demo;
 pub mod explain;
 pub mod run;
 
-pub fn check(config_path: &Path) -> anyhow::Result<()> {
-    let config = load_config(config_path)?;
-    check_files(&config)?;
-    println!("{}: OK", config_path.display());
+/// `vendorgate check`: every problem in one run, each on a line of its own saying whether it is
+/// an error in the file (or a file it names) or only matters at run time (a secret's variable not
+/// set on this machine). With `policy_only`, only the file itself: nothing it names is read, so a
+/// platform team can lint a policy in CI without the certificates and secrets.
+pub fn check(config_path: &Path, policy_only: bool) -> anyhow::Result<()> {
+    let config = match load_config(config_path) {
+        Ok(config) => config,
+        Err(LoadError::Invalid(errors)) => {
+            for e in &errors.0 {
+                eprintln!("error: {e}");
+            }
+            anyhow::bail!(
+                "{}: {} problem{} in the file",
+                config_path.display(),
+                errors.0.len(),
+                if errors.0.len() == 1 { "" } else { "s" }
+            );
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let problems = if policy_only {
+        Vec::new()
+    } else {
+        check_environment(&config)
+    };
+    for p in &problems {
+        let label = match p.severity {
+            Severity::Error => "error",
+            Severity::RunTime => "run time",
+        };
+        eprintln!("{label}: {}", p.message);
+    }
+    if !problems.is_empty() {
+        let errors = problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .count();
+        anyhow::bail!(
+            "{}: {errors} error(s), {} run-time problem(s)",
+            config_path.display(),
+            problems.len() - errors
+        );
+    }
+    let what = if policy_only {
+        "the policy is valid (the files and secrets it names were not checked)"
+    } else {
+        "OK"
+    };
+    println!("{}: {what}", config_path.display());
     print!("{}", summary(&config));
     Ok(())
 }

@@ -53,10 +53,11 @@ impl std::fmt::Display for KeySource {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeysError {
-    #[error("{path}: cannot read the JWKS: {source}")]
+    #[error("{path}: cannot read the JWKS: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        /// Not `source`: the message already says it, and a chain would say it twice.
+        cause: std::io::Error,
     },
     #[error("{origin}: {detail}")]
     Invalid { origin: String, detail: String },
@@ -176,9 +177,9 @@ impl KeyStore {
 }
 
 fn read_file(path: &std::path::Path) -> Result<KeySet, KeysError> {
-    let text = std::fs::read_to_string(path).map_err(|source| KeysError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| KeysError::Read {
         path: path.to_path_buf(),
-        source,
+        cause,
     })?;
     KeySet::from_jwks(&text).map_err(|e| KeysError::Invalid {
         origin: path.display().to_string(),

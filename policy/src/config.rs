@@ -533,6 +533,25 @@ pub struct Server {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish before connections are cut.
     #[serde(default = "defaults::shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// The origin agents reach the proxy at (`https://zendesk-gw.acme.example`): the upstream's
+    /// absolute links in JSON bodies and `Location` are rewritten to it. Unset: to the origin of
+    /// the request itself (`https://` and the `Host` the agent's client sent), which is right
+    /// unless something in front of the proxy changes the name.
+    #[serde(default)]
+    pub public_url: Option<PublicUrl>,
+}
+
+/// `server.public_url`: an origin, parsed like the upstream's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicUrl(pub UpstreamUrl);
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        UpstreamUrl::parse(&text)
+            .map(PublicUrl)
+            .map_err(|e| de::Error::custom(e.replace("upstream url", "public url")))
+    }
 }
 
 /// The operator-facing listener: health, readiness (and later metrics). Plain HTTP, loopback by default.
@@ -577,6 +596,18 @@ pub struct Upstream {
     /// by the client is removed first.
     #[serde(default = "defaults::identity_header")]
     pub identity_header: Option<String>,
+    /// Origins besides `url`'s that the upstream writes its own links with (Zendesk writes
+    /// `https://{subdomain}.zendesk.com` even behind a host-mapped domain); rewritten too.
+    #[serde(default)]
+    pub link_origins: Vec<UpstreamUrl>,
+    /// Request headers never sent upstream, besides the built-in ones (`Cookie`,
+    /// `X-On-Behalf-Of`: a SaaS session, or acting as another user).
+    #[serde(default)]
+    pub strip_request_headers: Vec<String>,
+    /// Response headers never passed to the agent, besides the built-in `Set-Cookie` (a session
+    /// with the proxy's own service account).
+    #[serde(default)]
+    pub strip_response_headers: Vec<String>,
 }
 
 /// Operational logging (not the decision trail).

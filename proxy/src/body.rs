@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::conn::InFlight;
+use crate::links::Rewriter;
 use crate::metering::{CapReached, Meter};
 use crate::trail::record::{Draft, Ending};
 use crate::upstream::Lease;
@@ -250,10 +251,10 @@ pub struct ProxyBody {
 }
 
 enum Kind {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     /// The upstream body counted against an egress budget; `held` is a chunk waiting for budget.
     Metered {
-        body: Incoming,
+        body: UpstreamBody,
         meter: Meter,
         held: Option<Bytes>,
         cut: bool,
@@ -273,7 +274,7 @@ impl ProxyBody {
         }
     }
 
-    pub fn upstream(body: Incoming, lease: Option<Lease>) -> Self {
+    pub fn upstream(body: UpstreamBody, lease: Option<Lease>) -> Self {
         ProxyBody {
             kind: Kind::Upstream(body),
             _in_flight: None,
@@ -284,7 +285,7 @@ impl ProxyBody {
         }
     }
 
-    pub fn metered(body: Incoming, meter: Meter, lease: Option<Lease>) -> Self {
+    pub fn metered(body: UpstreamBody, meter: Meter, lease: Option<Lease>) -> Self {
         ProxyBody {
             kind: Kind::Metered {
                 body,
@@ -396,7 +397,7 @@ impl ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Upstream(body) => Pin::new(body)
+            Kind::Upstream(body) => body
                 .poll_frame(cx)
                 .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
             Kind::Metered {
@@ -411,7 +412,7 @@ impl ProxyBody {
                 }
                 let data = match held.take() {
                     Some(d) => d,
-                    None => match ready!(Pin::new(&mut *body).poll_frame(cx)) {
+                    None => match ready!(body.poll_frame(cx)) {
                         Some(Ok(frame)) => match frame.into_data() {
                             Ok(d) => d,
                             Err(frame) => return Poll::Ready(Some(Ok(frame))),
@@ -458,4 +459,102 @@ impl ProxyBody {
             Kind::Upstream(body) | Kind::Metered { body, .. } => body.size_hint(),
         }
     }
+}
+
+/// The upstream's response body as the agent gets it: its links rewritten to the proxy's origin
+/// when it is JSON ([`crate::links`]), otherwise as it came. The egress meter sits after this, so
+/// it counts what the agent receives.
+pub struct UpstreamBody {
+    inner: Incoming,
+    rewriter: Option<Box<Rewriter>>,
+    /// Trailers that came while the rewriter held bytes: sent after those.
+    trailers: Option<Frame<Bytes>>,
+    /// The length may differ from the upstream's: no size to announce.
+    resized: bool,
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming) -> Self {
+        UpstreamBody {
+            inner,
+            rewriter: None,
+            trailers: None,
+            resized: false,
+        }
+    }
+
+    /// Rewrites its links with `rewriter`; `resized` when that can change its length.
+    pub fn rewriting(mut self, rewriter: Rewriter, resized: bool) -> Self {
+        self.rewriter = Some(Box::new(rewriter));
+        self.resized = resized;
+        self
+    }
+
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let Some(rw) = self.rewriter.as_mut() else {
+            return Pin::new(&mut self.inner).poll_frame(cx);
+        };
+        if let Some(trailers) = self.trailers.take() {
+            return Poll::Ready(Some(Ok(trailers)));
+        }
+        loop {
+            match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let mut out = rw.push(data);
+                        if self.inner.is_end_stream() {
+                            // hyper reads no further once a sized body's last byte is in.
+                            out = join(out, rw.finish());
+                        }
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out))));
+                        }
+                    }
+                    Err(trailers) => {
+                        let rest = rw.finish();
+                        if rest.is_empty() {
+                            return Poll::Ready(Some(Ok(trailers)));
+                        }
+                        self.trailers = Some(trailers);
+                        return Poll::Ready(Some(Ok(Frame::data(rest))));
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    let rest = rw.finish();
+                    return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+            && self.trailers.is_none()
+            && !self.rewriter.as_ref().is_some_and(|r| r.is_holding())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        if self.resized {
+            SizeHint::default()
+        } else {
+            self.inner.size_hint()
+        }
+    }
+}
+
+fn join(a: Bytes, b: Bytes) -> Bytes {
+    if b.is_empty() {
+        return a;
+    }
+    if a.is_empty() {
+        return b;
+    }
+    let mut out = bytes::BytesMut::with_capacity(a.len() + b.len());
+    out.extend_from_slice(&a);
+    out.extend_from_slice(&b);
+    out.freeze()
 }

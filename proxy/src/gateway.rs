@@ -14,6 +14,7 @@ use vendorgate_policy::Config;
 
 use crate::credential::{authorization, CredentialError};
 use crate::identity::{KeySource, KeyStore, KeysError, TokenCache};
+use crate::links::{Links, Public};
 use crate::metrics::Metrics;
 use crate::otel::Otel;
 use crate::request_id::RequestIds;
@@ -34,6 +35,8 @@ pub enum BuildError {
     Upstream(#[from] crate::upstream::SetupError),
     #[error("upstream.identity_header {0:?} is not a valid header name")]
     IdentityHeader(String),
+    #[error("{0}: {1:?} is not a valid header name")]
+    HeaderName(&'static str, String),
 }
 
 /// The reloadable part: the policy and what it needs to decide.
@@ -45,6 +48,41 @@ pub struct Active {
     pub identity_header: Option<HeaderName>,
     /// `config.version`, shared into every decision record without copying it per request.
     pub version: Arc<str>,
+    /// The upstream's origins, found in its responses and rewritten (see [`crate::links`]).
+    pub links: Arc<Links>,
+    /// `server.public_url`'s origin; `None`: each request's own.
+    pub public_origin: Option<Public>,
+    /// Request headers never sent upstream, response headers never sent to the agent.
+    pub strip_request: Vec<HeaderName>,
+    pub strip_response: Vec<HeaderName>,
+}
+
+/// Request headers that never reach the upstream, whatever the config says: a session with the
+/// SaaS (`Cookie`), acting as another user (`X-On-Behalf-Of`, honoured by Zendesk for OAuth
+/// credentials with the impersonate scope).
+const STRIP_REQUEST: [&str; 2] = ["cookie", "x-on-behalf-of"];
+/// Response headers that never reach the agent: a session cookie for the proxy's service account
+/// would let the agent use the SaaS directly.
+const STRIP_RESPONSE: [&str; 1] = ["set-cookie"];
+
+fn header_names(
+    builtin: &[&str],
+    configured: &[String],
+    key: &'static str,
+) -> Result<Vec<HeaderName>, BuildError> {
+    let mut names = Vec::new();
+    for name in builtin
+        .iter()
+        .copied()
+        .chain(configured.iter().map(String::as_str))
+    {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| BuildError::HeaderName(key, name.to_string()))?;
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
 }
 
 impl Active {
@@ -81,7 +119,32 @@ impl Active {
                     .map_err(|_| BuildError::IdentityHeader(h.clone()))
             })
             .transpose()?;
+        let u = &config.upstream;
+        let origins: Vec<String> = std::iter::once(&u.url)
+            .chain(&u.link_origins)
+            .map(|o| o.origin())
+            .collect();
+        let links = Arc::new(Links::new(origins.iter().map(String::as_str)));
+        let public_origin = config
+            .server
+            .public_url
+            .as_ref()
+            .map(|p| Public::new(&p.0.origin()));
+        let strip_request = header_names(
+            &STRIP_REQUEST,
+            &u.strip_request_headers,
+            "upstream.strip_request_headers",
+        )?;
+        let strip_response = header_names(
+            &STRIP_RESPONSE,
+            &u.strip_response_headers,
+            "upstream.strip_response_headers",
+        )?;
         Ok(Active {
+            links,
+            public_origin,
+            strip_request,
+            strip_response,
             version: Arc::from(config.version.as_str()),
             config,
             keys,

@@ -20,6 +20,7 @@ pub mod http_client;
 pub mod identity;
 pub mod ip_text;
 pub mod limits;
+pub mod links;
 pub mod memory;
 pub mod metering;
 pub mod metrics;

@@ -22,13 +22,16 @@ use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Vers
 use hyper::body::Incoming;
 use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifyError};
 
-use crate::body::{ProxyBody, RequestBody};
+use std::borrow::Cow;
+
+use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::conn::{ConnInfo, InFlight};
 use crate::errors::{error_response, ProxyError};
 use crate::gateway::{Active, Gateway};
 use crate::headers::{set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID};
 use crate::identity::cache::{token_key, Identity};
 use crate::limits::{self, Limited};
+use crate::links::Public;
 use crate::metering::Meter;
 use crate::request_id;
 use crate::trace_context::TraceContext;
@@ -260,6 +263,7 @@ fn forward<'a>(
 
         // Phase 4: upstream request, built in a block: only the send is held while the upstream
         // answers, not the parts it was made from (every step of a request moves its future whole).
+        let origin_host: Option<HeaderValue>;
         let (sending, overflow) = {
             let (mut parts, body) = req.into_parts();
             let path = gw
@@ -269,7 +273,18 @@ fn forward<'a>(
                     ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}"))
                 })?;
             let mut headers = std::mem::take(&mut parts.headers);
+            // Where the agent reached us: its links are rewritten to that origin (unless
+            // `server.public_url` says where).
+            origin_host = headers
+                .get(header::HOST)
+                .cloned()
+                .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
             strip_hop_by_hop(&mut headers);
+            for name in &active.strip_request {
+                headers.remove(name);
+            }
+            // Links are rewritten in plain bodies only: ask for no compression.
+            headers.remove(header::ACCEPT_ENCODING);
             // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI: the upstream's.
             headers.remove(header::HOST);
             // The agent's token is for us; the upstream gets the proxy's own credential, or none.
@@ -351,6 +366,15 @@ fn forward<'a>(
             .await?;
         }
         strip_hop_by_hop(&mut parts.headers);
+        for name in &active.strip_response {
+            parts.headers.remove(name);
+        }
+        let body = rewrite_links(
+            active,
+            origin_host.as_ref(),
+            &mut parts.headers,
+            UpstreamBody::new(body),
+        );
         if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
             parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
         }
@@ -385,6 +409,62 @@ fn ambiguous_host<B>(req: &Request<B>) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// The origin the agent's links should point at: `server.public_url`, else `https://` and the
+/// authority the request was sent to (validated as one).
+fn public_origin<'a>(active: &'a Active, host: Option<&HeaderValue>) -> Option<Cow<'a, Public>> {
+    if let Some(public) = &active.public_origin {
+        return Some(Cow::Borrowed(public));
+    }
+    let host = host?.to_str().ok()?;
+    let authority: http::uri::Authority = host.parse().ok()?;
+    (!authority.as_str().contains('@'))
+        .then(|| Cow::Owned(Public::new(&format!("https://{authority}"))))
+}
+
+/// Moves the upstream's links to the agent's origin ([`public_origin`]): in `Location`, and in a
+/// JSON body as it streams. A compressed body (the upstream was asked for none) passes as it is,
+/// logged. The origin is worked out only for a response that has links to move.
+fn rewrite_links(
+    active: &Active,
+    host: Option<&HeaderValue>,
+    headers: &mut http::HeaderMap,
+    body: UpstreamBody,
+) -> UpstreamBody {
+    let location = headers.get(header::LOCATION).and_then(|l| l.to_str().ok());
+    let json = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"json"))
+    });
+    if location.is_none() && !json {
+        return body;
+    }
+    let Some(public) = public_origin(active, host) else {
+        return body;
+    };
+    if let Some(moved) = location
+        .and_then(|l| active.links.rewrite_url(l, public.as_str()))
+        .and_then(|l| HeaderValue::from_str(&l).ok())
+    {
+        headers.insert(header::LOCATION, moved);
+    }
+    if !json {
+        return body;
+    }
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        tracing::warn!("a compressed JSON response passes with its links unrewritten");
+        return body;
+    }
+    let resized = active.links.changes_length(&public);
+    if resized {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    body.rewriting(active.links.rewriter(&public), resized)
 }
 
 /// The declared body length, when there is a well-formed one.

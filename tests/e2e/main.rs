@@ -9,6 +9,7 @@ mod errors;
 mod forwarding;
 mod lifecycle;
 mod limits;
+mod links;
 mod policy;
 mod tls;
 mod trail;

@@ -124,21 +124,33 @@ async fn ticket<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, token: &str) 
         let Some((head, body)) = text.split_once("\r\n\r\n") else {
             continue;
         };
-        let length: usize = head
-            .lines()
-            .find_map(|l| {
-                l.to_ascii_lowercase()
-                    .strip_prefix("content-length: ")
-                    .map(str::to_owned)
-            })
-            .expect("a Content-Length")
-            .trim()
-            .parse()
-            .unwrap();
-        if body.len() >= length {
-            let status = head[9..12].parse().unwrap();
-            return (status, body.to_owned());
+        let status = head[9..12].parse().unwrap();
+        let length = head.lines().find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse::<usize>().unwrap())
+        });
+        match length {
+            Some(length) if body.len() >= length => return (status, body[..length].to_owned()),
+            Some(_) => continue,
+            // Chunked (the proxy rewrote the JSON's links, so its length changed).
+            None if body.ends_with("0\r\n\r\n") => return (status, dechunk(body)),
+            None => continue,
         }
+    }
+}
+
+/// A chunked HTTP/1.1 body, its chunks put together.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size.trim(), 16).unwrap();
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
     }
 }
 

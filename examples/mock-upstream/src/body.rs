@@ -15,6 +15,14 @@ pub enum MockBody {
         remaining: u64,
         sized: bool,
     },
+    /// These pieces, each its own frame, `gap` apart (so a proxy reads them separately), with
+    /// their total length declared.
+    Paced {
+        parts: std::collections::VecDeque<Bytes>,
+        gap: std::time::Duration,
+        wait: Option<Pin<Box<tokio::time::Sleep>>>,
+        remaining: u64,
+    },
 }
 
 impl MockBody {
@@ -24,6 +32,16 @@ impl MockBody {
 
     pub fn empty() -> Self {
         MockBody::Full(None)
+    }
+
+    /// `parts` sent one frame each, `gap` apart.
+    pub fn paced(parts: Vec<Bytes>, gap: std::time::Duration) -> Self {
+        MockBody::Paced {
+            remaining: parts.iter().map(|p| p.len() as u64).sum(),
+            parts: parts.into(),
+            gap,
+            wait: None,
+        }
     }
 
     /// `total` bytes made of `chunk` repeated (the last piece cut short).
@@ -42,9 +60,25 @@ impl http_body::Body for MockBody {
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
+            MockBody::Paced {
+                parts,
+                gap,
+                wait,
+                remaining,
+            } => {
+                if let Some(w) = wait {
+                    std::task::ready!(std::future::Future::poll(w.as_mut(), cx));
+                }
+                let Some(part) = parts.pop_front() else {
+                    return Poll::Ready(None);
+                };
+                *wait = Some(Box::pin(tokio::time::sleep(*gap)));
+                *remaining -= part.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(part))))
+            }
             MockBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
             MockBody::Repeat {
                 chunk, remaining, ..
@@ -62,7 +96,9 @@ impl http_body::Body for MockBody {
     fn is_end_stream(&self) -> bool {
         match self {
             MockBody::Full(data) => data.is_none(),
-            MockBody::Repeat { remaining, .. } => *remaining == 0,
+            MockBody::Repeat { remaining, .. } | MockBody::Paced { remaining, .. } => {
+                *remaining == 0
+            }
         }
     }
 
@@ -71,6 +107,7 @@ impl http_body::Body for MockBody {
             MockBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
+            MockBody::Paced { remaining, .. } => SizeHint::with_exact(*remaining),
             MockBody::Repeat {
                 remaining, sized, ..
             } => {

@@ -138,6 +138,12 @@ fn json_reply(status: StatusCode, value: &Value) -> Reply {
     h.insert("x-zendesk-api-version", HeaderValue::from_static("v2"));
     h.insert("x-rate-limit", HeaderValue::from_static("700"));
     h.insert("x-rate-limit-remaining", HeaderValue::from_static("699"));
+    // Zendesk hands API clients a session cookie too; through a proxy it would be the proxy's
+    // service account's session.
+    h.insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static("_zendesk_shared_session=mock-session; path=/; secure; HttpOnly"),
+    );
     if let Ok(v) = HeaderValue::from_str(&format!("zd-{n:016x}")) {
         h.insert("x-request-id", v);
     }
@@ -395,6 +401,23 @@ async fn mock_endpoint(
             r.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("application/octet-stream"),
+            );
+            r
+        }
+        // A link to this host cut in two, the halves sent apart: a proxy that rewrites links
+        // must find it across its reads.
+        "split" => {
+            let link = format!("{}/api/v2/tickets.json?page=2", base_url(parts));
+            let text = format!("{{\"next_page\":\"{link}\",\"count\":1}}");
+            let cut = text.find("://").unwrap_or(0) + 5;
+            let halves = vec![
+                Bytes::copy_from_slice(&text.as_bytes()[..cut]),
+                Bytes::copy_from_slice(&text.as_bytes()[cut..]),
+            ];
+            let mut r = Response::new(MockBody::paced(halves, Duration::from_millis(50)));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
             );
             r
         }

@@ -4,6 +4,7 @@
 mod support;
 
 mod cli;
+mod clients;
 mod endings;
 mod errors;
 mod forwarding;

@@ -38,8 +38,13 @@ pub struct Pki {
 
 impl Pki {
     pub fn new() -> Self {
+        Self::with_names(LOCAL_NAMES)
+    }
+
+    /// The same, the server certificate valid for `names`.
+    pub fn with_names(names: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let files = DevPki::generate(LOCAL_NAMES)
+        let files = DevPki::generate(names)
             .unwrap()
             .write_to(&dir.path().join("certs"))
             .unwrap();

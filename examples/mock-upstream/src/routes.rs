@@ -93,15 +93,19 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Inf
             None => not_found(),
         },
         (&Method::GET, ["tickets", id, "comments"]) => match record_id(id, o.tickets_total) {
-            Some(id) => ok(comments(id)),
+            Some(id) => ok(comments(&base, id, &query)),
             None => not_found(),
         },
+        (&Method::GET, ["search"]) => search(&base, &query, o.tickets_total),
         (&Method::GET, ["users"]) => list_users(&base, &query, o.users_total),
         (&Method::GET, ["users", "me"]) => ok(json!({"user": user(&base, 901)})),
         (&Method::GET, ["users", id]) => match record_id(id, o.users_total) {
             Some(id) => ok(json!({"user": user(&base, id)})),
             None => not_found(),
         },
+        (&Method::GET, ["incremental", "tickets"]) => {
+            incremental_by_time(&base, &query, o.export_page_size, o.export_total)
+        }
         (&Method::GET, ["incremental", kind @ ("tickets" | "users"), "cursor"]) => {
             incremental_export(&base, kind, &query, o.export_page_size, o.export_total)
         }
@@ -325,19 +329,83 @@ async fn update_ticket(base: &str, id: u64, body: Incoming) -> Reply {
     }))
 }
 
-fn comments(ticket_id: u64) -> Value {
+/// Ticket 42 has a long conversation (250 comments, paginated like Zendesk's: 100 a page, absolute
+/// `next_page`); every other ticket has three.
+pub(crate) const LONG_TICKET: u64 = 42;
+
+fn comments(base: &str, ticket_id: u64, q: &Query) -> Value {
+    let total = if ticket_id == LONG_TICKET { 250 } else { 3 };
+    let per_page = q.number("per_page").unwrap_or(100).clamp(1, 100);
+    let page = q.number("page").unwrap_or(1).max(1);
+    let start = (page - 1) * per_page;
+    let link = |p: u64| {
+        format!("{base}/api/v2/tickets/{ticket_id}/comments.json?page={p}&per_page={per_page}")
+    };
     json!({
-        "comments": (0..3).map(|i| json!({
-            "id": ticket_id * 100 + i, "type": "Comment", "author_id": 10_000 + ticket_id % 5_000,
-            "body": format!("Message {} on ticket {ticket_id}", i + 1),
-            "html_body": format!("<p>Message {} on ticket {ticket_id}</p>", i + 1),
-            "plain_body": format!("Message {} on ticket {ticket_id}", i + 1),
-            "public": i != 2, "attachments": [], "audit_id": ticket_id * 10 + i,
+        "comments": ((start + 1)..=(start + per_page).min(total)).map(|i| json!({
+            "id": ticket_id * 1000 + i, "type": "Comment", "author_id": 10_000 + ticket_id % 5_000,
+            "body": format!("Message {i} on ticket {ticket_id}"),
+            "html_body": format!("<p>Message {i} on ticket {ticket_id}</p>"),
+            "plain_body": format!("Message {i} on ticket {ticket_id}"),
+            "public": i % 3 != 0, "attachments": [], "audit_id": ticket_id * 1000 + i,
             "via": {"channel": "web"}, "created_at": "2025-06-01T10:00:00Z",
             "metadata": {"system": {"client": "Mozilla/5.0", "ip_address": "198.51.100.7", "location": "Lyon, France"}}
         })).collect::<Vec<_>>(),
-        "next_page": null, "previous_page": null, "count": 3
+        "next_page": (start + per_page < total).then(|| link(page + 1)),
+        "previous_page": (page > 1).then(|| link(page - 1)),
+        "count": total
     })
+}
+
+/// `/search?query=`: offset pagination over every ticket (at most 250 results), as `results` with
+/// their `result_type`.
+fn search(base: &str, q: &Query, tickets: u64) -> Reply {
+    let Some(query) = q.get("query").filter(|s| !s.is_empty()) else {
+        return bad_request("InvalidValue", "query is required");
+    };
+    let total = tickets.min(250);
+    let per_page = q.number("per_page").unwrap_or(100).clamp(1, 100);
+    let page = q.number("page").unwrap_or(1).max(1);
+    let start = (page - 1) * per_page;
+    let query = crate::query::encode(query);
+    let link =
+        |p: u64| format!("{base}/api/v2/search.json?page={p}&per_page={per_page}&query={query}");
+    ok(json!({
+        "results": ((start + 1)..=(start + per_page).min(total)).map(|id| {
+            let mut t = ticket(base, id);
+            t["result_type"] = json!("ticket");
+            t
+        }).collect::<Vec<_>>(),
+        "next_page": (start + per_page < total).then(|| link(page + 1)),
+        "previous_page": (page > 1).then(|| link(page - 1)),
+        "count": total,
+        "facets": null
+    }))
+}
+
+/// The epoch second ticket `id` was last updated at, in the time-based incremental export.
+const EPOCH: u64 = 1_700_000_000;
+
+/// `/incremental/tickets?start_time=`: the time-based export, `next_page` to the next start time
+/// and `end_of_stream` on the last page.
+fn incremental_by_time(base: &str, q: &Query, per_page: u64, total: u64) -> Reply {
+    let Some(start_time) = q.number("start_time") else {
+        return bad_request("InvalidValue", "start_time is required");
+    };
+    let start = start_time.saturating_sub(EPOCH).min(total);
+    let end = (start + per_page).min(total);
+    let end_of_stream = end >= total;
+    ok(json!({
+        "tickets": ((start + 1)..=end).map(|id| {
+            let mut t = ticket(base, id);
+            t["generated_timestamp"] = json!(EPOCH + id);
+            t
+        }).collect::<Vec<_>>(),
+        "next_page": format!("{base}/api/v2/incremental/tickets.json?start_time={}", EPOCH + end),
+        "end_time": EPOCH + end,
+        "count": end - start,
+        "end_of_stream": end_of_stream
+    }))
 }
 
 async fn read_small(body: Incoming) -> Option<Bytes> {

@@ -1,0 +1,41 @@
+"""Walks a Zendesk account through vendorgate with zenpy, unchanged but for its base URL and token.
+
+Run by the end-to-end tests (tests/e2e/clients.rs) with VG_PORT (the proxy's port) and VG_TOKEN
+(the agent's bearer token) set, and REQUESTS_CA_BUNDLE trusting the proxy's dev CA. zenpy builds
+its base URL as https://{subdomain}.{domain}; the proxy is "zendesk-gw.localhost:{port}", which
+this harness resolves to loopback as DNS would. Prints what it read, as JSON.
+"""
+
+import json
+import os
+import socket
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".pydeps"))
+
+_resolve = socket.getaddrinfo
+
+
+def _loopback(host, *args, **kwargs):
+    if isinstance(host, str) and host.endswith(".localhost"):
+        host = "127.0.0.1"
+    return _resolve(host, *args, **kwargs)
+
+
+socket.getaddrinfo = _loopback
+
+from zenpy import Zenpy  # noqa: E402  (after the resolver is in place)
+
+zenpy = Zenpy(
+    subdomain="zendesk-gw",
+    domain="localhost:" + os.environ["VG_PORT"],
+    oauth_token=os.environ["VG_TOKEN"],
+    disable_cache=True,
+)
+read = {
+    "tickets": sum(1 for _ in zenpy.tickets()),
+    "comments": sum(1 for _ in zenpy.tickets.comments(ticket=42)),
+    "search": sum(1 for _ in zenpy.search("status:open", type="ticket")),
+    "incremental": sum(1 for _ in zenpy.tickets.incremental(start_time=1_700_000_000)),
+}
+print(json.dumps(read))

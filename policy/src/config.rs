@@ -608,6 +608,12 @@ pub struct Upstream {
     /// with the proxy's own service account).
     #[serde(default)]
     pub strip_response_headers: Vec<String>,
+    /// Hosts the upstream may redirect to for a download (Zendesk's attachments:
+    /// `*.zdusercontent.com`): the proxy fetches those itself, without the upstream credential,
+    /// metered and recorded, and the agent never sees where. A redirect elsewhere is refused.
+    /// `*.example.com` matches any name below example.com.
+    #[serde(default)]
+    pub redirect_hosts: Vec<String>,
 }
 
 /// Operational logging (not the decision trail).

@@ -30,6 +30,10 @@ pub enum ProxyError {
     UpstreamTimeout,
     #[error("the upstream broke the exchange: {0}")]
     UpstreamProtocol(String),
+    #[error("the upstream redirected to {0}, which is not in upstream.redirect_hosts")]
+    RedirectRefused(String),
+    #[error("no live download grant for this account at this path")]
+    DownloadUnknown,
 }
 
 impl ProxyError {
@@ -46,6 +50,8 @@ impl ProxyError {
             ProxyError::UpstreamTls(_) => "upstream_tls_error",
             ProxyError::UpstreamTimeout => "upstream_timeout",
             ProxyError::UpstreamProtocol(_) => "upstream_protocol_error",
+            ProxyError::RedirectRefused(_) => "upstream_redirect_refused",
+            ProxyError::DownloadUnknown => "download_unknown",
         }
     }
 
@@ -59,7 +65,9 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnreachable(_)
             | ProxyError::UpstreamTls(_)
-            | ProxyError::UpstreamProtocol(_) => StatusCode::BAD_GATEWAY,
+            | ProxyError::UpstreamProtocol(_)
+            | ProxyError::RedirectRefused(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::DownloadUnknown => StatusCode::NOT_FOUND,
             ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -140,6 +148,12 @@ mod tests {
                 "upstream_protocol_error",
                 502,
             ),
+            (
+                ProxyError::RedirectRefused("x".into()),
+                "upstream_redirect_refused",
+                502,
+            ),
+            (ProxyError::DownloadUnknown, "download_unknown", 404),
         ];
         for (err, code, status) in table {
             assert_eq!((err.code(), err.status().as_u16()), (code, status), "{err}");

@@ -13,6 +13,7 @@ use vendorgate_certs::{server_config, Alpn, CertError, ReloadableCert};
 use vendorgate_policy::Config;
 
 use crate::credential::{authorization, CredentialError};
+use crate::downloads::Downloads;
 use crate::identity::{KeySource, KeyStore, KeysError, TokenCache};
 use crate::links::{Links, Public};
 use crate::metrics::Metrics;
@@ -168,6 +169,8 @@ pub struct Gateway {
     pub metrics: Arc<Metrics>,
     pub otel: Option<Arc<Otel>>,
     pub upstream: Upstream,
+    /// Redirects to other hosts the proxy follows itself (startup config).
+    pub downloads: Downloads,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
     pub tls: Arc<rustls::ServerConfig>,
@@ -204,6 +207,10 @@ impl Gateway {
             .keep_alive_timeout(std::time::Duration::from_secs(20));
 
         let upstream = Upstream::new(&config.upstream)?;
+        let downloads = Downloads::new(
+            &config.upstream.redirect_hosts,
+            config.upstream.ca_bundle.as_deref(),
+        )?;
         let tokens = TokenCache::new(config.identity.token_cache_entries);
         let state = StateStore::new(&config.state);
         let trail = Trail::start(&config.trail);
@@ -225,6 +232,7 @@ impl Gateway {
             metrics,
             otel,
             upstream,
+            downloads,
             request_ids: RequestIds::new(),
             cert,
             tls,
@@ -281,6 +289,9 @@ impl Gateway {
         if old.upstream.url != new.upstream.url || old.upstream.ca_bundle != new.upstream.ca_bundle
         {
             needs_restart.push("upstream.url/ca_bundle");
+        }
+        if old.upstream.redirect_hosts != new.upstream.redirect_hosts {
+            needs_restart.push("upstream.redirect_hosts");
         }
         self.active.store(Arc::new(next));
         self.tokens.clear();

@@ -13,6 +13,7 @@ pub mod body;
 pub mod client_io;
 pub mod conn;
 pub mod credential;
+pub mod downloads;
 pub mod errors;
 pub mod gateway;
 pub mod headers;

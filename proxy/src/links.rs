@@ -212,14 +212,24 @@ impl Links {
     /// A `Location` (or any absolute URL) on an upstream origin, moved to `public`; `None` when it
     /// points elsewhere.
     pub fn rewrite_url(&self, url: &str, public: &str) -> Option<String> {
+        let origin = self.origin_of(url)?;
+        Some(format!("{public}{}", &url[origin..]))
+    }
+
+    /// The length of the upstream origin `url` starts with, if it is on one.
+    fn origin_of(&self, url: &str) -> Option<usize> {
         self.patterns
             .iter()
             .filter(|(_, escaped)| !escaped)
             .find_map(|(origin, _)| {
                 let rest = url.as_bytes().strip_prefix(&origin[..])?;
-                matches!(rest.first(), None | Some(b'/' | b'?' | b'#'))
-                    .then(|| format!("{public}{}", &url[origin.len()..]))
+                matches!(rest.first(), None | Some(b'/' | b'?' | b'#')).then_some(origin.len())
             })
+    }
+
+    /// Whether `url` is on one of the upstream's origins.
+    pub fn on_upstream(&self, url: &str) -> bool {
+        self.origin_of(url).is_some()
     }
 
     /// The longest pattern: at most this much of a body is ever held back.

@@ -20,12 +20,13 @@ use std::sync::Arc;
 
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
-use vendorgate_policy::{bearer, Challenge, Denial, Reason, VerifyError};
+use vendorgate_policy::{bearer, Admission, Challenge, Denial, Reason, VerifyError};
 
 use std::borrow::Cow;
 
 use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::conn::{ConnInfo, InFlight};
+use crate::downloads;
 use crate::errors::{error_response, ProxyError};
 use crate::gateway::{Active, Gateway};
 use crate::headers::{set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID};
@@ -232,10 +233,34 @@ fn forward<'a>(
         draft.identity = Some(cached.clone());
         let standing = &cached.standing;
         draft.vendor = Some(standing.vendor);
+        let vendor_id = policy
+            .vendors
+            .get(standing.vendor)
+            .map_or("", |v| v.id.as_str());
+        // A download the upstream redirected this account to (see `downloads`): followed only by
+        // the account it was granted to, authorized as the request that was redirected.
+        let download = match admission.path.strip_prefix(downloads::PREFIX) {
+            Some(grant) => Some(
+                gw.downloads
+                    .find(grant, vendor_id, &cached.token.account)
+                    .filter(|_| matches!(*req.method(), Method::GET | Method::HEAD))
+                    .ok_or(ProxyError::DownloadUnknown)?,
+            ),
+            None => None,
+        };
 
         // Phase 3: authorization, then the limits (only now: a request that fails authentication must
         // not spend anyone's rate limit or touch a session).
-        let allow = policy.authorize(&admission, req.method(), standing, now)?;
+        let allow = match &download {
+            Some(grant) => {
+                let redirected = Admission {
+                    client_ip: admission.client_ip,
+                    path: grant.path.clone(),
+                };
+                policy.authorize(&redirected, &Method::GET, standing, now)?
+            }
+            None => policy.authorize(&admission, req.method(), standing, now)?,
+        };
         draft.allowed = true;
         draft.route = Some(allow.route);
         limits::check_session(&gw.state, policy, &allow, &cached, now_ms).await?;
@@ -261,92 +286,103 @@ fn forward<'a>(
             "allowed"
         );
 
-        // Phase 4: upstream request, built in a block: only the send is held while the upstream
-        // answers, not the parts it was made from (every step of a request moves its future whole).
-        let origin_host: Option<HeaderValue>;
-        let (sending, overflow) = {
-            let (mut parts, body) = req.into_parts();
-            let path = gw
-                .upstream
-                .path_for(&admission.path, parts.uri.path_and_query())
-                .map_err(|e| {
-                    ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}"))
-                })?;
-            let mut headers = std::mem::take(&mut parts.headers);
-            // Where the agent reached us: its links are rewritten to that origin (unless
-            // `server.public_url` says where).
-            origin_host = headers
-                .get(header::HOST)
-                .cloned()
-                .or_else(|| parts.uri.authority().and_then(|a| a.as_str().parse().ok()));
-            strip_hop_by_hop(&mut headers);
-            for name in &active.strip_request {
-                headers.remove(name);
-            }
-            // Links are rewritten in plain bodies only: ask for no compression.
-            headers.remove(header::ACCEPT_ENCODING);
-            // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI: the upstream's.
-            headers.remove(header::HOST);
-            // The agent's token is for us; the upstream gets the proxy's own credential, or none.
-            headers.remove(header::AUTHORIZATION);
-            if let Some(credential) = &active.credential {
-                headers.insert(header::AUTHORIZATION, credential.clone());
-            }
-            if let Some(name) = &active.identity_header {
-                // Whatever the client put there is a claim, not a fact: replace it.
-                headers.insert(name.clone(), cached.who.clone());
-            }
-            set_forwarded(&mut headers, admission.client_ip);
-            headers.insert(request_id::HEADER.clone(), request_id.clone());
-            headers.insert(
-                HeaderName::from_static("traceparent"),
-                draft.trace.traceparent(),
-            );
+        // Where the agent reached us: its links are rewritten to that origin (unless
+        // `server.public_url` says where).
+        let origin_host = req
+            .headers()
+            .get(header::HOST)
+            .cloned()
+            .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok()));
 
-            let (body, overflow) =
-                RequestBody::new(body, limit, gw.config.server.body_read_timeout.0);
-            let mut body = body.counting(draft.bytes_in.clone());
-            if overflow.is_some() {
-                // There is an upload: it may outlast the response.
-                body = body.holding(in_flight.also());
-            }
-            if !ingress.is_empty() {
-                body = body.metered(Meter::new(&gw.state, ingress));
-            }
-            let mut up_req = Request::new(body);
-            *up_req.method_mut() = parts.method;
-            *up_req.uri_mut() = Uri::from(path);
-            // The pool speaks whichever version the upstream negotiated; HTTP/1.1 here means "either".
-            *up_req.version_mut() = Version::HTTP_11;
-            *up_req.headers_mut() = headers;
-            let sending =
-                tokio::time::timeout(gw.upstream.response_timeout, gw.upstream.send(up_req));
-            (sending, overflow)
-        };
+        // Phase 4: upstream request (or the download's), built in a block: only the send is held
+        // while the upstream answers, not the parts it was made from (every step of a request
+        // moves its future whole).
+        let (upstream_resp, lease) = if let Some(grant) = &download {
+            draft.forwarded = true;
+            let fetch = gw.downloads.fetch(grant, req.headers());
+            let fetched = tokio::time::timeout(gw.upstream.response_timeout, fetch)
+                .await
+                .map_err(|_| ProxyError::UpstreamTimeout)??;
+            (fetched, None)
+        } else {
+            let (sending, overflow) = {
+                let (mut parts, body) = req.into_parts();
+                let path = gw
+                    .upstream
+                    .path_for(&admission.path, parts.uri.path_and_query())
+                    .map_err(|e| {
+                        ProxyError::UpstreamProtocol(format!("cannot build upstream URI: {e}"))
+                    })?;
+                let mut headers = std::mem::take(&mut parts.headers);
+                strip_hop_by_hop(&mut headers);
+                for name in &active.strip_request {
+                    headers.remove(name);
+                }
+                // Links are rewritten in plain bodies only: ask for no compression.
+                headers.remove(header::ACCEPT_ENCODING);
+                // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI: the upstream's.
+                headers.remove(header::HOST);
+                // The agent's token is for us; the upstream gets the proxy's own credential, or none.
+                headers.remove(header::AUTHORIZATION);
+                if let Some(credential) = &active.credential {
+                    headers.insert(header::AUTHORIZATION, credential.clone());
+                }
+                if let Some(name) = &active.identity_header {
+                    // Whatever the client put there is a claim, not a fact: replace it.
+                    headers.insert(name.clone(), cached.who.clone());
+                }
+                set_forwarded(&mut headers, admission.client_ip);
+                headers.insert(request_id::HEADER.clone(), request_id.clone());
+                headers.insert(
+                    HeaderName::from_static("traceparent"),
+                    draft.trace.traceparent(),
+                );
 
-        // From here the SaaS may receive the request, whatever the client does next.
-        draft.forwarded = true;
-        let (upstream_resp, lease) = match sending.await.map_err(|_| ProxyError::UpstreamTimeout)? {
-            Ok(sent) => sent,
-            Err(e) => {
-                return Err(match overflow {
-                    Some(flag) if flag.happened() => {
-                        Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit })
-                    }
-                    Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
-                        Reason::IngressCapExceeded,
-                        "limits.ingress (budget ran out during the upload)",
-                    )),
-                    Some(flag) if flag.timed_out() => Refusal::Proxy(
-                        ProxyError::RequestBodyTimeout(gw.config.server.body_read_timeout.0),
-                    ),
-                    Some(flag) if flag.client_gone() => {
-                        // Whatever the upstream made of the broken upload, the client left.
-                        draft.client_left = true;
-                        Refusal::Proxy(ProxyError::RequestBodyIncomplete(e.to_string()))
-                    }
-                    _ => Refusal::Proxy(classify(&e)),
-                });
+                let (body, overflow) =
+                    RequestBody::new(body, limit, gw.config.server.body_read_timeout.0);
+                let mut body = body.counting(draft.bytes_in.clone());
+                if overflow.is_some() {
+                    // There is an upload: it may outlast the response.
+                    body = body.holding(in_flight.also());
+                }
+                if !ingress.is_empty() {
+                    body = body.metered(Meter::new(&gw.state, ingress));
+                }
+                let mut up_req = Request::new(body);
+                *up_req.method_mut() = parts.method;
+                *up_req.uri_mut() = Uri::from(path);
+                // The pool speaks whichever version the upstream negotiated; HTTP/1.1 here means "either".
+                *up_req.version_mut() = Version::HTTP_11;
+                *up_req.headers_mut() = headers;
+                let sending =
+                    tokio::time::timeout(gw.upstream.response_timeout, gw.upstream.send(up_req));
+                (sending, overflow)
+            };
+
+            // From here the SaaS may receive the request, whatever the client does next.
+            draft.forwarded = true;
+            match sending.await.map_err(|_| ProxyError::UpstreamTimeout)? {
+                Ok(sent) => sent,
+                Err(e) => {
+                    return Err(match overflow {
+                        Some(flag) if flag.happened() => {
+                            Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit })
+                        }
+                        Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
+                            Reason::IngressCapExceeded,
+                            "limits.ingress (budget ran out during the upload)",
+                        )),
+                        Some(flag) if flag.timed_out() => Refusal::Proxy(
+                            ProxyError::RequestBodyTimeout(gw.config.server.body_read_timeout.0),
+                        ),
+                        Some(flag) if flag.client_gone() => {
+                            // Whatever the upstream made of the broken upload, the client left.
+                            draft.client_left = true;
+                            Refusal::Proxy(ProxyError::RequestBodyIncomplete(e.to_string()))
+                        }
+                        _ => Refusal::Proxy(classify(&e)),
+                    });
+                }
             }
         };
 
@@ -368,6 +404,22 @@ fn forward<'a>(
         strip_hop_by_hop(&mut parts.headers);
         for name in &active.strip_response {
             parts.headers.remove(name);
+        }
+        if parts.status.is_redirection() {
+            let granted = Granted {
+                vendor: vendor_id,
+                account: &cached.token.account,
+                path: &admission.path,
+            };
+            let from_download = download.is_some();
+            redirect_elsewhere(
+                gw,
+                active,
+                origin_host.as_ref(),
+                granted,
+                from_download,
+                &mut parts.headers,
+            )?;
         }
         let body = rewrite_links(
             active,
@@ -409,6 +461,53 @@ fn ambiguous_host<B>(req: &Request<B>) -> Option<&'static str> {
         }
         _ => None,
     }
+}
+
+/// Who a download grant is for, and the path it continues.
+struct Granted<'a> {
+    vendor: &'a str,
+    account: &'a str,
+    path: &'a str,
+}
+
+/// A redirect off the upstream's origins: to a host in `upstream.redirect_hosts`, it becomes a
+/// download grant the agent follows through the proxy ([`downloads`]); anywhere else, or from a
+/// download itself, it is refused. Redirects on the upstream's origins (or relative ones) are
+/// left to [`rewrite_links`].
+fn redirect_elsewhere(
+    gw: &Gateway,
+    active: &Active,
+    host: Option<&HeaderValue>,
+    granted: Granted<'_>,
+    from_download: bool,
+    headers: &mut http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let Some(target) = headers
+        .get(header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| l.parse::<Uri>().ok())
+        .filter(|u| u.host().is_some())
+    else {
+        return Ok(());
+    };
+    if active.links.on_upstream(&target.to_string()) {
+        return Ok(());
+    }
+    let refused = || ProxyError::RedirectRefused(target.host().unwrap_or("").to_string());
+    if from_download || !gw.downloads.allows(&target) {
+        return Err(refused());
+    }
+    let public = public_origin(active, host).ok_or_else(refused)?;
+    let token = gw.downloads.grant(
+        target.clone(),
+        granted.vendor,
+        granted.account,
+        granted.path,
+    );
+    let location = format!("{}{}{token}", public.as_str(), downloads::PREFIX);
+    let value = HeaderValue::from_str(&location).map_err(|_| refused())?;
+    headers.insert(header::LOCATION, value);
+    Ok(())
 }
 
 /// The origin the agent's links should point at: `server.public_url`, else `https://` and the

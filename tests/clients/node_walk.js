@@ -3,12 +3,26 @@
 // VG_TOKEN set and NODE_EXTRA_CA_CERTS trusting the proxy's dev CA. Prints what it read, as JSON.
 'use strict';
 const zendesk = require('node-zendesk');
+// node-zendesk's own transport, for the download it leaves to the application.
+const { fetch } = require('cross-fetch');
 
 const client = zendesk.createClient({
   endpointUri: `https://127.0.0.1:${process.env.VG_PORT}/api/v2`,
   token: process.env.VG_TOKEN,
   oauth: true,
 });
+
+// An attachment as a node-zendesk application downloads one: its content_url, with the same
+// Authorization, redirects followed.
+async function download(id) {
+  const { result } = await client.attachments.show(id);
+  const { content_url: url } = result.attachment ?? result;
+  const response = await fetch(url, {
+    headers: { Authorization: `Bearer ${process.env.VG_TOKEN}` },
+  });
+  if (!response.ok) throw new Error(`download: ${response.status}`);
+  return (await response.arrayBuffer()).byteLength;
+}
 
 (async () => {
   const read = {
@@ -17,6 +31,7 @@ const client = zendesk.createClient({
     search: (await client.search.queryAll('status:open')).length,
     // node-zendesk reads one page of an incremental export (it follows only pages of 1,000).
     incremental: (await client.tickets.incremental(1700000000)).length,
+    attachment_bytes: await download(7),
   };
   console.log(JSON.stringify(read));
 })().catch((error) => {

@@ -37,5 +37,6 @@ read = {
     "comments": sum(1 for _ in zenpy.tickets.comments(ticket=42)),
     "search": sum(1 for _ in zenpy.search("status:open", type="ticket")),
     "incremental": sum(1 for _ in zenpy.tickets.incremental(start_time=1_700_000_000)),
+    "attachment_bytes": len(zenpy.attachments.download(7).getvalue()),
 }
 print(json.dumps(read))

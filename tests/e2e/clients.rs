@@ -1,6 +1,6 @@
 //! The real clients agents use, unchanged but for base URL and token: zenpy (Python) and
 //! node-zendesk (Node.js) walk paginated tickets, a long conversation's comments, search results
-//! and an incremental export through the proxy. `.ci/run` installs both, pinned
+//! and an incremental export, and download an attachment, through the proxy. `.ci/run` installs both, pinned
 //! (`tests/clients/`).
 
 use std::path::Path;
@@ -73,27 +73,39 @@ fn all_through_the_proxy(
 
 const METERED: &str = "\n[[limits.egress]]\nid = \"agent-hourly\"\nper = \"account\"\nmax = \"1GiB\"\nwindow = \"1h\"\n";
 
-async fn setup(pki: &Pki) -> (vendorgate_mock::MockUpstream, Proxy) {
+/// The upstream, its files host for attachments (standing in for `*.zdusercontent.com`), and the
+/// proxy, metering every account and allowed to follow redirects to the files host.
+async fn setup(
+    pki: &Pki,
+) -> (
+    vendorgate_mock::MockUpstream,
+    vendorgate_mock::MockUpstream,
+    Proxy,
+) {
+    let files = mock(pki, Alpn::H2AndHttp11).await;
     let upstream = mock_with(
         pki,
         Alpn::H2AndHttp11,
         MockOptions {
             keep_request_ids: true,
+            files_origin: Some(format!("https://127.0.0.1:{}", files.addr().port())),
             ..MockOptions::default()
         },
     )
     .await;
     let proxy = Proxy::start(
         pki,
-        ProxyConfig::to(&upstream).policy(&format!("{OPEN_POLICY}{METERED}")),
+        ProxyConfig::to(&upstream)
+            .upstream("redirect_hosts = [\"127.0.0.1\"]")
+            .policy(&format!("{OPEN_POLICY}{METERED}")),
     );
-    (upstream, proxy)
+    (files, upstream, proxy)
 }
 
 #[tokio::test]
 async fn zenpy_walks_every_page_through_the_proxy() {
     let pki = Pki::with_names(&["localhost", "127.0.0.1", GATEWAY_NAME]);
-    let (upstream, mut proxy) = setup(&pki).await;
+    let (files, upstream, mut proxy) = setup(&pki).await;
     installed(".pydeps/zenpy");
     let mut command = Command::new("python3");
     command
@@ -104,7 +116,13 @@ async fn zenpy_walks_every_page_through_the_proxy() {
     let read = walk(command).await;
     assert_eq!(
         read,
-        serde_json::json!({"tickets": 1186, "comments": 250, "search": 250, "incremental": 1000})
+        serde_json::json!({"tickets": 1186, "comments": 250, "search": 250, "incremental": 1000,
+                           "attachment_bytes": 300_000})
+    );
+    assert_eq!(
+        files.request_count(),
+        1,
+        "the attachment, fetched by the proxy"
     );
     stop(&mut proxy).await;
     all_through_the_proxy(&upstream, &proxy, &records(proxy.dir.path()));
@@ -113,7 +131,7 @@ async fn zenpy_walks_every_page_through_the_proxy() {
 #[tokio::test]
 async fn node_zendesk_walks_every_page_through_the_proxy() {
     let pki = Pki::new();
-    let (upstream, mut proxy) = setup(&pki).await;
+    let (files, upstream, mut proxy) = setup(&pki).await;
     installed("node_modules/node-zendesk");
     let mut command = Command::new("node");
     command
@@ -125,7 +143,13 @@ async fn node_zendesk_walks_every_page_through_the_proxy() {
     let read = walk(command).await;
     assert_eq!(
         read,
-        serde_json::json!({"tickets": 1186, "comments": 250, "search": 250, "incremental": 100})
+        serde_json::json!({"tickets": 1186, "comments": 250, "search": 250, "incremental": 100,
+                           "attachment_bytes": 300_000})
+    );
+    assert_eq!(
+        files.request_count(),
+        1,
+        "the attachment, fetched by the proxy"
     );
     stop(&mut proxy).await;
     all_through_the_proxy(&upstream, &proxy, &records(proxy.dir.path()));

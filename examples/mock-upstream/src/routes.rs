@@ -53,6 +53,42 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Inf
             },
         );
     }
+    // Attachments as Zendesk serves them: `content_url` on the account's host answers 302 with a
+    // temporary URL on a files host, which takes no credentials.
+    if let Some(token) = path.strip_prefix("/attachments/token/") {
+        let token = token.trim_end_matches('/');
+        let target = if token == "elsewhere" {
+            "https://files.evil.example/steal".to_string()
+        } else {
+            let origin = shared.options.files_origin.as_deref().unwrap_or(&base);
+            let name = crate::query::encode(query.get("name").unwrap_or("file.bin"));
+            format!("{origin}/files/{token}?name={name}")
+        };
+        let mut r = Response::new(MockBody::empty());
+        *r.status_mut() = StatusCode::FOUND;
+        if let Ok(v) = HeaderValue::from_str(&target) {
+            r.headers_mut().insert(header::LOCATION, v);
+        }
+        return Ok(r);
+    }
+    if path.starts_with("/files/") {
+        if parts.headers.contains_key(header::AUTHORIZATION) {
+            return Ok(json_reply(
+                StatusCode::FORBIDDEN,
+                &json!({"error": "credentials are not accepted on the files host"}),
+            ));
+        }
+        let mut r = Response::new(MockBody::repeat(
+            shared.filler.clone(),
+            shared.options.attachment_bytes,
+            true,
+        ));
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        return Ok(r);
+    }
     if let Some(rest) = path.strip_prefix("/__mock/") {
         return Ok(mock_endpoint(&shared, &parts, rest, &query, body).await);
     }
@@ -97,6 +133,17 @@ async fn route(shared: Arc<Shared>, req: Request<Incoming>) -> Result<Reply, Inf
             None => not_found(),
         },
         (&Method::GET, ["search"]) => search(&base, &query, o.tickets_total),
+        (&Method::GET, ["attachments", id]) => match id.parse::<u64>() {
+            Ok(id) => ok(json!({"attachment": {
+                "id": id, "file_name": format!("file-{id}.bin"), "size": o.attachment_bytes,
+                "content_type": "application/octet-stream", "inline": false, "deleted": false,
+                "url": format!("{base}/api/v2/attachments/{id}.json"),
+                "content_url": format!("{base}/attachments/token/t{id}/?name=file-{id}.bin"),
+                "mapped_content_url": format!("{base}/attachments/token/t{id}/?name=file-{id}.bin"),
+                "thumbnails": []
+            }})),
+            Err(_) => not_found(),
+        },
         (&Method::GET, ["users"]) => list_users(&base, &query, o.users_total),
         (&Method::GET, ["users", "me"]) => ok(json!({"user": user(&base, 901)})),
         (&Method::GET, ["users", id]) => match record_id(id, o.users_total) {

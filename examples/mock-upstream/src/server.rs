@@ -37,6 +37,11 @@ pub struct MockOptions {
     /// Keep the `X-Request-Id` of every request received (not only the recent ones), so a test can
     /// check each against the decision trail. Off by default: the demo and benchmarks send millions.
     pub keep_request_ids: bool,
+    /// Where attachment downloads redirect to (`https://host:port`, a second mock standing in for
+    /// `*.zdusercontent.com`); unset: this mock's own `/files/`.
+    pub files_origin: Option<String>,
+    /// Bytes of every attachment.
+    pub attachment_bytes: u64,
 }
 
 impl Default for MockOptions {
@@ -49,6 +54,8 @@ impl Default for MockOptions {
             require_authorization: None,
             jwks: None,
             keep_request_ids: false,
+            files_origin: None,
+            attachment_bytes: 300_000,
         }
     }
 }

@@ -6,9 +6,6 @@
 use std::path::Path;
 use std::process::Command;
 
-use vendorgate_certs::Alpn;
-use vendorgate_mock::MockOptions;
-
 use crate::support::*;
 
 /// The proxy's name for zenpy, which builds `https://{subdomain}.{domain}`.
@@ -73,84 +70,62 @@ fn all_through_the_proxy(
 
 const METERED: &str = "\n[[limits.egress]]\nid = \"agent-hourly\"\nper = \"account\"\nmax = \"1GiB\"\nwindow = \"1h\"\n";
 
-/// The upstream, its files host for attachments (standing in for `*.zdusercontent.com`), and the
-/// proxy, metering every account and allowed to follow redirects to the files host.
-async fn setup(
+/// Runs a client's walk against a fresh setup and checks what it read and what the SaaS saw.
+async fn client_walk(
     pki: &Pki,
-) -> (
-    vendorgate_mock::MockUpstream,
-    vendorgate_mock::MockUpstream,
-    Proxy,
+    command: impl FnOnce(&Proxy) -> Command,
+    expected: serde_json::Value,
 ) {
-    let files = mock(pki, Alpn::H2AndHttp11).await;
-    let upstream = mock_with(
-        pki,
-        Alpn::H2AndHttp11,
-        MockOptions {
-            keep_request_ids: true,
-            files_origin: Some(format!("https://127.0.0.1:{}", files.addr().port())),
-            ..MockOptions::default()
-        },
-    )
-    .await;
-    let proxy = Proxy::start(
-        pki,
-        ProxyConfig::to(&upstream)
-            .upstream("redirect_hosts = [\"127.0.0.1\"]")
-            .policy(&format!("{OPEN_POLICY}{METERED}")),
+    let WithFiles {
+        files,
+        upstream,
+        mut proxy,
+    } = WithFiles::start(pki, METERED).await;
+    let read = walk(command(&proxy)).await;
+    assert_eq!(read, expected);
+    assert_eq!(
+        files.request_count(),
+        1,
+        "the attachment, fetched by the proxy"
     );
-    (files, upstream, proxy)
+    stop(&mut proxy).await;
+    all_through_the_proxy(&upstream, &proxy, &records(proxy.dir.path()));
 }
 
 #[tokio::test]
 async fn zenpy_walks_every_page_through_the_proxy() {
     let pki = Pki::with_names(&["localhost", "127.0.0.1", GATEWAY_NAME]);
-    let (files, upstream, mut proxy) = setup(&pki).await;
     installed(".pydeps/zenpy");
-    let mut command = Command::new("python3");
-    command
-        .arg(clients_dir().join("zenpy_walk.py"))
-        .env("VG_PORT", proxy.addr.port().to_string())
-        .env("VG_TOKEN", &proxy.token)
-        .env("REQUESTS_CA_BUNDLE", &pki.files.ca_cert);
-    let read = walk(command).await;
-    assert_eq!(
-        read,
-        serde_json::json!({"tickets": 1186, "comments": 250, "search": 250, "incremental": 1000,
-                           "attachment_bytes": 300_000})
-    );
-    assert_eq!(
-        files.request_count(),
-        1,
-        "the attachment, fetched by the proxy"
-    );
-    stop(&mut proxy).await;
-    all_through_the_proxy(&upstream, &proxy, &records(proxy.dir.path()));
+    let command = |proxy: &Proxy| {
+        let mut command = Command::new("python3");
+        command
+            .arg(clients_dir().join("zenpy_walk.py"))
+            .env("VG_PORT", proxy.addr.port().to_string())
+            .env("VG_TOKEN", &proxy.token)
+            .env("REQUESTS_CA_BUNDLE", &pki.files.ca_cert);
+        command
+    };
+    let expected = serde_json::json!({"tickets": 1186, "comments": 250, "search": 250,
+                                      "incremental": 1000, "attachment_bytes": 300_000});
+    client_walk(&pki, command, expected).await;
 }
 
 #[tokio::test]
 async fn node_zendesk_walks_every_page_through_the_proxy() {
     let pki = Pki::new();
-    let (files, upstream, mut proxy) = setup(&pki).await;
     installed("node_modules/node-zendesk");
-    let mut command = Command::new("node");
-    command
-        .arg(clients_dir().join("node_walk.js"))
-        .current_dir(clients_dir())
-        .env("VG_PORT", proxy.addr.port().to_string())
-        .env("VG_TOKEN", &proxy.token)
-        .env("NODE_EXTRA_CA_CERTS", Path::new(&pki.files.ca_cert));
-    let read = walk(command).await;
-    assert_eq!(
-        read,
-        serde_json::json!({"tickets": 1186, "comments": 250, "search": 250, "incremental": 100,
-                           "attachment_bytes": 300_000})
-    );
-    assert_eq!(
-        files.request_count(),
-        1,
-        "the attachment, fetched by the proxy"
-    );
-    stop(&mut proxy).await;
-    all_through_the_proxy(&upstream, &proxy, &records(proxy.dir.path()));
+    let command = |proxy: &Proxy| {
+        let mut command = Command::new("node");
+        command
+            .arg(clients_dir().join("node_walk.js"))
+            .current_dir(clients_dir())
+            .env("VG_PORT", proxy.addr.port().to_string())
+            .env("VG_TOKEN", &proxy.token)
+            .env("NODE_EXTRA_CA_CERTS", Path::new(&pki.files.ca_cert));
+        command
+    };
+    // node-zendesk reads one page of an incremental export.
+    let expected = serde_json::json!({"tickets": 1186, "comments": 250, "search": 250,
+                                      "incremental": 100, "attachment_bytes": 300_000});
+    client_walk(&pki, command, expected).await;
 }

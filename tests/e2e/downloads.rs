@@ -4,39 +4,19 @@
 
 use http::StatusCode;
 use serde_json::Value;
-use vendorgate_certs::Alpn;
 use vendorgate_mock::idp::KeyKind;
-use vendorgate_mock::{MockOptions, MockUpstream};
 
 use crate::support::*;
-
-/// A files host (standing in for `*.zdusercontent.com`), the upstream redirecting to it, and the
-/// proxy allowed to follow such redirects, with `policy` extra lines.
-async fn setup(pki: &Pki, extra: &str) -> (MockUpstream, MockUpstream, Proxy) {
-    let files = mock(pki, Alpn::H2AndHttp11).await;
-    let upstream = mock_with(
-        pki,
-        Alpn::H2AndHttp11,
-        MockOptions {
-            files_origin: Some(format!("https://127.0.0.1:{}", files.addr().port())),
-            keep_request_ids: true,
-            ..MockOptions::default()
-        },
-    )
-    .await;
-    let proxy = Proxy::start(
-        pki,
-        ProxyConfig::to(&upstream)
-            .upstream("redirect_hosts = [\"127.0.0.1\"]")
-            .policy(&format!("{OPEN_POLICY}{extra}")),
-    );
-    (files, upstream, proxy)
-}
 
 #[tokio::test]
 async fn an_attachment_comes_through_the_proxy_and_its_files_host_stays_hidden() {
     let pki = Pki::new();
-    let (files, _upstream, mut proxy) = setup(&pki, "").await;
+    // Bound, not `..`: the upstream must outlive the requests.
+    let WithFiles {
+        files,
+        upstream: _upstream,
+        mut proxy,
+    } = WithFiles::start(&pki, "").await;
     let ours = format!("https://127.0.0.1:{}", proxy.addr.port());
     let client = client(&pki, Http::One);
 
@@ -117,7 +97,11 @@ async fn an_attachment_comes_through_the_proxy_and_its_files_host_stays_hidden()
 async fn an_attachment_larger_than_what_is_left_of_the_cap_is_refused_and_recorded() {
     let pki = Pki::new();
     let cap = "\n[[limits.egress]]\nid = \"agent-hourly\"\nper = \"account\"\nmax = \"100KiB\"\nwindow = \"1h\"\n";
-    let (files, _upstream, mut proxy) = setup(&pki, cap).await;
+    let WithFiles {
+        files,
+        upstream: _upstream,
+        mut proxy,
+    } = WithFiles::start(&pki, cap).await;
     let client = client(&pki, Http::Two);
     let (redirect, _) = send(&client, proxy.get("/attachments/token/t7/?name=a.bin")).await;
     let location = redirect.headers["location"].to_str().unwrap().to_owned();

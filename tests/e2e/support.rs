@@ -583,3 +583,39 @@ pub fn audit_intact(dir: &std::path::Path) -> String {
     );
     stdout
 }
+
+/// The upstream with a files host for its attachments (a second mock standing in for
+/// `*.zdusercontent.com`), and the proxy allowed to follow redirects there, with `policy_extra`
+/// after the open policy. The upstream keeps every request id.
+pub struct WithFiles {
+    pub files: MockUpstream,
+    pub upstream: MockUpstream,
+    pub proxy: Proxy,
+}
+
+impl WithFiles {
+    pub async fn start(pki: &Pki, policy_extra: &str) -> Self {
+        let files = mock(pki, Alpn::H2AndHttp11).await;
+        let upstream = mock_with(
+            pki,
+            Alpn::H2AndHttp11,
+            MockOptions {
+                keep_request_ids: true,
+                files_origin: Some(format!("https://127.0.0.1:{}", files.addr().port())),
+                ..MockOptions::default()
+            },
+        )
+        .await;
+        let proxy = Proxy::start(
+            pki,
+            ProxyConfig::to(&upstream)
+                .upstream("redirect_hosts = [\"127.0.0.1\"]")
+                .policy(&format!("{OPEN_POLICY}{policy_extra}")),
+        );
+        WithFiles {
+            files,
+            upstream,
+            proxy,
+        }
+    }
+}

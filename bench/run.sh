@@ -8,7 +8,7 @@
 #   ROUNDS=1 DURATION=3 bench/run.sh   # a quick look
 #   SCALE=0 EXTRAS=0 bench/run.sh      # only the side-by-side matrix
 #   PROFILE_OUT=/tmp/vg.perf PROFILE_CASE=vendorgate-cold bench/run.sh   # perf profile of one case
-#   AB=/path/to/other/vendorgate ROUNDS=8 bench/run.sh   # only an A/B: this tree's build against
+#   AB=/path/to/other/vendorgate ROUNDS=8 [AB_BODY=1m] bench/run.sh   # only an A/B: this tree's build against
 #                  another, loaded at the same moment (see "the same moment" below)
 #
 # Besides the matrix (direct, nginx, HAProxy, vendorgate × 2 KiB/1 MiB × 32/128 connections):
@@ -222,9 +222,10 @@ all_accounts() {
 # nginx and vendorgate in every round, or two builds with AB=), so that both meet the same state of
 # this machine; their CPU per request is compared run by run. Sequential cases drift ±10% against each other, which hides a difference of
 # a few percent; side by side, an A/A run's ratio stays within about 4%.
-side_by_side() { # round name-a port-a pid-a name-b port-b pid-b
-  THREADS=1 run_case "$1" "$2" 2k 16 "https://127.0.0.1:$3/data-2k.json" "$4" "${AUTH[@]}" &
-  THREADS=1 run_case "$1" "$5" 2k 16 "https://127.0.0.1:$6/data-2k.json" "$7" "${AUTH[@]}"
+side_by_side() { # round name-a port-a pid-a name-b port-b pid-b [body]
+  local body=${8:-2k}
+  THREADS=1 run_case "$1" "$2" "$body" 16 "https://127.0.0.1:$3/data-$body.json" "$4" "${AUTH[@]}" &
+  THREADS=1 run_case "$1" "$5" "$body" 16 "https://127.0.0.1:$6/data-$body.json" "$7" "${AUTH[@]}"
   wait $!
 }
 beside() { # round name-of-vendorgate-case port pid
@@ -245,9 +246,9 @@ in_order() {
 
 if [ -n "$AB" ]; then
   # Only the A/B: one build against another needs the same moment to tell a few percent apart.
-  echo "A/B at the same moment: $VG (base) against $AB (candidate), $ROUNDS runs of ${DURATION}s…" >&2
+  echo "A/B at the same moment: $VG (base) against $AB (candidate), $ROUNDS runs of ${DURATION}s, ${AB_BODY:-2k} bodies…" >&2
   for round in $(seq "$ROUNDS"); do
-    side_by_side "$round" base-beside-candidate "$VG_REF_PORT" "$VG_REF_PID" candidate-beside-base "$VG_AB_PORT" "$VG_AB_PID"
+    side_by_side "$round" base-beside-candidate "$VG_REF_PORT" "$VG_REF_PID" candidate-beside-base "$VG_AB_PORT" "$VG_AB_PID" "${AB_BODY:-2k}"
   done
   : > "$WORK/notes.txt"
   python3 "$ROOT/bench/summarize.py" "$RESULTS" "$WORK/notes.txt"

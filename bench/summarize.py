@@ -36,33 +36,35 @@ def ratio(label, a, b):
     if r == r:
         print(f"  {label} = {r:.2f}")
 
-def round_ratios(a, b, field="rps", conns="32"):
-    """Per round, case a's field over case b's (2 KiB), for the rounds that ran both."""
-    per = lambda case: {r["round"]: float(r[field]) for r in groups.get((case, "2k", conns), [])}
+def round_ratios(a, b, field="rps", conns="32", body="2k"):
+    """Per round, case a's field over case b's (2 KiB unless said), for the rounds that ran both."""
+    per = lambda case: {r["round"]: float(r[field]) for r in groups.get((case, body, conns), [])}
     x, y = per(a), per(b)
     return [x[n] / y[n] for n in sorted(x, key=int) if n in y and y[n]]
 
-def paired(label, a, b, field="rps", conns="32", figures=""):
+def paired(label, a, b, field="rps", conns="32", figures="", body="2k"):
     """The median of the per-round ratios of two cases run side by side (see bench/run.sh)."""
-    per_round = round_ratios(a, b, field, conns)
+    per_round = round_ratios(a, b, field, conns, body)
     if not per_round:
         return float("nan")
     rounds = ", ".join(f"{v:.2f}" for v in per_round)
     print(f"  {label} = {statistics.median(per_round):.2f} (per round {rounds}{figures})")
     return statistics.median(per_round)
 
-def at_once(label, a, b):
+def at_once(label, a, b, body="2k"):
     """Case a's CPU per request over case b's, the two loaded at the same moment (16 connections
     each; see bench/run.sh). Cases run minutes apart drift ±10% against each other on this machine;
     loaded at once, an A/A round stays within about 4%."""
-    x, y = (med((case, "2k", "16"), "cpu_us_per_req") for case in (a, b))
-    paired(label, a, b, "cpu_us_per_req", "16", f"; {x:.1f} vs {y:.1f} µs")
+    x, y = (med((case, body, "16"), "cpu_us_per_req") for case in (a, b))
+    paired(label, a, b, "cpu_us_per_req", "16", f"; {x:.1f} vs {y:.1f} µs", body)
 
-if ("candidate-beside-base", "2k", "16") in groups:
-    # bench/run.sh with AB=: only the two builds, loaded at the same moment.
-    print("A/B at the same moment (2k, 16 connections each), candidate over base:")
-    at_once("CPU per request", "candidate-beside-base", "base-beside-candidate")
-    paired("requests served", "candidate-beside-base", "base-beside-candidate", "rps", "16")
+ab_bodies = sorted(k[1] for k in groups if k[0] == "candidate-beside-base" and k[2] == "16")
+if ab_bodies:
+    # bench/run.sh with AB=: only the two builds, loaded at the same moment (AB_BODY= 2k or 1m).
+    body = ab_bodies[0]
+    print(f"A/B at the same moment ({body}, 16 connections each), candidate over base:")
+    at_once("CPU per request", "candidate-beside-base", "base-beside-candidate", body)
+    paired("requests served", "candidate-beside-base", "base-beside-candidate", "rps", "16", body=body)
     sys.exit(0)
 
 print("ratios (req/s, medians):")

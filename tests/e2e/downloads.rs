@@ -130,3 +130,44 @@ async fn an_attachment_larger_than_what_is_left_of_the_cap_is_refused_and_record
     // Only the refusal's own small JSON went out.
     assert!(at(refused, "http.response.bytes").as_u64().unwrap() < 200);
 }
+
+/// One of unknown length is cut at the cap: the agent's download ends in an error, never a short
+/// file that looks whole.
+#[tokio::test]
+async fn an_attachment_of_unknown_length_is_cut_at_the_cap() {
+    let pki = Pki::new();
+    let cap = "\n[[limits.egress]]\nid = \"agent-hourly\"\nper = \"account\"\nmax = \"100KiB\"\nwindow = \"1h\"\n";
+    let WithFiles {
+        files: _files,
+        upstream: _upstream,
+        mut proxy,
+    } = WithFiles::start(&pki, cap).await;
+    let client = client(&pki, Http::One);
+    let (redirect, _) = send(
+        &client,
+        proxy.get("/attachments/token/chunked7/?name=a.bin"),
+    )
+    .await;
+    let location = redirect.headers["location"].to_str().unwrap().to_owned();
+    let resp = client
+        .request(bearer_get(&location, &proxy.token))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let read = http_body_util::BodyExt::collect(resp.into_body()).await;
+    assert!(read.is_err(), "cut, not complete");
+    // The budget is spent: the next request is refused before the upstream is asked.
+    let (next, _) = send(&client, proxy.get("/api/v2/tickets/1.json")).await;
+    assert_eq!(next.status, StatusCode::TOO_MANY_REQUESTS);
+    stop(&mut proxy).await;
+    let recs = records(proxy.dir.path());
+    let cut = recs
+        .iter()
+        .find(|r| at(r, "vendorgate.cut_off") == true)
+        .unwrap_or_else(|| panic!("{recs:#?}"));
+    assert!(at(cut, "url.path")
+        .as_str()
+        .unwrap()
+        .starts_with("/__vendorgate/download/"));
+    assert!(at(cut, "http.response.bytes").as_u64().unwrap() <= 100 * 1024);
+}

@@ -22,8 +22,6 @@ use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Vers
 use hyper::body::Incoming;
 use vendorgate_policy::{bearer, Admission, Challenge, Denial, Reason, VerifyError};
 
-use std::borrow::Cow;
-
 use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::conn::{ConnInfo, InFlight};
 use crate::downloads;
@@ -512,14 +510,11 @@ fn redirect_elsewhere(
 
 /// The origin the agent's links should point at: `server.public_url`, else `https://` and the
 /// authority the request was sent to (validated as one).
-fn public_origin<'a>(active: &'a Active, host: Option<&HeaderValue>) -> Option<Cow<'a, Public>> {
-    if let Some(public) = &active.public_origin {
-        return Some(Cow::Borrowed(public));
+fn public_origin(active: &Active, host: Option<&HeaderValue>) -> Option<Public> {
+    match &active.public_origin {
+        Some(public) => Some(public.clone()),
+        None => Public::for_host(host?),
     }
-    let host = host?.to_str().ok()?;
-    let authority: http::uri::Authority = host.parse().ok()?;
-    (!authority.as_str().contains('@'))
-        .then(|| Cow::Owned(Public::new(&format!("https://{authority}"))))
 }
 
 /// Moves the upstream's links to the agent's origin ([`public_origin`]): in `Location`, and in a

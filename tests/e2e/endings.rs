@@ -310,7 +310,9 @@ async fn parser_refusals_are_recorded_with_the_request_line() {
         let addr = proxy.addr;
         async move {
             let mut tls = raw_tls(pki, addr).await;
-            tls.write_all(&raw).await.unwrap();
+            // The proxy may refuse and close before a long head is all written: the write then
+            // fails with a reset, which is not what is under test (the record is).
+            let _ = tls.write_all(&raw).await;
             let mut out = Vec::new();
             let _ = tokio::time::timeout(Duration::from_secs(5), tls.read_to_end(&mut out)).await;
             String::from_utf8_lossy(&out).into_owned()

@@ -418,6 +418,21 @@ pub enum OnLogFailure {
     Allow,
 }
 
+/// What happens to a request header whose name holds an underscore. Many back ends fold `_` into
+/// `-` (CGI, Rack, WSGI), so `x_vendorgate_agent` or `transfer_encoding` could pass for a header
+/// the proxy sets or strips.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnderscoreHeaders {
+    /// Removed before the request goes upstream (nginx's `underscores_in_headers off`).
+    #[default]
+    Drop,
+    /// The request is refused: 400 `header_name_invalid`.
+    Refuse,
+    /// Passed on.
+    Allow,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
@@ -539,6 +554,9 @@ pub struct Server {
     /// unless something in front of the proxy changes the name.
     #[serde(default)]
     pub public_url: Option<PublicUrl>,
+    /// Request headers with `_` in their names: dropped (default), refused, or allowed.
+    #[serde(default)]
+    pub underscore_headers: UnderscoreHeaders,
 }
 
 /// `server.public_url`: an origin, parsed like the upstream's.

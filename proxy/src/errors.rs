@@ -20,6 +20,8 @@ pub enum ProxyError {
     MethodNotAllowed(String),
     #[error("ambiguous Host: {0}")]
     HostInvalid(&'static str),
+    #[error("header name {0:?} holds an underscore (server.underscore_headers = \"refuse\")")]
+    HeaderNameInvalid(String),
     #[error("could not connect to the upstream: {0}")]
     UpstreamUnreachable(String),
     #[error("connecting to the upstream timed out")]
@@ -45,6 +47,7 @@ impl ProxyError {
             ProxyError::RequestBodyTimeout(_) => "request_body_timeout",
             ProxyError::MethodNotAllowed(_) => "method_not_allowed",
             ProxyError::HostInvalid(_) => "host_invalid",
+            ProxyError::HeaderNameInvalid(_) => "header_name_invalid",
             ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
             ProxyError::UpstreamConnectTimeout => "upstream_connect_timeout",
             ProxyError::UpstreamTls(_) => "upstream_tls_error",
@@ -58,9 +61,9 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::RequestBodyIncomplete(_) | ProxyError::HostInvalid(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            ProxyError::RequestBodyIncomplete(_)
+            | ProxyError::HostInvalid(_)
+            | ProxyError::HeaderNameInvalid(_) => StatusCode::BAD_REQUEST,
             ProxyError::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::UpstreamUnreachable(_)
@@ -122,6 +125,11 @@ mod tests {
                 408,
             ),
             (ProxyError::HostInvalid("x"), "host_invalid", 400),
+            (
+                ProxyError::HeaderNameInvalid("x_y".into()),
+                "header_name_invalid",
+                400,
+            ),
             (
                 ProxyError::MethodNotAllowed("CONNECT".into()),
                 "method_not_allowed",

@@ -58,10 +58,21 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 pub static X_UPSTREAM_REQUEST_ID: HeaderName = HeaderName::from_static("x-upstream-request-id");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
+/// Headers that claim a client address (or a host): the proxy is the only source of those
+/// upstream, so whatever the agent typed in any of them is removed (`X-Forwarded-For` is then set).
+const CLAIMED: [HeaderName; 9] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-client-ip"),
+    HeaderName::from_static("true-client-ip"),
+    HeaderName::from_static("cf-connecting-ip"),
+    HeaderName::from_static("fastly-client-ip"),
+    HeaderName::from_static("x-cluster-client-ip"),
+    HeaderName::from_static("x-originating-ip"),
+    HeaderName::from_static("x-forwarded-host"),
+];
 /// Sets `X-Forwarded-For/-Proto` for the upstream.
 ///
 /// Whatever forwarding headers the client sent are discarded, not extended: the upstream's audit trail
@@ -70,13 +81,38 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 /// SaaS has no use for (the proxy's public name is configuration, not a request header) and which
 /// would let an agent put arbitrary text in the upstream's link building and logs.
 pub fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr) {
-    headers.remove(header::FORWARDED);
-    headers.remove(&X_REAL_IP);
-    headers.remove(&X_FORWARDED_HOST);
+    // Only names actually present are removed: most requests carry none, and each removal hashes.
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| CLAIMED.contains(k))
+        .cloned()
+        .collect();
+    for name in &doomed {
+        headers.remove(name);
+    }
     if let Ok(v) = HeaderValue::from_str(IpText::new(client_ip).as_str()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("https"));
+}
+
+/// The first request header whose name holds an underscore, if any (see
+/// `server.underscore_headers`).
+pub fn underscored(headers: &HeaderMap) -> Option<&HeaderName> {
+    headers.keys().find(|k| k.as_str().contains('_'))
+}
+
+/// Removes every header whose name holds an underscore; how many.
+pub fn drop_underscored(headers: &mut HeaderMap) -> usize {
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in &doomed {
+        headers.remove(name);
+    }
+    doomed.len()
 }
 
 /// A header value from arbitrary text (an account name from a token): visible ASCII is kept, anything
@@ -132,6 +168,8 @@ mod tests {
         h.insert("x-forwarded-for", HeaderValue::from_static("6.6.6.6"));
         h.insert(header::FORWARDED, HeaderValue::from_static("for=6.6.6.6"));
         h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("true-client-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("cf-connecting-ip", HeaderValue::from_static("6.6.6.6"));
         h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
         set_forwarded(&mut h, "127.0.0.2".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "127.0.0.2");
@@ -139,6 +177,7 @@ mod tests {
         assert!(!h.contains_key("x-forwarded-host"));
         assert!(!h.contains_key(header::FORWARDED));
         assert!(!h.contains_key("x-real-ip"));
+        assert!(!h.contains_key("true-client-ip") && !h.contains_key("cf-connecting-ip"));
         set_forwarded(&mut h, "2001:db8::7".parse().unwrap());
         assert_eq!(h["x-forwarded-for"], "2001:db8::7");
     }

@@ -66,6 +66,8 @@ pub struct Metrics {
     refused: [AtomicU64; Refusal::ALL.len()],
     /// Requests let go before their response ended: by the client, by shutdown.
     abandoned: [AtomicU64; 2],
+    /// Request headers with `_` in their names, dropped (`server.underscore_headers`).
+    underscore_dropped: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -77,6 +79,7 @@ impl Default for Metrics {
             connections_parked: AtomicU64::default(),
             refused: Default::default(),
             abandoned: Default::default(),
+            underscore_dropped: AtomicU64::default(),
         }
     }
 }
@@ -153,6 +156,13 @@ impl Metrics {
     /// Counts one refusal before the pipeline (every one, however few records they make).
     pub fn refused(&self, kind: Refusal) {
         self.refused[kind as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn underscore_headers_dropped(&self, n: usize) {
+        if n > 0 {
+            self.underscore_dropped
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
     }
 
     pub fn abandoned(&self, by: Abandoned) {
@@ -344,6 +354,11 @@ impl Metrics {
                 kind.as_str()
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP vendorgate_underscore_headers_dropped_total Request headers with an underscore in their name, dropped before the upstream.\n# TYPE vendorgate_underscore_headers_dropped_total counter\nvendorgate_underscore_headers_dropped_total {}",
+            self.underscore_dropped.load(Ordering::Relaxed)
+        );
         out.push_str("# HELP vendorgate_requests_abandoned_total Requests let go before their response ended, by who let go.\n# TYPE vendorgate_requests_abandoned_total counter\n");
         for by in [Abandoned::Client, Abandoned::Shutdown] {
             let n = self.abandoned[by as usize].load(Ordering::Relaxed);

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
+use vendorgate_policy::config::UnderscoreHeaders;
 use vendorgate_policy::{bearer, Admission, Challenge, Denial, Reason, VerifyError};
 
 use crate::body::{ProxyBody, RequestBody, UpstreamBody};
@@ -27,7 +28,10 @@ use crate::conn::{ConnInfo, InFlight};
 use crate::downloads;
 use crate::errors::{error_response, ProxyError};
 use crate::gateway::{Active, Gateway};
-use crate::headers::{set_forwarded, strip_hop_by_hop, X_FORWARDED_FOR, X_UPSTREAM_REQUEST_ID};
+use crate::headers::{
+    drop_underscored, set_forwarded, strip_hop_by_hop, underscored, X_FORWARDED_FOR,
+    X_UPSTREAM_REQUEST_ID,
+};
 use crate::identity::cache::{token_key, Identity};
 use crate::limits::{self, Limited};
 use crate::links::Public;
@@ -203,6 +207,12 @@ fn forward<'a>(
         if let Some(problem) = ambiguous_host(&req) {
             return Err(ProxyError::HostInvalid(problem).into());
         }
+        let underscores = gw.config.server.underscore_headers;
+        if underscores == UnderscoreHeaders::Refuse {
+            if let Some(name) = underscored(req.headers()) {
+                return Err(ProxyError::HeaderNameInvalid(name.to_string()).into());
+            }
+        }
         let limit = gw.config.server.max_request_body.0;
         let declared = content_length(req.headers());
         if declared.is_some_and(|len| len > limit) {
@@ -313,6 +323,10 @@ fn forward<'a>(
                     })?;
                 let mut headers = std::mem::take(&mut parts.headers);
                 strip_hop_by_hop(&mut headers);
+                if underscores == UnderscoreHeaders::Drop {
+                    gw.metrics
+                        .underscore_headers_dropped(drop_underscored(&mut headers));
+                }
                 for name in &active.strip_request {
                     headers.remove(name);
                 }

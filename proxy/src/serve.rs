@@ -204,7 +204,15 @@ fn serve_h1<'a>(
                 .then_some(&first_bytes[..]);
             match &served {
                 Some(Ok(())) => {}
-                Some(Err(e)) => return note_refusal(gw, info, "1.1", e, head),
+                Some(Err(e)) => {
+                    note_refusal(gw, info, "1.1", e, head);
+                    if refusal_of(e).is_some() {
+                        // hyper has answered (400, 414, 431…): let the answer reach the client.
+                        let tls = conn.into_parts().io.into_inner().into_inner();
+                        return linger(tls).await;
+                    }
+                    return;
+                }
                 None => {
                     return gw.refused(&Refused {
                         peer: info.peer,
@@ -290,6 +298,30 @@ async fn sniff(
         first.extend_from_slice(&next_bytes(gw, info, tls, shutdown).await?);
     }
     Some(first.freeze())
+}
+
+/// How long, and how much, a refused client may still send before its connection is closed.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Closes a connection whose request head was refused, then reads and discards what the client
+/// still sends before letting it go (nginx's lingering close). Closed at once with its bytes unread, the kernel
+/// answers with a TCP reset, and a reset can destroy the refusal (a 431, say) before the client
+/// reads it. Reads until the client stops (end of input), [`LINGER`] passes or [`LINGER_BYTES`]
+/// have come.
+async fn linger(mut tls: Tls) {
+    // The answer is whole: say so first (close_notify and FIN), then drain.
+    let _ = tokio::time::timeout(CLOSE_GRACE, tls.shutdown()).await;
+    let until = tokio::time::Instant::now() + LINGER;
+    let mut left = LINGER_BYTES;
+    while let Ok(Ok(bytes)) =
+        tokio::time::timeout_at(until, poll_fn(|cx| read_some(&mut tls, cx))).await
+    {
+        if bytes.is_empty() || bytes.len() >= left {
+            break;
+        }
+        left -= bytes.len();
+    }
 }
 
 /// Sends close_notify and the TCP FIN, giving a client that does not read a moment, not forever.

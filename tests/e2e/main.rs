@@ -9,6 +9,7 @@ mod downloads;
 mod endings;
 mod errors;
 mod forwarding;
+mod hygiene;
 mod lifecycle;
 mod limits;
 mod links;

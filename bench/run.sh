@@ -8,6 +8,7 @@
 #   ROUNDS=1 DURATION=3 bench/run.sh   # a quick look
 #   SCALE=0 EXTRAS=0 bench/run.sh      # only the side-by-side matrix
 #   PROFILE_OUT=/tmp/vg.perf PROFILE_CASE=vendorgate-cold bench/run.sh   # perf profile of one case
+#   VG=/path/to/vendorgate bench/run.sh   # measure that build instead of this tree's
 #   AB=/path/to/other/vendorgate ROUNDS=8 [AB_BODY=1m] bench/run.sh   # only an A/B: this tree's build against
 #                  another, loaded at the same moment (see "the same moment" below)
 #
@@ -48,7 +49,7 @@ PATH=$PATH:/usr/sbin
 
 echo "building (release)…" >&2
 (cd "$ROOT" && cargo build -q --release -p vendorgate --bin vendorgate -p vendorgate-mock --bin bench-idp)
-VG=$ROOT/target/release/vendorgate
+VG=${VG:-$ROOT/target/release/vendorgate}   # VG=/path/to/vendorgate: measure that build
 
 WORK=$(mktemp -d /tmp/vg-bench.XXXXXX)
 CONF=$WORK/conf

@@ -139,3 +139,101 @@ async fn an_oversized_head_gets_its_431_and_a_clean_close() {
     }
     assert_eq!(upstream.request_count(), 0);
 }
+
+/// Request smuggling shapes, each on a connection of its own. Whatever the parser makes of them,
+/// the upstream only ever receives requests the proxy framed itself: each has an allow record,
+/// and none carries a second request hidden in its body.
+#[tokio::test]
+async fn smuggling_shapes_are_refused_or_reframed_never_passed_through() {
+    let pki = Pki::new();
+    let upstream = mock_with(
+        &pki,
+        Alpn::H2AndHttp11,
+        vendorgate_mock::MockOptions {
+            keep_request_ids: true,
+            ..vendorgate_mock::MockOptions::default()
+        },
+    )
+    .await;
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let auth = format!("Authorization: Bearer {}\r\n", proxy.token);
+    let smuggled = "GET /api/v2/users/1.json HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    let cases: Vec<(&str, String, &[u16])> = vec![
+        (
+            // hyper reads it as chunked (Transfer-Encoding wins, RFC 9112 §6.3), drops the
+            // Content-Length and closes the connection after: the hidden GET is never read.
+            "CL and TE both",
+            format!("POST /__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"),
+            &[200],
+        ),
+        (
+            "two different Content-Lengths",
+            format!("POST /__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: 4\r\nContent-Length: 40\r\n\r\nabcd{smuggled}"),
+            &[400],
+        ),
+        (
+            "a space before the colon",
+            format!("POST /__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}Transfer-Encoding : chunked\r\nContent-Length: 4\r\n\r\nabcd"),
+            &[400],
+        ),
+        (
+            "an unknown transfer coding",
+            format!("POST /__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"),
+            &[400, 501],
+        ),
+        (
+            "chunked not last",
+            format!("POST /__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}Transfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n"),
+            &[400, 501],
+        ),
+        (
+            "a signed Content-Length",
+            format!("POST /__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}Content-Length: +4\r\n\r\nabcd"),
+            &[400],
+        ),
+        (
+            "a bare LF line ending",
+            format!(
+                "GET /__mock/echo HTTP/1.1\nHost: localhost\nConnection: close\n{}\n\n",
+                auth.trim_end()
+            ),
+            &[400, 200],
+        ),
+        (
+            "an absolute-form target naming another host",
+            format!("GET https://evil.example/__mock/echo HTTP/1.1\r\nHost: localhost\r\n{auth}\r\n"),
+            &[400],
+        ),
+    ];
+    for (what, raw, allowed) in &cases {
+        let mut tls = raw_tls(&pki, proxy.addr).await;
+        let _ = tls.write_all(raw.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), tls.read_to_end(&mut out))
+            .await;
+        let text = String::from_utf8_lossy(&out);
+        let status: u16 = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
+        assert!(allowed.contains(&status), "{what}: {text:?}");
+    }
+    stop(&mut proxy).await;
+
+    let recs = records(proxy.dir.path());
+    for seen in upstream.recent() {
+        assert_ne!(
+            seen.path_and_query, "/api/v2/users/1.json",
+            "smuggled through"
+        );
+    }
+    for id in upstream.request_ids() {
+        let found: Vec<_> = recs
+            .iter()
+            .filter(|r| at(r, "http.request.id") == id.as_str())
+            .collect();
+        assert_eq!(
+            found.len(),
+            1,
+            "the upstream got {id:?}, which the proxy did not record"
+        );
+        assert_eq!(at(found[0], "vendorgate.decision"), "allow");
+    }
+}

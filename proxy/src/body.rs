@@ -21,8 +21,8 @@ use crate::upstream::Lease;
 pub type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// Raised inside the upload stream when it passes the configured limit. hyper does not always carry
-/// it back out (an HTTP/2 upstream sees a stream reset), so the body also raises an [`Overflow`]
-/// flag that the pipeline checks to answer 413.
+/// it back out (an HTTP/2 upstream sees a stream reset), so the body also records it in its
+/// [`UploadStatus`], which the pipeline checks to answer 413.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("request body exceeds {limit} bytes")]
 pub struct BodyTooLarge {
@@ -35,7 +35,7 @@ pub struct RequestBody {
     inner: Incoming,
     limit: u64,
     seen: u64,
-    overflow: Option<Overflow>,
+    upload: Option<UploadStatus>,
     meter: Option<Meter>,
     held: Option<Bytes>,
     cut: bool,
@@ -54,7 +54,7 @@ pub struct RequestBody {
 /// Why a [`RequestBody`] stopped short, shared with the pipeline: the upstream's error does not
 /// always carry it (an HTTP/2 upstream sees only a stream reset).
 #[derive(Clone, Default)]
-pub struct Overflow(Arc<UploadFlags>);
+pub struct UploadStatus(Arc<UploadFlags>);
 
 #[derive(Default)]
 pub struct UploadFlags {
@@ -64,9 +64,9 @@ pub struct UploadFlags {
     timed_out: AtomicBool,
 }
 
-impl Overflow {
+impl UploadStatus {
     /// It passed the size limit.
-    pub fn happened(&self) -> bool {
+    pub fn too_large(&self) -> bool {
         self.0.too_large.load(Ordering::Relaxed)
     }
 
@@ -96,15 +96,19 @@ pub struct BodyReadTimeout(pub Duration);
 pub struct IngressCapReached;
 
 impl RequestBody {
-    /// The body, and an overflow flag when there is a body to overflow (none is allocated for the
-    /// common empty GET).
-    pub fn new(inner: Incoming, limit: u64, read_timeout: Duration) -> (Self, Option<Overflow>) {
-        let overflow = (!inner.is_end_stream()).then(Overflow::default);
+    /// The body, and its status when there is a body (none is allocated for the common empty
+    /// GET).
+    pub fn new(
+        inner: Incoming,
+        limit: u64,
+        read_timeout: Duration,
+    ) -> (Self, Option<UploadStatus>) {
+        let upload = (!inner.is_end_stream()).then(UploadStatus::default);
         let body = RequestBody {
             inner,
             limit,
             seen: 0,
-            overflow: overflow.clone(),
+            upload: upload.clone(),
             meter: None,
             held: None,
             cut: false,
@@ -113,7 +117,7 @@ impl RequestBody {
             timer: None,
             _in_flight: None,
         };
-        (body, overflow)
+        (body, upload)
     }
 
     /// Counts what is forwarded into `counter`.
@@ -128,7 +132,7 @@ impl RequestBody {
         self
     }
 
-    /// Counts the upload against an ingress budget (and raises the overflow flag when it runs out).
+    /// Counts the upload against an ingress budget (and records it in the status when it runs out).
     pub fn metered(mut self, meter: Meter) -> Self {
         self.meter = Some(meter);
         self
@@ -154,7 +158,7 @@ impl RequestBody {
             .timer
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
         ready!(timer.as_mut().poll(cx));
-        if let Some(flag) = &self.overflow {
+        if let Some(flag) = &self.upload {
             flag.0.timed_out.store(true, Ordering::Relaxed);
         }
         Poll::Ready(Err(BodyReadTimeout(timeout)))
@@ -180,7 +184,7 @@ impl Body for RequestBody {
                     Ok(data) => {
                         this.seen += data.len() as u64;
                         if this.seen > this.limit {
-                            if let Some(flag) = &this.overflow {
+                            if let Some(flag) = &this.upload {
                                 flag.0.too_large.store(true, Ordering::Relaxed);
                             }
                             let limit = this.limit;
@@ -191,7 +195,7 @@ impl Body for RequestBody {
                     Err(frame) => return Poll::Ready(Some(Ok(frame))),
                 },
                 Some(Err(e)) => {
-                    if let Some(flag) = &this.overflow {
+                    if let Some(flag) = &this.upload {
                         flag.0.client_gone.store(true, Ordering::Relaxed);
                     }
                     return Poll::Ready(Some(Err(Box::new(e))));
@@ -219,7 +223,7 @@ impl Body for RequestBody {
             _ => {
                 // The ingress budget ran out: nothing more goes upstream, and the upload fails.
                 this.cut = true;
-                if let Some(flag) = &this.overflow {
+                if let Some(flag) = &this.upload {
                     flag.0.ingress_cap.store(true, Ordering::Relaxed);
                 }
                 Poll::Ready(Some(Err(Box::new(IngressCapReached))))

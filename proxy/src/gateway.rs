@@ -60,8 +60,9 @@ pub struct Active {
 
 /// Request headers that never reach the upstream, whatever the config says: a session with the
 /// SaaS (`Cookie`), acting as another user (`X-On-Behalf-Of`, honoured by Zendesk for OAuth
-/// credentials with the impersonate scope).
-const STRIP_REQUEST: [&str; 2] = ["cookie", "x-on-behalf-of"];
+/// credentials with the impersonate scope), and `Accept-Encoding` (links are rewritten in plain
+/// bodies only, so the upstream is asked for no compression).
+const STRIP_REQUEST: [&str; 3] = ["cookie", "x-on-behalf-of", "accept-encoding"];
 /// Response headers that never reach the agent: a session cookie for the proxy's service account
 /// would let the agent use the SaaS directly.
 const STRIP_RESPONSE: [&str; 1] = ["set-cookie"];

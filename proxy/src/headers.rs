@@ -81,15 +81,7 @@ const CLAIMED: [HeaderName; 9] = [
 /// SaaS has no use for (the proxy's public name is configuration, not a request header) and which
 /// would let an agent put arbitrary text in the upstream's link building and logs.
 pub fn set_forwarded(headers: &mut HeaderMap, client_ip: IpAddr) {
-    // Only names actually present are removed: most requests carry none, and each removal hashes.
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| CLAIMED.contains(k))
-        .cloned()
-        .collect();
-    for name in &doomed {
-        headers.remove(name);
-    }
+    remove_where(headers, |k| CLAIMED.contains(k));
     if let Ok(v) = HeaderValue::from_str(IpText::new(client_ip).as_str()) {
         headers.insert(X_FORWARDED_FOR.clone(), v);
     }
@@ -104,15 +96,18 @@ pub fn underscored(headers: &HeaderMap) -> Option<&HeaderName> {
 
 /// Removes every header whose name holds an underscore; how many.
 pub fn drop_underscored(headers: &mut HeaderMap) -> usize {
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| k.as_str().contains('_'))
-        .cloned()
-        .collect();
-    for name in &doomed {
+    remove_where(headers, |k| k.as_str().contains('_'))
+}
+
+/// Removes the headers whose names `doomed` picks, in one pass over the names present; how many.
+/// Removing a name hashes it, so blind removals of a fixed list cost on every message, and most
+/// messages carry none of them (no allocation either then).
+pub fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) -> usize {
+    let found: Vec<HeaderName> = headers.keys().filter(|k| doomed(k)).cloned().collect();
+    for name in &found {
         headers.remove(name);
     }
-    doomed.len()
+    found.len()
 }
 
 /// A header value from arbitrary text (an account name from a token): visible ASCII is kept, anything

@@ -64,7 +64,6 @@ impl Public {
 pub struct Links {
     /// `(pattern, escaped)`: the escaped ones are replaced by the escaped public origin.
     patterns: Vec<(Box<[u8]>, bool)>,
-    longest: usize,
     /// Every pattern starts with "http": candidates are where that is.
     http: memmem::Finder<'static>,
 }
@@ -77,10 +76,8 @@ impl Links {
             patterns.push((origin.as_bytes().into(), false));
             patterns.push((origin.replace('/', "\\/").into_bytes().into(), true));
         }
-        let longest = patterns.iter().map(|(p, _)| p.len()).max().unwrap_or(0);
         Links {
             patterns,
-            longest,
             http: memmem::Finder::new(b"http"),
         }
     }
@@ -253,11 +250,6 @@ impl Links {
     pub fn on_upstream(&self, url: &str) -> bool {
         self.origin_of(url).is_some()
     }
-
-    /// The longest pattern: at most this much of a body is ever held back.
-    pub fn longest(&self) -> usize {
-        self.longest
-    }
 }
 
 #[cfg(test)]
@@ -369,6 +361,5 @@ mod tests {
         let links = Links::new([UP]);
         assert!(links.changes_length(&Public::new(PUBLIC)));
         assert!(!links.changes_length(&Public::new("https://acme.zendesk.xyz")));
-        assert_eq!(links.longest(), "https:\\/\\/acme.zendesk.com".len());
     }
 }

@@ -29,7 +29,7 @@ use crate::downloads;
 use crate::errors::{error_response, ProxyError};
 use crate::gateway::{Active, Gateway};
 use crate::headers::{
-    drop_underscored, set_forwarded, strip_hop_by_hop, underscored, X_FORWARDED_FOR,
+    drop_underscored, remove_where, set_forwarded, strip_hop_by_hop, underscored, X_FORWARDED_FOR,
     X_UPSTREAM_REQUEST_ID,
 };
 use crate::identity::cache::{token_key, Identity};
@@ -313,7 +313,7 @@ fn forward<'a>(
                 .map_err(|_| ProxyError::UpstreamTimeout)??;
             (fetched, None)
         } else {
-            let (sending, overflow) = {
+            let (sending, upload) = {
                 let (mut parts, body) = req.into_parts();
                 let path = gw
                     .upstream
@@ -327,11 +327,7 @@ fn forward<'a>(
                     gw.metrics
                         .underscore_headers_dropped(drop_underscored(&mut headers));
                 }
-                for name in &active.strip_request {
-                    headers.remove(name);
-                }
-                // Links are rewritten in plain bodies only: ask for no compression.
-                headers.remove(header::ACCEPT_ENCODING);
+                remove_where(&mut headers, |k| active.strip_request.contains(k));
                 // The client sets Host (HTTP/1.1) or :authority (HTTP/2) from the URI: the upstream's.
                 headers.remove(header::HOST);
                 // The agent's token is for us; the upstream gets the proxy's own credential, or none.
@@ -350,10 +346,10 @@ fn forward<'a>(
                     draft.trace.traceparent(),
                 );
 
-                let (body, overflow) =
+                let (body, upload) =
                     RequestBody::new(body, limit, gw.config.server.body_read_timeout.0);
                 let mut body = body.counting(draft.bytes_in.clone());
-                if overflow.is_some() {
+                if upload.is_some() {
                     // There is an upload: it may outlast the response.
                     body = body.holding(in_flight.also());
                 }
@@ -368,7 +364,7 @@ fn forward<'a>(
                 *up_req.headers_mut() = headers;
                 let sending =
                     tokio::time::timeout(gw.upstream.response_timeout, gw.upstream.send(up_req));
-                (sending, overflow)
+                (sending, upload)
             };
 
             // From here the SaaS may receive the request, whatever the client does next.
@@ -376,8 +372,8 @@ fn forward<'a>(
             match sending.await.map_err(|_| ProxyError::UpstreamTimeout)? {
                 Ok(sent) => sent,
                 Err(e) => {
-                    return Err(match overflow {
-                        Some(flag) if flag.happened() => {
+                    return Err(match upload {
+                        Some(flag) if flag.too_large() => {
                             Refusal::Proxy(ProxyError::RequestBodyTooLarge { limit })
                         }
                         Some(flag) if flag.ingress_cap() => Refusal::Policy(Denial::new(
@@ -414,9 +410,7 @@ fn forward<'a>(
             .await?;
         }
         strip_hop_by_hop(&mut parts.headers);
-        for name in &active.strip_response {
-            parts.headers.remove(name);
-        }
+        remove_where(&mut parts.headers, |k| active.strip_response.contains(k));
         if parts.status.is_redirection() {
             let granted = Granted {
                 vendor: vendor_id,

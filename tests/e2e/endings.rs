@@ -77,6 +77,23 @@ fn every_upstream_request_is_recorded(upstream: &vendorgate_mock::MockUpstream, 
     }
 }
 
+/// The trail holds exactly `n` records, one for each request the upstream received, each saying
+/// its client left before the answer (499).
+fn each_abandoned_by_its_client(
+    proxy: &Proxy,
+    upstream: &vendorgate_mock::MockUpstream,
+    n: u64,
+) -> Vec<Value> {
+    let recs = records(proxy.dir.path());
+    assert_eq!(recs.len() as u64, n, "{recs:#?}");
+    every_upstream_request_is_recorded(upstream, &recs);
+    for r in &recs {
+        assert_eq!(at(r, "vendorgate.abandoned"), "client", "{r:#}");
+        assert_eq!(at(r, "http.response.status_code"), 499);
+    }
+    recs
+}
+
 #[tokio::test]
 async fn http1_requests_abandoned_with_a_reset_before_the_answer_are_each_recorded() {
     let (pki, upstream, mut proxy) = setup(|c| c).await;
@@ -99,16 +116,12 @@ async fn http1_requests_abandoned_with_a_reset_before_the_answer_are_each_record
     tokio::time::sleep(Duration::from_millis(500)).await;
     stop(&mut proxy).await;
 
-    let recs = records(proxy.dir.path());
-    assert_eq!(recs.len() as u64, N, "{recs:#?}");
-    every_upstream_request_is_recorded(&upstream, &recs);
+    let recs = each_abandoned_by_its_client(&proxy, &upstream, N);
     for r in &recs {
         assert!(at(r, "http.request.id")
             .as_str()
             .unwrap()
             .starts_with("abandon-h1-"));
-        assert_eq!(at(r, "vendorgate.abandoned"), "client", "{r:#}");
-        assert_eq!(at(r, "http.response.status_code"), 499);
         assert_eq!(at(r, "vendorgate.completed"), false);
         assert_eq!(at(r, "vendorgate.reason"), "allowed");
         assert_eq!(at(r, "event.outcome"), "failure");
@@ -137,12 +150,7 @@ async fn http2_streams_cancelled_before_the_answer_are_each_recorded() {
     // The connection is still open: the records must not wait for it.
     stop(&mut proxy).await;
 
-    let recs = records(proxy.dir.path());
-    assert_eq!(recs.len() as u64, N, "{recs:#?}");
-    every_upstream_request_is_recorded(&upstream, &recs);
-    for r in &recs {
-        assert_eq!(at(r, "vendorgate.abandoned"), "client", "{r:#}");
-        assert_eq!(at(r, "http.response.status_code"), 499);
+    for r in &each_abandoned_by_its_client(&proxy, &upstream, N) {
         assert_eq!(at(r, "http.version"), "2");
     }
     audit_intact(proxy.dir.path());

@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use http::Method;
 use vendorgate_mock::idp::{DevIdp, KeyKind};
 use vendorgate_policy::path::normalize;
-use vendorgate_policy::{Config, KeySet, Policy};
+use vendorgate_policy::{Arrival, Config, Facts, KeySet, Policy, Presented};
 
 const NOW: u64 = 1_800_000_000;
 
@@ -131,12 +131,18 @@ fn evaluation(c: &mut Criterion) {
         let verified = policy.standing(&policy.verify_token(&token, &keys, NOW).unwrap());
         g.bench_function(name, |b| {
             b.iter(|| {
-                let adm = policy
-                    .admit(black_box(peer), None, black_box("/api/v2/tickets/42.json"))
-                    .unwrap();
-                policy
-                    .authorize(&adm, &Method::GET, &verified, NOW)
-                    .unwrap()
+                let arrival = Arrival {
+                    peer: black_box(peer),
+                    forwarded_for: None,
+                    path: black_box("/api/v2/tickets/42.json"),
+                };
+                let admission = policy.admit(&arrival, &mut ()).unwrap();
+                let facts = Facts {
+                    method: &Method::GET,
+                    admission: &admission,
+                    token: Presented::Verified(&verified),
+                };
+                policy.decide(&facts, NOW, &mut ()).unwrap()
             })
         });
     }

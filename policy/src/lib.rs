@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod decide;
 pub mod decision;
 pub mod ipset;
 pub mod limits;
@@ -17,6 +18,7 @@ pub mod token;
 pub mod units;
 
 pub use config::{Config, ConfigError, ConfigErrors};
+pub use decide::{Arrival, Check, Decision, Facts, Presented, Step, Trace};
 pub use decision::{Allow, Challenge, Denial, Reason};
 pub use ipset::IpSet;
 pub use limits::{gcra, ByteRule, GcraOutcome, RateRule};

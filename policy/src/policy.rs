@@ -1,9 +1,6 @@
-//! The compiled policy and the decisions it makes.
-//!
-//! Order matters and is fixed here: checks that need no identity come first (path, client address,
-//! "is this address any vendor's at all"), then the token, then what the token's vendor may do. A
-//! request that fails authentication never reaches a route or limit decision, and unauthenticated
-//! callers learn nothing about the route map.
+//! The compiled policy: a config checked and turned into what the decision reads (address sets,
+//! the route table, class masks, limit rules). The decision itself, and its order, is in
+//! [`crate::decide`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,10 +14,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 use crate::config::{Backend, ByteCap, Config, SessionOverrides};
-use crate::decision::{Allow, Denial, Reason};
+use crate::decision::{Denial, Reason};
 use crate::ipset::IpSet;
 use crate::limits::{applies, ByteRule, RateRule};
-use crate::path::normalize;
 use crate::routes::{Methods, RouteTable};
 use crate::token::VerifiedToken;
 
@@ -46,6 +42,13 @@ pub struct VendorRules {
     classes: u128,
     pub session_idle: Duration,
     pub session_lifetime: Duration,
+}
+
+impl VendorRules {
+    /// Whether the vendor may use class `class`.
+    pub fn permits(&self, class: usize) -> bool {
+        self.classes & (1 << class) != 0
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -529,29 +532,6 @@ impl Policy {
             .filter(move |(_, r)| class.is_some_and(|c| applies(r.classes, &r.vendors, c, vendor)))
     }
 
-    /// The absolute session lifetime, counted from the sign-in (`auth_time`, else `iat`).
-    pub fn check_session_lifetime(&self, token: &Standing, now: u64) -> Result<(), Denial> {
-        let Some(vendor) = self.vendors.get(token.vendor) else {
-            return Err(Denial::new(
-                Reason::VendorUnknown,
-                "vendor no longer configured",
-            ));
-        };
-        let Some(start) = token.session_start else {
-            return Err(Denial::new(
-                Reason::SessionLifetimeExpired,
-                "no auth_time or iat to count the session from",
-            ));
-        };
-        if now.saturating_sub(start) > vendor.session_lifetime.as_secs() {
-            return Err(Denial::new(
-                Reason::SessionLifetimeExpired,
-                "sessions.max_lifetime",
-            ));
-        }
-        Ok(())
-    }
-
     pub fn vendor_for_claim(&self, value: &str) -> Option<usize> {
         self.vendor_by_claim.get(value).copied()
     }
@@ -561,26 +541,6 @@ impl Policy {
             RouteAction::Class(c) => self.classes.get(c).map(String::as_str),
             RouteAction::Deny => None,
         }
-    }
-
-    /// The identity-free checks: a path with one meaning, a believable client address, and that
-    /// address belonging to some vendor.
-    pub fn admit(
-        &self,
-        peer: IpAddr,
-        forwarded_for: Option<&str>,
-        raw_path: &str,
-    ) -> Result<Admission, Denial> {
-        let path =
-            normalize(raw_path).map_err(|e| Denial::new(Reason::PathAmbiguous, e.to_string()))?;
-        let client_ip = self.client_ip(peer, forwarded_for)?;
-        if !self.any_vendor_ips.contains(client_ip) {
-            return Err(Denial::new(
-                Reason::IpNotAllowed,
-                "no vendor's ip_allow contains the client address",
-            ));
-        }
-        Ok(Admission { client_ip, path })
     }
 
     /// The client's address: the TCP peer, unless the peer is a trusted proxy, in which case the
@@ -611,7 +571,7 @@ impl Policy {
         Ok(client)
     }
 
-    /// What [`Policy::authorize`] and [`Policy::check_session_lifetime`] read of `token`, resolved
+    /// What [`Policy::decide`] reads of `token`, resolved
     /// once: a cached token's requests then check a few words kept together rather than walking
     /// its claims' strings (at 100,000 active accounts each walk is a handful of cache misses).
     /// Valid only under this policy: the MFA verdict depends on its `identity` rules.
@@ -628,68 +588,6 @@ impl Policy {
             mfa: amr_ok || acr_ok,
             auth_time: token.auth_time,
             session_start: token.auth_time.or(token.iat),
-        }
-    }
-
-    /// The decision for an admitted request by a verified token (its [`Policy::standing`] under
-    /// this policy): expiry, vendor, source address, MFA, age of the sign-in, route and class, in
-    /// that order, so the reason is the first rule broken.
-    pub fn authorize(
-        &self,
-        adm: &Admission,
-        method: &Method,
-        token: &Standing,
-        now: u64,
-    ) -> Result<Allow, Denial> {
-        let rules = &self.identity;
-        if now > token.exp.saturating_add(rules.leeway_secs) {
-            return Err(Denial::new(Reason::TokenExpired, "exp"));
-        }
-        let vendor = self
-            .vendors
-            .get(token.vendor)
-            .ok_or_else(|| Denial::new(Reason::VendorUnknown, "vendor no longer configured"))?;
-        if !vendor.ips.contains(adm.client_ip) {
-            return Err(Denial::new(
-                Reason::IpNotAllowed,
-                format!("vendors[{}].ip_allow", vendor.id),
-            ));
-        }
-        if !token.mfa {
-            return Err(Denial::new(
-                Reason::MfaMissing,
-                "identity.amr_any / identity.acr_any",
-            ));
-        }
-        if let Some(max_age) = rules.max_auth_age_secs {
-            match token.auth_time {
-                Some(t) if now.saturating_sub(t) <= max_age => {}
-                Some(_) => return Err(Denial::new(Reason::AuthTooOld, "identity.max_auth_age")),
-                None => {
-                    return Err(Denial::new(
-                        Reason::AuthTooOld,
-                        "identity.max_auth_age (no auth_time claim)",
-                    ))
-                }
-            }
-        }
-        let route = self
-            .match_route(method, &adm.path)
-            .ok_or_else(|| Denial::new(Reason::RouteUnknown, "no route matches (default deny)"))?;
-        let rule = &self.routes[route];
-        match rule.action {
-            RouteAction::Deny => Err(Denial::new(
-                Reason::RouteDenied,
-                format!("routes[{}]", rule.id),
-            )),
-            RouteAction::Class(c) if vendor.classes & (1 << c) == 0 => Err(Denial::new(
-                Reason::ClassNotPermitted,
-                format!("vendors[{}].classes lacks {}", vendor.id, self.classes[c]),
-            )),
-            RouteAction::Class(_) => Ok(Allow {
-                vendor: token.vendor,
-                route,
-            }),
         }
     }
 

@@ -7,7 +7,7 @@ use http::Method;
 use serde_json::{json, Value};
 use vendorgate_mock::idp::{DevIdp, KeyKind};
 
-use crate::{Config, KeySet, Policy, Reason, VerifyError};
+use crate::{Arrival, Check, Config, KeySet, Policy, Presented, Reason, VerifyError};
 
 pub(crate) const POLICY: &str = r#"
 [server]
@@ -95,7 +95,8 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// Runs the whole decision as the proxy does: admit, verify, authorize.
+/// Runs the whole decision as the proxy does: verify the token (an empty one is none), then
+/// [`Policy::evaluate`]. The trace must end in the refusal, or show every step passed.
 fn decide(
     f: &Fixture,
     peer: &str,
@@ -104,16 +105,32 @@ fn decide(
     path: &str,
     token: &str,
 ) -> Result<(), Reason> {
-    let adm = f.policy.admit(ip(peer), xff, path).map_err(|d| d.reason)?;
-    let tok = match f.policy.verify_token(token, &f.keys, NOW) {
-        Ok(t) => t,
-        Err(VerifyError::Denied(d)) => return Err(d.reason),
-        Err(VerifyError::UnknownKey { .. }) => return Err(Reason::TokenInvalid),
+    let verified = (!token.is_empty()).then(|| {
+        f.policy
+            .verify_token(token, &f.keys, NOW)
+            .map(|t| f.policy.standing(&t))
+            .map_err(VerifyError::denial)
+    });
+    let presented = match &verified {
+        None => Presented::Missing,
+        Some(Ok(standing)) => Presented::Verified(standing),
+        Some(Err(denial)) => Presented::Unverified(denial),
     };
-    f.policy
-        .authorize(&adm, &method, &f.policy.standing(&tok), NOW)
-        .map(|_| ())
-        .map_err(|d| d.reason)
+    let arrival = Arrival {
+        peer: ip(peer),
+        forwarded_for: xff,
+        path,
+    };
+    let decision = f.policy.evaluate(&arrival, &method, presented, NOW);
+    let refusals: Vec<_> = decision.trace.iter().filter_map(|s| s.refused).collect();
+    match &decision.outcome {
+        Ok(_) => assert!(refusals.is_empty(), "{:?}", decision.trace),
+        Err(d) => {
+            assert_eq!(refusals, [d.reason], "{:?}", decision.trace);
+            assert_eq!(decision.trace.last().unwrap().refused, Some(d.reason));
+        }
+    }
+    decision.outcome.map(|_| ()).map_err(|d| d.reason)
 }
 
 #[test]
@@ -377,6 +394,15 @@ fn every_reason_code_from_a_real_request() {
             Err(Reason::AuthTooOld),
         ),
         (
+            "token_missing",
+            "127.0.0.2",
+            None,
+            get.clone(),
+            "/api/v2/tickets/1",
+            String::new(),
+            Err(Reason::TokenMissing),
+        ),
+        (
             "route_denied",
             "127.0.0.2",
             None,
@@ -620,4 +646,61 @@ fn config_errors_in_the_policy_sections_are_located() {
         assert!(e.message.contains(words), "{what}: {e}");
         assert!(e.line > 1, "{what}: {e}");
     }
+}
+
+/// The trace names every rule in the order the decision consults it: what `explain` prints.
+#[test]
+fn the_trace_lists_each_rule_in_order() {
+    let f = fixture();
+    let token = f.idp.mint(KeyKind::Es256, &claims(&f, "acme"));
+    let standing = f
+        .policy
+        .standing(&f.policy.verify_token(&token, &f.keys, NOW).unwrap());
+    let arrival = Arrival {
+        peer: ip("127.0.0.10"),
+        forwarded_for: Some("127.0.0.2"),
+        path: "/api/v2/tickets/./1",
+    };
+    let decision = f
+        .policy
+        .evaluate(&arrival, &Method::GET, Presented::Verified(&standing), NOW);
+    assert!(decision.outcome.is_ok());
+    let checks: Vec<Check> = decision.trace.iter().map(|s| s.check).collect();
+    assert_eq!(
+        checks,
+        [
+            Check::Path,
+            Check::ClientAddress,
+            Check::Network,
+            Check::Expiry,
+            Check::Vendor,
+            Check::VendorNetwork,
+            Check::Mfa,
+            Check::AuthAge,
+            Check::Route,
+            Check::Class,
+            Check::SessionLifetime,
+        ]
+    );
+    assert_eq!(
+        decision.trace[0].detail,
+        "/api/v2/tickets/./1 → /api/v2/tickets/1"
+    );
+    assert!(decision.trace[8]
+        .detail
+        .contains("ticket-show → class read"));
+
+    // Past its lifetime, with the route and everything before it passed.
+    let old = crate::Standing {
+        session_start: Some(NOW - 13 * 3600),
+        ..standing
+    };
+    let decision = f
+        .policy
+        .evaluate(&arrival, &Method::GET, Presented::Verified(&old), NOW);
+    assert_eq!(
+        decision.outcome.unwrap_err().reason,
+        Reason::SessionLifetimeExpired
+    );
+    assert_eq!(decision.trace.last().unwrap().check, Check::SessionLifetime);
 }

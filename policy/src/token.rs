@@ -170,6 +170,20 @@ pub enum VerifyError {
     Denied(Denial),
 }
 
+impl VerifyError {
+    /// The refusal, once fetching the key set again is no longer an option: a key we do not hold
+    /// makes the token invalid.
+    pub fn denial(self) -> Denial {
+        match self {
+            VerifyError::Denied(d) => d,
+            VerifyError::UnknownKey { kid } => Denial::new(
+                Reason::TokenInvalid,
+                format!("unknown kid {:?}", kid.as_deref().unwrap_or("")),
+            ),
+        }
+    }
+}
+
 fn invalid(rule: impl Into<std::borrow::Cow<'static, str>>) -> VerifyError {
     VerifyError::Denied(Denial::new(Reason::TokenInvalid, rule))
 }

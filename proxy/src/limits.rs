@@ -45,7 +45,8 @@ fn key(parts: &[&str]) -> String {
     parts.join(":")
 }
 
-/// Idle timeout: the session must have seen a request within it. The record outlives the token so
+/// Idle timeout: the session must have seen a request within it (its lifetime is a rule of
+/// [`Policy::decide`]). The record outlives the token so
 /// an idled-out token stays refused until it expires. `now_ms` is the request's time (milliseconds
 /// since the epoch), as for every check here.
 pub async fn check_session(
@@ -57,7 +58,6 @@ pub async fn check_session(
 ) -> Result<(), Denial> {
     let now = now_ms / 1000;
     let token = &identity.standing;
-    policy.check_session_lifetime(token, now)?;
     let vendor = &policy.vendors[allow.vendor];
     let key = &identity.session_key;
     let idle_ms = vendor.session_idle.as_millis() as u64;

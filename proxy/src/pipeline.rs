@@ -21,7 +21,9 @@ use std::sync::Arc;
 use http::{header, HeaderName, HeaderValue, Method, Request, Response, Uri, Version};
 use hyper::body::Incoming;
 use vendorgate_policy::config::UnderscoreHeaders;
-use vendorgate_policy::{bearer, Admission, Challenge, Denial, Reason, VerifyError};
+use vendorgate_policy::{
+    bearer, Admission, Arrival, Challenge, Denial, Facts, Presented, Reason, VerifyError,
+};
 
 use crate::body::{ProxyBody, RequestBody, UpstreamBody};
 use crate::conn::{ConnInfo, InFlight};
@@ -224,20 +226,46 @@ fn forward<'a>(
         draft.client_ip = policy
             .client_ip(conn.peer_ip, forwarded_for.as_deref())
             .ok();
-        let admission = policy.admit(conn.peer_ip, forwarded_for.as_deref(), req.uri().path())?;
+        let arrival = Arrival {
+            peer: conn.peer_ip,
+            forwarded_for: forwarded_for.as_deref(),
+            path: req.uri().path(),
+        };
+        let admission = policy.admit(&arrival, &mut ())?;
         draft.path = Some(admission.path.clone());
 
         // Phase 2: identity.
-        let token = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| bearer(v.as_bytes()))
-            .ok_or_else(|| Denial::new(Reason::TokenMissing, "Authorization: Bearer"))?;
         // The request's time, read once: every check below decides as of it.
         let now_ms = crate::state::epoch_ms(draft.at);
         let now = now_ms / 1000;
-        let token_hash = token_key(token);
-        let cached = verify(gw, active, token, token_hash, now).await?;
+        let token = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| bearer(v.as_bytes()));
+        let verified = match token {
+            Some(token) => verify(gw, active, token, token_key(token), now)
+                .await
+                .map_err(Some),
+            None => Err(None),
+        };
+        let cached = match verified {
+            Ok(cached) => cached,
+            Err(refused) => {
+                let presented = refused
+                    .as_ref()
+                    .map_or(Presented::Missing, Presented::Unverified);
+                let facts = Facts {
+                    method: req.method(),
+                    admission: &admission,
+                    token: presented,
+                };
+                // `decide` refuses it at its token step; should that ever change, it stays refused.
+                let refusal = policy.decide(&facts, now, &mut ()).err();
+                return Err(refusal
+                    .unwrap_or_else(|| Denial::new(Reason::TokenInvalid, "no verified token"))
+                    .into());
+            }
+        };
         draft.identity = Some(cached.clone());
         let standing = &cached.standing;
         draft.vendor = Some(standing.vendor);
@@ -259,16 +287,26 @@ fn forward<'a>(
 
         // Phase 3: authorization, then the limits (only now: a request that fails authentication must
         // not spend anyone's rate limit or touch a session).
-        let allow = match &download {
+        let redirected;
+        let facts = match &download {
             Some(grant) => {
-                let redirected = Admission {
+                redirected = Admission {
                     client_ip: admission.client_ip,
                     path: grant.path.clone(),
                 };
-                policy.authorize(&redirected, &Method::GET, standing, now)?
+                Facts {
+                    method: &Method::GET,
+                    admission: &redirected,
+                    token: Presented::Verified(standing),
+                }
             }
-            None => policy.authorize(&admission, req.method(), standing, now)?,
+            None => Facts {
+                method: req.method(),
+                admission: &admission,
+                token: Presented::Verified(standing),
+            },
         };
+        let allow = policy.decide(&facts, now, &mut ())?;
         draft.allowed = true;
         draft.route = Some(allow.route);
         limits::check_session(&gw.state, policy, &allow, &cached, now_ms).await?;
@@ -609,25 +647,15 @@ async fn verify(
     })?;
     let verified = match policy.verify_token(token, &keys, now) {
         Ok(v) => v,
-        Err(VerifyError::Denied(d)) => return Err(d),
-        Err(VerifyError::UnknownKey { kid }) => {
-            let unknown = || {
-                Denial::new(
-                    Reason::TokenInvalid,
-                    format!("unknown kid {:?}", kid.as_deref().unwrap_or("")),
-                )
-            };
+        Err(VerifyError::UnknownKey { .. }) => {
             // Boxed: rare, and its state would otherwise widen every request's future.
-            if !Box::pin(active.keys.refetch_for_unknown_key()).await {
-                return Err(unknown());
-            }
-            let keys = active.keys.current().ok_or_else(unknown)?;
-            match policy.verify_token(token, &keys, now) {
-                Ok(v) => v,
-                Err(VerifyError::Denied(d)) => return Err(d),
-                Err(VerifyError::UnknownKey { .. }) => return Err(unknown()),
-            }
+            let refetched = Box::pin(active.keys.refetch_for_unknown_key()).await;
+            let keys = active.keys.current().filter(|_| refetched).unwrap_or(keys);
+            policy
+                .verify_token(token, &keys, now)
+                .map_err(VerifyError::denial)?
         }
+        Err(refused) => return Err(refused.denial()),
     };
     let verified = Arc::new(Identity::new(
         verified,

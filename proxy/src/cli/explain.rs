@@ -4,22 +4,65 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use vendorgate::identity::KeyStore;
+use vendorgate::identity::{KeySource, KeyStore};
 use vendorgate::settings::load_config;
-use vendorgate_policy::{bearer, Denial, Policy, VerifyError};
+use vendorgate_policy::{
+    bearer, Arrival, Config, Denial, Facts, Policy, Presented, Step, VerifiedToken, VerifyError,
+};
 
 fn line(step: &str, detail: &str, verdict: &str) {
     println!("{step:<10} {detail:<72} {verdict}");
 }
 
-fn deny(step: &str, d: &Denial) -> anyhow::Result<()> {
-    line(step, &d.rule, &format!("DENY {}", d.reason.as_str()));
+/// The decision's own trace, a line a rule.
+fn show(trace: &[Step]) {
+    for step in trace {
+        let verdict = match step.refused {
+            None => "ok".to_string(),
+            Some(reason) => format!("DENY {}", reason.as_str()),
+        };
+        line(step.check.as_str(), &step.detail, &verdict);
+    }
+}
+
+fn deny(d: &Denial) -> anyhow::Result<()> {
     println!(
         "\ndecision   DENY {} (HTTP {})",
         d.reason.as_str(),
         d.reason.status().as_u16()
     );
     std::process::exit(2);
+}
+
+/// The token in `file` (a bare token or `Bearer …`), verified against the IdP's keys as the proxy
+/// would: fetched if need be, and fetched once more for a key the set lacks.
+fn verify(config: &Config, file: &Path, now: u64) -> anyhow::Result<Result<VerifiedToken, Denial>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let text = text.trim();
+    let token = bearer(text.as_bytes()).unwrap_or(text);
+    super::runtime()?.block_on(async {
+        let store = KeyStore::new(&config.identity)?;
+        if store.current().is_none() {
+            store.refetch_for_unknown_key().await;
+        }
+        let Some(keys) = store.current() else {
+            bail!(
+                "the IdP's keys could not be obtained ({:?})",
+                KeySource::from_config(&config.identity)
+            );
+        };
+        let policy = &config.policy;
+        Ok(match policy.verify_token(token, &keys, now) {
+            Err(VerifyError::UnknownKey { .. }) if store.refetch_for_unknown_key().await => {
+                let keys = store.current().unwrap_or(keys);
+                policy
+                    .verify_token(token, &keys, now)
+                    .map_err(VerifyError::denial)
+            }
+            other => other.map_err(VerifyError::denial),
+        })
+    })
 }
 
 pub fn run(
@@ -42,118 +85,73 @@ pub fn run(
         config.version
     );
 
-    let admission = match policy.admit(ip, None, path) {
-        Ok(a) => a,
-        Err(d) => return deny("admission", &d),
+    let mut trace = Vec::new();
+    let arrival = Arrival {
+        peer: ip,
+        forwarded_for: None,
+        path,
     };
-    line("path", &format!("{path} → {}", admission.path), "ok");
-    let vendors_here: Vec<&str> = policy
-        .vendors
-        .iter()
-        .filter(|v| v.ips.contains(ip))
-        .map(|v| v.id.as_str())
-        .collect();
-    line(
-        "network",
-        &format!("{ip} belongs to vendor(s): {}", vendors_here.join(", ")),
-        "ok",
-    );
+    let admission = policy.admit(&arrival, &mut trace);
+    show(&trace);
+    let admission = match admission {
+        Ok(a) => a,
+        Err(d) => return deny(&d),
+    };
     if let Some(q) = query {
         line("query", &format!("{q} (passed through, not matched)"), "-");
     }
 
-    let Some(token_file) = token_file else {
-        return deny(
-            "token",
-            &Denial::new(vendorgate_policy::Reason::TokenMissing, "no --token given"),
-        );
-    };
-    let text = std::fs::read_to_string(token_file)
-        .with_context(|| format!("reading {}", token_file.display()))?;
-    let text = text.trim();
-    let token = bearer(text.as_bytes()).unwrap_or(text);
-    let keys = super::runtime()?.block_on(async {
-        let store = KeyStore::new(&config.identity)?;
-        if store.current().is_none() {
-            store.refetch_for_unknown_key().await;
-        }
-        anyhow::Ok(store.current())
-    })?;
-    let Some(keys) = keys else {
-        bail!(
-            "the IdP's keys could not be obtained ({:?})",
-            vendorgate::identity::KeySource::from_config(&config.identity)
-        );
-    };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
-    let identity = match policy.verify_token(token, &keys, now) {
-        Ok(t) => t,
-        Err(VerifyError::Denied(d)) => return deny("token", &d),
-        Err(VerifyError::UnknownKey { kid }) => {
-            return deny(
-                "token",
-                &Denial::new(
-                    vendorgate_policy::Reason::TokenInvalid,
-                    format!("unknown kid {kid:?}"),
-                ),
-            )
-        }
+    let verified = match token_file {
+        Some(file) => Some(verify(&config, file, now)?),
+        None => None,
     };
-    line(
-        "token",
-        &format!(
-            "{} kid {:?}, iss {}, expires in {}s",
-            identity.alg,
-            identity.kid.as_deref().unwrap_or("-"),
-            identity.iss,
-            identity.exp.saturating_sub(now)
-        ),
-        "ok",
-    );
-    let vendor = &policy.vendors[identity.vendor];
-    line(
-        "identity",
-        &format!("account {} of vendor {}", identity.account, vendor.id),
-        "ok",
-    );
-    let allow = match policy.authorize(&admission, &method, &policy.standing(&identity), now) {
-        Ok(a) => a,
-        Err(d) => return deny("authorize", &d),
+    let standing = verified
+        .as_ref()
+        .map(|v| v.as_ref().map(|token| policy.standing(token)));
+    let token = match &standing {
+        None => Presented::Missing,
+        Some(Ok(standing)) => Presented::Verified(standing),
+        Some(Err(denial)) => Presented::Unverified(denial),
     };
-    line(
-        "ip rule",
-        &format!("vendors[{}].ip_allow contains {ip}", vendor.id),
-        "ok",
-    );
-    line(
-        "mfa",
-        &format!(
-            "amr [{}] acr {:?}: identity.amr_any / acr_any satisfied, auth_time within limits",
-            identity.amr.join(", "),
-            identity.acr.as_deref().unwrap_or("-")
-        ),
-        "ok",
-    );
-    let route = &policy.routes[allow.route];
-    line(
-        "route",
-        &format!(
-            "{} → class {}",
-            route.id,
-            policy.class_name(allow.route).unwrap_or("-")
-        ),
-        "ok",
-    );
-    if let Err(d) = policy.check_session_lifetime(&policy.standing(&identity), now) {
-        return deny("session", &d);
+    if let Some(Ok(identity)) = &verified {
+        line(
+            "token",
+            &format!(
+                "{} kid {:?}, iss {}",
+                identity.alg,
+                identity.kid.as_deref().unwrap_or("-"),
+                identity.iss,
+            ),
+            "ok",
+        );
+        let vendor = policy.vendors.get(identity.vendor).map_or("?", |v| &v.id);
+        line(
+            "identity",
+            &format!(
+                "account {} of vendor {vendor}; amr [{}] acr {:?}",
+                identity.account,
+                identity.amr.join(", "),
+                identity.acr.as_deref().unwrap_or("-")
+            ),
+            "ok",
+        );
     }
-    line(
-        "session",
-        "within sessions.max_lifetime (idle timeout is checked live)",
-        "ok",
-    );
+    let facts = Facts {
+        method: &method,
+        admission: &admission,
+        token,
+    };
+    let mut trace = Vec::new();
+    let allow = policy.decide(&facts, now, &mut trace);
+    show(&trace);
+    let allow = match allow {
+        Ok(a) => a,
+        Err(d) => return deny(&d),
+    };
+    let route = &policy.routes[allow.route];
     for (_, r) in policy.rate_rules_for(allow.vendor, allow.route) {
         line(
             "rate",

@@ -1,6 +1,8 @@
-//! Sessions, rate limits and byte caps as compiled rules, and the arithmetic they share across
-//! backends (GCRA, window boundaries). Counting happens in the proxy's state backends; what to count,
-//! for whom, and with which numbers is decided here.
+//! Sessions, rate limits and byte caps as compiled rules, and the arithmetic every backend runs:
+//! [`gcra`] and [`session_step`] are what the in-memory cells call with the request's time, and
+//! what the Redis scripts mirror line for line (a conformance test drives both with one sequence).
+//! Counting happens in the proxy's state backends; what to count, for whom, and with which numbers
+//! is decided here.
 
 use std::time::Duration;
 
@@ -79,6 +81,43 @@ pub fn gcra(tat: u64, now_us: u64, interval_us: u64, burst: u32) -> GcraOutcome 
     }
 }
 
+/// What is stored of a session between requests (nothing once it has expired).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// The last request's time (ms since the epoch).
+    pub last_ms: u64,
+    /// Idled out: refused until the record expires.
+    pub dead: bool,
+}
+
+/// What one request does to its session, and what the store must write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStep {
+    /// Allowed: store `last_ms = now`, kept for the session's TTL from now.
+    Active,
+    /// Idle past the timeout as of this request: refused; store `dead`, kept for the TTL from now,
+    /// so the token stays refused until it expires.
+    IdledOut,
+    /// Already idled out: refused; nothing changes.
+    Dead,
+}
+
+impl SessionStep {
+    pub fn allowed(self) -> bool {
+        self == SessionStep::Active
+    }
+}
+
+/// The idle-timeout rule. `record` is the session's stored record, `None` when there is none
+/// (new, or expired: a session starts at its first request).
+pub fn session_step(record: Option<SessionRecord>, now_ms: u64, idle_ms: u64) -> SessionStep {
+    match record {
+        Some(r) if r.dead => SessionStep::Dead,
+        Some(r) if now_ms.saturating_sub(r.last_ms) > idle_ms => SessionStep::IdledOut,
+        _ => SessionStep::Active,
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcraOutcome {
     pub allowed: bool,
@@ -134,6 +173,20 @@ mod tests {
         assert!(first.allowed);
         assert!(!gcra(first.new_tat, 5_000_000, rule.interval_us(), 1).allowed);
         assert!(gcra(first.new_tat, 5_000_010, rule.interval_us(), 1).allowed);
+    }
+
+    #[test]
+    fn a_session_idles_out_and_stays_out() {
+        let idle = 1_000;
+        assert_eq!(session_step(None, 5_000, idle), SessionStep::Active);
+        let live = SessionRecord {
+            last_ms: 5_000,
+            dead: false,
+        };
+        assert_eq!(session_step(Some(live), 6_000, idle), SessionStep::Active);
+        assert_eq!(session_step(Some(live), 6_001, idle), SessionStep::IdledOut);
+        let dead = SessionRecord { dead: true, ..live };
+        assert_eq!(session_step(Some(dead), 5_001, idle), SessionStep::Dead);
     }
 
     #[test]

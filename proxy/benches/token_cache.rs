@@ -4,31 +4,20 @@
 //!
 //!     cargo bench -p vendorgate --bench token_cache
 
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use vendorgate::identity::cache::{token_key, Identity};
 use vendorgate::identity::TokenCache;
 use vendorgate::state::cells::{CounterCell, RateCell, SessionCell, Slot};
-use vendorgate::state::{Counter, MemoryState, Place, StateBackend};
+use vendorgate::state::{Counter, MemoryState, Place};
 use vendorgate_policy::config::Scope;
 use vendorgate_policy::{Policy, RateRule, VerifiedToken};
 
 const NOW: u64 = 1_800_000_000;
 const ACCOUNTS: [usize; 2] = [10, 100_000];
-
-/// The memory backend's futures never wait: poll once.
-fn ready<T>(fut: impl Future<Output = T>) -> T {
-    match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
-        Poll::Ready(v) => v,
-        Poll::Pending => panic!("the memory backend never waits"),
-    }
-}
 
 /// A token of realistic length (an ES256 JWT is 500–800 characters).
 fn token(i: usize) -> String {
@@ -110,7 +99,7 @@ fn account_state(c: &mut Criterion) {
             .collect();
         for (i, (s, r, e)) in held.iter().enumerate() {
             state.touch_session_in(&session(i), s, now_ms, 1_800_000, 3_600_000);
-            state.rate_in(&rule, &rate(i), r, now_ms);
+            state.rate_in(&rule, &rate(i), r, now_ms * 1000);
             let cell = state.counter_cell(e, || key(i), now_ms);
             state.lease_now(&[counter(Place::Cell(cell))], 2048, now_ms);
         }
@@ -119,10 +108,11 @@ fn account_state(c: &mut Criterion) {
         let key_counters = [counter(Place::Key(key(i)))];
         g.bench_function(BenchmarkId::new("by_key", n), |b| {
             b.iter(|| {
-                ready(state.touch_session(&key_session, now_ms, 1_800_000, 3_600_000)).unwrap();
-                ready(state.rate(&rule, &key_rate, now_ms)).unwrap();
-                let got = ready(state.lease(&key_counters, 2048, now_ms)).unwrap();
-                ready(state.release(&key_counters, got)).unwrap();
+                let fresh = (Slot::default(), Slot::default());
+                state.touch_session_in(&key_session, &fresh.0, now_ms, 1_800_000, 3_600_000);
+                state.rate_in(&rule, &key_rate, &fresh.1, now_ms * 1000);
+                let got = state.lease_now(&key_counters, 2048, now_ms);
+                state.release_now(&key_counters, got);
             })
         });
         let (s, r, e) = &held[i];
@@ -134,7 +124,7 @@ fn account_state(c: &mut Criterion) {
         g.bench_function(BenchmarkId::new("cached", n), |b| {
             b.iter(|| {
                 state.touch_session_in(&key_session, s, now_ms, 1_800_000, 3_600_000);
-                state.rate_in(&rule, &key_rate, r, now_ms);
+                state.rate_in(&rule, &key_rate, r, now_ms * 1000);
                 let got = state.lease_now(&counters, 2048, now_ms);
                 state.release_now(&counters, got);
             })

@@ -182,13 +182,14 @@ fn rule_state<'a, C>(
     }
 }
 
-/// Every rate limit on this request's class. The first one used up refuses it with `Retry-After`.
+/// Every rate limit on this request's class, at the request's time in microseconds. The first one
+/// used up refuses it with `Retry-After`.
 pub async fn check_rates(
     store: &StateStore,
     policy: &Policy,
     allow: &Allow,
     identity: &Identity,
-    now_ms: u64,
+    now_us: u64,
 ) -> Result<RateHeaders, Result<Limited, Denial>> {
     let mut headers = RateHeaders::default();
     for (i, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
@@ -199,7 +200,7 @@ pub async fn check_rates(
         });
         let (key, slot) = (&state.key, &state.slot);
         let outcome = store
-            .rate(rule, key, slot, now_ms)
+            .rate(rule, key, slot, now_us)
             .await
             .map_err(|e| Err(state_denial(e)))?;
         headers.add(rule, &outcome);

@@ -236,7 +236,8 @@ fn forward<'a>(
 
         // Phase 2: identity.
         // The request's time, read once: every check below decides as of it.
-        let now_ms = crate::state::epoch_ms(draft.at);
+        let now_us = crate::state::epoch_us(draft.at);
+        let now_ms = now_us / 1000;
         let now = now_ms / 1000;
         let token = req
             .headers()
@@ -310,7 +311,7 @@ fn forward<'a>(
         draft.allowed = true;
         draft.route = Some(allow.route);
         limits::check_session(&gw.state, policy, &allow, &cached, now_ms).await?;
-        let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached, now_ms).await?;
+        let rate_headers = limits::check_rates(&gw.state, policy, &allow, &cached, now_us).await?;
         let ingress = limits::byte_counters(&gw.state, policy, true, &allow, &cached, now_ms);
         limits::check_budget(
             &gw.state,

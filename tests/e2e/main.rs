@@ -5,6 +5,7 @@ mod support;
 
 mod cli;
 mod clients;
+mod conformance;
 mod downloads;
 mod endings;
 mod errors;

@@ -16,10 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use foldhash::fast::RandomState;
-use governor::clock::DefaultClock;
-use governor::middleware::StateInformationMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use vendorgate_policy::{gcra, session_step, GcraOutcome, SessionRecord, SessionStep};
 
 use super::SessionOutcome;
 
@@ -128,8 +125,7 @@ impl<C: Evictable> Registry<C> {
 }
 
 struct Session {
-    last_ms: u64,
-    dead: bool,
+    record: SessionRecord,
     expires_ms: u64,
 }
 
@@ -139,33 +135,37 @@ pub struct SessionCell(Mutex<Session>);
 impl Default for SessionCell {
     fn default() -> Self {
         SessionCell(Mutex::new(Session {
-            last_ms: 0,
-            dead: false,
+            record: SessionRecord {
+                last_ms: 0,
+                dead: false,
+            },
             expires_ms: 0,
         }))
     }
 }
 
 impl SessionCell {
-    /// Records activity unless the session has been idle for more than `idle_ms`; an idled-out
-    /// session stays refused until its record expires (`ttl_ms` after the last touch).
+    /// [`session_step`] on this cell's record, writing what it says: the record is kept for
+    /// `ttl_ms` from an active or idled-out touch (an idled-out session stays refused until then).
     pub fn touch(&self, now_ms: u64, idle_ms: u64, ttl_ms: u64) -> SessionOutcome {
         let mut s = lock(&self.0);
-        if s.expires_ms > now_ms {
-            if s.dead {
-                return SessionOutcome::IdleExpired;
-            }
-            if now_ms.saturating_sub(s.last_ms) > idle_ms {
-                s.dead = true;
+        let live = (s.expires_ms > now_ms).then_some(s.record);
+        let step = session_step(live, now_ms, idle_ms);
+        match step {
+            SessionStep::Active => {
+                s.record = SessionRecord {
+                    last_ms: now_ms,
+                    dead: false,
+                };
                 s.expires_ms = now_ms + ttl_ms;
-                return SessionOutcome::IdleExpired;
             }
-        } else {
-            s.dead = false;
+            SessionStep::IdledOut => {
+                s.record.dead = true;
+                s.expires_ms = now_ms + ttl_ms;
+            }
+            SessionStep::Dead => {}
         }
-        s.last_ms = now_ms;
-        s.expires_ms = now_ms + ttl_ms;
-        SessionOutcome::Active
+        SessionOutcome::from(step)
     }
 }
 
@@ -226,37 +226,40 @@ impl Evictable for CounterCell {
     }
 }
 
-pub type DirectLimiter =
-    RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
-
-/// One key's GCRA state under one rate rule (governor's direct limiter).
+/// One key's GCRA state under one rate rule: its theoretical arrival time, in microseconds since
+/// the epoch (0: never used).
+#[derive(Default)]
 pub struct RateCell {
-    pub limiter: DirectLimiter,
-    last_ms: AtomicU64,
-    /// How long an unused key takes to be back at full burst: after that, forgetting it changes
-    /// nothing.
-    refill_ms: u64,
+    tat_us: AtomicU64,
 }
 
 impl RateCell {
-    /// `clock` is the rule's, cloned: a fresh clock calibrates itself (cpuid, about 20 µs).
-    pub fn new(quota: Quota, clock: DefaultClock, refill_ms: u64) -> Self {
-        RateCell {
-            limiter: RateLimiter::direct_with_clock(quota, clock)
-                .with_middleware::<StateInformationMiddleware>(),
-            last_ms: AtomicU64::new(0),
-            refill_ms,
+    /// One [`gcra`] step at the request's time. Lock-free: a request that loses a race to store
+    /// its new TAT steps again from the winner's.
+    pub fn step(&self, interval_us: u64, burst: u32, now_us: u64) -> GcraOutcome {
+        let mut tat = self.tat_us.load(Ordering::Acquire);
+        loop {
+            let outcome = gcra(tat, now_us, interval_us, burst);
+            if !outcome.allowed {
+                return outcome;
+            }
+            match self.tat_us.compare_exchange_weak(
+                tat,
+                outcome.new_tat,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return outcome,
+                Err(current) => tat = current,
+            }
         }
-    }
-
-    pub fn used_at(&self, now_ms: u64) {
-        self.last_ms.store(now_ms, Ordering::Relaxed);
     }
 }
 
 impl Evictable for RateCell {
+    /// Once its TAT has passed, the key is back at full burst: forgetting it changes nothing.
     fn evictable(&self, now_ms: u64) -> bool {
-        now_ms.saturating_sub(self.last_ms.load(Ordering::Relaxed)) >= self.refill_ms
+        self.tat_us.load(Ordering::Relaxed) <= now_ms.saturating_mul(1000)
     }
 }
 

@@ -2,16 +2,13 @@
 //! (every operation is a short critical section on one shard or one cell). See [`super::cells`] for
 //! how a cached identity reaches its cells without a lookup.
 
-use std::num::NonZeroU32;
 use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::Quota;
 use vendorgate_policy::{GcraOutcome, RateRule};
 
 use super::cells::{lock, CounterCell, RateCell, Registry, SessionCell, Slot};
-use super::{Counter, Place, SessionOutcome, StateBackend, StateError};
+use super::{Counter, Place, SessionOutcome};
 
 /// The cells of one distinct rate rule (id, interval, burst): a reload that changes a rule's
 /// numbers gets fresh cells rather than ones with the old quota.
@@ -19,21 +16,12 @@ struct RuleLimiter {
     id: String,
     interval_us: u64,
     burst: u32,
-    quota: Quota,
-    clock: DefaultClock,
     cells: Registry<RateCell>,
 }
 
 impl RuleLimiter {
     fn serves(&self, rule: &RateRule) -> bool {
         self.id == rule.id && self.interval_us == rule.interval_us() && self.burst == rule.burst
-    }
-
-    fn cell(&self, key: &str, now_ms: u64) -> Arc<RateCell> {
-        let refill_ms = (u64::from(self.burst) * self.interval_us).div_ceil(1000);
-        self.cells.get(key, now_ms, || {
-            RateCell::new(self.quota, self.clock.clone(), refill_ms)
-        })
     }
 }
 
@@ -72,16 +60,10 @@ impl MemoryState {
         if let Some(l) = list.iter().find(|l| l.serves(rule)) {
             return l.clone();
         }
-        let burst = NonZeroU32::new(rule.burst.max(1)).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::with_period(Duration::from_micros(rule.interval_us()))
-            .unwrap_or_else(|| Quota::per_second(NonZeroU32::MIN))
-            .allow_burst(burst);
         let limiter = Arc::new(RuleLimiter {
             id: rule.id.clone(),
             interval_us: rule.interval_us(),
             burst: rule.burst,
-            quota,
-            clock: DefaultClock::default(),
             cells: Registry::new(self.max_keys),
         });
         list.push(limiter.clone());
@@ -103,7 +85,9 @@ impl MemoryState {
         }
     }
 
-    /// [`StateBackend::touch_session`] through the identity's slot.
+    /// Records activity on a session unless it has been idle for more than `idle_ms`
+    /// ([`vendorgate_policy::session_step`]); the record is kept `ttl_ms`. Through the identity's
+    /// slot: the key is looked up only the first time.
     pub fn touch_session_in(
         &self,
         key: &str,
@@ -116,16 +100,21 @@ impl MemoryState {
             .touch(now_ms, idle_ms, ttl_ms)
     }
 
-    /// [`StateBackend::rate`] through the identity's slot.
+    /// One [`vendorgate_policy::gcra`] step for `key` under `rule`, at the request's time
+    /// (`now_us`, microseconds since the epoch), through the identity's slot.
     pub fn rate_in(
         &self,
         rule: &RateRule,
         key: &str,
         slot: &Slot<RateCell>,
-        now_ms: u64,
+        now_us: u64,
     ) -> GcraOutcome {
-        let cell = slot.get_or_init(|| self.limiter(rule).cell(key, now_ms));
-        check(cell, now_ms)
+        let cell = slot.get_or_init(|| {
+            self.limiter(rule)
+                .cells
+                .get(key, now_us / 1000, RateCell::default)
+        });
+        cell.step(rule.interval_us(), rule.burst, now_us)
     }
 
     /// The cell of a byte counter (keyed without its window), for a [`Counter`] to carry.
@@ -161,31 +150,6 @@ impl MemoryState {
     }
 }
 
-/// One GCRA step on a cell.
-fn check(cell: &RateCell, now_ms: u64) -> GcraOutcome {
-    cell.used_at(now_ms);
-    let limiter = &cell.limiter;
-    match limiter.check() {
-        Ok(snapshot) => GcraOutcome {
-            allowed: true,
-            new_tat: 0,
-            retry_after_ms: 0,
-            remaining: snapshot.remaining_burst_capacity(),
-        },
-        Err(not_until) => GcraOutcome {
-            allowed: false,
-            new_tat: 0,
-            // The limiter's own clock: building a fresh quanta clock calibrates it (cpuid,
-            // about 20 µs), which made every refusal cost more than a grant.
-            retry_after_ms: not_until
-                .wait_time_from(limiter.clock().now())
-                .as_micros()
-                .div_ceil(1000) as u64,
-            remaining: 0,
-        },
-    }
-}
-
 pub(super) fn spawn_eviction<S: Send + Sync + 'static>(
     store: Weak<S>,
     local: fn(&S) -> &MemoryState,
@@ -204,8 +168,9 @@ pub(super) fn spawn_eviction<S: Send + Sync + 'static>(
 }
 
 impl MemoryState {
-    /// [`StateBackend::lease`] without a future: memory answers at once, so the body meter can
-    /// take a lease inside `poll_frame` without boxing one.
+    /// Takes up to `want` bytes from every counter at once (the same amount from each), never
+    /// more than the smallest remaining budget, and returns what was granted. Without a future:
+    /// memory answers at once, so the body meter can take a lease inside `poll_frame`.
     pub fn lease_now(&self, counters: &[Counter], want: u64, now_ms: u64) -> u64 {
         if let [c] = counters {
             // One counter (the usual policy): one lock, and nothing collected.
@@ -254,67 +219,28 @@ impl MemoryState {
             }
         }
     }
-}
 
-impl StateBackend for MemoryState {
-    async fn touch_session(
-        &self,
-        key: &str,
-        now_ms: u64,
-        idle_ms: u64,
-        ttl_ms: u64,
-    ) -> Result<SessionOutcome, StateError> {
-        Ok(self
-            .sessions
-            .get(key, now_ms, SessionCell::default)
-            .touch(now_ms, idle_ms, ttl_ms))
-    }
-
-    async fn rate(
-        &self,
-        rule: &RateRule,
-        key: &Arc<str>,
-        now_ms: u64,
-    ) -> Result<GcraOutcome, StateError> {
-        Ok(check(&self.limiter(rule).cell(key, now_ms), now_ms))
-    }
-
-    async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
-        Ok(self.lease_now(counters, want, now_ms))
-    }
-
-    async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
-        self.release_now(counters, amount);
-        Ok(())
-    }
-
-    async fn remaining(&self, counters: &[Counter], now_ms: u64) -> Result<Vec<u64>, StateError> {
-        Ok(counters
+    /// The remaining budget of each counter, in order.
+    pub fn remaining(&self, counters: &[Counter], now_ms: u64) -> Vec<u64> {
+        counters
             .iter()
             .map(|c| {
                 let used = self.find(c).map_or(0, |cell| lock(&cell.used).at(now_ms));
                 c.max.saturating_sub(used)
             })
-            .collect())
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::future::Future;
-    use std::pin::pin;
-    use std::task::{Context, Poll, Waker};
-
     use vendorgate_policy::config::Scope;
 
     use super::*;
 
-    /// The memory backend's futures never wait: poll once.
-    fn ready<T>(fut: impl Future<Output = T>) -> T {
-        match pin!(fut).poll(&mut Context::from_waker(Waker::noop())) {
-            Poll::Ready(v) => v,
-            Poll::Pending => panic!("the memory backend never waits"),
-        }
+    /// A step for `key` as a request with no cached identity takes it (found by key).
+    fn rate(state: &MemoryState, rule: &RateRule, key: &str, now_us: u64) -> GcraOutcome {
+        state.rate_in(rule, key, &Slot::default(), now_us)
     }
 
     fn rule(requests: u32, burst: u32) -> RateRule {
@@ -333,9 +259,8 @@ mod tests {
     fn a_refusal_says_when_to_retry() {
         let state = MemoryState::new(100);
         let slow = rule(1, 1);
-        let k: Arc<str> = Arc::from("k");
-        assert!(ready(state.rate(&slow, &k, 0)).unwrap().allowed);
-        let refused = ready(state.rate(&slow, &k, 0)).unwrap();
+        assert!(rate(&state, &slow, "k", 0).allowed);
+        let refused = rate(&state, &slow, "k", 0);
         assert!(!refused.allowed);
         assert!(
             (900..=1000).contains(&refused.retry_after_ms),
@@ -349,10 +274,9 @@ mod tests {
         // allowed one request a millisecond.
         let state = MemoryState::new(100);
         let fast = rule(100_000, 1);
-        let k: Arc<str> = Arc::from("k");
-        assert!(ready(state.rate(&fast, &k, 0)).unwrap().allowed);
-        std::thread::sleep(Duration::from_micros(200));
-        assert!(ready(state.rate(&fast, &k, 0)).unwrap().allowed);
+        assert!(rate(&state, &fast, "k", 0).allowed);
+        assert!(!rate(&state, &fast, "k", 5).allowed);
+        assert!(rate(&state, &fast, "k", 10).allowed);
     }
 
     fn counter(key: &str, max: u64, reset_at_ms: u64) -> Counter {
@@ -379,7 +303,7 @@ mod tests {
         assert_eq!(state.lease_now(&other, 80, 3), 50);
         // Giving back unused budget makes it available again, on every counter.
         state.release_now(&other, 30);
-        assert_eq!(ready(state.remaining(&[vendor], 4)).unwrap(), vec![30]);
+        assert_eq!(state.remaining(&[vendor], 4), vec![30]);
         // A single counter starts a fresh window once its own is over.
         assert_eq!(state.lease_now(std::slice::from_ref(&account), 10, 5), 0);
         assert_eq!(

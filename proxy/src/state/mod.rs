@@ -1,8 +1,9 @@
 //! Sessions, rate-limit state and byte counters: in this process's memory, or in Redis so several
 //! replicas behind a load balancer enforce one limit together.
 //!
-//! [`StateBackend`] is the one interface; [`StateStore`] is what the request path holds. It adds the
-//! failure policy: when Redis cannot answer within `state.timeout`, `on_state_error = "deny"` refuses
+//! [`StateStore`] is the one interface the request path holds: each operation goes to Redis when it
+//! is configured, else to memory, and both run the policy crate's arithmetic
+//! ([`vendorgate_policy::gcra`], [`vendorgate_policy::session_step`]). It adds the failure policy: when Redis cannot answer within `state.timeout`, `on_state_error = "deny"` refuses
 //! the request (fail closed) and `"local"` falls back to this replica's memory. Either way the failure
 //! is counted and logged (at most once a second, so an outage does not drown the log).
 
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vendorgate_policy::config::{Backend, OnStateError, StateConfig};
-use vendorgate_policy::{GcraOutcome, RateRule};
+use vendorgate_policy::{GcraOutcome, RateRule, SessionStep};
 
 use cells::{CounterCell, RateCell, SessionCell, Slot};
 pub use memory::MemoryState;
@@ -38,6 +39,16 @@ pub enum SessionOutcome {
     Active,
     /// Idle for too long; stays refused until the session key expires.
     IdleExpired,
+}
+
+impl From<SessionStep> for SessionOutcome {
+    fn from(step: SessionStep) -> Self {
+        if step.allowed() {
+            SessionOutcome::Active
+        } else {
+            SessionOutcome::IdleExpired
+        }
+    }
 }
 
 /// One byte counter in its current window.
@@ -78,50 +89,6 @@ impl Counter {
     }
 }
 
-pub trait StateBackend: Send + Sync {
-    /// Records activity on a session, unless it has been idle for more than `idle_ms`. The
-    /// session is remembered for `ttl_ms`.
-    fn touch_session(
-        &self,
-        key: &str,
-        now_ms: u64,
-        idle_ms: u64,
-        ttl_ms: u64,
-    ) -> impl Future<Output = Result<SessionOutcome, StateError>> + Send;
-
-    /// One GCRA step for `key` under `rule`.
-    /// `key` is shared so the in-memory limiter can look it up and keep it without a copy.
-    fn rate(
-        &self,
-        rule: &RateRule,
-        key: &Arc<str>,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<GcraOutcome, StateError>> + Send;
-
-    /// Takes up to `want` bytes from every counter at once (the same amount from each), never
-    /// more than the smallest remaining budget. Returns what was granted.
-    fn lease(
-        &self,
-        counters: &[Counter],
-        want: u64,
-        now_ms: u64,
-    ) -> impl Future<Output = Result<u64, StateError>> + Send;
-
-    /// Gives back bytes leased but not sent.
-    fn release(
-        &self,
-        counters: &[Counter],
-        amount: u64,
-    ) -> impl Future<Output = Result<(), StateError>> + Send;
-
-    /// The remaining budget of each counter, in order.
-    fn remaining(
-        &self,
-        counters: &[Counter],
-        now_ms: u64,
-    ) -> impl Future<Output = Result<Vec<u64>, StateError>> + Send;
-}
-
 pub struct StateStore {
     redis: Option<RedisState>,
     local: MemoryState,
@@ -134,6 +101,13 @@ pub struct StateStore {
 
 pub fn now_ms() -> u64 {
     epoch_ms(std::time::SystemTime::now())
+}
+
+/// Microseconds since the epoch: the rate limiter's unit (a rule may allow more than one request
+/// a millisecond).
+pub fn epoch_us(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Milliseconds since the epoch, the unit every state operation takes its time in.
@@ -222,7 +196,7 @@ impl StateStore {
     ) -> Result<SessionOutcome, StateError> {
         if let Some(r) = &self.redis {
             if let Some(out) = self
-                .shared("session", r.touch_session(key, now, idle_ms, ttl_ms))
+                .shared("session", r.touch_session(key, idle_ms, ttl_ms, None))
                 .await
             {
                 return out;
@@ -231,20 +205,22 @@ impl StateStore {
         Ok(self.local.touch_session_in(key, slot, now, idle_ms, ttl_ms))
     }
 
-    /// `slot` is where the request's identity keeps its in-memory cell for this rule.
+    /// One GCRA step for `key` under `rule`. `slot` is where the request's identity keeps its
+    /// in-memory cell for this rule; `now_us` is the request's time in microseconds (Redis counts
+    /// by its own clock, which every replica shares).
     pub async fn rate(
         &self,
         rule: &RateRule,
         key: &Arc<str>,
         slot: &Slot<RateCell>,
-        now: u64,
+        now_us: u64,
     ) -> Result<GcraOutcome, StateError> {
         if let Some(r) = &self.redis {
-            if let Some(out) = self.shared("rate", r.rate(rule, key, now)).await {
+            if let Some(out) = self.shared("rate", r.rate(rule, key, None)).await {
                 return out;
             }
         }
-        Ok(self.local.rate_in(rule, key, slot, now))
+        Ok(self.local.rate_in(rule, key, slot, now_us))
     }
 
     /// Where a byte counter is kept: its in-memory cell, through the identity's `slot` (the key
@@ -269,7 +245,7 @@ impl StateStore {
                 return out;
             }
         }
-        self.local.lease(counters, want, now).await
+        Ok(self.local.lease_now(counters, want, now))
     }
 
     /// A lease decided without waiting, when the counters live in this process's memory; `None`
@@ -297,15 +273,16 @@ impl StateStore {
                 return out;
             }
         }
-        self.local.release(counters, amount).await
+        self.local.release_now(counters, amount);
+        Ok(())
     }
 
     pub async fn remaining(&self, counters: &[Counter], now: u64) -> Result<Vec<u64>, StateError> {
         if let Some(r) = &self.redis {
-            if let Some(out) = self.shared("remaining", r.remaining(counters, now)).await {
+            if let Some(out) = self.shared("remaining", r.remaining(counters)).await {
                 return out;
             }
         }
-        self.local.remaining(counters, now).await
+        Ok(self.local.remaining(counters, now))
     }
 }

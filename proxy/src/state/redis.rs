@@ -13,11 +13,16 @@ use redis::aio::ConnectionManager;
 use redis::Script;
 use vendorgate_policy::{GcraOutcome, RateRule};
 
-use super::{Counter, SessionOutcome, StateBackend, StateError};
+use super::{Counter, SessionOutcome, StateError};
 
+/// `vendorgate_policy::session_step`, in milliseconds. ARGV: idle (ms), TTL (ms), and optionally
+/// the time (ms; else Redis's own). Returns 1 when refused.
 const SESSION: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now
+if ARGV[3] then now = tonumber(ARGV[3]) else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
 local v = redis.call('HMGET', KEYS[1], 'last', 'dead')
 if v[2] then return 1 end
 if v[1] and (now - tonumber(v[1])) > tonumber(ARGV[1]) then
@@ -31,10 +36,14 @@ return 0
 ";
 
 /// GCRA, as `vendorgate_policy::gcra`, in microseconds (Redis TIME's resolution; Lua's doubles
-/// hold them exactly). ARGV: interval (µs), burst. Returns {allowed, retry_after_ms, remaining}.
+/// hold them exactly). ARGV: interval (µs), burst, and optionally the time (µs; else Redis's own).
+/// Returns {allowed, retry_after_ms, remaining}.
 const GCRA: &str = r"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now
+if ARGV[3] then now = tonumber(ARGV[3]) else
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -152,21 +161,25 @@ impl RedisState {
     }
 }
 
-impl StateBackend for RedisState {
-    async fn touch_session(
+/// The operations, each one script. Time is Redis's (`TIME`) unless a caller gives its own
+/// (`at`: the conformance test, which drives the scripts and the pure functions with one clock).
+impl RedisState {
+    /// Records activity on a session unless it has been idle for more than `idle_ms`; the record
+    /// is kept `ttl_ms`.
+    pub async fn touch_session(
         &self,
         key: &str,
-        _now_ms: u64,
         idle_ms: u64,
         ttl_ms: u64,
+        at_ms: Option<u64>,
     ) -> Result<SessionOutcome, StateError> {
         let mut conn = self.conn()?;
-        let dead: i64 = self
-            .scripts
-            .session
-            .key(key)
-            .arg(idle_ms)
-            .arg(ttl_ms.max(1))
+        let mut inv = self.scripts.session.key(key);
+        inv.arg(idle_ms).arg(ttl_ms.max(1));
+        if let Some(now) = at_ms {
+            inv.arg(now);
+        }
+        let dead: i64 = inv
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -177,19 +190,20 @@ impl StateBackend for RedisState {
         })
     }
 
-    async fn rate(
+    /// One GCRA step for `key` under `rule`.
+    pub async fn rate(
         &self,
         rule: &RateRule,
-        key: &Arc<str>,
-        _now_ms: u64,
+        key: &str,
+        at_us: Option<u64>,
     ) -> Result<GcraOutcome, StateError> {
         let mut conn = self.conn()?;
-        let (allowed, retry, remaining): (i64, i64, i64) = self
-            .scripts
-            .gcra
-            .key(&**key)
-            .arg(rule.interval_us())
-            .arg(rule.burst.max(1))
+        let mut inv = self.scripts.gcra.key(key);
+        inv.arg(rule.interval_us()).arg(rule.burst.max(1));
+        if let Some(now) = at_us {
+            inv.arg(now);
+        }
+        let (allowed, retry, remaining): (i64, i64, i64) = inv
             .invoke_async(&mut conn)
             .await
             .map_err(unavailable)?;
@@ -201,7 +215,8 @@ impl StateBackend for RedisState {
         })
     }
 
-    async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
+    /// Takes up to `want` bytes from every counter at once (see [`super::MemoryState::lease_now`]).
+    pub async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
         let mut conn = self.conn()?;
         let mut inv = self.scripts.lease.prepare_invoke();
         for c in counters {
@@ -218,7 +233,8 @@ impl StateBackend for RedisState {
         Ok(grant.max(0) as u64)
     }
 
-    async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
+    /// Gives back bytes leased but not sent.
+    pub async fn release(&self, counters: &[Counter], amount: u64) -> Result<(), StateError> {
         let mut conn = self.conn()?;
         let mut inv = self.scripts.release.prepare_invoke();
         for c in counters {
@@ -229,7 +245,8 @@ impl StateBackend for RedisState {
         Ok(())
     }
 
-    async fn remaining(&self, counters: &[Counter], _now_ms: u64) -> Result<Vec<u64>, StateError> {
+    /// The remaining budget of each counter, in order (its window is in its key).
+    pub async fn remaining(&self, counters: &[Counter]) -> Result<Vec<u64>, StateError> {
         if counters.is_empty() {
             return Ok(Vec::new());
         }

@@ -21,7 +21,9 @@ pub use config::{Config, ConfigError, ConfigErrors};
 pub use decide::{Arrival, Check, Decision, Facts, Presented, Step, Trace};
 pub use decision::{Allow, Challenge, Denial, Reason};
 pub use ipset::IpSet;
-pub use limits::{gcra, session_step, ByteRule, GcraOutcome, RateRule, SessionRecord, SessionStep};
+pub use limits::{
+    gcra, session_step, ByteRule, Direction, GcraOutcome, RateRule, SessionRecord, SessionStep,
+};
 pub use policy::{Admission, Policy, RouteAction, Standing};
 pub use token::{bearer, JwksError, KeySet, VerifiedToken, VerifyError};
 pub use units::{ByteSize, HumanDuration};

@@ -30,6 +30,32 @@ impl RateRule {
     }
 }
 
+/// Which way bytes flow: a byte cap counts one of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Request bodies, to the SaaS (`[[limits.ingress]]`).
+    Ingress,
+    /// Response bodies, to the agent (`[[limits.egress]]`).
+    Egress,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Ingress => "ingress",
+            Direction::Egress => "egress",
+        }
+    }
+
+    /// The refusal when the cap is used up.
+    pub fn reason(self) -> crate::Reason {
+        match self {
+            Direction::Ingress => crate::Reason::IngressCapExceeded,
+            Direction::Egress => crate::Reason::EgressCapExceeded,
+        }
+    }
+}
+
 /// A compiled `[[limits.egress]]` or `[[limits.ingress]]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ByteRule {

@@ -16,7 +16,7 @@ use toml::Spanned;
 use crate::config::{Backend, ByteCap, Config, SessionOverrides};
 use crate::decision::{Denial, Reason};
 use crate::ipset::IpSet;
-use crate::limits::{applies, ByteRule, RateRule};
+use crate::limits::{applies, ByteRule, Direction, RateRule};
 use crate::routes::{Methods, RouteTable};
 use crate::token::VerifiedToken;
 
@@ -513,18 +513,17 @@ impl Policy {
             .filter(move |(_, r)| class.is_some_and(|c| applies(r.classes, &r.vendors, c, vendor)))
     }
 
-    /// Egress (`ingress = false`) or ingress caps that apply to this vendor on this route.
+    /// The egress or ingress caps that apply to this vendor on this route.
     pub fn byte_rules_for(
         &self,
-        ingress: bool,
+        direction: Direction,
         vendor: usize,
         route: usize,
     ) -> impl Iterator<Item = (usize, &ByteRule)> {
         let class = self.class_of(route);
-        let rules = if ingress {
-            &self.ingress_rules
-        } else {
-            &self.egress_rules
+        let rules = match direction {
+            Direction::Ingress => &self.ingress_rules,
+            Direction::Egress => &self.egress_rules,
         };
         rules
             .iter()

@@ -1,11 +1,10 @@
-//! The proxy's own refusals and failures, each with a stable reason code and one HTTP status.
+//! The proxy's own refusals and failures: [`ProxyError`] with its detail (for the log and the
+//! record's rule), [`Failure`] without it (its code and status, part of [`crate::outcome`]).
 //!
 //! Codes are part of the interface: vendors' tooling and security reviewers match on them, so they are
 //! never renamed, only added. Bodies stay generic; detail goes to the logs, never to the client.
 
-use http::{header, HeaderValue, Response, StatusCode};
-
-use crate::body::ProxyBody;
+use http::StatusCode;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -39,67 +38,99 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    /// The stable snake_case code carried in the JSON body.
-    pub fn code(&self) -> &'static str {
+    /// What kind of failure this is: its code and status (see [`Failure`]).
+    pub fn kind(&self) -> Failure {
         match self {
-            ProxyError::RequestBodyTooLarge { .. } => "request_body_too_large",
-            ProxyError::RequestBodyIncomplete(_) => "request_body_incomplete",
-            ProxyError::RequestBodyTimeout(_) => "request_body_timeout",
-            ProxyError::MethodNotAllowed(_) => "method_not_allowed",
-            ProxyError::HostInvalid(_) => "host_invalid",
-            ProxyError::HeaderNameInvalid(_) => "header_name_invalid",
-            ProxyError::UpstreamUnreachable(_) => "upstream_unreachable",
-            ProxyError::UpstreamConnectTimeout => "upstream_connect_timeout",
-            ProxyError::UpstreamTls(_) => "upstream_tls_error",
-            ProxyError::UpstreamTimeout => "upstream_timeout",
-            ProxyError::UpstreamProtocol(_) => "upstream_protocol_error",
-            ProxyError::RedirectRefused(_) => "upstream_redirect_refused",
-            ProxyError::DownloadUnknown => "download_unknown",
+            ProxyError::RequestBodyTooLarge { .. } => Failure::RequestBodyTooLarge,
+            ProxyError::RequestBodyIncomplete(_) => Failure::RequestBodyIncomplete,
+            ProxyError::RequestBodyTimeout(_) => Failure::RequestBodyTimeout,
+            ProxyError::MethodNotAllowed(_) => Failure::MethodNotAllowed,
+            ProxyError::HostInvalid(_) => Failure::HostInvalid,
+            ProxyError::HeaderNameInvalid(_) => Failure::HeaderNameInvalid,
+            ProxyError::UpstreamUnreachable(_) => Failure::UpstreamUnreachable,
+            ProxyError::UpstreamConnectTimeout => Failure::UpstreamConnectTimeout,
+            ProxyError::UpstreamTls(_) => Failure::UpstreamTls,
+            ProxyError::UpstreamTimeout => Failure::UpstreamTimeout,
+            ProxyError::UpstreamProtocol(_) => Failure::UpstreamProtocol,
+            ProxyError::RedirectRefused(_) => Failure::RedirectRefused,
+            ProxyError::DownloadUnknown => Failure::DownloadUnknown,
+        }
+    }
+}
+
+/// A [`ProxyError`] without its detail: what the record, the metrics and the client are told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Failure {
+    RequestBodyTooLarge,
+    RequestBodyIncomplete,
+    RequestBodyTimeout,
+    MethodNotAllowed,
+    HostInvalid,
+    HeaderNameInvalid,
+    UpstreamUnreachable,
+    UpstreamConnectTimeout,
+    UpstreamTls,
+    UpstreamTimeout,
+    UpstreamProtocol,
+    RedirectRefused,
+    DownloadUnknown,
+}
+
+impl Failure {
+    pub const ALL: [Failure; 13] = [
+        Failure::RequestBodyTooLarge,
+        Failure::RequestBodyIncomplete,
+        Failure::RequestBodyTimeout,
+        Failure::MethodNotAllowed,
+        Failure::HostInvalid,
+        Failure::HeaderNameInvalid,
+        Failure::UpstreamUnreachable,
+        Failure::UpstreamConnectTimeout,
+        Failure::UpstreamTls,
+        Failure::UpstreamTimeout,
+        Failure::UpstreamProtocol,
+        Failure::RedirectRefused,
+        Failure::DownloadUnknown,
+    ];
+
+    /// The stable snake_case code carried in the JSON body.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::RequestBodyTooLarge => "request_body_too_large",
+            Failure::RequestBodyIncomplete => "request_body_incomplete",
+            Failure::RequestBodyTimeout => "request_body_timeout",
+            Failure::MethodNotAllowed => "method_not_allowed",
+            Failure::HostInvalid => "host_invalid",
+            Failure::HeaderNameInvalid => "header_name_invalid",
+            Failure::UpstreamUnreachable => "upstream_unreachable",
+            Failure::UpstreamConnectTimeout => "upstream_connect_timeout",
+            Failure::UpstreamTls => "upstream_tls_error",
+            Failure::UpstreamTimeout => "upstream_timeout",
+            Failure::UpstreamProtocol => "upstream_protocol_error",
+            Failure::RedirectRefused => "upstream_redirect_refused",
+            Failure::DownloadUnknown => "download_unknown",
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub fn status(self) -> StatusCode {
         match self {
-            ProxyError::RequestBodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::RequestBodyIncomplete(_)
-            | ProxyError::HostInvalid(_)
-            | ProxyError::HeaderNameInvalid(_) => StatusCode::BAD_REQUEST,
-            ProxyError::RequestBodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::UpstreamUnreachable(_)
-            | ProxyError::UpstreamTls(_)
-            | ProxyError::UpstreamProtocol(_)
-            | ProxyError::RedirectRefused(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::DownloadUnknown => StatusCode::NOT_FOUND,
-            ProxyError::UpstreamConnectTimeout | ProxyError::UpstreamTimeout => {
+            Failure::RequestBodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Failure::RequestBodyIncomplete | Failure::HostInvalid | Failure::HeaderNameInvalid => {
+                StatusCode::BAD_REQUEST
+            }
+            Failure::RequestBodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Failure::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Failure::UpstreamUnreachable
+            | Failure::UpstreamTls
+            | Failure::UpstreamProtocol
+            | Failure::RedirectRefused => StatusCode::BAD_GATEWAY,
+            Failure::DownloadUnknown => StatusCode::NOT_FOUND,
+            Failure::UpstreamConnectTimeout | Failure::UpstreamTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
         }
     }
-
-    pub fn to_response(&self, request_id: &HeaderValue) -> Response<ProxyBody> {
-        error_response(self.status(), self.code(), request_id)
-    }
-}
-
-/// `{"error": code, "request_id": id}` with the status. The request id was validated to be plain
-/// ASCII without quotes or backslashes, so it needs no JSON escaping.
-pub fn error_response(
-    status: StatusCode,
-    code: &'static str,
-    request_id: &HeaderValue,
-) -> Response<ProxyBody> {
-    let id = request_id.to_str().unwrap_or("");
-    let body = format!("{{\"error\":\"{code}\",\"request_id\":\"{id}\"}}");
-    let mut resp = Response::new(ProxyBody::full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
 }
 
 #[cfg(test)]
@@ -163,8 +194,14 @@ mod tests {
             ),
             (ProxyError::DownloadUnknown, "download_unknown", 404),
         ];
+        assert_eq!(table.len(), Failure::ALL.len());
         for (err, code, status) in table {
-            assert_eq!((err.code(), err.status().as_u16()), (code, status), "{err}");
+            let kind = err.kind();
+            assert_eq!(
+                (kind.as_str(), kind.status().as_u16()),
+                (code, status),
+                "{err}"
+            );
         }
     }
 }

@@ -6,20 +6,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::{HeaderName, HeaderValue};
 use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use vendorgate_certs::{server_config, Alpn, CertError, ReloadableCert};
 use vendorgate_policy::Config;
 
-use crate::credential::{authorization, CredentialError};
+use crate::active::{Active, ActiveError};
 use crate::downloads::Downloads;
-use crate::identity::{KeySource, KeyStore, KeysError, TokenCache};
-use crate::links::{Links, Public};
+use crate::identity::TokenCache;
 use crate::metrics::Metrics;
 use crate::otel::Otel;
 use crate::request_id::RequestIds;
 use crate::state::StateStore;
+use crate::trail::record::Observers;
 use crate::trail::refusals::{Refusals, Refused};
 use crate::trail::Trail;
 use crate::upstream::Upstream;
@@ -29,131 +28,9 @@ pub enum BuildError {
     #[error(transparent)]
     Certs(#[from] CertError),
     #[error(transparent)]
-    Keys(#[from] KeysError),
-    #[error(transparent)]
-    Credential(#[from] CredentialError),
+    Policy(#[from] ActiveError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::SetupError),
-    #[error("upstream.identity_header {0:?} is not a valid header name")]
-    IdentityHeader(String),
-    #[error("{0}: {1:?} is not a valid header name")]
-    HeaderName(&'static str, String),
-}
-
-/// The reloadable part: the policy and what it needs to decide.
-pub struct Active {
-    pub config: Config,
-    pub keys: Arc<KeyStore>,
-    /// `Authorization` to send upstream, if a credential is configured.
-    pub credential: Option<HeaderValue>,
-    pub identity_header: Option<HeaderName>,
-    /// `config.version`, shared into every decision record without copying it per request.
-    pub version: Arc<str>,
-    /// The upstream's origins, found in its responses and rewritten (see [`crate::links`]).
-    pub links: Arc<Links>,
-    /// `server.public_url`'s origin; `None`: each request's own.
-    pub public_origin: Option<Public>,
-    /// Request headers never sent upstream, response headers never sent to the agent.
-    pub strip_request: Vec<HeaderName>,
-    pub strip_response: Vec<HeaderName>,
-}
-
-/// Request headers that never reach the upstream, whatever the config says: a session with the
-/// SaaS (`Cookie`), acting as another user (`X-On-Behalf-Of`, honoured by Zendesk for OAuth
-/// credentials with the impersonate scope), and `Accept-Encoding` (links are rewritten in plain
-/// bodies only, so the upstream is asked for no compression).
-const STRIP_REQUEST: [&str; 3] = ["cookie", "x-on-behalf-of", "accept-encoding"];
-/// Response headers that never reach the agent: a session cookie for the proxy's service account
-/// would let the agent use the SaaS directly.
-const STRIP_RESPONSE: [&str; 1] = ["set-cookie"];
-
-fn header_names(
-    builtin: &[&str],
-    configured: &[String],
-    key: &'static str,
-) -> Result<Vec<HeaderName>, BuildError> {
-    let mut names = Vec::new();
-    for name in builtin
-        .iter()
-        .copied()
-        .chain(configured.iter().map(String::as_str))
-    {
-        let name = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| BuildError::HeaderName(key, name.to_string()))?;
-        if !names.contains(&name) {
-            names.push(name);
-        }
-    }
-    Ok(names)
-}
-
-impl Active {
-    /// Builds from `config`, keeping `previous`'s key store when the key source is unchanged (so a
-    /// policy reload does not forget keys fetched from an IdP that is down right now).
-    pub fn build(config: Config, previous: Option<&Active>) -> Result<Active, BuildError> {
-        let source = KeySource::from_config(&config.identity);
-        let keys = match previous {
-            Some(p)
-                if Some(p.keys.source()) == source.as_ref()
-                    && p.config.identity.ca_bundle == config.identity.ca_bundle
-                    && !matches!(source, Some(KeySource::File(_))) =>
-            {
-                p.keys.clone()
-            }
-            _ => {
-                let store = KeyStore::new(&config.identity)?;
-                store.spawn_refresh();
-                store
-            }
-        };
-        let credential = config
-            .upstream
-            .credential
-            .as_ref()
-            .map(authorization)
-            .transpose()?;
-        let identity_header = config
-            .upstream
-            .identity_header
-            .as_ref()
-            .map(|h| {
-                HeaderName::from_bytes(h.as_bytes())
-                    .map_err(|_| BuildError::IdentityHeader(h.clone()))
-            })
-            .transpose()?;
-        let u = &config.upstream;
-        let origins: Vec<String> = std::iter::once(&u.url)
-            .chain(&u.link_origins)
-            .map(|o| o.origin())
-            .collect();
-        let links = Arc::new(Links::new(origins.iter().map(String::as_str)));
-        let public_origin = config
-            .server
-            .public_url
-            .as_ref()
-            .map(|p| Public::new(&p.0.origin()));
-        let strip_request = header_names(
-            &STRIP_REQUEST,
-            &u.strip_request_headers,
-            "upstream.strip_request_headers",
-        )?;
-        let strip_response = header_names(
-            &STRIP_RESPONSE,
-            &u.strip_response_headers,
-            "upstream.strip_response_headers",
-        )?;
-        Ok(Active {
-            links,
-            public_origin,
-            strip_request,
-            strip_response,
-            version: Arc::from(config.version.as_str()),
-            config,
-            keys,
-            credential,
-            identity_header,
-        })
-    }
 }
 
 pub struct Gateway {
@@ -297,5 +174,19 @@ impl Gateway {
         self.active.store(Arc::new(next));
         self.tokens.clear();
         Ok(needs_restart)
+    }
+}
+
+impl Observers for Gateway {
+    fn cutting(&self) -> bool {
+        self.is_cutting()
+    }
+
+    fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    fn otel(&self) -> Option<&Otel> {
+        self.otel.as_deref()
     }
 }

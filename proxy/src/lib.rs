@@ -7,10 +7,12 @@
 // One audited exception, allowed where it stands: `memory::trim` asks glibc for `malloc_trim`.
 #![deny(unsafe_code)]
 
+pub mod active;
 pub mod admin;
 pub mod audit;
 pub mod body;
 pub mod client_io;
+pub mod clock;
 pub mod conn;
 pub mod credential;
 pub mod downloads;
@@ -20,12 +22,12 @@ pub mod headers;
 pub mod http_client;
 pub mod identity;
 pub mod ip_text;
-pub mod limits;
 pub mod links;
 pub mod memory;
 pub mod metering;
 pub mod metrics;
 pub mod otel;
+pub mod outcome;
 pub mod pipeline;
 pub mod request_id;
 pub mod serve;

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::identity::cache::Identity;
-use crate::trail::record::Abandoned;
 use crate::trail::refusals::Refusal;
+use crate::trail::schema::Abandoned;
 use std::time::Duration;
 
 const BUCKETS: [f64; 12] = [

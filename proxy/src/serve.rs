@@ -29,7 +29,7 @@ use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
-use crate::body::ProxyBody;
+use crate::body::response::ProxyBody;
 use crate::client_io::ClientIo;
 use crate::conn::{ConnInfo, InFlight};
 use crate::gateway::Gateway;

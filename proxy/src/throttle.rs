@@ -11,7 +11,7 @@ pub struct LogThrottle {
 impl LogThrottle {
     /// True for at most one caller a second.
     pub fn allow(&self) -> bool {
-        let now = crate::state::now_ms();
+        let now = crate::clock::now_ms();
         let last = self.last_ms.load(Ordering::Relaxed);
         now.saturating_sub(last) >= 1000
             && self

@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use vendorgate::identity::{KeySource, KeyStore};
 use vendorgate::settings::load_config;
 use vendorgate_policy::{
-    bearer, Arrival, Config, Denial, Facts, Policy, Presented, Step, VerifiedToken, VerifyError,
+    bearer, Arrival, Config, Denial, Direction, Facts, Policy, Presented, Step, VerifiedToken,
+    VerifyError,
 };
 
 fn line(step: &str, detail: &str, verdict: &str) {
@@ -165,7 +166,7 @@ pub fn run(
             "applies",
         );
     }
-    for (_, r) in policy.byte_rules_for(false, allow.vendor, allow.route) {
+    for (_, r) in policy.byte_rules_for(Direction::Egress, allow.vendor, allow.route) {
         line(
             "egress",
             &format!(

@@ -13,13 +13,13 @@ use http::HeaderValue;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vendorgate_policy::{ByteRule, Policy, Standing, VerifiedToken};
+use vendorgate_policy::{ByteRule, Direction, Policy, Standing, VerifiedToken};
 
 use crate::headers::encoded_value;
-use crate::limits::{byte_key, rate_key, session_key};
 use crate::state::cells::{CounterCell, RateCell, SessionCell, Slot};
+use crate::state::keys::{byte_key, rate_key, session_key};
 use crate::trail::chain::sha256_hex;
-use crate::trail::record::{account_json, token_object};
+use crate::trail::schema::{account_json, token_object};
 
 const SHARDS: usize = 16;
 
@@ -54,7 +54,7 @@ pub struct Identity {
     account_json_len: usize,
     /// `vendor/account`, encoded for `upstream.identity_header`.
     pub who: HeaderValue,
-    /// The session's state key (see [`crate::limits::session_key`]).
+    /// The session's state key (see [`crate::state::keys::session_key`]).
     pub session_key: Box<str>,
     pub token: VerifiedToken,
 }
@@ -94,10 +94,10 @@ impl Identity {
             .iter()
             .map(|rule| RuleState::new(rate_key(prefix, rule, vendor, account)))
             .collect();
-        let byte_states = |ingress: bool, rules: &[ByteRule]| {
+        let byte_states = |direction: Direction, rules: &[ByteRule]| {
             rules
                 .iter()
-                .map(|rule| RuleState::new(byte_key(prefix, ingress, rule, vendor, account)))
+                .map(|rule| RuleState::new(byte_key(prefix, direction, rule, vendor, account)))
                 .collect()
         };
         Identity {
@@ -106,8 +106,8 @@ impl Identity {
             session: Slot::default(),
             egress_metric: Slot::default(),
             rates,
-            egress: byte_states(false, &policy.egress_rules),
-            ingress: byte_states(true, &policy.ingress_rules),
+            egress: byte_states(Direction::Egress, &policy.egress_rules),
+            ingress: byte_states(Direction::Ingress, &policy.ingress_rules),
             account_json_len: account_json.len(),
             record: [account_json, record_token].concat().into(),
             who: encoded_value(&[vendor, "/", account].concat()),
@@ -117,11 +117,10 @@ impl Identity {
     }
 
     /// The state of the ingress or egress caps, by rule index.
-    pub fn byte_state(&self, ingress: bool) -> &[RuleState<CounterCell>] {
-        if ingress {
-            &self.ingress
-        } else {
-            &self.egress
+    pub fn byte_state(&self, direction: Direction) -> &[RuleState<CounterCell>] {
+        match direction {
+            Direction::Ingress => &self.ingress,
+            Direction::Egress => &self.egress,
         }
     }
 

@@ -162,7 +162,7 @@ pub(super) fn spawn_eviction<S: Send + Sync + 'static>(
         loop {
             tick.tick().await;
             let Some(store) = store.upgrade() else { return };
-            local(&store).evict(super::now_ms());
+            local(&store).evict(crate::clock::now_ms());
         }
     });
 }

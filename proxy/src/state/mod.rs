@@ -8,12 +8,14 @@
 //! is counted and logged (at most once a second, so an outage does not drown the log).
 
 pub mod cells;
+pub mod keys;
 mod memory;
 mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::clock::now_ms;
 use crate::throttle::LogThrottle;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -97,23 +99,6 @@ pub struct StateStore {
     pub prefix: String,
     errors: AtomicU64,
     log_throttle: LogThrottle,
-}
-
-pub fn now_ms() -> u64 {
-    epoch_ms(std::time::SystemTime::now())
-}
-
-/// Microseconds since the epoch: the rate limiter's unit (a rule may allow more than one request
-/// a millisecond).
-pub fn epoch_us(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
-
-/// Milliseconds since the epoch, the unit every state operation takes its time in.
-pub fn epoch_ms(t: std::time::SystemTime) -> u64 {
-    t.duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 impl StateStore {

@@ -179,10 +179,7 @@ impl RedisState {
         if let Some(now) = at_ms {
             inv.arg(now);
         }
-        let dead: i64 = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let dead: i64 = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(if dead == 1 {
             SessionOutcome::IdleExpired
         } else {
@@ -203,10 +200,8 @@ impl RedisState {
         if let Some(now) = at_us {
             inv.arg(now);
         }
-        let (allowed, retry, remaining): (i64, i64, i64) = inv
-            .invoke_async(&mut conn)
-            .await
-            .map_err(unavailable)?;
+        let (allowed, retry, remaining): (i64, i64, i64) =
+            inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(GcraOutcome {
             allowed: allowed == 1,
             new_tat: 0,
@@ -216,7 +211,12 @@ impl RedisState {
     }
 
     /// Takes up to `want` bytes from every counter at once (see [`super::MemoryState::lease_now`]).
-    pub async fn lease(&self, counters: &[Counter], want: u64, now_ms: u64) -> Result<u64, StateError> {
+    pub async fn lease(
+        &self,
+        counters: &[Counter],
+        want: u64,
+        now_ms: u64,
+    ) -> Result<u64, StateError> {
         let mut conn = self.conn()?;
         let mut inv = self.scripts.lease.prepare_invoke();
         for c in counters {

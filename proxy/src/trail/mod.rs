@@ -12,6 +12,7 @@ pub mod chain;
 mod json;
 pub mod record;
 pub mod refusals;
+pub mod schema;
 pub mod time;
 mod writer;
 

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::json::JsonOut;
-use super::record::SCHEMA;
+use super::schema::SCHEMA;
 use super::time::rfc3339;
 use crate::ip_text::IpText;
 
@@ -62,6 +62,19 @@ impl Refusal {
             Refusal::RequestHeadTooLarge => "request_head_too_large",
             Refusal::RequestHeadTimeout => "request_head_timeout",
             Refusal::Http2ProtocolError => "http2_protocol_error",
+        }
+    }
+
+    /// What the client was answered, if anything: a TLS failure gets no HTTP answer.
+    pub fn status(self) -> Option<http::StatusCode> {
+        use http::StatusCode;
+        match self {
+            Refusal::TlsHandshakeFailed | Refusal::TlsHandshakeTimeout => None,
+            // A GOAWAY, not a response.
+            Refusal::Http2ProtocolError => None,
+            Refusal::RequestMalformed => Some(StatusCode::BAD_REQUEST),
+            Refusal::RequestHeadTooLarge => Some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE),
+            Refusal::RequestHeadTimeout => Some(StatusCode::REQUEST_TIMEOUT),
         }
     }
 

@@ -15,7 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::UpstreamError;
-use crate::body::RequestBody;
+use crate::body::request::RequestBody;
 
 /// Probes on an idle pooled connection, so a middlebox that silently dropped it is noticed.
 const TCP_KEEPALIVE: Duration = Duration::from_secs(60);

@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 use vendorgate_certs::{client_config, Alpn, CertError};
 use vendorgate_policy::config::{Scheme as UrlScheme, Upstream as UpstreamConfig};
 
-use crate::body::{BodyTooLarge, RequestBody};
+use crate::body::request::{BodyTooLarge, RequestBody};
 use crate::errors::ProxyError;
 use connect::{Dialer, Sender};
 pub use pool::Lease;

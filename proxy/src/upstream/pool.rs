@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use hyper::client::conn::{http1, http2};
 
-use crate::body::RequestBody;
+use crate::body::request::RequestBody;
 
 struct Idle {
     sender: http1::SendRequest<RequestBody>,

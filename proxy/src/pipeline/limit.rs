@@ -1,5 +1,6 @@
-//! The limit phase of the pipeline: sessions, request rates and byte budgets for one allowed
-//! request, and the `RateLimit` headers that let well-behaved clients pace themselves
+//! Phase 4, limit: sessions, request rates and byte budgets for one allowed request (only now: a
+//! request that fails authentication must not spend anyone's rate limit or touch a session), and
+//! the `RateLimit` headers that let well-behaved clients pace themselves
 //! (draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "id";q=10;w=60` and
 //! `RateLimit: "id";r=3;t=12`).
 
@@ -7,12 +8,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use vendorgate_policy::config::Scope;
 use vendorgate_policy::{
-    Allow, ByteRule, Denial, GcraOutcome, Policy, RateRule, Reason, VerifiedToken,
+    Allow, ByteRule, Denial, Direction, GcraOutcome, Policy, RateRule, Reason,
 };
 
+use super::Refusal;
+
 use crate::identity::cache::{Identity, RuleState};
+use crate::state::keys::{byte_key, rate_key};
 use crate::state::{Counter, SessionOutcome, StateError, StateStore};
 
 pub static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
@@ -25,24 +28,44 @@ pub struct Limited {
     pub headers: HeaderMap,
 }
 
-fn state_denial(e: StateError) -> Denial {
-    Denial::new(Reason::StateUnavailable, e.to_string())
+fn state_denial(e: StateError) -> Refusal {
+    Refusal::Policy(Denial::new(Reason::StateUnavailable, e.to_string()))
 }
 
-/// The state key of a session: the token's `sid`, else its `jti`, else the token's hash; scoped to
-/// the vendor so two IdP tenants' ids cannot collide.
-pub fn session_key(prefix: &str, vendor: &str, token: &VerifiedToken, token_hash: u128) -> String {
-    match (&token.sid, &token.jti) {
-        (Some(sid), _) => key(&[prefix, "sess", vendor, "sid", sid]),
-        (None, Some(jti)) => key(&[prefix, "sess", vendor, "jti", jti]),
-        (None, None) => key(&[prefix, "sess", vendor, "tok", &format!("{token_hash:032x}")]),
-    }
+/// What the limits let through: the headers to answer with, and the byte counters the bodies
+/// are metered against.
+pub struct Admitted {
+    pub rate_headers: RateHeaders,
+    pub ingress: Vec<Counter>,
+    pub egress: Vec<Counter>,
+    /// What the egress budget had left when the request was let through.
+    pub egress_left: u64,
 }
 
-/// A state key: the parts joined by `:`. Built with one allocation of the right size; keys are
-/// made several times a request, and `format!` cost more than the lookups they serve.
-fn key(parts: &[&str]) -> String {
-    parts.join(":")
+/// The phase: the session's idle timeout, every rate limit, then the ingress budget (a declared
+/// upload that cannot fit is refused before it is read) and the egress budget (nothing left:
+/// refused before the upstream is asked). `now_us` is the request's time.
+pub async fn limit(
+    store: &StateStore,
+    policy: &Policy,
+    allow: &Allow,
+    identity: &Identity,
+    declared: Option<u64>,
+    now_us: u64,
+) -> Result<Admitted, Refusal> {
+    let now_ms = now_us / 1000;
+    check_session(store, policy, allow, identity, now_ms).await?;
+    let rate_headers = check_rates(store, policy, allow, identity, now_us).await?;
+    let ingress = byte_counters(store, policy, Direction::Ingress, allow, identity, now_ms);
+    check_budget(store, &ingress, declared, Direction::Ingress, now_ms).await?;
+    let egress = byte_counters(store, policy, Direction::Egress, allow, identity, now_ms);
+    let egress_left = check_budget(store, &egress, None, Direction::Egress, now_ms).await?;
+    Ok(Admitted {
+        rate_headers,
+        ingress,
+        egress,
+        egress_left,
+    })
 }
 
 /// Idle timeout: the session must have seen a request within it (its lifetime is a rule of
@@ -55,7 +78,7 @@ pub async fn check_session(
     allow: &Allow,
     identity: &Identity,
     now_ms: u64,
-) -> Result<(), Denial> {
+) -> Result<(), Refusal> {
     let now = now_ms / 1000;
     let token = &identity.standing;
     let vendor = &policy.vendors[allow.vendor];
@@ -68,43 +91,11 @@ pub async fn check_session(
         .map_err(state_denial)?
     {
         SessionOutcome::Active => Ok(()),
-        SessionOutcome::IdleExpired => Err(Denial::new(
+        SessionOutcome::IdleExpired => Err(Refusal::Policy(Denial::new(
             Reason::SessionIdleExpired,
             "sessions.idle_timeout",
-        )),
+        ))),
     }
-}
-
-/// The state key of `rule`'s limiter for this account (or its vendor, by the rule's scope).
-pub fn rate_key(prefix: &str, rule: &RateRule, vendor: &str, account: &str) -> Arc<str> {
-    scope_key(prefix, "rate", &rule.id, rule.per, vendor, account)
-}
-
-/// The state key of a byte counter (`ingress` or `egress`) for this account or its vendor, without
-/// the window (see [`crate::state::Place::Key`]).
-pub fn byte_key(
-    prefix: &str,
-    ingress: bool,
-    rule: &ByteRule,
-    vendor: &str,
-    account: &str,
-) -> Arc<str> {
-    let kind = if ingress { "ingress" } else { "egress" };
-    scope_key(prefix, kind, &rule.id, rule.per, vendor, account)
-}
-
-fn scope_key(
-    prefix: &str,
-    kind: &str,
-    id: &str,
-    per: Scope,
-    vendor: &str,
-    account: &str,
-) -> Arc<str> {
-    Arc::from(match per {
-        Scope::Account => key(&[prefix, kind, id, "a", vendor, account]),
-        Scope::Vendor => key(&[prefix, kind, id, "v", vendor]),
-    })
 }
 
 /// `RateLimit-Policy` / `RateLimit` values for the rules that applied, as `", "`-separated lists.
@@ -190,7 +181,7 @@ pub async fn check_rates(
     allow: &Allow,
     identity: &Identity,
     now_us: u64,
-) -> Result<RateHeaders, Result<Limited, Denial>> {
+) -> Result<RateHeaders, Refusal> {
     let mut headers = RateHeaders::default();
     for (i, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
         let mut made = None;
@@ -202,12 +193,12 @@ pub async fn check_rates(
         let outcome = store
             .rate(rule, key, slot, now_us)
             .await
-            .map_err(|e| Err(state_denial(e)))?;
+            .map_err(state_denial)?;
         headers.add(rule, &outcome);
         if !outcome.allowed {
             let mut map = HeaderMap::new();
             headers.apply(&mut map);
-            return Err(Ok(Limited {
+            return Err(Refusal::Limited(Limited {
                 denial: Denial::new(
                     Reason::ExportRateLimited,
                     format!("limits.rate[{}]", rule.id),
@@ -224,21 +215,21 @@ pub async fn check_rates(
 pub fn byte_counters(
     store: &StateStore,
     policy: &Policy,
-    ingress: bool,
+    direction: Direction,
     allow: &Allow,
     identity: &Identity,
     now_ms: u64,
 ) -> Vec<Counter> {
-    let states = identity.byte_state(ingress);
+    let states = identity.byte_state(direction);
     policy
-        .byte_rules_for(ingress, allow.vendor, allow.route)
+        .byte_rules_for(direction, allow.vendor, allow.route)
         .map(|(i, rule): (usize, &ByteRule)| {
             let mut made = None;
             let state = rule_state(states, i, &mut made, || {
                 let vendor = &policy.vendors[allow.vendor].id;
                 byte_key(
                     &store.prefix,
-                    ingress,
+                    direction,
                     rule,
                     vendor,
                     &identity.token.account,
@@ -261,16 +252,16 @@ pub async fn check_budget(
     store: &StateStore,
     counters: &[Counter],
     declared: Option<u64>,
-    reason: Reason,
+    direction: Direction,
     now_ms: u64,
-) -> Result<u64, Result<Limited, Denial>> {
+) -> Result<u64, Refusal> {
     if counters.is_empty() {
         return Ok(u64::MAX);
     }
     let remaining = store
         .remaining(counters, now_ms)
         .await
-        .map_err(|e| Err(state_denial(e)))?;
+        .map_err(state_denial)?;
     let left = remaining.iter().copied().min().unwrap_or(u64::MAX);
     let need = declared.unwrap_or(1).max(1);
     if left >= need {
@@ -284,15 +275,13 @@ pub async fn check_budget(
         .map(|(c, _)| c.reset_at_ms)
         .max()
         .unwrap_or(now_ms);
-    let kind = if reason == Reason::IngressCapExceeded {
-        "ingress"
-    } else {
-        "egress"
-    };
-    Err(Ok(Limited {
+    Err(Refusal::Limited(Limited {
         denial: Denial::new(
-            reason,
-            format!("limits.{kind} ({left} bytes left in the window)"),
+            direction.reason(),
+            format!(
+                "limits.{} ({left} bytes left in the window)",
+                direction.as_str()
+            ),
         ),
         retry_after_secs: reset.saturating_sub(now_ms).div_ceil(1000).max(1),
         headers: HeaderMap::new(),

@@ -1,0 +1,42 @@
+//! Phase 3, authorize: [`Policy::decide`] on what is now known. A download is decided as the GET
+//! of the path the upstream redirected from, so a grant never reaches further than the request
+//! that earned it.
+
+use http::{Method, Request};
+use hyper::body::Incoming;
+use vendorgate_policy::{Admission, Allow, Denial, Facts, Policy, Presented, Standing};
+
+use crate::downloads::Grant;
+
+pub fn authorize(
+    policy: &Policy,
+    req: &Request<Incoming>,
+    admission: &Admission,
+    standing: &Standing,
+    download: Option<&Grant>,
+    now: u64,
+) -> Result<Allow, Denial> {
+    let token = Presented::Verified(standing);
+    match download {
+        Some(grant) => {
+            let redirected = Admission {
+                client_ip: admission.client_ip,
+                path: grant.path.clone(),
+            };
+            let facts = Facts {
+                method: &Method::GET,
+                admission: &redirected,
+                token,
+            };
+            policy.decide(&facts, now, &mut ())
+        }
+        None => {
+            let facts = Facts {
+                method: req.method(),
+                admission,
+                token,
+            };
+            policy.decide(&facts, now, &mut ())
+        }
+    }
+}

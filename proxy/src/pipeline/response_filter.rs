@@ -1,0 +1,185 @@
+//! Phase 5, the response filter: the upstream's answer made the agent's. A declared length the
+//! egress budget cannot cover is refused whole rather than started and cut; hop-by-hop and
+//! stripped headers go; a redirect off the upstream becomes a download grant or a refusal; links
+//! move to the agent's origin; the upstream's request id is kept under its own name; the rate-limit
+//! headers are set; the body streams back, metered when a cap applies.
+
+use http::{header, HeaderValue, Response, Uri};
+use hyper::body::Incoming;
+use vendorgate_policy::Direction;
+
+use super::limit::{self, Admitted};
+use super::request_filter::content_length;
+use super::Refusal;
+use crate::active::Active;
+use crate::body::response::{ProxyBody, UpstreamBody};
+use crate::downloads;
+use crate::errors::ProxyError;
+use crate::gateway::Gateway;
+use crate::headers::{remove_where, strip_hop_by_hop, X_UPSTREAM_REQUEST_ID};
+use crate::links::Public;
+use crate::metering::Meter;
+use crate::request_id;
+use crate::trail::record::Draft;
+use crate::upstream::Lease;
+
+/// What the response filter needs to know of the request.
+pub struct Answering<'a> {
+    /// Where the agent reached us (`Host` or the target's authority).
+    pub origin_host: Option<HeaderValue>,
+    /// Who a redirect would be granted to.
+    pub granted: Granted<'a>,
+    /// The request was itself a download: its redirects are not followed again.
+    pub from_download: bool,
+    pub now_ms: u64,
+}
+
+pub async fn filter(
+    gw: &'static Gateway,
+    active: &Active,
+    upstream: Response<Incoming>,
+    lease: Option<Lease>,
+    limits: Admitted,
+    answering: Answering<'_>,
+    draft: &mut Draft,
+) -> Result<Response<ProxyBody>, Refusal> {
+    let (mut parts, body) = upstream.into_parts();
+    draft.upstream_status = Some(parts.status.as_u16());
+    let length = content_length(&parts.headers);
+    let egress = limits.egress;
+    if !egress.is_empty() && length.is_some_and(|len| len > limits.egress_left) {
+        limit::check_budget(
+            &gw.state,
+            &egress,
+            length,
+            Direction::Egress,
+            answering.now_ms,
+        )
+        .await?;
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    remove_where(&mut parts.headers, |k| active.strip_response.contains(k));
+    let host = answering.origin_host.as_ref();
+    if parts.status.is_redirection() {
+        redirect_elsewhere(
+            gw,
+            active,
+            host,
+            answering.granted,
+            answering.from_download,
+            &mut parts.headers,
+        )?;
+    }
+    let body = rewrite_links(active, host, &mut parts.headers, UpstreamBody::new(body));
+    if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
+        parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
+    }
+    limits.rate_headers.apply(&mut parts.headers);
+    let body = if egress.is_empty() {
+        ProxyBody::upstream(body, lease)
+    } else {
+        let meter = Meter::new(&gw.state, egress).expecting(length);
+        ProxyBody::metered(body, meter, lease)
+    };
+    Ok(Response::from_parts(parts, body))
+}
+
+/// Who a download grant is for, and the path it continues.
+pub struct Granted<'a> {
+    pub vendor: &'a str,
+    pub account: &'a str,
+    pub path: &'a str,
+}
+
+/// A redirect off the upstream's origins: to a host in `upstream.redirect_hosts`, it becomes a
+/// download grant the agent follows through the proxy ([`downloads`]); anywhere else, or from a
+/// download itself, it is refused. Redirects on the upstream's origins (or relative ones) are
+/// left to [`rewrite_links`].
+fn redirect_elsewhere(
+    gw: &Gateway,
+    active: &Active,
+    host: Option<&HeaderValue>,
+    granted: Granted<'_>,
+    from_download: bool,
+    headers: &mut http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let Some(target) = headers
+        .get(header::LOCATION)
+        .and_then(|l| l.to_str().ok())
+        .and_then(|l| l.parse::<Uri>().ok())
+        .filter(|u| u.host().is_some())
+    else {
+        return Ok(());
+    };
+    if active.links.on_upstream(&target.to_string()) {
+        return Ok(());
+    }
+    let refused = || ProxyError::RedirectRefused(target.host().unwrap_or("").to_string());
+    if from_download || !gw.downloads.allows(&target) {
+        return Err(refused());
+    }
+    let public = public_origin(active, host).ok_or_else(refused)?;
+    let token = gw.downloads.grant(
+        target.clone(),
+        granted.vendor,
+        granted.account,
+        granted.path,
+    );
+    let location = format!("{}{}{token}", public.as_str(), downloads::PREFIX);
+    let value = HeaderValue::from_str(&location).map_err(|_| refused())?;
+    headers.insert(header::LOCATION, value);
+    Ok(())
+}
+
+/// The origin the agent's links should point at: `server.public_url`, else `https://` and the
+/// authority the request was sent to (validated as one).
+fn public_origin(active: &Active, host: Option<&HeaderValue>) -> Option<Public> {
+    match &active.public_origin {
+        Some(public) => Some(public.clone()),
+        None => Public::for_host(host?),
+    }
+}
+
+/// Moves the upstream's links to the agent's origin ([`public_origin`]): in `Location`, and in a
+/// JSON body as it streams. A compressed body (the upstream was asked for none) passes as it is,
+/// logged. The origin is worked out only for a response that has links to move.
+fn rewrite_links(
+    active: &Active,
+    host: Option<&HeaderValue>,
+    headers: &mut http::HeaderMap,
+    body: UpstreamBody,
+) -> UpstreamBody {
+    let location = headers.get(header::LOCATION).and_then(|l| l.to_str().ok());
+    let json = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"json"))
+    });
+    if location.is_none() && !json {
+        return body;
+    }
+    let Some(public) = public_origin(active, host) else {
+        return body;
+    };
+    if let Some(moved) = location
+        .and_then(|l| active.links.rewrite_url(l, public.as_str()))
+        .and_then(|l| HeaderValue::from_str(&l).ok())
+    {
+        headers.insert(header::LOCATION, moved);
+    }
+    if !json {
+        return body;
+    }
+    if headers
+        .get(header::CONTENT_ENCODING)
+        .is_some_and(|e| !e.as_bytes().eq_ignore_ascii_case(b"identity"))
+    {
+        tracing::warn!("a compressed JSON response passes with its links unrewritten");
+        return body;
+    }
+    let resized = active.links.changes_length(&public);
+    if resized {
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    body.rewriting(active.links.rewriter(&public), resized)
+}

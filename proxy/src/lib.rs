@@ -22,6 +22,8 @@ pub mod headers;
 pub mod http_client;
 pub mod identity;
 pub mod ip_text;
+#[cfg(test)]
+mod layout;
 pub mod links;
 pub mod memory;
 pub mod metering;

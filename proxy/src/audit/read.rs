@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 
 use super::verify::order_files;
+use crate::trail::schema::{text, Field};
 use crate::trail::time::parse_rfc3339;
 
 /// Which records a reviewer asked for.
@@ -21,38 +22,25 @@ pub struct Filter {
     pub until: Option<SystemTime>,
 }
 
-pub fn field<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
-    path.split('.').try_fold(v, |v, k| v.get(k))
-}
-
-pub fn text<'a>(v: &'a Value, path: &str) -> &'a str {
-    field(v, path).and_then(Value::as_str).unwrap_or("")
-}
-
-pub fn number(v: &Value, path: &str) -> u64 {
-    field(v, path).and_then(Value::as_u64).unwrap_or(0)
-}
-
 /// The client address the policy used, else the TCP peer (refused handshakes have only that).
 pub fn client_address(v: &Value) -> &str {
-    match text(v, "client.ip") {
-        "" => text(v, "source.ip"),
+    match text(v, Field::ClientIp) {
+        "" => text(v, Field::SourceIp),
         ip => ip,
     }
 }
 
 pub fn timestamp(v: &Value) -> Option<SystemTime> {
-    parse_rfc3339(text(v, "@timestamp"))
+    parse_rfc3339(text(v, Field::Timestamp))
 }
 
 impl Filter {
     pub fn matches(&self, r: &Value) -> bool {
-        let eq =
-            |want: &Option<String>, path: &str| want.as_ref().is_none_or(|w| text(r, path) == w);
-        if !(eq(&self.account, "user.id")
-            && eq(&self.vendor, "organization.id")
-            && eq(&self.decision, "vendorgate.decision")
-            && eq(&self.reason, "vendorgate.reason"))
+        let eq = |want: &Option<String>, f: Field| want.as_ref().is_none_or(|w| text(r, f) == w);
+        if !(eq(&self.account, Field::Account)
+            && eq(&self.vendor, Field::Vendor)
+            && eq(&self.decision, Field::Decision)
+            && eq(&self.reason, Field::Reason))
         {
             return false;
         }

@@ -8,8 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use super::read::{number, text, timestamp};
+use super::read::timestamp;
 use super::summary::{human_bytes, Summary};
+use crate::trail::schema::{number, text, Field};
 use crate::trail::time::rfc3339;
 
 const PALETTE: [&str; 10] = [
@@ -45,7 +46,7 @@ fn secs(t: SystemTime) -> u64 {
 impl Report {
     pub fn add(&mut self, r: &Value) {
         self.summary.add(r);
-        if text(r, "event.action") != "http_request" {
+        if text(r, Field::Action) != "http_request" {
             return;
         }
         let Some(t) = timestamp(r).map(secs) else {
@@ -56,13 +57,13 @@ impl Report {
             self.first = t;
         }
         self.last = self.last.max(t);
-        let who = format!("{}/{}", text(r, "organization.id"), text(r, "user.id"));
+        let who = format!("{}/{}", text(r, Field::Vendor), text(r, Field::Account));
         // Minute resolution now; charts re-bucket to fit the span covered.
         let minute = t / 60 * 60;
-        if text(r, "vendorgate.decision") == "deny" {
+        if text(r, Field::Decision) == "deny" {
             *self
                 .denials
-                .entry(text(r, "vendorgate.reason").to_string())
+                .entry(text(r, Field::Reason).to_string())
                 .or_default()
                 .entry(minute)
                 .or_default() += 1;
@@ -72,8 +73,8 @@ impl Report {
                 .entry(who.clone())
                 .or_default()
                 .entry(minute)
-                .or_default() += number(r, "http.response.bytes");
-            if text(r, "vendorgate.class") == "export" {
+                .or_default() += number(r, Field::BytesOut);
+            if text(r, Field::Class) == "export" {
                 *self.exports.entry(who).or_default() += 1;
             }
         }

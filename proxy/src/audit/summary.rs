@@ -4,7 +4,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use super::read::{client_address, network_of, number, text};
+use super::read::{client_address, network_of};
+use crate::trail::schema::{number, text, Field};
 
 #[derive(Debug, Default, Clone)]
 pub struct AccountSummary {
@@ -25,29 +26,29 @@ pub struct Summary {
 
 impl Summary {
     pub fn add(&mut self, r: &Value) {
-        if text(r, "event.action") != "http_request" {
+        if text(r, Field::Action) != "http_request" {
             return;
         }
         let key = (
-            text(r, "organization.id").to_string(),
-            text(r, "user.id").to_string(),
+            text(r, Field::Vendor).to_string(),
+            text(r, Field::Account).to_string(),
         );
         let s = self.accounts.entry(key).or_default();
         s.requests += 1;
-        if text(r, "vendorgate.decision") == "deny" {
+        if text(r, Field::Decision) == "deny" {
             *s.denials
-                .entry(text(r, "vendorgate.reason").to_string())
+                .entry(text(r, Field::Reason).to_string())
                 .or_default() += 1;
         } else {
-            s.egress_bytes += number(r, "http.response.bytes");
+            s.egress_bytes += number(r, Field::BytesOut);
         }
-        let route = match text(r, "vendorgate.route") {
-            "" => text(r, "url.path"),
+        let route = match text(r, Field::Route) {
+            "" => text(r, Field::Path),
             route => route,
         };
         *s.routes.entry(route.to_string()).or_default() += 1;
         *s.networks.entry(network_of(client_address(r))).or_default() += 1;
-        let t = text(r, "@timestamp").to_string();
+        let t = text(r, Field::Timestamp).to_string();
         if s.first_seen.is_empty() || t < s.first_seen {
             s.first_seen = t.clone();
         }

@@ -3,9 +3,10 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
-use vendorgate::audit::read::{client_address, for_each, number, parse_time, text, Filter};
+use vendorgate::audit::read::{client_address, for_each, parse_time, Filter};
 use vendorgate::audit::summary::{human_bytes, Summary};
 use vendorgate::audit::verify;
+use vendorgate::trail::schema::{number, text, Field};
 
 pub fn verify(files: &[PathBuf], expect_head: Option<u64>) -> anyhow::Result<()> {
     match verify::verify(files, expect_head) {
@@ -65,21 +66,21 @@ pub fn query(
             return;
         }
         let client = client_address(r);
-        let path = match text(r, "url.original") {
-            "" => text(r, "event.action"),
+        let path = match text(r, Field::Original) {
+            "" => text(r, Field::Action),
             p => p,
         };
         rows.push([
-            text(r, "@timestamp").to_string(),
-            text(r, "vendorgate.decision").to_string(),
-            text(r, "vendorgate.reason").to_string(),
-            text(r, "organization.id").to_string(),
-            text(r, "user.id").to_string(),
+            text(r, Field::Timestamp).to_string(),
+            text(r, Field::Decision).to_string(),
+            text(r, Field::Reason).to_string(),
+            text(r, Field::Vendor).to_string(),
+            text(r, Field::Account).to_string(),
             client.to_string(),
-            text(r, "http.request.method").to_string(),
+            text(r, Field::Method).to_string(),
             path.to_string(),
-            number(r, "http.response.status_code").to_string(),
-            human_bytes(number(r, "http.response.bytes")),
+            number(r, Field::Status).to_string(),
+            human_bytes(number(r, Field::BytesOut)),
         ]);
     })
     .context("reading the decision log")?;

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use http::{HeaderValue, Method, Uri};
 use serde_json::{json, Value};
 
-use super::schema::{Abandoned, Ending, Record};
+use super::schema::{Abandoned, Ending, Field, Record};
 use super::time::Timestamp;
 use super::Slot;
 use crate::active::Active;
@@ -233,46 +233,46 @@ impl Draft {
         abandoned: Option<Abandoned>,
     ) -> Span {
         let mut attributes: Vec<(&'static str, Value)> = vec![
-            ("http.request.method", json!(self.method.as_str())),
+            (Field::Method.otel(), json!(self.method.as_str())),
             (
-                "url.path",
+                Field::Path.otel(),
                 json!(self.path.as_deref().unwrap_or(self.uri.path())),
             ),
-            ("http.response.status_code", json!(self.status)),
-            ("http.request.body.size", json!(bytes_in)),
-            ("http.response.body.size", json!(bytes_out)),
+            (Field::Status.otel(), json!(self.status)),
+            (Field::BytesIn.otel(), json!(bytes_in)),
+            (Field::BytesOut.otel(), json!(bytes_out)),
             (
-                "client.address",
+                Field::ClientIp.otel(),
                 json!(self.client_ip.unwrap_or(self.peer.ip()).to_string()),
             ),
-            ("vendorgate.request_id", json!(self.request_id())),
+            (Field::RequestId.otel(), json!(self.request_id())),
             (
-                "vendorgate.decision",
+                Field::Decision.otel(),
                 json!(if self.allowed { "allow" } else { "deny" }),
             ),
-            ("vendorgate.reason", json!(self.outcome.as_str())),
-            ("vendorgate.policy_version", json!(&*self.active.version)),
-            ("vendorgate.cut_off", json!(cut_off)),
-            ("vendorgate.forwarded", json!(self.forwarded)),
+            (Field::Reason.otel(), json!(self.outcome.as_str())),
+            (Field::PolicyVersion.otel(), json!(&*self.active.version)),
+            (Field::CutOff.otel(), json!(cut_off)),
+            (Field::Forwarded.otel(), json!(self.forwarded)),
         ];
         if let Some(by) = abandoned {
-            attributes.push(("vendorgate.abandoned", json!(by.as_str())));
+            attributes.push((Field::Abandoned.otel(), json!(by.as_str())));
         }
         for (k, v) in [
-            ("vendorgate.vendor", self.vendor_id()),
+            (Field::Vendor.otel(), self.vendor_id()),
             (
-                "vendorgate.account",
+                Field::Account.otel(),
                 self.identity.as_deref().map(|i| i.token.account.as_str()),
             ),
-            ("vendorgate.route", self.route_id()),
-            ("vendorgate.class", self.class()),
+            (Field::Route.otel(), self.route_id()),
+            (Field::Class.otel(), self.class()),
         ] {
             if let Some(v) = v {
                 attributes.push((k, json!(v)));
             }
         }
         if !self.rule.is_empty() {
-            attributes.push(("vendorgate.rule", json!(self.rule)));
+            attributes.push((Field::Rule.otel(), json!(self.rule)));
         }
         Span {
             trace_id: self.trace.trace_id().to_owned(),

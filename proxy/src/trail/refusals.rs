@@ -334,6 +334,16 @@ mod tests {
         assert_eq!(v["reason"], "tls_handshake_failed");
         assert_eq!(recs[0]["event"]["action"], "tls_handshake");
         assert_eq!(recs[0]["source"]["ip"], "127.0.0.9");
+        // The readers find it through the same schema as a request's record.
+        use crate::trail::schema::{text, Field};
+        let read = |f| text(&recs[0], f);
+        assert_eq!(read(Field::Action), "tls_handshake");
+        assert_eq!(read(Field::Decision), "deny");
+        assert_eq!(read(Field::Reason), "tls_handshake_failed");
+        assert_eq!(read(Field::Rule), "received corrupt message");
+        assert_eq!(read(Field::SourceIp), "127.0.0.9");
+        assert_eq!(read(Field::PolicyVersion), "v");
+        assert!(read(Field::Timestamp).ends_with('Z'));
         assert!(r.due(Instant::now(), true, "v").is_empty(), "written once");
     }
 

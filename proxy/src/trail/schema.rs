@@ -4,9 +4,165 @@
 //! pain; what ECS lacks lives under `vendorgate.*`. The token itself is never recorded, only its
 //! `iss`, `sub`, `amr` and a SHA-256 of its `jti` (computed once per token, in the token cache).
 
+use serde_json::Value;
+
 use super::json::JsonOut;
 
 pub const SCHEMA: &str = "vendorgate.decision/1";
+
+/// A field of a decision record, by its dotted path: the one list that the writers
+/// ([`Record::to_json`], the refusal records), the reviewers' commands (`audit`) and the OTel span
+/// agree on. A round-trip test writes a record and reads every field back through this list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    /// When the request arrived (RFC 3339, UTC).
+    Timestamp,
+    /// `http_request`, or the stage of a connection refused before the pipeline.
+    Action,
+    /// `allow` or `deny`.
+    Decision,
+    /// The outcome's code ([`crate::outcome::Outcome::as_str`]).
+    Reason,
+    /// The rule that decided, for a refusal.
+    Rule,
+    /// The token's account.
+    Account,
+    /// The account's vendor.
+    Vendor,
+    /// The client address the policy used.
+    ClientIp,
+    /// The TCP peer.
+    SourceIp,
+    /// The request id (ours, or the client's if it sent a valid one).
+    RequestId,
+    /// The request method.
+    Method,
+    /// The status the client got.
+    Status,
+    /// Request body bytes sent upstream.
+    BytesIn,
+    /// Response body bytes sent to the client.
+    BytesOut,
+    /// The normalized path, what was matched and forwarded.
+    Path,
+    /// The path as sent.
+    Original,
+    /// The matched route's id.
+    Route,
+    /// The route's class.
+    Class,
+    /// The policy that decided.
+    PolicyVersion,
+    /// An egress cap stopped the response.
+    CutOff,
+    /// The upstream may have received the request.
+    Forwarded,
+    /// Who let go of an abandoned request (`client`, `shutdown`).
+    Abandoned,
+    /// The W3C trace id.
+    TraceId,
+}
+
+impl Field {
+    pub const ALL: [Field; 23] = [
+        Field::Timestamp,
+        Field::Action,
+        Field::Decision,
+        Field::Reason,
+        Field::Rule,
+        Field::Account,
+        Field::Vendor,
+        Field::ClientIp,
+        Field::SourceIp,
+        Field::RequestId,
+        Field::Method,
+        Field::Status,
+        Field::BytesIn,
+        Field::BytesOut,
+        Field::Path,
+        Field::Original,
+        Field::Route,
+        Field::Class,
+        Field::PolicyVersion,
+        Field::CutOff,
+        Field::Forwarded,
+        Field::Abandoned,
+        Field::TraceId,
+    ];
+
+    /// Where it sits in the record's JSON (ECS where ECS has the field).
+    pub fn path(self) -> &'static str {
+        match self {
+            Field::Timestamp => "@timestamp",
+            Field::Action => "event.action",
+            Field::Decision => "vendorgate.decision",
+            Field::Reason => "vendorgate.reason",
+            Field::Rule => "vendorgate.rule",
+            Field::Account => "user.id",
+            Field::Vendor => "organization.id",
+            Field::ClientIp => "client.ip",
+            Field::SourceIp => "source.ip",
+            Field::RequestId => "http.request.id",
+            Field::Method => "http.request.method",
+            Field::Status => "http.response.status_code",
+            Field::BytesIn => "http.request.bytes",
+            Field::BytesOut => "http.response.bytes",
+            Field::Path => "url.path",
+            Field::Original => "url.original",
+            Field::Route => "vendorgate.route",
+            Field::Class => "vendorgate.class",
+            Field::PolicyVersion => "vendorgate.policy_version",
+            Field::CutOff => "vendorgate.cut_off",
+            Field::Forwarded => "vendorgate.forwarded",
+            Field::Abandoned => "vendorgate.abandoned",
+            Field::TraceId => "trace.id",
+        }
+    }
+
+    /// Its attribute name on the OTel span (OTel semantic conventions where they have one).
+    pub fn otel(self) -> &'static str {
+        match self {
+            Field::Timestamp => "@timestamp",
+            Field::Action => "event.action",
+            Field::Decision => "vendorgate.decision",
+            Field::Reason => "vendorgate.reason",
+            Field::Rule => "vendorgate.rule",
+            Field::Account => "vendorgate.account",
+            Field::Vendor => "vendorgate.vendor",
+            Field::ClientIp => "client.address",
+            Field::SourceIp => "source.address",
+            Field::RequestId => "vendorgate.request_id",
+            Field::Method => "http.request.method",
+            Field::Status => "http.response.status_code",
+            Field::BytesIn => "http.request.body.size",
+            Field::BytesOut => "http.response.body.size",
+            Field::Path => "url.path",
+            Field::Original => "url.original",
+            Field::Route => "vendorgate.route",
+            Field::Class => "vendorgate.class",
+            Field::PolicyVersion => "vendorgate.policy_version",
+            Field::CutOff => "vendorgate.cut_off",
+            Field::Forwarded => "vendorgate.forwarded",
+            Field::Abandoned => "vendorgate.abandoned",
+            Field::TraceId => "trace.id",
+        }
+    }
+}
+
+/// A field of a parsed record (`None` when the record lacks it).
+pub fn field(record: &Value, f: Field) -> Option<&Value> {
+    f.path().split('.').try_fold(record, |v, k| v.get(k))
+}
+
+/// A text field, `""` when absent.
+pub fn text(record: &Value, f: Field) -> &str {
+    field(record, f).and_then(Value::as_str).unwrap_or("")
+}
+
+/// A number field, 0 when absent.
+pub fn number(record: &Value, f: Field) -> u64 {
+    field(record, f).and_then(Value::as_u64).unwrap_or(0)
+}
 
 /// How a request's exchange ended, as its record tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -260,6 +416,58 @@ mod tests {
                                "token": {"iss": "https://idp.test", "sub": "agent-1\n",
                                          "amr": ["pwd", "mfa"], "jti_sha256": "0e71"}},
             })
+        );
+    }
+
+    /// The writer and the readers agree: every field written is found where [`Field`] says, with
+    /// the value the record held.
+    #[test]
+    fn every_field_reads_back_what_was_written() {
+        let amr = ["pwd".to_string()];
+        let token = token_object("https://idp.test", None, &amr, None);
+        let account = account_json("agent-1 \"east\"");
+        let mut record = full(&account, &token);
+        record.abandoned = Some("client");
+        record.cut_off = true;
+        record.rule = "limits.egress";
+        let v: Value = serde_json::from_str(&record.to_json()).unwrap();
+        let want = |f: Field| -> Value {
+            match f {
+                Field::Timestamp => json!(record.timestamp),
+                Field::Action => json!("http_request"),
+                Field::Decision => json!("allow"),
+                Field::Reason => json!(record.reason),
+                Field::Rule => json!(record.rule),
+                Field::Account => json!("agent-1 \"east\""),
+                Field::Vendor => json!(record.vendor),
+                Field::ClientIp => json!(record.client_ip),
+                Field::SourceIp => json!(record.source_ip),
+                Field::RequestId => json!(record.request_id),
+                Field::Method => json!(record.method),
+                Field::Status => json!(record.status),
+                Field::BytesIn => json!(record.bytes_in),
+                Field::BytesOut => json!(record.bytes_out),
+                Field::Path => json!(record.path),
+                Field::Original => json!(record.original),
+                Field::Route => json!(record.route),
+                Field::Class => json!(record.class),
+                Field::PolicyVersion => json!(record.policy_version),
+                Field::CutOff => json!(record.cut_off),
+                Field::Forwarded => json!(record.forwarded),
+                Field::Abandoned => json!(record.abandoned),
+                Field::TraceId => json!(record.trace_id),
+            }
+        };
+        for f in Field::ALL {
+            assert_eq!(field(&v, f), Some(&want(f)), "{}", f.path());
+        }
+        assert_eq!(text(&v, Field::Vendor), "acme");
+        assert_eq!(number(&v, Field::BytesOut), 2047);
+        let otel: std::collections::HashSet<_> = Field::ALL.iter().map(|f| f.otel()).collect();
+        assert_eq!(
+            otel.len(),
+            Field::ALL.len(),
+            "two fields share an OTel name"
         );
     }
 

@@ -15,7 +15,7 @@ use tokio::net::TcpListener;
 use std::sync::atomic::Ordering;
 
 use crate::gateway::Gateway;
-use crate::metrics::Gauges;
+use crate::telemetry::metrics::Gauges;
 
 pub async fn serve(listener: TcpListener, gw: &'static Gateway) {
     loop {

@@ -7,7 +7,7 @@
 //! It also times HTTP/1.1 request heads itself. hyper runs its header timer from the end of the
 //! previous response, so an agent's keep-alive connection would be closed after
 //! `header_read_timeout` (seconds) rather than `idle_timeout`. Here the timer starts at the first
-//! byte of a request instead ([`crate::client_io`]), and hyper's own is only a backstop.
+//! byte of a request instead ([`crate::edge::client_io`]), and hyper's own is only a backstop.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -4,18 +4,18 @@
 //! This crate owns everything with I/O: listeners, the upstream client, the admin endpoint, the CLI
 //! and the demo. What to decide lives in `vendorgate-policy`, which is pure; TLS material lives in
 //! `vendorgate-certs`.
-// One audited exception, allowed where it stands: `memory::trim` asks glibc for `malloc_trim`.
+// One audited exception, allowed where it stands: `edge::memory::trim` asks glibc for `malloc_trim`.
 #![deny(unsafe_code)]
 
 pub mod active;
 pub mod admin;
 pub mod audit;
 pub mod body;
-pub mod client_io;
 pub mod clock;
 pub mod conn;
 pub mod credential;
 pub mod downloads;
+pub mod edge;
 pub mod errors;
 pub mod gateway;
 pub mod headers;
@@ -25,22 +25,14 @@ pub mod ip_text;
 #[cfg(test)]
 mod layout;
 pub mod links;
-pub mod memory;
 pub mod metering;
-pub mod metrics;
-pub mod otel;
 pub mod outcome;
 pub mod pipeline;
-pub mod request_id;
-pub mod serve;
-pub mod server;
 pub mod settings;
 pub mod state;
-pub mod throttle;
-pub mod tls_stream;
-pub mod trace_context;
+pub mod telemetry;
 pub mod trail;
 pub mod upstream;
 
-pub use server::{start, Running, StartError};
+pub use edge::server::{start, Running, StartError};
 pub use settings::{load_config, LoadError};

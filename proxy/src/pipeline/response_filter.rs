@@ -19,7 +19,7 @@ use crate::gateway::Gateway;
 use crate::headers::{remove_where, strip_hop_by_hop, X_UPSTREAM_REQUEST_ID};
 use crate::links::Public;
 use crate::metering::Meter;
-use crate::request_id;
+use crate::telemetry::request_id;
 use crate::trail::record::Draft;
 use crate::upstream::Lease;
 

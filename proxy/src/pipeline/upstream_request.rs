@@ -17,8 +17,8 @@ use crate::errors::ProxyError;
 use crate::headers::{drop_underscored, remove_where, set_forwarded, strip_hop_by_hop};
 use crate::identity::cache::Identity;
 use crate::metering::Meter;
-use crate::request_id;
 use crate::state::Counter;
+use crate::telemetry::request_id;
 use crate::trail::record::Draft;
 use crate::upstream::{classify, Lease};
 

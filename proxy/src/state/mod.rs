@@ -16,7 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::clock::now_ms;
-use crate::throttle::LogThrottle;
+use crate::telemetry::throttle::LogThrottle;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;

@@ -25,7 +25,7 @@ use std::time::Duration;
 use arc_swap::ArcSwapOption;
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-use crate::throttle::LogThrottle;
+use crate::telemetry::throttle::LogThrottle;
 use vendorgate_policy::config::{OnLogFailure, Trail as TrailConfig, TrailSink};
 
 pub use writer::{rotated_name, WriterStatus};
@@ -38,7 +38,7 @@ pub struct Entry {
 
 /// Every request reserves and submits through here, from both cores: what it touches on the way
 /// is what the two cores must pass between them. So the trail lives as long as the process (see
-/// [`crate::server::start`]) and a request borrows it, its queue place included, instead of
+/// [`crate::edge::server::start`]) and a request borrows it, its queue place included, instead of
 /// cloning reference counts; and the sender is read without a lock.
 pub struct Trail {
     sink: TrailSink,

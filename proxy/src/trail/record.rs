@@ -14,11 +14,11 @@ use super::Slot;
 use crate::active::Active;
 use crate::identity::cache::Identity;
 use crate::ip_text::IpText;
-use crate::metrics::Metrics;
-use crate::otel::Otel;
-use crate::otel::Span;
 use crate::outcome::Outcome;
-use crate::trace_context::TraceContext;
+use crate::telemetry::metrics::Metrics;
+use crate::telemetry::otel::Otel;
+use crate::telemetry::otel::Span;
+use crate::telemetry::trace_context::TraceContext;
 
 /// Where a sealed record reports besides the trail: the gateway, seen only through what the
 /// record needs of it (so the record does not depend on the gateway that depends on it).

@@ -5,11 +5,11 @@
 //!   connection before anything else, so nothing the client sent is lost across a park.
 //! - **Head timing.** The first byte of a request head on an idle HTTP/1.1 connection starts the
 //!   header timer (see [`crate::conn`]); hyper's own timer runs from the previous response instead.
-//! - **Parking.** Once an HTTP/1.1 connection has been quiet for a while ([`crate::serve`] asks),
+//! - **Parking.** Once an HTTP/1.1 connection has been quiet for a while ([`crate::edge::serve`] asks),
 //!   the next time hyper looks for a request head and none has come, the stream reports a clean end
 //!   of input. hyper's connection then finishes and hands the TLS stream back
 //!   ([`ClientIo::parked`]), and its read and write buffers (about 24 KiB) are freed while the
-//!   agent's connection sits idle; [`crate::serve`] waits for the next bytes itself.
+//!   agent's connection sits idle; [`crate::edge::serve`] waits for the next bytes itself.
 //!
 //! Parking only happens when nothing is in flight (an upload counts until its last byte, even when
 //! the upstream answered before it), no request head has begun, nothing was read

@@ -43,7 +43,7 @@ fn parse(v: &[u8]) -> Option<([u8; 32], [u8; 16], bool)> {
 }
 
 impl TraceContext {
-    /// `span_id` is this request's own span (16 hex digits, from [`crate::request_id::RequestIds`]).
+    /// `span_id` is this request's own span (16 hex digits, from [`crate::telemetry::request_id::RequestIds`]).
     pub fn from_request(headers: &HeaderMap, request_id: &HeaderValue, span_id: [u8; 16]) -> Self {
         if let Some((trace_id, parent, sampled)) =
             headers.get("traceparent").and_then(|v| parse(v.as_bytes()))

@@ -21,7 +21,7 @@ use vendorgate_certs::CertError;
 use crate::http_client::{side_client, SideClient};
 use vendorgate_policy::config::Otel as OtelConfig;
 
-use crate::metrics::Metrics;
+use crate::telemetry::metrics::Metrics;
 
 pub struct Span {
     pub trace_id: String,

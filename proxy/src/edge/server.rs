@@ -15,9 +15,9 @@ use tokio::task::{JoinHandle, JoinSet};
 use vendorgate_policy::Config;
 
 use crate::admin;
+use crate::edge::memory;
+use crate::edge::serve::serve_connection;
 use crate::gateway::{BuildError, Gateway};
-use crate::memory;
-use crate::serve::serve_connection;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

@@ -5,8 +5,8 @@
 //! read buffer that grows to 16 KiB, an 8 KiB header buffer) when it starts serving and frees them
 //! only when the connection ends; with thousands of agents' keep-alive connections sitting idle
 //! that was most of the proxy's memory. So as soon as a keep-alive connection has nothing to do,
-//! its hyper connection ends ([`crate::client_io`]) and only the TLS session stays, without its
-//! record buffers ([`crate::tls_stream`]), waiting for the next bytes; those start a fresh hyper
+//! its hyper connection ends ([`crate::edge::client_io`]) and only the TLS session stays, without its
+//! record buffers ([`crate::edge::tls_stream`]), waiting for the next bytes; those start a fresh hyper
 //! connection, replayed to it first. HTTP/2 connections cannot park (the codec keeps state between
 //! requests), so their TLS buffers are freed whenever a read waits instead.
 
@@ -30,11 +30,11 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit};
 
 use crate::body::response::ProxyBody;
-use crate::client_io::ClientIo;
 use crate::conn::{ConnInfo, InFlight};
+use crate::edge::client_io::ClientIo;
+use crate::edge::tls_stream::{self, TlsStream};
 use crate::gateway::Gateway;
 use crate::pipeline;
-use crate::tls_stream::{self, TlsStream};
 use crate::trail::refusals::{Refusal, Refused};
 
 /// Boxed: moved between the parked and served states, and a task keeps a slot for every place it
@@ -269,7 +269,7 @@ async fn next_bytes(
     let idle_at = info.activity.idle_deadline(gw.config.server.idle_timeout.0);
     let _parked = gw.metrics.connection_parked();
     tls.release_buffers();
-    crate::memory::note_park();
+    crate::edge::memory::note_park();
     tokio::select! {
         read = poll_fn(|cx| read_some(tls, cx)) => read.ok().filter(|b| !b.is_empty()),
         _ = tokio::time::sleep_until(idle_at) => None,

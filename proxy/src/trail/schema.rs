@@ -119,32 +119,18 @@ impl Field {
         }
     }
 
-    /// Its attribute name on the OTel span (OTel semantic conventions where they have one).
+    /// Its attribute name on the OTel span: OTel's semantic conventions where they name it
+    /// differently from ECS, `vendorgate.*` for what they lack, else the record's own path.
     pub fn otel(self) -> &'static str {
         match self {
-            Field::Timestamp => "@timestamp",
-            Field::Action => "event.action",
-            Field::Decision => "vendorgate.decision",
-            Field::Reason => "vendorgate.reason",
-            Field::Rule => "vendorgate.rule",
             Field::Account => "vendorgate.account",
             Field::Vendor => "vendorgate.vendor",
             Field::ClientIp => "client.address",
             Field::SourceIp => "source.address",
             Field::RequestId => "vendorgate.request_id",
-            Field::Method => "http.request.method",
-            Field::Status => "http.response.status_code",
             Field::BytesIn => "http.request.body.size",
             Field::BytesOut => "http.response.body.size",
-            Field::Path => "url.path",
-            Field::Original => "url.original",
-            Field::Route => "vendorgate.route",
-            Field::Class => "vendorgate.class",
-            Field::PolicyVersion => "vendorgate.policy_version",
-            Field::CutOff => "vendorgate.cut_off",
-            Field::Forwarded => "vendorgate.forwarded",
-            Field::Abandoned => "vendorgate.abandoned",
-            Field::TraceId => "trace.id",
+            same => same.path(),
         }
     }
 }

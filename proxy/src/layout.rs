@@ -154,5 +154,5 @@ fn the_checker_sees_an_edge_it_is_shown() {
     let edges = graph();
     assert!(edges["pipeline"].contains("trail::record"));
     assert!(edges["body::response"].contains("upstream"));
-    assert!(edges["identity::cache"].contains("state::keys"));
+    assert!(edges["identity::cache"].contains("state::account"));
 }

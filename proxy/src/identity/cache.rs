@@ -10,28 +10,27 @@ use std::collections::{HashMap, VecDeque};
 
 use foldhash::fast::RandomState;
 use http::HeaderValue;
-use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use vendorgate_policy::{ByteRule, Direction, Policy, Standing, VerifiedToken};
+use vendorgate_policy::{Policy, Standing, VerifiedToken};
 
 use crate::headers::encoded_value;
-use crate::state::cells::{CounterCell, RateCell, SessionCell, Slot};
-use crate::state::keys::{byte_key, rate_key, session_key};
-use crate::trail::chain::sha256_hex;
-use crate::trail::schema::{account_json, token_object};
+use crate::state::account::AccountState;
+use crate::telemetry::metrics::AccountSeries;
+use crate::trail::schema::TokenFragments;
 
 const SHARDS: usize = 16;
 
-/// A verified token as the request path keeps it: what every request reads of it, laid out
-/// together, then the claims themselves.
+/// A verified token as the request path keeps it: what identifies (the standing under the policy,
+/// `vendor/account` for the identity header, the claims), and beside it, in the same allocation,
+/// what other parts keep per token, each part defined by its owner: the account's state handles
+/// ([`AccountState`], `state`), its metric series ([`AccountSeries`], `telemetry`) and what its
+/// records say of it ([`TokenFragments`], `trail`).
 ///
-/// Why the layout matters: with 100,000 active accounts an identity is rarely in cache when its
-/// request arrives, and every cache line of it the request reads is a miss (about 250 ns here).
-/// Spread over its fields and their separate allocations (claim strings, the `amr` list, key and
-/// slot vectors), a request read about a dozen lines of it. `repr(C)` keeps the fields in the
-/// order written: the per-request ones first, a few lines in all; the claims after, read only to
-/// build state keys on a first request or to explain a decision.
+/// Why one allocation, laid out in order: with 100,000 active accounts an identity is rarely in
+/// cache when its request arrives, and every cache line of it the request reads is a miss (about
+/// 250 ns here). `repr(C)` keeps the fields in the order written: the per-request ones first, the
+/// claims after, read only to build state keys on a first request or to explain a decision.
 #[repr(C)]
 pub struct Identity {
     /// The `version` of the policy that resolved `token.vendor`, compared by pointer: an entry made
@@ -39,31 +38,13 @@ pub struct Identity {
     policy: Arc<str>,
     /// What authorization reads, resolved under that policy.
     pub standing: Standing,
-    /// The in-memory state this identity has reached, so its next requests skip the lookups.
-    pub session: Slot<SessionCell>,
-    /// This account's series in the egress-bytes metric.
-    pub egress_metric: Slot<AtomicU64>,
-    /// The policy's rate limits and byte caps, by rule index: this account's state key for each,
-    /// beside the slot of its cell. Valid because an identity only serves the policy that made it.
-    pub rates: Box<[RuleState<RateCell>]>,
-    egress: Box<[RuleState<CounterCell>]>,
-    ingress: Box<[RuleState<CounterCell>]>,
-    /// The decision record's fragments, the same for every request of the token, so written once:
-    /// the account as a JSON string, then the `token` object (the `jti` already hashed).
-    record: Box<str>,
-    account_json_len: usize,
+    /// The in-memory state this account has reached, so its next requests skip the lookups.
+    pub state: AccountState,
+    pub egress_metric: AccountSeries,
+    pub record: TokenFragments,
     /// `vendor/account`, encoded for `upstream.identity_header`.
     pub who: HeaderValue,
-    /// The session's state key (see [`crate::state::keys::session_key`]).
-    pub session_key: Box<str>,
     pub token: VerifiedToken,
-}
-
-/// One rule's state for one identity: the key that finds the shared cell, and the slot that
-/// keeps it once found.
-pub struct RuleState<C> {
-    pub key: Arc<str>,
-    pub slot: Slot<C>,
 }
 
 impl Identity {
@@ -80,66 +61,14 @@ impl Identity {
             .vendors
             .get(token.vendor)
             .map_or("", |v| v.id.as_str());
-        let account = &token.account;
-        let jti_sha256 = token.jti.as_ref().map(|j| sha256_hex(j.as_bytes()));
-        let account_json = account_json(account);
-        let record_token = token_object(
-            &token.iss,
-            token.sub.as_deref(),
-            &token.amr,
-            jti_sha256.as_deref(),
-        );
-        let rates = policy
-            .rate_rules
-            .iter()
-            .map(|rule| RuleState::new(rate_key(prefix, rule, vendor, account)))
-            .collect();
-        let byte_states = |direction: Direction, rules: &[ByteRule]| {
-            rules
-                .iter()
-                .map(|rule| RuleState::new(byte_key(prefix, direction, rule, vendor, account)))
-                .collect()
-        };
         Identity {
             policy: version,
             standing: policy.standing(&token),
-            session: Slot::default(),
-            egress_metric: Slot::default(),
-            rates,
-            egress: byte_states(Direction::Egress, &policy.egress_rules),
-            ingress: byte_states(Direction::Ingress, &policy.ingress_rules),
-            account_json_len: account_json.len(),
-            record: [account_json, record_token].concat().into(),
-            who: encoded_value(&[vendor, "/", account].concat()),
-            session_key: session_key(prefix, vendor, &token, hash).into(),
+            state: AccountState::new(policy, prefix, &token, hash),
+            egress_metric: AccountSeries::default(),
+            record: TokenFragments::new(&token),
+            who: encoded_value(&[vendor, "/", &token.account].concat()),
             token,
-        }
-    }
-
-    /// The state of the ingress or egress caps, by rule index.
-    pub fn byte_state(&self, direction: Direction) -> &[RuleState<CounterCell>] {
-        match direction {
-            Direction::Ingress => &self.ingress,
-            Direction::Egress => &self.egress,
-        }
-    }
-
-    /// The account, as a JSON string (quoted and escaped).
-    pub fn account_json(&self) -> &str {
-        &self.record[..self.account_json_len]
-    }
-
-    /// The decision record's `token` object.
-    pub fn record_token(&self) -> &str {
-        &self.record[self.account_json_len..]
-    }
-}
-
-impl<C> RuleState<C> {
-    pub fn new(key: Arc<str>) -> Self {
-        RuleState {
-            key,
-            slot: Slot::default(),
         }
     }
 }

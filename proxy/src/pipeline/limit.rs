@@ -14,7 +14,8 @@ use vendorgate_policy::{
 
 use super::Refusal;
 
-use crate::identity::cache::{Identity, RuleState};
+use crate::identity::cache::Identity;
+use crate::state::account::RuleState;
 use crate::state::keys::{byte_key, rate_key};
 use crate::state::{Counter, SessionOutcome, StateError, StateStore};
 
@@ -82,11 +83,11 @@ pub async fn check_session(
     let now = now_ms / 1000;
     let token = &identity.standing;
     let vendor = &policy.vendors[allow.vendor];
-    let key = &identity.session_key;
+    let key = &identity.state.session_key;
     let idle_ms = vendor.session_idle.as_millis() as u64;
     let ttl_ms = (token.exp.saturating_sub(now) * 1000).max(idle_ms) + 60_000;
     match store
-        .touch_session(key, &identity.session, idle_ms, ttl_ms, now_ms)
+        .touch_session(key, &identity.state.session, idle_ms, ttl_ms, now_ms)
         .await
         .map_err(state_denial)?
     {
@@ -185,7 +186,7 @@ pub async fn check_rates(
     let mut headers = RateHeaders::default();
     for (i, rule) in policy.rate_rules_for(allow.vendor, allow.route) {
         let mut made = None;
-        let state = rule_state(&identity.rates, i, &mut made, || {
+        let state = rule_state(&identity.state.rates, i, &mut made, || {
             let vendor = &policy.vendors[allow.vendor].id;
             rate_key(&store.prefix, rule, vendor, &identity.token.account)
         });
@@ -220,7 +221,7 @@ pub fn byte_counters(
     identity: &Identity,
     now_ms: u64,
 ) -> Vec<Counter> {
-    let states = identity.byte_state(direction);
+    let states = identity.state.bytes(direction);
     policy
         .byte_rules_for(direction, allow.vendor, allow.route)
         .map(|(i, rule): (usize, &ByteRule)| {

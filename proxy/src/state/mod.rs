@@ -7,6 +7,7 @@
 //! the request (fail closed) and `"local"` falls back to this replica's memory. Either way the failure
 //! is counted and logged (at most once a second, so an outage does not drown the log).
 
+pub mod account;
 pub mod cells;
 pub mod keys;
 mod memory;

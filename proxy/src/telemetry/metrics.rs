@@ -8,9 +8,8 @@ use std::collections::HashMap;
 use foldhash::fast::RandomState;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use crate::identity::cache::Identity;
 use crate::trail::refusals::Refusal;
 use crate::trail::schema::Abandoned;
 use std::time::Duration;
@@ -54,6 +53,11 @@ fn shard_index() -> usize {
     thread_local!(static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS);
     INDEX.with(|i| *i)
 }
+
+/// An account's series in the egress-bytes metric, kept with its cached identity once found:
+/// the account is read to find it only once.
+#[derive(Default)]
+pub struct AccountSeries(OnceLock<Arc<AtomicU64>>);
 
 pub struct Metrics {
     shards: Box<[Shard]>,
@@ -169,12 +173,13 @@ impl Metrics {
         self.abandoned[by as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// One request, at its end. `account` is its account's series and name, once known.
     pub fn observe(
         &self,
         allowed: bool,
         reason: &'static str,
         vendor: Option<&str>,
-        identity: Option<&Identity>,
+        account: Option<(&AccountSeries, &str)>,
         bytes_out: u64,
         took: Duration,
     ) {
@@ -186,10 +191,10 @@ impl Metrics {
         }
         if allowed && bytes_out > 0 {
             // The account is read only to find the series: the identity keeps it after that.
-            match identity {
-                Some(i) => i
-                    .egress_metric
-                    .get_or_init(|| self.egress_series(vendor, &i.token.account))
+            match account {
+                Some((series, account)) => series
+                    .0
+                    .get_or_init(|| self.egress_series(vendor, account))
                     .fetch_add(bytes_out, Ordering::Relaxed),
                 None => self
                     .egress_series(vendor, "")

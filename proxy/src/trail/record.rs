@@ -172,7 +172,9 @@ impl Draft {
             self.allowed,
             self.outcome.as_str(),
             self.vendor_id(),
-            self.identity.as_deref(),
+            self.identity
+                .as_deref()
+                .map(|i| (&i.egress_metric, i.token.account.as_str())),
             bytes_out,
             duration,
         );
@@ -204,7 +206,7 @@ impl Draft {
             client_ip: client_ip.as_ref().map(IpText::as_str),
             source_ip: source_ip.as_str(),
             source_port: self.peer.port(),
-            account: self.identity.as_deref().map(Identity::account_json),
+            account: self.identity.as_deref().map(|i| i.record.account()),
             vendor: self.vendor_id(),
             trace_id: self.trace.trace_id(),
             rule: &self.rule,
@@ -216,7 +218,7 @@ impl Draft {
             cut_off,
             forwarded: self.forwarded,
             abandoned: abandoned.map(Abandoned::as_str),
-            token: self.identity.as_deref().map(Identity::record_token),
+            token: self.identity.as_deref().map(|i| i.record.token()),
         };
         slot.submit(record.to_json());
     }

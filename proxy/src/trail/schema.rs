@@ -217,6 +217,44 @@ pub struct Record<'a> {
     pub token: Option<&'a str>,
 }
 
+/// What every record of one token says of it, written once (when the token is first verified)
+/// rather than escaped again on every request: the account as a JSON string, then the `token`
+/// object (the `jti` hashed, never the token itself).
+pub struct TokenFragments {
+    json: Box<str>,
+    account_len: usize,
+}
+
+impl TokenFragments {
+    pub fn new(token: &vendorgate_policy::VerifiedToken) -> Self {
+        let jti_sha256 = token
+            .jti
+            .as_ref()
+            .map(|j| super::chain::sha256_hex(j.as_bytes()));
+        let account = account_json(&token.account);
+        let object = token_object(
+            &token.iss,
+            token.sub.as_deref(),
+            &token.amr,
+            jti_sha256.as_deref(),
+        );
+        TokenFragments {
+            account_len: account.len(),
+            json: [account, object].concat().into(),
+        }
+    }
+
+    /// The record's `user.id`: the account, quoted and escaped.
+    pub fn account(&self) -> &str {
+        &self.json[..self.account_len]
+    }
+
+    /// The record's `vendorgate.token` object.
+    pub fn token(&self) -> &str {
+        &self.json[self.account_len..]
+    }
+}
+
 /// The record's `user.id`, as the JSON string written into every record of the token: made once,
 /// with the `token` object.
 pub fn account_json(account: &str) -> String {

@@ -128,7 +128,9 @@ fn evaluation(c: &mut Criterion) {
     let mut g = c.benchmark_group("evaluate");
     for (name, cidrs, routes) in SIZES {
         let policy = compile(cidrs, routes);
-        let verified = policy.standing(&policy.verify_token(&token, &keys, NOW).unwrap());
+        let token_claims = policy.verify_token(&token, &keys, NOW).unwrap();
+        let verified = policy.standing(&token_claims);
+        let locks = vendorgate_policy::LockSet::default();
         g.bench_function(name, |b| {
             b.iter(|| {
                 let arrival = Arrival {
@@ -140,7 +142,8 @@ fn evaluation(c: &mut Criterion) {
                 let facts = Facts {
                     method: &Method::GET,
                     admission: &admission,
-                    token: Presented::Verified(&verified),
+                    token: Presented::Verified(&verified, &token_claims),
+                    locks: &locks,
                 };
                 policy.decide(&facts, NOW, &mut ()).unwrap()
             })

@@ -572,20 +572,46 @@ impl<'de> Deserialize<'de> for PublicUrl {
     }
 }
 
-/// The operator-facing listener: health, readiness (and later metrics). Plain HTTP, loopback by default.
+/// The operator-facing listener: health, readiness and metrics (unauthenticated), and the admin
+/// API (locks; bearer tokens). Plain HTTP, loopback by default.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Admin {
     #[serde(default = "defaults::admin_listen")]
     pub listen: Spanned<SocketAddr>,
+    /// Who may call the admin API. None: the API answers 401 to everything (health, readiness
+    /// and metrics still answer); required when `listen` is not a loopback address.
+    #[serde(default)]
+    pub tokens: Vec<AdminToken>,
 }
 
 impl Default for Admin {
     fn default() -> Self {
         Admin {
             listen: defaults::admin_listen(),
+            tokens: Vec::new(),
         }
     }
+}
+
+/// One admin API caller: `vendorgate admin new-token` prints a token and this entry for it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    /// Who it is, as the trail names them (`created_by` of a lock).
+    pub name: String,
+    pub role: AdminRole,
+    /// The SHA-256 of the token, in hex: the config never holds the token itself.
+    pub sha256: Spanned<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdminRole {
+    /// Reads: locks, sessions, usage.
+    Viewer,
+    /// Reads and acts: lock, unlock, revoke, reload.
+    Operator,
 }
 
 /// The SaaS API being protected.
@@ -929,6 +955,24 @@ impl Config {
             problems.push(ConfigError::at(file, text, Some(span), msg));
         };
         let s = &self.server;
+        if !self.admin.listen.get_ref().ip().is_loopback() && self.admin.tokens.is_empty() {
+            err(
+                self.admin.listen.span(),
+                format!(
+                    "admin.listen {} is not a loopback address: configure [[admin.tokens]] so the admin API is not open to the network",
+                    self.admin.listen.get_ref()
+                ),
+            );
+        }
+        for t in &self.admin.tokens {
+            let hex = t.sha256.get_ref();
+            if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                err(
+                    t.sha256.span(),
+                    format!("admin token {:?}: sha256 must be 64 hex digits (vendorgate admin new-token prints it)", t.name),
+                );
+            }
+        }
         if s.listen.get_ref() == self.admin.listen.get_ref() && s.listen.get_ref().port() != 0 {
             err(
                 self.admin.listen.span(),

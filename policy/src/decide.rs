@@ -19,8 +19,10 @@ use std::net::IpAddr;
 use http::Method;
 
 use crate::decision::{Allow, Denial, Reason};
+use crate::locks::{LockSet, Subject};
 use crate::path::normalize;
 use crate::policy::{Admission, Policy, RouteAction, Standing};
+use crate::token::VerifiedToken;
 
 /// What the request presented as its credential, once the proxy has looked at it.
 #[derive(Debug, Clone, Copy)]
@@ -29,15 +31,15 @@ pub enum Presented<'a> {
     Missing,
     /// A token that could not be verified (or no keys to verify it with), and why.
     Unverified(&'a Denial),
-    /// A verified token, as this policy sees it ([`Policy::standing`]).
-    Verified(&'a Standing),
+    /// A verified token, as this policy sees it ([`Policy::standing`]), and its claims.
+    Verified(&'a Standing, &'a VerifiedToken),
 }
 
 impl<'a> Presented<'a> {
     /// The token step: a verified token's standing, or the refusal.
     pub fn verified(self) -> Result<&'a Standing, Denial> {
         match self {
-            Presented::Verified(standing) => Ok(standing),
+            Presented::Verified(standing, _) => Ok(standing),
             Presented::Missing => Err(Denial::new(Reason::TokenMissing, "Authorization: Bearer")),
             Presented::Unverified(denial) => Err(denial.clone()),
         }
@@ -50,11 +52,15 @@ pub struct Facts<'a> {
     pub method: &'a Method,
     pub admission: &'a Admission,
     pub token: Presented<'a>,
+    /// The locks in force (see [`crate::locks`]).
+    pub locks: &'a LockSet,
 }
 
 /// A rule the decision consulted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Check {
+    /// No lock in force targets the request's account, vendor, session or network.
+    Lock,
     /// The path has one meaning once normalized.
     Path,
     /// The client's address, from the peer or a trusted proxy's `X-Forwarded-For`.
@@ -84,6 +90,7 @@ pub enum Check {
 impl Check {
     pub fn as_str(self) -> &'static str {
         match self {
+            Check::Lock => "lock",
             Check::Path => "path",
             Check::ClientAddress => "client",
             Check::Network => "network",
@@ -216,6 +223,22 @@ impl Policy {
         now: u64,
         trace: &mut T,
     ) -> Result<Allow, Denial> {
+        if !facts.locks.is_empty() {
+            let subject = self.subject(facts);
+            if let Some(lock) = facts.locks.matching(&subject, now) {
+                let denial = Denial::new(
+                    Reason::Locked,
+                    format!("locks[{}]: {}: {}", lock.id, lock.target, lock.message),
+                );
+                return Err(fail(trace, Check::Lock, denial));
+            }
+            pass(trace, Check::Lock, || {
+                format!(
+                    "{} lock(s) in force, none for this request",
+                    facts.locks.locks.len()
+                )
+            });
+        }
         let token = facts
             .token
             .verified()
@@ -317,6 +340,27 @@ impl Policy {
         })
     }
 
+    /// Who the request is, as far as it is known, for the locks.
+    fn subject<'a>(&'a self, facts: &Facts<'a>) -> Subject<'a> {
+        let client_ip = facts.admission.client_ip;
+        match facts.token {
+            Presented::Verified(standing, token) => Subject {
+                client_ip,
+                vendor: self.vendors.get(standing.vendor).map(|v| v.id.as_str()),
+                account: Some(&token.account),
+                sid: token.sid.as_deref(),
+                jti: token.jti.as_deref(),
+            },
+            _ => Subject {
+                client_ip,
+                vendor: None,
+                account: None,
+                sid: None,
+                jti: None,
+            },
+        }
+    }
+
     /// Both stages for a request whose token was verified up front, with the trace: what
     /// `explain` prints and the tests check.
     pub fn evaluate(
@@ -324,6 +368,7 @@ impl Policy {
         arrival: &Arrival,
         method: &Method,
         token: Presented,
+        locks: &LockSet,
         now: u64,
     ) -> Decision {
         let mut trace = Vec::new();
@@ -332,6 +377,7 @@ impl Policy {
                 method,
                 admission: &admission,
                 token,
+                locks,
             };
             self.decide(&facts, now, &mut trace)
         });

@@ -53,6 +53,8 @@ pub enum Reason {
     StateUnavailable,
     /// The decision could not be recorded and `on_log_failure = "deny"`.
     DecisionLogUnavailable,
+    /// A lock in force targets the account, vendor, session or network (the record names it).
+    Locked,
 }
 
 /// The `error` parameter of the `WWW-Authenticate: Bearer` challenge for a 401.
@@ -67,7 +69,7 @@ pub enum Challenge {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::PathAmbiguous,
         Reason::ForwardedForInvalid,
         Reason::IpNotAllowed,
@@ -91,6 +93,7 @@ impl Reason {
         Reason::IngressCapExceeded,
         Reason::StateUnavailable,
         Reason::DecisionLogUnavailable,
+        Reason::Locked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +121,7 @@ impl Reason {
             Reason::IngressCapExceeded => "ingress_cap_exceeded",
             Reason::StateUnavailable => "state_unavailable",
             Reason::DecisionLogUnavailable => "decision_log_unavailable",
+            Reason::Locked => "locked",
         }
     }
 
@@ -140,7 +144,8 @@ impl Reason {
             | Reason::VendorUnknown
             | Reason::RouteDenied
             | Reason::RouteUnknown
-            | Reason::ClassNotPermitted => StatusCode::FORBIDDEN,
+            | Reason::ClassNotPermitted
+            | Reason::Locked => StatusCode::FORBIDDEN,
             Reason::ExportRateLimited | Reason::EgressCapExceeded | Reason::IngressCapExceeded => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -242,6 +247,7 @@ mod tests {
             (Reason::IngressCapExceeded, 429, None),
             (Reason::StateUnavailable, 503, None),
             (Reason::DecisionLogUnavailable, 503, None),
+            (Reason::Locked, 403, None),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for (r, status, challenge) in table {

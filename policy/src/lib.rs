@@ -11,6 +11,7 @@ pub mod decide;
 pub mod decision;
 pub mod ipset;
 pub mod limits;
+pub mod locks;
 pub mod path;
 pub mod policy;
 pub mod routes;
@@ -24,6 +25,7 @@ pub use ipset::IpSet;
 pub use limits::{
     gcra, session_step, ByteRule, Direction, GcraOutcome, RateRule, SessionRecord, SessionStep,
 };
+pub use locks::{Lock, LockSet, LockTarget, Subject};
 pub use policy::{Admission, Policy, RouteAction, Standing};
 pub use token::{bearer, JwksError, KeySet, VerifiedToken, VerifyError};
 pub use units::{ByteSize, HumanDuration};

@@ -7,7 +7,10 @@ use http::Method;
 use serde_json::{json, Value};
 use vendorgate_mock::idp::{DevIdp, KeyKind};
 
-use crate::{Arrival, Check, Config, KeySet, Policy, Presented, Reason, VerifyError};
+use crate::{
+    Arrival, Check, Config, KeySet, Lock, LockSet, LockTarget, Policy, Presented, Reason,
+    VerifyError,
+};
 
 pub(crate) const POLICY: &str = r#"
 [server]
@@ -105,15 +108,27 @@ fn decide(
     path: &str,
     token: &str,
 ) -> Result<(), Reason> {
+    decide_with(f, peer, xff, method, path, token, &LockSet::default())
+}
+
+fn decide_with(
+    f: &Fixture,
+    peer: &str,
+    xff: Option<&str>,
+    method: Method,
+    path: &str,
+    token: &str,
+    locks: &LockSet,
+) -> Result<(), Reason> {
     let verified = (!token.is_empty()).then(|| {
         f.policy
             .verify_token(token, &f.keys, NOW)
-            .map(|t| f.policy.standing(&t))
+            .map(|t| (f.policy.standing(&t), t))
             .map_err(VerifyError::denial)
     });
     let presented = match &verified {
         None => Presented::Missing,
-        Some(Ok(standing)) => Presented::Verified(standing),
+        Some(Ok((standing, token))) => Presented::Verified(standing, token),
         Some(Err(denial)) => Presented::Unverified(denial),
     };
     let arrival = Arrival {
@@ -121,7 +136,7 @@ fn decide(
         forwarded_for: xff,
         path,
     };
-    let decision = f.policy.evaluate(&arrival, &method, presented, NOW);
+    let decision = f.policy.evaluate(&arrival, &method, presented, locks, NOW);
     let refusals: Vec<_> = decision.trace.iter().filter_map(|s| s.refused).collect();
     match &decision.outcome {
         Ok(_) => assert!(refusals.is_empty(), "{:?}", decision.trace),
@@ -653,17 +668,20 @@ fn config_errors_in_the_policy_sections_are_located() {
 fn the_trace_lists_each_rule_in_order() {
     let f = fixture();
     let token = f.idp.mint(KeyKind::Es256, &claims(&f, "acme"));
-    let standing = f
-        .policy
-        .standing(&f.policy.verify_token(&token, &f.keys, NOW).unwrap());
+    let verified = f.policy.verify_token(&token, &f.keys, NOW).unwrap();
+    let standing = f.policy.standing(&verified);
     let arrival = Arrival {
         peer: ip("127.0.0.10"),
         forwarded_for: Some("127.0.0.2"),
         path: "/api/v2/tickets/./1",
     };
-    let decision = f
-        .policy
-        .evaluate(&arrival, &Method::GET, Presented::Verified(&standing), NOW);
+    let decision = f.policy.evaluate(
+        &arrival,
+        &Method::GET,
+        Presented::Verified(&standing, &verified),
+        &LockSet::default(),
+        NOW,
+    );
     assert!(decision.outcome.is_ok());
     let checks: Vec<Check> = decision.trace.iter().map(|s| s.check).collect();
     assert_eq!(
@@ -695,12 +713,65 @@ fn the_trace_lists_each_rule_in_order() {
         session_start: Some(NOW - 13 * 3600),
         ..standing
     };
-    let decision = f
-        .policy
-        .evaluate(&arrival, &Method::GET, Presented::Verified(&old), NOW);
+    let decision = f.policy.evaluate(
+        &arrival,
+        &Method::GET,
+        Presented::Verified(&old, &verified),
+        &LockSet::default(),
+        NOW,
+    );
     assert_eq!(
         decision.outcome.unwrap_err().reason,
         Reason::SessionLifetimeExpired
     );
     assert_eq!(decision.trace.last().unwrap().check, Check::SessionLifetime);
+}
+
+/// A lock is one more rule of the decision: first, so a locked account learns nothing else, and
+/// only for what it targets.
+#[test]
+fn a_lock_refuses_its_target_first_and_nothing_else() {
+    let f = fixture();
+    let token = f.idp.mint(KeyKind::Es256, &claims(&f, "acme"));
+    let lock = |target: LockTarget, expires_at| LockSet {
+        locks: vec![Lock {
+            id: "lk_0123456789abcdef".into(),
+            target,
+            message: "stolen laptop".into(),
+            created_by: "soc".into(),
+            created_at: NOW - 10,
+            expires_at,
+        }],
+    };
+    let get = |locks: &LockSet, peer: &str, token: &str| {
+        decide_with(
+            &f,
+            peer,
+            None,
+            Method::GET,
+            "/api/v2/tickets/1",
+            token,
+            locks,
+        )
+    };
+    let account = lock(LockTarget::Account("agent-7".into()), None);
+    assert_eq!(get(&account, "127.0.0.2", &token), Err(Reason::Locked));
+    let other = f.idp.mint(
+        KeyKind::Es256,
+        &f.idp
+            .agent_claims("vendorgate", "agent-8", "acme", NOW - 60, 3600),
+    );
+    assert_eq!(get(&account, "127.0.0.2", &other), Ok(()));
+    let vendor = lock(LockTarget::Vendor("acme".into()), None);
+    assert_eq!(get(&vendor, "127.0.0.2", &other), Err(Reason::Locked));
+    let sid = format!("sid-agent-7-{}", NOW - 60);
+    let session = lock(LockTarget::Session(sid), None);
+    assert_eq!(get(&session, "127.0.0.2", &token), Err(Reason::Locked));
+    assert_eq!(get(&session, "127.0.0.2", &other), Ok(()));
+    // A network lock needs no token: it refuses before the token is looked at.
+    let network = lock(LockTarget::Network("127.0.0.0/30".parse().unwrap()), None);
+    assert_eq!(get(&network, "127.0.0.2", ""), Err(Reason::Locked));
+    // Expired: no effect.
+    let expired = lock(LockTarget::Account("agent-7".into()), Some(NOW));
+    assert_eq!(get(&expired, "127.0.0.2", &token), Ok(()));
 }

@@ -1,31 +1,50 @@
-//! The operators' listener: `/healthz` (the process is alive) and `/readyz` (it should get traffic).
+//! The operators' listener. Unauthenticated: `/healthz` (the process is alive), `/readyz` (it should
+//! get traffic) and `/metrics`. Authenticated by bearer token (`[[admin.tokens]]`, the config holds
+//! only their SHA-256), the admin API under `/v1/`:
 //!
-//! Plain HTTP on loopback by default: it exposes no vendor data, and a load balancer or kubelet on the
-//! same host or pod is the only intended caller.
+//! | call | role | does |
+//! |---|---|---|
+//! | `GET /v1/locks` | viewer | the locks in force |
+//! | `POST /v1/locks` | operator | a lock: `{"target": {"kind": "account", "value": "…"}, "message": "…", "ttl": "2h"}` |
+//! | `DELETE /v1/locks/{id}` | operator | removes a lock |
+//!
+//! JSON in and out; errors are `{"error": code}` with a stable code. Every mutating call, and every
+//! refused one, is a record in the decision trail, naming who.
+//!
+//! Plain HTTP on loopback by default; bound elsewhere, tokens are required (a config error
+//! otherwise).
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use serde::Deserialize;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
-
-use std::sync::atomic::Ordering;
+use vendorgate_policy::config::{AdminRole, AdminToken};
+use vendorgate_policy::{HumanDuration, Lock, LockTarget};
 
 use crate::gateway::Gateway;
 use crate::telemetry::metrics::Gauges;
+use crate::trail::schema::admin_event;
+
+/// A request body larger than this is refused: the API takes small JSON documents.
+const MAX_BODY: usize = 64 * 1024;
 
 pub async fn serve(listener: TcpListener, gw: &'static Gateway) {
     loop {
-        let Ok((tcp, _)) = listener.accept().await else {
+        let Ok((tcp, peer)) = listener.accept().await else {
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         tokio::spawn(async move {
             let svc = service_fn(move |req| async move {
-                Ok::<_, std::convert::Infallible>(route(gw, req).await)
+                Ok::<_, std::convert::Infallible>(route(gw, peer, req).await)
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -36,39 +55,317 @@ pub async fn serve(listener: TcpListener, gw: &'static Gateway) {
     }
 }
 
-async fn route(gw: &Gateway, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn route(
+    gw: &'static Gateway,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/v1/") {
+        return api(gw, peer, req, rest).await;
+    }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return json(
-            StatusCode::METHOD_NOT_ALLOWED,
-            r#"{"error":"method_not_allowed"}"#.into(),
+        return error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    }
+    match path.as_str() {
+        "/healthz" => json(StatusCode::OK, json!({"status": "ok"})),
+        "/readyz" => readiness(gw).await,
+        "/metrics" => metrics(gw),
+        _ => error(StatusCode::NOT_FOUND, "not_found"),
+    }
+}
+
+fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
+    let status = &gw.trail.status;
+    let (token_cache_hits, token_cache_misses) = gw.tokens.stats();
+    let gauges = Gauges {
+        trail_written: status.written.load(Ordering::Relaxed),
+        trail_unrecorded: gw.trail.dropped.load(Ordering::Relaxed),
+        trail_queue_depth: gw.trail.queue_depth(gw.config.trail.queue) as u64,
+        trail_head_seq: status.head_seq.load(Ordering::Relaxed),
+        trail_writable: status.healthy.load(Ordering::Relaxed),
+        state_errors: gw.state.error_count(),
+        token_cache_hits,
+        token_cache_misses,
+        token_cache_entries: gw.tokens.len() as u64,
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render(&gauges))));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    resp
+}
+
+/// Who called, once their token checked out.
+struct Caller<'a> {
+    name: &'a str,
+    role: AdminRole,
+}
+
+/// The caller's token against `[[admin.tokens]]`: its SHA-256 compared with every entry's in
+/// constant time (no early exit, no length leak: the digests are all 32 bytes).
+fn authenticate<'a>(
+    tokens: &'a [AdminToken],
+    req: &Request<Incoming>,
+) -> Result<Caller<'a>, &'static str> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| vendorgate_policy::bearer(v.as_bytes()))
+        .ok_or("admin_token_missing")?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, presented.as_bytes());
+    let mut found = None;
+    for t in tokens {
+        let Some(want) = hex32(t.sha256.get_ref()) else {
+            continue;
+        };
+        let diff = want
+            .iter()
+            .zip(digest.as_ref())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        if diff == 0 && found.is_none() {
+            found = Some(Caller {
+                name: &t.name,
+                role: t.role,
+            });
+        }
+    }
+    found.ok_or("admin_token_invalid")
+}
+
+fn hex32(text: &str) -> Option<[u8; 32]> {
+    let mut out = [0u8; 32];
+    if text.len() != 64 {
+        return None;
+    }
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+async fn api(
+    gw: &'static Gateway,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+    rest: &str,
+) -> Response<Full<Bytes>> {
+    let mutating = req.method() != Method::GET && req.method() != Method::HEAD;
+    let action = format!("{} /v1/{rest}", req.method());
+    let caller = match authenticate(&gw.config.admin.tokens, &req) {
+        Ok(caller) => caller,
+        Err(code) => {
+            if mutating {
+                refused(gw, peer, "", &action, code).await;
+            }
+            return error(StatusCode::UNAUTHORIZED, code);
+        }
+    };
+    if mutating && caller.role != AdminRole::Operator {
+        refused(gw, peer, caller.name, &action, "admin_role_insufficient").await;
+        return error(StatusCode::FORBIDDEN, "admin_role_insufficient");
+    }
+    let by = caller.name.to_string();
+    match (
+        req.method().clone(),
+        rest.split('/').collect::<Vec<_>>().as_slice(),
+    ) {
+        (Method::GET, ["locks"]) => {
+            let locks = gw.locks.current();
+            json(StatusCode::OK, json!({"locks": locks.locks}))
+        }
+        (Method::POST, ["locks"]) => match read_json::<NewLock>(req).await {
+            Ok(new) => create_lock(gw, peer, by, new).await,
+            Err(resp) => resp,
+        },
+        (Method::DELETE, ["locks", id]) => remove_lock(gw, peer, by, id.to_string()).await,
+        (_, ["locks"] | ["locks", _]) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not_found"),
+    }
+}
+
+/// `POST /v1/locks`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewLock {
+    target: LockTarget,
+    message: String,
+    /// How long it holds (`"30m"`, `"2h"`); absent: until removed.
+    #[serde(default)]
+    ttl: Option<String>,
+}
+
+async fn create_lock(
+    gw: &'static Gateway,
+    peer: SocketAddr,
+    by: String,
+    new: NewLock,
+) -> Response<Full<Bytes>> {
+    if new.message.trim().is_empty() || new.message.len() > 1024 {
+        return error_with(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "message must be 1 to 1024 bytes",
         );
     }
-    match req.uri().path() {
-        "/healthz" => json(StatusCode::OK, r#"{"status":"ok"}"#.into()),
-        "/readyz" => readiness(gw).await,
-        "/metrics" => {
-            let status = &gw.trail.status;
-            let (token_cache_hits, token_cache_misses) = gw.tokens.stats();
-            let gauges = Gauges {
-                trail_written: status.written.load(Ordering::Relaxed),
-                trail_unrecorded: gw.trail.dropped.load(Ordering::Relaxed),
-                trail_queue_depth: gw.trail.queue_depth(gw.config.trail.queue) as u64,
-                trail_head_seq: status.head_seq.load(Ordering::Relaxed),
-                trail_writable: status.healthy.load(Ordering::Relaxed),
-                state_errors: gw.state.error_count(),
-                token_cache_hits,
-                token_cache_misses,
-                token_cache_entries: gw.tokens.len() as u64,
-            };
-            let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render(&gauges))));
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    if let LockTarget::Account(v) | LockTarget::Vendor(v) | LockTarget::Session(v) = &new.target {
+        if v.is_empty() {
+            return error_with(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "the target needs a value",
             );
-            resp
         }
-        _ => json(StatusCode::NOT_FOUND, r#"{"error":"not_found"}"#.into()),
     }
+    let now = crate::clock::now_ms() / 1000;
+    let expires_at = match new.ttl.as_deref().map(HumanDuration::parse).transpose() {
+        Ok(ttl) => ttl.map(|d| now + d.0.as_secs().max(1)),
+        Err(e) => {
+            return error_with(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("ttl: {e}"),
+            )
+        }
+    };
+    let lock = Lock {
+        id: lock_id(),
+        target: new.target,
+        message: new.message,
+        created_by: by.clone(),
+        created_at: now,
+        expires_at,
+    };
+    // On the trail before it takes effect: a lock nobody can see in the record is not made.
+    let detail = json!({"lock": &lock});
+    if !record(gw, "lock", &by, Some(peer), true, detail).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
+    }
+    let made = lock.clone();
+    match tokio::task::spawn_blocking(move || gw.locks.add(made)).await {
+        Ok(Ok(cut)) => {
+            tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "lock in force");
+            json(
+                StatusCode::CREATED,
+                json!({"lock": lock, "streams_cut": cut}),
+            )
+        }
+        Ok(Err(e)) => {
+            tracing::error!("{e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "lock_state_unwritable")
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+    }
+}
+
+async fn remove_lock(
+    gw: &'static Gateway,
+    peer: SocketAddr,
+    by: String,
+    id: String,
+) -> Response<Full<Bytes>> {
+    if !gw.locks.current().locks.iter().any(|l| l.id == id) {
+        return error(StatusCode::NOT_FOUND, "lock_unknown");
+    }
+    let removed = match tokio::task::spawn_blocking(move || gw.locks.remove(&id)).await {
+        Ok(Ok(Some(lock))) => lock,
+        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, "lock_unknown"),
+        Ok(Err(e)) => {
+            tracing::error!("{e}");
+            return error(StatusCode::SERVICE_UNAVAILABLE, "lock_state_unwritable");
+        }
+        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
+    };
+    tracing::warn!(lock = %removed.id, target = %removed.target, by = %by, "lock removed");
+    record(
+        gw,
+        "unlock",
+        &by,
+        Some(peer),
+        true,
+        json!({"lock": &removed}),
+    )
+    .await;
+    json(StatusCode::OK, json!({"lock": removed}))
+}
+
+/// Locks that have run out, removed and recorded; run every second.
+pub async fn expire_locks(gw: &'static Gateway) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = crate::clock::now_ms() / 1000;
+        let due: Vec<Lock> = gw.locks.current().expired(now).cloned().collect();
+        if due.is_empty() {
+            continue;
+        }
+        // Recorded before they go: once the list no longer shows a lock, its expiry is on the trail.
+        for lock in &due {
+            tracing::warn!(lock = %lock.id, target = %lock.target, "lock expired");
+            record(gw, "lock_expired", "expiry", None, true, json!({"lock": lock})).await;
+        }
+        if let Err(e) = gw.locks.expire(now) {
+            tracing::error!("expiring locks: {e}");
+        }
+    }
+}
+
+async fn refused(gw: &'static Gateway, peer: SocketAddr, by: &str, action: &str, code: &str) {
+    tracing::warn!(client.ip = %peer.ip(), by, action, code, "admin call refused");
+    let detail = json!({"call": action, "error": code});
+    record(gw, "admin_refused", by, Some(peer), false, detail).await;
+}
+
+/// Writes an admin event to the trail; false if it could not be queued.
+async fn record(
+    gw: &'static Gateway,
+    action: &str,
+    by: &str,
+    peer: Option<SocketAddr>,
+    allowed: bool,
+    detail: Value,
+) -> bool {
+    if !gw.trail.enabled() {
+        return true;
+    }
+    match gw.trail.reserve().await {
+        Ok(slot) => {
+            let ip = peer.map(|p| p.ip());
+            slot.submit(admin_event(
+                SystemTime::now(),
+                action,
+                by,
+                ip,
+                allowed,
+                detail,
+            ));
+            true
+        }
+        Err(()) => false,
+    }
+}
+
+/// `lk_` and 64 random bits in hex.
+fn lock_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    format!("lk_{:016x}", u64::from_be_bytes(bytes))
+}
+
+async fn read_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, Response<Full<Bytes>>> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "request_body_too_large"))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| error_with(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()))
 }
 
 /// Ready when the proxy listener is serving (not starting, not draining) and the upstream's name
@@ -77,33 +374,41 @@ async fn readiness(gw: &Gateway) -> Response<Full<Bytes>> {
     if !gw.is_ready() {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
-            r#"{"status":"not_ready","reason":"draining"}"#.into(),
+            json!({"status": "not_ready", "reason": "draining"}),
         );
     }
     let url = &gw.config.upstream.url;
     let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
-    match tokio::time::timeout(Duration::from_secs(2), lookup).await {
-        Ok(Ok(mut addrs)) => match addrs.next() {
-            Some(_) => json(StatusCode::OK, r#"{"status":"ready"}"#.into()),
-            None => not_resolvable(),
-        },
-        _ => not_resolvable(),
+    let resolved = match tokio::time::timeout(Duration::from_secs(2), lookup).await {
+        Ok(Ok(mut addrs)) => addrs.next().is_some(),
+        _ => false,
+    };
+    if resolved {
+        json(StatusCode::OK, json!({"status": "ready"}))
+    } else {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not_ready", "reason": "upstream_unresolvable"}),
+        )
     }
 }
 
-fn not_resolvable() -> Response<Full<Bytes>> {
-    json(
-        StatusCode::SERVICE_UNAVAILABLE,
-        r#"{"status":"not_ready","reason":"upstream_unresolvable"}"#.into(),
-    )
+fn error(status: StatusCode, code: &str) -> Response<Full<Bytes>> {
+    json(status, json!({"error": code}))
 }
 
-fn json(status: StatusCode, body: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(body)));
+fn error_with(status: StatusCode, code: &str, detail: &str) -> Response<Full<Bytes>> {
+    json(status, json!({"error": code, "detail": detail}))
+}
+
+fn json(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body.to_string())));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
     );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }

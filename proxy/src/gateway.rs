@@ -14,6 +14,7 @@ use vendorgate_policy::Config;
 use crate::active::{Active, ActiveError};
 use crate::downloads::Downloads;
 use crate::identity::TokenCache;
+use crate::state::locks::Locks;
 use crate::state::StateStore;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otel::Otel;
@@ -31,6 +32,8 @@ pub enum BuildError {
     Policy(#[from] ActiveError),
     #[error(transparent)]
     Upstream(#[from] crate::upstream::SetupError),
+    #[error(transparent)]
+    Locks(#[from] crate::state::locks::LocksError),
 }
 
 pub struct Gateway {
@@ -49,6 +52,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Redirects to other hosts the proxy follows itself (startup config).
     pub downloads: Downloads,
+    /// The locks in force, and the streams they may cut.
+    pub locks: Locks,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
     pub tls: Arc<rustls::ServerConfig>,
@@ -85,6 +90,7 @@ impl Gateway {
             .keep_alive_timeout(std::time::Duration::from_secs(20));
 
         let upstream = Upstream::new(&config.upstream)?;
+        let locks = Locks::load(Some(locks_file(&config)))?;
         let downloads = Downloads::new(
             &config.upstream.redirect_hosts,
             config.upstream.ca_bundle.as_deref(),
@@ -111,6 +117,7 @@ impl Gateway {
             otel,
             upstream,
             downloads,
+            locks,
             request_ids: RequestIds::new(),
             cert,
             tls,
@@ -189,4 +196,9 @@ impl Observers for Gateway {
     fn otel(&self) -> Option<&Otel> {
         self.otel.as_deref()
     }
+}
+
+/// Where the locks are kept: `locks.json` beside the decision trail.
+pub fn locks_file(config: &Config) -> std::path::PathBuf {
+    config.trail.path.with_file_name("locks.json")
 }

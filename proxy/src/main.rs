@@ -61,6 +61,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         ip: String,
     },
+    /// Act on a running proxy through its admin API: locks (the kill switch), tokens.
+    Admin {
+        #[command(flatten)]
+        api: cli::admin::Api,
+        #[command(subcommand)]
+        command: cli::admin::AdminCommand,
+    },
     /// Start a mock Zendesk, the proxy in front of it with fresh dev certificates, and print commands
     /// to try. Needs nothing installed.
     Demo {
@@ -142,6 +149,7 @@ fn main() -> ExitCode {
             command: CertsCommand::Dev { out, names },
         } => cli::certs_dev(&out, &names),
         Command::Demo { port } => cli::demo::run(port),
+        Command::Admin { api, command } => cli::admin::run(&api, command),
         Command::Audit { command } => match command {
             AuditCommand::Verify { files, expect_head } => cli::audit::verify(&files, expect_head),
             AuditCommand::Query {

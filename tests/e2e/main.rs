@@ -14,6 +14,7 @@ mod hygiene;
 mod lifecycle;
 mod limits;
 mod links;
+mod locks;
 mod policy;
 mod tls;
 mod trail;

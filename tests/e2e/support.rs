@@ -108,6 +108,8 @@ pub struct ProxyConfig {
     pub trust_dev_ca: bool,
     /// `[network]`, `[identity]`, `[[vendors]]` and `[[routes]]`; `@JWKS@` becomes the JWKS path.
     pub policy: String,
+    /// Extra lines after `[admin]` (e.g. `[[admin.tokens]]` tables).
+    pub admin: String,
 }
 
 /// A policy that lets vendor `acme` (anywhere on loopback) do anything: for tests about the proxy's
@@ -141,6 +143,7 @@ impl ProxyConfig {
             upstream: String::new(),
             trust_dev_ca: true,
             policy: OPEN_POLICY.to_string(),
+            admin: String::new(),
         }
     }
 
@@ -152,6 +155,12 @@ impl ProxyConfig {
     pub fn server(mut self, lines: &str) -> Self {
         self.server.push_str(lines);
         self.server.push('\n');
+        self
+    }
+
+    pub fn admin(mut self, lines: &str) -> Self {
+        self.admin.push_str(lines);
+        self.admin.push('\n');
         self
     }
 
@@ -169,12 +178,13 @@ impl ProxyConfig {
         };
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n{}\n\
-             [admin]\nlisten = \"127.0.0.1:0\"\n\n\
+             [admin]\nlisten = \"127.0.0.1:0\"\n{}\n\
              [upstream]\nurl = {:?}\n{ca}{}\n\
              [log]\nlevel = \"debug\"\n{}\n",
             pki.files.server_cert,
             pki.files.server_key,
             self.server,
+            self.admin,
             self.upstream_url,
             self.upstream,
             self.policy
@@ -198,6 +208,19 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("vendorgate.toml");
         std::fs::write(&config_path, config.render(pki)).unwrap();
+        Self::start_in(pki, dir)
+    }
+
+    /// The proxy again, in the directory (config, trail, state) of one that has stopped.
+    /// Killed, not stopped: what was persisted must survive a crash as well as a restart.
+    pub fn restart(mut self, pki: &Pki) -> Self {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        drop(self);
+        Self::start_in(pki, dir)
+    }
+
+    fn start_in(pki: &Pki, dir: TempDir) -> Self {
+        let config_path = dir.path().join("vendorgate.toml");
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
         let token = pki.token();
         let mut child = Command::new(BIN)

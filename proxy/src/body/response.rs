@@ -12,9 +12,12 @@ use hyper::body::Incoming;
 use crate::conn::InFlight;
 use crate::links::Rewriter;
 use crate::metering::{CapReached, Meter};
+use crate::outcome::Outcome;
+use crate::state::locks::Watched;
 use crate::trail::record::Draft;
 use crate::trail::schema::Ending;
 use crate::upstream::Lease;
+use vendorgate_policy::Reason;
 
 use super::request::BoxError;
 
@@ -30,7 +33,14 @@ pub struct ProxyBody {
     lease: Option<Lease>,
     sent: u64,
     cut: bool,
+    /// Its entry among the streams a lock can cut (an allowed upstream response's).
+    watched: Option<Watched>,
 }
+
+/// The stream was cut by a lock (see [`crate::state::locks`]).
+#[derive(Debug, thiserror::Error)]
+#[error("cut by lock {0}")]
+pub struct LockCut(pub String);
 
 enum Kind {
     Upstream(UpstreamBody),
@@ -53,6 +63,7 @@ impl ProxyBody {
             lease: None,
             sent: 0,
             cut: false,
+            watched: None,
         }
     }
 
@@ -64,6 +75,7 @@ impl ProxyBody {
             lease,
             sent: 0,
             cut: false,
+            watched: None,
         }
     }
 
@@ -80,6 +92,7 @@ impl ProxyBody {
             lease,
             sent: 0,
             cut: false,
+            watched: None,
         }
     }
 
@@ -89,6 +102,12 @@ impl ProxyBody {
         if let Kind::Full(data) = &mut self.kind {
             *data = None;
         }
+        self
+    }
+
+    /// Cut when a lock targets the stream: at once if it is sending, woken if it is waiting.
+    pub fn watched(mut self, watched: Watched) -> Self {
+        self.watched = Some(watched);
         self
     }
 
@@ -137,6 +156,16 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(lock) = self.watched.as_ref().and_then(Watched::cut_by) {
+            let lock = lock.to_string();
+            self.cut = true;
+            if let Some(draft) = self.draft.as_mut() {
+                draft.outcome = Outcome::Refused(Reason::Locked);
+                draft.rule = format!("locks[{lock}]: stream cut");
+            }
+            self.seal(Ending::CutOff);
+            return Poll::Ready(Some(Err(Box::new(LockCut(lock)))));
+        }
         let polled = self.as_mut().poll_inner(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -158,7 +187,11 @@ impl Body for ProxyBody {
                 self.seal(ending);
             }
             Poll::Ready(None) => self.seal(Ending::Completed),
-            Poll::Pending => {}
+            Poll::Pending => {
+                if let Some(watched) = &self.watched {
+                    watched.register(cx.waker());
+                }
+            }
         }
         polled
     }

@@ -4,8 +4,10 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use vendorgate::gateway::locks_file;
 use vendorgate::identity::{KeySource, KeyStore};
 use vendorgate::settings::load_config;
+use vendorgate::state::locks::Locks;
 use vendorgate_policy::{
     bearer, Arrival, Config, Denial, Direction, Facts, Policy, Presented, Step, VerifiedToken,
     VerifyError,
@@ -111,10 +113,10 @@ pub fn run(
     };
     let standing = verified
         .as_ref()
-        .map(|v| v.as_ref().map(|token| policy.standing(token)));
+        .map(|v| v.as_ref().map(|token| (policy.standing(token), token)));
     let token = match &standing {
         None => Presented::Missing,
-        Some(Ok(standing)) => Presented::Verified(standing),
+        Some(Ok((standing, token))) => Presented::Verified(standing, token),
         Some(Err(denial)) => Presented::Unverified(denial),
     };
     if let Some(Ok(identity)) = &verified {
@@ -140,10 +142,13 @@ pub fn run(
             "ok",
         );
     }
+    // The locks this proxy keeps (beside its trail), as the proxy would read them.
+    let locks = Locks::load(Some(locks_file(&config)))?;
     let facts = Facts {
         method: &method,
         admission: &admission,
         token,
+        locks: &locks.current(),
     };
     let mut trace = Vec::new();
     let allow = policy.decide(&facts, now, &mut trace);

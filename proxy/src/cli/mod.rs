@@ -6,6 +6,7 @@ use anyhow::Context;
 use vendorgate::settings::{check_environment, load_config, summary, LoadError, Severity};
 use vendorgate_certs::dev::DevPki;
 
+pub mod admin;
 pub mod audit;
 pub mod demo;
 pub mod explain;

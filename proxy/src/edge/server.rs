@@ -39,6 +39,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     workers: Vec<std::thread::JoinHandle<()>>,
     admin_task: JoinHandle<()>,
+    locks_task: JoinHandle<()>,
     trim_task: JoinHandle<()>,
     refusals_task: JoinHandle<()>,
 }
@@ -66,6 +67,7 @@ impl Running {
         })
         .await;
         self.admin_task.abort();
+        self.locks_task.abort();
         self.trim_task.abort();
         tracing::info!("shutdown complete");
     }
@@ -132,6 +134,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, gateway));
+    let locks_task = tokio::spawn(admin::expire_locks(gateway));
     let trim_task = tokio::spawn(memory::trim_after_parks());
     let refusals_task = tokio::spawn(write_refusals(gateway));
     // The connection limit is the proxy's, not each worker's.
@@ -176,6 +179,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         shutdown,
         workers: handles,
         admin_task,
+        locks_task,
         trim_task,
         refusals_task,
     })

@@ -16,6 +16,7 @@ use vendorgate_policy::{Policy, Standing, VerifiedToken};
 
 use crate::headers::encoded_value;
 use crate::state::account::AccountState;
+use crate::state::locks::Who;
 use crate::telemetry::metrics::AccountSeries;
 use crate::trail::schema::TokenFragments;
 
@@ -44,7 +45,25 @@ pub struct Identity {
     pub record: TokenFragments,
     /// `vendor/account`, encoded for `upstream.identity_header`.
     pub who: HeaderValue,
+    /// The vendor's configured id.
+    pub vendor: Box<str>,
     pub token: VerifiedToken,
+}
+
+/// What a lock matches a stream in flight by.
+impl Who for Identity {
+    fn vendor(&self) -> &str {
+        &self.vendor
+    }
+    fn account(&self) -> &str {
+        &self.token.account
+    }
+    fn sid(&self) -> Option<&str> {
+        self.token.sid.as_deref()
+    }
+    fn jti(&self) -> Option<&str> {
+        self.token.jti.as_deref()
+    }
 }
 
 impl Identity {
@@ -68,6 +87,7 @@ impl Identity {
             egress_metric: AccountSeries::default(),
             record: TokenFragments::new(&token),
             who: encoded_value(&[vendor, "/", &token.account].concat()),
+            vendor: vendor.into(),
             token,
         }
     }

@@ -4,19 +4,21 @@
 
 use http::{Method, Request};
 use hyper::body::Incoming;
-use vendorgate_policy::{Admission, Allow, Denial, Facts, Policy, Presented, Standing};
+use vendorgate_policy::{Admission, Allow, Denial, Facts, LockSet, Policy, Presented};
 
 use crate::downloads::Grant;
+use crate::identity::cache::Identity;
 
 pub fn authorize(
     policy: &Policy,
     req: &Request<Incoming>,
     admission: &Admission,
-    standing: &Standing,
+    identity: &Identity,
     download: Option<&Grant>,
+    locks: &LockSet,
     now: u64,
 ) -> Result<Allow, Denial> {
-    let token = Presented::Verified(standing);
+    let token = Presented::Verified(&identity.standing, &identity.token);
     match download {
         Some(grant) => {
             let redirected = Admission {
@@ -27,6 +29,7 @@ pub fn authorize(
                 method: &Method::GET,
                 admission: &redirected,
                 token,
+                locks,
             };
             policy.decide(&facts, now, &mut ())
         }
@@ -35,6 +38,7 @@ pub fn authorize(
                 method: req.method(),
                 admission,
                 token,
+                locks,
             };
             policy.decide(&facts, now, &mut ())
         }

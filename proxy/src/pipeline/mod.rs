@@ -161,8 +161,15 @@ fn forward<'a>(
             .map_or("", |v| v.id.as_str());
         let download = identify::download(gw, &req, &admission, vendor_id, &identity)?;
 
-        let allow =
-            authorize::authorize(policy, &req, &admission, standing, download.as_ref(), now)?;
+        let allow = authorize::authorize(
+            policy,
+            &req,
+            &admission,
+            &identity,
+            download.as_ref(),
+            &gw.locks.current(),
+            now,
+        )?;
         draft.allowed = true;
         draft.route = Some(allow.route);
 
@@ -205,6 +212,9 @@ fn forward<'a>(
             from_download: download.is_some(),
             now_ms,
         };
-        response_filter::filter(gw, ctx.active, answer, lease, limits, answering, draft).await
+        let watched = gw.locks.watch(admission.client_ip, identity.clone());
+        let resp = response_filter::filter(gw, ctx.active, answer, lease, limits, answering, draft)
+            .await?;
+        Ok(resp.map(|body| body.watched(watched)))
     }
 }

@@ -10,6 +10,7 @@
 pub mod account;
 pub mod cells;
 pub mod keys;
+pub mod locks;
 mod memory;
 mod redis;
 

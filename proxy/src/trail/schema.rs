@@ -150,6 +150,42 @@ pub fn number(record: &Value, f: Field) -> u64 {
     field(record, f).and_then(Value::as_u64).unwrap_or(0)
 }
 
+/// A record of an operator's act or the locks' own change (lock, unlock, expiry, a refused admin
+/// call), in the same chain as the decisions. Rare, so built with `serde_json` rather than laid
+/// out by hand; the fields the readers use sit where [`Field`] says.
+pub fn admin_event(
+    at: std::time::SystemTime,
+    action: &str,
+    by: &str,
+    source: Option<std::net::IpAddr>,
+    allowed: bool,
+    detail: Value,
+) -> String {
+    let timestamp = super::time::rfc3339(at);
+    let mut record = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {
+            "kind": "event",
+            "category": ["iam"],
+            "type": [if allowed { "change" } else { "denied" }],
+            "action": action,
+            "outcome": if allowed { "success" } else { "failure" },
+            "reason": action,
+        },
+        "user": {"name": by},
+        "vendorgate": {
+            "schema": SCHEMA,
+            "decision": if allowed { "allow" } else { "deny" },
+            "reason": action,
+            "admin": detail,
+        },
+    });
+    if let Some(ip) = source {
+        record["source"] = serde_json::json!({"ip": ip.to_canonical().to_string()});
+    }
+    record.to_string()
+}
+
 /// How a request's exchange ended, as its record tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {

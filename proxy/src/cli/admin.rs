@@ -1,0 +1,214 @@
+//! `vendorgate admin …`: the admin API from a shell, so an incident needs no hand-written curl.
+//! Tables for people, `--json` for scripts; a refused call exits non-zero with the API's code.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use http::{header, Method, Request};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use serde_json::{json, Value};
+
+#[derive(Args)]
+pub struct Api {
+    /// The admin listener [env VENDORGATE_ADMIN_URL; default http://127.0.0.1:9901].
+    #[arg(long)]
+    url: Option<String>,
+    /// A file holding the admin token (env VENDORGATE_ADMIN_TOKEN holds the token itself).
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// Print the API's JSON instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+pub enum AdminCommand {
+    /// Lock a target out: its next request is refused and its streams in flight are cut.
+    Lock {
+        #[arg(long, group = "target")]
+        account: Option<String>,
+        #[arg(long, group = "target")]
+        vendor: Option<String>,
+        /// A session: the token's `sid`, else its `jti`.
+        #[arg(long, group = "target")]
+        session: Option<String>,
+        /// A source network (CIDR), e.g. 203.0.113.0/24.
+        #[arg(long, group = "target")]
+        network: Option<String>,
+        /// Why (recorded in the trail; never shown to the agent).
+        #[arg(long)]
+        message: String,
+        /// How long it holds (30m, 2h, 7d); without it, until `unlock`.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Remove a lock.
+    Unlock { id: String },
+    /// The locks in force.
+    Locks,
+    /// Make an admin token: prints it once, and the `[[admin.tokens]]` entry (its hash) for the
+    /// config. Needs no running proxy.
+    NewToken {
+        #[arg(long)]
+        name: String,
+        /// viewer or operator
+        #[arg(long, default_value = "viewer")]
+        role: String,
+    },
+}
+
+pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::NewToken { name, role } => new_token(&name, &role),
+        AdminCommand::Locks => {
+            let v = call(api, Method::GET, "/v1/locks", None)?;
+            if api.json {
+                println!("{v}");
+                return Ok(());
+            }
+            let locks = v["locks"].as_array().cloned().unwrap_or_default();
+            if locks.is_empty() {
+                println!("no locks in force");
+            }
+            for l in &locks {
+                print_lock(l);
+            }
+            Ok(())
+        }
+        AdminCommand::Lock {
+            account,
+            vendor,
+            session,
+            network,
+            message,
+            ttl,
+        } => {
+            let target = match (account, vendor, session, network) {
+                (Some(a), ..) => json!({"kind": "account", "value": a}),
+                (_, Some(v), ..) => json!({"kind": "vendor", "value": v}),
+                (_, _, Some(s), _) => json!({"kind": "session", "value": s}),
+                (.., Some(n)) => json!({"kind": "network", "value": n}),
+                _ => bail!("name a target: --account, --vendor, --session or --network"),
+            };
+            let body = json!({"target": target, "message": message, "ttl": ttl});
+            let v = call(api, Method::POST, "/v1/locks", Some(body))?;
+            if api.json {
+                println!("{v}");
+            } else {
+                print_lock(&v["lock"]);
+                println!("streams cut: {}", v["streams_cut"]);
+            }
+            Ok(())
+        }
+        AdminCommand::Unlock { id } => {
+            let v = call(api, Method::DELETE, &format!("/v1/locks/{id}"), None)?;
+            if api.json {
+                println!("{v}");
+            } else {
+                println!("removed {}", v["lock"]["id"].as_str().unwrap_or(&id));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_lock(l: &Value) {
+    let target = format!(
+        "{} {}",
+        l["target"]["kind"].as_str().unwrap_or("?"),
+        l["target"]["value"].as_str().unwrap_or("?")
+    );
+    let expires = match l["expires_at"].as_u64() {
+        Some(t) => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+            vendorgate::trail::time::rfc3339(at)
+        }
+        None => "until removed".into(),
+    };
+    println!(
+        "{:<22} {:<32} by {:<12} expires {:<24} {}",
+        l["id"].as_str().unwrap_or("?"),
+        target,
+        l["created_by"].as_str().unwrap_or("?"),
+        expires,
+        l["message"].as_str().unwrap_or("")
+    );
+}
+
+fn token(api: &Api) -> anyhow::Result<String> {
+    if let Some(file) = &api.token_file {
+        let text =
+            std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+        return Ok(text.trim().to_string());
+    }
+    match std::env::var("VENDORGATE_ADMIN_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => Ok(t.trim().to_string()),
+        _ => bail!("no admin token: pass --token-file or set VENDORGATE_ADMIN_TOKEN"),
+    }
+}
+
+/// One call; a refusal becomes an error carrying the API's code.
+fn call(api: &Api, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+    let token = token(api)?;
+    let base = api
+        .url
+        .clone()
+        .or_else(|| std::env::var("VENDORGATE_ADMIN_URL").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:9901".into());
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let mut req = Request::builder()
+        .method(method)
+        .uri(&url)
+        .header(header::AUTHORIZATION, format!("Bearer {token}"));
+    if body.is_some() {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+    }
+    let req = req
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .with_context(|| format!("{url} is not a URL"))?;
+    let (status, bytes) = super::runtime()?.block_on(async {
+        let client = vendorgate::http_client::side_client::<Full<Bytes>>(None)?;
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+            .await
+            .context("the admin API did not answer in 10 s")?
+            .with_context(|| format!("calling {url}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, bytes))
+    })?;
+    let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!(
+            "{url}: {} {}{}",
+            status.as_u16(),
+            v["error"].as_str().unwrap_or("(no code)"),
+            v["detail"]
+                .as_str()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok(v)
+}
+
+fn new_token(name: &str, role: &str) -> anyhow::Result<()> {
+    use ring::rand::SecureRandom;
+    if !matches!(role, "viewer" | "operator") {
+        bail!("--role is viewer or operator");
+    }
+    let mut bytes = [0u8; 32];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| anyhow::anyhow!("no randomness"))?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token = format!("vga_{token}");
+    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    println!("token (shown once; keep it in your secret store): {token}");
+    println!("\n[[admin.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
+    Ok(())
+}

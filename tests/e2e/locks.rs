@@ -1,0 +1,282 @@
+//! The kill switch, end to end: `vendorgate admin lock` against the running proxy cuts the target's
+//! download in flight within a second (HTTP/1.1 and HTTP/2), its next request is refused with
+//! `locked`, the lock survives a restart, expires on its own when it has a TTL, and the admin API
+//! refuses a missing or wrong token and a viewer's lock. Every act is in the trail.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use http_body_util::BodyExt;
+use vendorgate_certs::Alpn;
+
+use crate::support::*;
+
+const OPERATOR: &str = "vga_operator-token-for-the-e2e-tests";
+const VIEWER: &str = "vga_viewer-token-for-the-e2e-tests";
+
+fn sha256(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn tokens() -> String {
+    format!(
+        "[[admin.tokens]]\nname = \"soc\"\nrole = \"operator\"\nsha256 = \"{}\"\n\n\
+         [[admin.tokens]]\nname = \"auditor\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+        sha256(OPERATOR),
+        sha256(VIEWER)
+    )
+}
+
+/// `vendorgate admin …` as an operator would run it, off the test's runtime (the mock runs on it).
+async fn admin(proxy: &Proxy, token: &str, args: &[&str]) -> std::process::Output {
+    let file = proxy
+        .dir
+        .path()
+        .join(format!("admin-token-{}", token.len()));
+    std::fs::write(&file, token).unwrap();
+    let url = format!("http://{}", proxy.admin);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("admin")
+        .args(["--url", &url, "--token-file"])
+        .arg(&file)
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn trail(dir: &Path) -> Vec<serde_json::Value> {
+    records(dir)
+}
+
+fn lock_file(dir: &Path) -> PathBuf {
+    dir.join("locks.json")
+}
+
+#[tokio::test]
+async fn a_lock_cuts_downloads_in_flight_refuses_what_follows_and_survives_a_restart() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).admin(&tokens()));
+    let gib = "/__mock/stream?bytes=1073741824&chunked=1";
+
+    // A 1 GiB download on each protocol, under way.
+    let mut bodies = Vec::new();
+    for version in [Http::One, Http::Two] {
+        let client = client(&pki, version);
+        let resp = client.request(proxy.get(gib)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut body = resp.into_body();
+        let mut got = 0u64;
+        while got < 1 << 20 {
+            got += body
+                .frame()
+                .await
+                .unwrap()
+                .unwrap()
+                .into_data()
+                .map_or(0, |d| d.len() as u64);
+        }
+        bodies.push((version, body, got));
+    }
+
+    // The lock, as an operator makes it.
+    let out = admin(
+        &proxy,
+        OPERATOR,
+        &[
+            "lock",
+            "--account",
+            "agent-1",
+            "--message",
+            "laptop stolen, INC-4711",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let locked_at = Instant::now();
+    assert!(stdout(&out).contains("streams cut: 2"), "{}", stdout(&out));
+
+    // Each download ends short, well within a second of the lock.
+    for (version, mut body, mut got) in bodies {
+        let ended = loop {
+            match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+                Err(_) => panic!("{version:?}: the stream was not cut"),
+                Ok(Some(Ok(frame))) => got += frame.into_data().map_or(0, |d| d.len() as u64),
+                Ok(Some(Err(_))) | Ok(None) => break locked_at.elapsed(),
+            }
+        };
+        assert!(
+            ended < Duration::from_secs(1),
+            "{version:?}: cut after {ended:?}"
+        );
+        assert!(got < 1 << 30, "{version:?}: the whole GiB went out");
+    }
+
+    // The next request: refused, saying why, before the upstream.
+    let client = client(&pki, Http::One);
+    let (parts, body) = send(&client, proxy.get("/api/v2/tickets/1")).await;
+    assert_eq!(parts.status, 403);
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "locked");
+    // Another account of the same vendor is not locked.
+    let other = pki.token_with(vendorgate_mock::idp::KeyKind::Es256, "acme", "agent-2");
+    let (parts, _) = send(&client, bearer_get(&proxy.url("/api/v2/tickets/1"), &other)).await;
+    assert_eq!(parts.status, 200);
+
+    // The lock is in the locks list and on disk, and survives a crash and restart.
+    let out = admin(&proxy, VIEWER, &["locks", "--json"]).await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = listed["locks"][0]["id"].as_str().unwrap().to_string();
+    assert_eq!(listed["locks"][0]["created_by"], "soc");
+    assert!(std::fs::read_to_string(lock_file(proxy.dir.path()))
+        .unwrap()
+        .contains(&id));
+    let proxy = proxy.restart(&pki);
+    let client = client_for_restart(&pki);
+    let (parts, _) = send(&client, proxy.get("/api/v2/tickets/1")).await;
+    assert_eq!(parts.status, 403, "the lock did not survive the restart");
+
+    // Unlocked: allowed again.
+    let out = admin(&proxy, OPERATOR, &["unlock", &id]).await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let (parts, _) = send(&client, proxy.get("/api/v2/tickets/1")).await;
+    assert_eq!(parts.status, 200);
+
+    // The trail tells it: the lock and who made it, the two streams cut by it, the refusal, the
+    // unlock.
+    let mut proxy = proxy;
+    stop(&mut proxy).await;
+    let recs = trail(proxy.dir.path());
+    let action = |r: &serde_json::Value| at(r, "event.action");
+    let lock = recs
+        .iter()
+        .find(|r| action(r) == "lock")
+        .expect("no lock record");
+    assert_eq!(at(lock, "user.name"), "soc");
+    assert_eq!(at(lock, "vendorgate.admin.lock.id"), id.as_str());
+    let cut: Vec<_> = recs
+        .iter()
+        .filter(|r| at(r, "vendorgate.cut_off") == true && at(r, "vendorgate.reason") == "locked")
+        .collect();
+    assert_eq!(cut.len(), 2, "{recs:#?}");
+    for r in cut {
+        assert!(at(r, "vendorgate.rule").as_str().unwrap().contains(&id));
+    }
+    assert!(recs.iter().any(
+        |r| at(r, "vendorgate.reason") == "locked" && at(r, "http.response.status_code") == 403
+    ));
+    assert!(recs.iter().any(|r| action(r) == "unlock"));
+    assert!(
+        audit_intact(proxy.dir.path()).contains("intact"),
+        "chain broken"
+    );
+}
+
+fn client_for_restart(pki: &Pki) -> TestClient {
+    client(pki, Http::One)
+}
+
+#[tokio::test]
+async fn a_lock_with_a_ttl_expires_and_the_api_refuses_who_may_not_act() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::Http11).await;
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).admin(&tokens()));
+    let client = client(&pki, Http::One);
+
+    // No token, a wrong one, a viewer's: refused, with their codes, and recorded.
+    let no_token = admin_response(proxy.admin, "/v1/locks").await;
+    assert!(
+        no_token.starts_with("HTTP/1.1 401") && no_token.contains("admin_token_missing"),
+        "{no_token}"
+    );
+    let out = admin(&proxy, "vga_wrong", &["locks"]).await;
+    assert!(
+        !out.status.success() && stdout(&out).contains("401 admin_token_invalid"),
+        "{}",
+        stdout(&out)
+    );
+    let out = admin(
+        &proxy,
+        VIEWER,
+        &["lock", "--vendor", "acme", "--message", "x"],
+    )
+    .await;
+    assert!(
+        !out.status.success() && stdout(&out).contains("403 admin_role_insufficient"),
+        "{}",
+        stdout(&out)
+    );
+    let (parts, _) = send(&client, proxy.get("/api/v2/tickets/1")).await;
+    assert_eq!(parts.status, 200, "a refused lock took effect");
+
+    // A network lock for two seconds: in force, then gone by itself.
+    let out = admin(
+        &proxy,
+        OPERATOR,
+        &[
+            "lock",
+            "--network",
+            "127.0.0.0/8",
+            "--message",
+            "scan from the vendor's NAT",
+            "--ttl",
+            "2s",
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let (parts, _) = send(&client, proxy.get("/api/v2/tickets/1")).await;
+    assert_eq!(parts.status, 403);
+    let deadline = Instant::now() + Duration::from_secs(6);
+    loop {
+        let (parts, _) = send(&client, proxy.get("/api/v2/tickets/1")).await;
+        if parts.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lock did not expire");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // And it leaves the list (its expiry recorded first).
+    loop {
+        let out = admin(&proxy, VIEWER, &["locks", "--json"]).await;
+        let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        if listed["locks"].as_array().is_some_and(|l| l.is_empty()) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the lock stayed listed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop(&mut proxy).await;
+    let recs = trail(proxy.dir.path());
+    let actions: Vec<String> = recs
+        .iter()
+        .filter(|r| at(r, "event.category") == serde_json::json!(["iam"]))
+        .map(|r| at(r, "event.action").as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        ["admin_refused", "lock", "lock_expired"],
+        "{recs:#?}"
+    );
+    let refused = recs
+        .iter()
+        .find(|r| at(r, "event.action") == "admin_refused")
+        .unwrap();
+    assert_eq!(at(refused, "user.name"), "auditor");
+    assert_eq!(
+        at(refused, "vendorgate.admin.error"),
+        "admin_role_insufficient"
+    );
+}

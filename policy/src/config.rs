@@ -110,6 +110,8 @@ pub struct Config {
     #[serde(default)]
     pub state: StateConfig,
     #[serde(default)]
+    pub locks: LocksConfig,
+    #[serde(default)]
     pub trail: Trail,
     /// OpenTelemetry export (OTLP over HTTP); absent: off.
     #[serde(default)]
@@ -439,6 +441,25 @@ pub enum Backend {
     #[default]
     Memory,
     Redis,
+}
+
+/// The kill switch's own settings (the locks live in Redis with `state.backend = "redis"`, else in
+/// `locks.json` beside the trail).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocksConfig {
+    /// While Redis cannot confirm the lock list: refuse everyone (`strict`, 503 `state_unavailable`)
+    /// or keep deciding with the locks last seen (`last_known`).
+    #[serde(default)]
+    pub on_state_error: OnLockStateError,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLockStateError {
+    #[default]
+    Strict,
+    LastKnown,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

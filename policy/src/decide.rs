@@ -224,6 +224,13 @@ impl Policy {
         trace: &mut T,
     ) -> Result<Allow, Denial> {
         if !facts.locks.is_empty() {
+            if facts.locks.unknown {
+                let denial = Denial::new(
+                    Reason::StateUnavailable,
+                    "locks: the lock list cannot be confirmed (locks.on_state_error = \"strict\")",
+                );
+                return Err(fail(trace, Check::Lock, denial));
+            }
             let subject = self.subject(facts);
             if let Some(lock) = facts.locks.matching(&subject, now) {
                 let denial = Denial::new(

@@ -85,11 +85,16 @@ pub struct Subject<'a> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LockSet {
     pub locks: Vec<Lock>,
+    /// The list cannot be confirmed (the shared store is unreachable) and the proxy was told to
+    /// be strict about it: every request is refused.
+    #[serde(skip)]
+    pub unknown: bool,
 }
 
 impl LockSet {
+    /// Nothing to check: no locks, and none unknown.
     pub fn is_empty(&self) -> bool {
-        self.locks.is_empty()
+        self.locks.is_empty() && !self.unknown
     }
 
     /// The first lock in force at `now` that matches `who`.
@@ -176,6 +181,7 @@ mod tests {
         };
         let set = LockSet {
             locks: vec![lock(LockTarget::Vendor("acme".into()), Some(200))],
+            unknown: false,
         };
         assert!(set.matching(&who, 199).is_some());
         assert!(set.matching(&who, 200).is_none());

@@ -742,6 +742,7 @@ fn a_lock_refuses_its_target_first_and_nothing_else() {
             created_at: NOW - 10,
             expires_at,
         }],
+        unknown: false,
     };
     let get = |locks: &LockSet, peer: &str, token: &str| {
         decide_with(
@@ -774,4 +775,13 @@ fn a_lock_refuses_its_target_first_and_nothing_else() {
     // Expired: no effect.
     let expired = lock(LockTarget::Account("agent-7".into()), Some(NOW));
     assert_eq!(get(&expired, "127.0.0.2", &token), Ok(()));
+    // A list that cannot be confirmed (strict): nobody passes.
+    let unknown = LockSet {
+        locks: vec![],
+        unknown: true,
+    };
+    assert_eq!(
+        get(&unknown, "127.0.0.2", &token),
+        Err(Reason::StateUnavailable)
+    );
 }

@@ -244,20 +244,18 @@ async fn create_lock(
     if !record(gw, "lock", &by, Some(peer), true, detail).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
     }
-    let made = lock.clone();
-    match tokio::task::spawn_blocking(move || gw.locks.add(made)).await {
-        Ok(Ok(cut)) => {
+    match gw.locks.add(lock.clone()).await {
+        Ok(cut) => {
             tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "lock in force");
             json(
                 StatusCode::CREATED,
                 json!({"lock": lock, "streams_cut": cut}),
             )
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!("{e}");
             error(StatusCode::SERVICE_UNAVAILABLE, "lock_state_unwritable")
         }
-        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
     }
 }
 
@@ -270,14 +268,13 @@ async fn remove_lock(
     if !gw.locks.current().locks.iter().any(|l| l.id == id) {
         return error(StatusCode::NOT_FOUND, "lock_unknown");
     }
-    let removed = match tokio::task::spawn_blocking(move || gw.locks.remove(&id)).await {
-        Ok(Ok(Some(lock))) => lock,
-        Ok(Ok(None)) => return error(StatusCode::NOT_FOUND, "lock_unknown"),
-        Ok(Err(e)) => {
+    let removed = match gw.locks.remove(&id).await {
+        Ok(Some(lock)) => lock,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "lock_unknown"),
+        Err(e) => {
             tracing::error!("{e}");
             return error(StatusCode::SERVICE_UNAVAILABLE, "lock_state_unwritable");
         }
-        Err(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error"),
     };
     tracing::warn!(lock = %removed.id, target = %removed.target, by = %by, "lock removed");
     record(
@@ -298,17 +295,39 @@ pub async fn expire_locks(gw: &'static Gateway) {
     loop {
         tick.tick().await;
         let now = crate::clock::now_ms() / 1000;
-        let due: Vec<Lock> = gw.locks.current().expired(now).cloned().collect();
-        if due.is_empty() {
-            continue;
-        }
-        // Recorded before they go: once the list no longer shows a lock, its expiry is on the trail.
-        for lock in &due {
-            tracing::warn!(lock = %lock.id, target = %lock.target, "lock expired");
-            record(gw, "lock_expired", "expiry", None, true, json!({"lock": lock})).await;
-        }
-        if let Err(e) = gw.locks.expire(now) {
-            tracing::error!("expiring locks: {e}");
+        for lock in gw.locks.due(now) {
+            // Shared: the replica whose removal succeeds records it, once. Alone: recorded before
+            // it goes, so once the list no longer shows a lock its expiry is on the trail.
+            let shared = gw.locks.is_shared();
+            if !shared {
+                record(
+                    gw,
+                    "lock_expired",
+                    "expiry",
+                    None,
+                    true,
+                    json!({"lock": &lock}),
+                )
+                .await;
+            }
+            match gw.locks.remove(&lock.id).await {
+                Ok(Some(_)) => {
+                    tracing::warn!(lock = %lock.id, target = %lock.target, "lock expired");
+                    if shared {
+                        record(
+                            gw,
+                            "lock_expired",
+                            "expiry",
+                            None,
+                            true,
+                            json!({"lock": &lock}),
+                        )
+                        .await;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("expiring locks: {e}"),
+            }
         }
     }
 }

@@ -90,7 +90,16 @@ impl Gateway {
             .keep_alive_timeout(std::time::Duration::from_secs(20));
 
         let upstream = Upstream::new(&config.upstream)?;
-        let locks = Locks::load(Some(locks_file(&config)))?;
+        let locks = match (&config.state.backend, &config.state.redis_url) {
+            (vendorgate_policy::config::Backend::Redis, Some(url)) => Locks::shared(
+                locks_file(&config),
+                url.get_ref(),
+                &config.state.key_prefix,
+                config.state.timeout.0,
+                config.locks.on_state_error,
+            )?,
+            _ => Locks::load(Some(locks_file(&config)))?,
+        };
         let downloads = Downloads::new(
             &config.upstream.redirect_hosts,
             config.upstream.ca_bundle.as_deref(),

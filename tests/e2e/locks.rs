@@ -280,3 +280,146 @@ async fn a_lock_with_a_ttl_expires_and_the_api_refuses_who_may_not_act() {
         "admin_role_insufficient"
     );
 }
+
+/// Two replicas on one redis-server: a lock made through one cuts a download on the other within
+/// a second, and an unlock through the other lets the account back in on both.
+#[tokio::test]
+async fn a_lock_made_on_one_replica_cuts_a_stream_on_another() {
+    let redis = RedisServer::start();
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!(
+        "{OPEN_POLICY}\n[state]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+        redis.url()
+    );
+    let config = || ProxyConfig::to(&upstream).policy(&policy).admin(&tokens());
+    let (a, b) = (Proxy::start(&pki, config()), Proxy::start(&pki, config()));
+    let client = client(&pki, Http::Two);
+    // Strict: each refuses until Redis has confirmed the (empty) list.
+    until(&client, &a, 200).await;
+    until(&client, &b, 200).await;
+
+    let resp = client
+        .request(b.get("/__mock/stream?bytes=1073741824&chunked=1"))
+        .await
+        .unwrap();
+    let mut body = resp.into_body();
+    body.frame().await.unwrap().unwrap();
+
+    let out = admin(
+        &a,
+        OPERATOR,
+        &["lock", "--vendor", "acme", "--message", "vendor breach"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let locked_at = Instant::now();
+    let mut got = 0u64;
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(5), body.frame()).await {
+            Err(_) => panic!("the stream on the other replica was not cut"),
+            Ok(Some(Ok(frame))) => got += frame.into_data().map_or(0, |d| d.len() as u64),
+            Ok(Some(Err(_))) | Ok(None) => break locked_at.elapsed(),
+        }
+    };
+    assert!(ended < Duration::from_secs(1), "cut after {ended:?}");
+    assert!(got < 1 << 30);
+    let (parts, _) = send(&client, b.get("/api/v2/tickets/1")).await;
+    assert_eq!(parts.status, 403);
+
+    // Listed on the other replica, and removed through it.
+    let out = admin(&b, VIEWER, &["locks", "--json"]).await;
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = listed["locks"][0]["id"]
+        .as_str()
+        .expect("b does not list the lock")
+        .to_string();
+    let out = admin(&b, OPERATOR, &["unlock", &id]).await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let unlocked_at = Instant::now();
+    let allowed_at = until(&client, &a, 200).await;
+    assert!(allowed_at - unlocked_at < Duration::from_secs(1));
+}
+
+/// Asks until `proxy` answers `want`; when it did.
+async fn until(client: &TestClient, proxy: &Proxy, want: u16) -> Instant {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (parts, _) = send(client, proxy.get("/api/v2/tickets/1")).await;
+        if parts.status == want {
+            return Instant::now();
+        }
+        assert!(Instant::now() < deadline, "never {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Redis down: `strict` refuses everyone (the lock list cannot be confirmed), `last_known` keeps
+/// deciding with the locks it last saw, the lock still holding.
+#[tokio::test]
+async fn while_redis_is_down_strict_refuses_everyone_and_last_known_keeps_the_locks() {
+    let mut redis = RedisServer::start();
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    // Sessions and limits fall back to memory, so what refuses is the locks' rule alone.
+    let config = |mode: &str| {
+        let policy = format!(
+            "{OPEN_POLICY}\n[state]\nbackend = \"redis\"\nredis_url = \"{}\"\non_state_error = \"local\"\n\n[locks]\non_state_error = \"{mode}\"\n",
+            redis.url()
+        );
+        ProxyConfig::to(&upstream).policy(&policy).admin(&tokens())
+    };
+    let strict = Proxy::start(&pki, config("strict"));
+    let last_known = Proxy::start(&pki, config("last_known"));
+    let client = client(&pki, Http::One);
+    until(&client, &strict, 200).await;
+    until(&client, &last_known, 200).await;
+    let agent2 = pki.token_with(vendorgate_mock::idp::KeyKind::Es256, "acme", "agent-2");
+    let out = admin(
+        &strict,
+        OPERATOR,
+        &["lock", "--account", "agent-2", "--message", "m"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let agent2_status = |proxy: &Proxy| bearer_get(&proxy.url("/api/v2/tickets/1"), &agent2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while send(&client, agent2_status(&last_known)).await.0.status != 403 {
+        assert!(
+            Instant::now() < deadline,
+            "the lock never reached the other replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    redis.stop();
+    let (parts, body) = {
+        until(&client, &strict, 503).await;
+        send_json(&client, strict.get("/api/v2/tickets/1")).await
+    };
+    assert_eq!(
+        (parts.status.as_u16(), body["error"].as_str()),
+        (503, Some("state_unavailable"))
+    );
+    assert!(
+        strict.log().contains("cannot be confirmed"),
+        "{}",
+        strict.log()
+    );
+    // last_known: still deciding, the lock still holding.
+    tokio::time::sleep(STALE).await;
+    assert_eq!(
+        send(&client, last_known.get("/api/v2/tickets/1"))
+            .await
+            .0
+            .status,
+        200
+    );
+    assert_eq!(
+        send(&client, agent2_status(&last_known)).await.0.status,
+        403
+    );
+}
+
+/// Longer than the proxy's staleness bound (3 s): by then strict has given up on the list.
+const STALE: Duration = Duration::from_secs(4);

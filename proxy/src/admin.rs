@@ -7,6 +7,7 @@
 //! | `GET /v1/locks` | viewer | the locks in force |
 //! | `POST /v1/locks` | operator | a lock: `{"target": {"kind": "account", "value": "…"}, "message": "…", "ttl": "2h"}` |
 //! | `DELETE /v1/locks/{id}` | operator | removes a lock |
+//! | `POST /v1/reload` | operator | reads the config file again; 422 `config_invalid` with `file:line:column` keeps the old policy |
 //!
 //! JSON in and out; errors are `{"error": code}` with a stable code. Every mutating call, and every
 //! refused one, is a record in the decision trail, naming who.
@@ -16,7 +17,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -31,7 +32,6 @@ use vendorgate_policy::{HumanDuration, Lock, LockTarget};
 
 use crate::gateway::Gateway;
 use crate::telemetry::metrics::Gauges;
-use crate::trail::schema::admin_event;
 
 /// A request body larger than this is refused: the API takes small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -180,6 +180,26 @@ async fn api(
             Err(resp) => resp,
         },
         (Method::DELETE, ["locks", id]) => remove_lock(gw, peer, by, id.to_string()).await,
+        (Method::POST, ["reload"]) => {
+            let result = gw.reload_from_file("admin API");
+            if let Some(path) = gw.config_path.get() {
+                crate::reload::record(gw, path, &by, Some(peer.ip()), &result).await;
+            }
+            match result {
+                Ok(r) => json(
+                    StatusCode::OK,
+                    json!({"policy_version": r.version, "needs_restart": r.needs_restart}),
+                ),
+                Err(e @ crate::reload::ReloadError::NoFile) => {
+                    error_with(StatusCode::CONFLICT, "no_config_file", &e.to_string())
+                }
+                Err(e) => error_with(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "config_invalid",
+                    &e.to_string(),
+                ),
+            }
+        }
         (_, ["locks"] | ["locks", _]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         }
@@ -347,24 +367,10 @@ async fn record(
     allowed: bool,
     detail: Value,
 ) -> bool {
-    if !gw.trail.enabled() {
-        return true;
-    }
-    match gw.trail.reserve().await {
-        Ok(slot) => {
-            let ip = peer.map(|p| p.ip());
-            slot.submit(admin_event(
-                SystemTime::now(),
-                action,
-                by,
-                ip,
-                allowed,
-                detail,
-            ));
-            true
-        }
-        Err(()) => false,
-    }
+    let trail: &'static crate::trail::Trail = &gw.trail;
+    trail
+        .record_event(action, by, peer.map(|p| p.ip()), allowed, detail)
+        .await
 }
 
 /// `lk_` and 64 random bits in hex.

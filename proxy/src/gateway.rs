@@ -54,6 +54,8 @@ pub struct Gateway {
     pub downloads: Downloads,
     /// The locks in force, and the streams they may cut.
     pub locks: Locks,
+    /// The file the config was read from, for reloads (set by `vendorgate run`).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     pub request_ids: RequestIds,
     pub cert: Arc<ReloadableCert>,
     pub tls: Arc<rustls::ServerConfig>,
@@ -127,6 +129,7 @@ impl Gateway {
             upstream,
             downloads,
             locks,
+            config_path: std::sync::OnceLock::new(),
             request_ids: RequestIds::new(),
             cert,
             tls,

@@ -28,6 +28,7 @@ pub mod links;
 pub mod metering;
 pub mod outcome;
 pub mod pipeline;
+pub mod reload;
 pub mod settings;
 pub mod state;
 pub mod telemetry;

@@ -16,5 +16,6 @@ mod limits;
 mod links;
 mod locks;
 mod policy;
+mod reload;
 mod tls;
 mod trail;

@@ -48,6 +48,9 @@ pub enum AdminCommand {
     Unlock { id: String },
     /// The locks in force.
     Locks,
+    /// Read the config file again; a broken file is refused (file:line:column) and the old policy
+    /// keeps serving.
+    Reload,
     /// Make an admin token: prints it once, and the `[[admin.tokens]]` entry (its hash) for the
     /// config. Needs no running proxy.
     NewToken {
@@ -99,6 +102,24 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             } else {
                 print_lock(&v["lock"]);
                 println!("streams cut: {}", v["streams_cut"]);
+            }
+            Ok(())
+        }
+        AdminCommand::Reload => {
+            let v = call(api, Method::POST, "/v1/reload", None)?;
+            if api.json {
+                println!("{v}");
+            } else {
+                println!(
+                    "policy {} in force",
+                    v["policy_version"].as_str().unwrap_or("?")
+                );
+                for s in v["needs_restart"].as_array().into_iter().flatten() {
+                    println!(
+                        "changes to [{}] take effect only after a restart",
+                        s.as_str().unwrap_or("?")
+                    );
+                }
             }
             Ok(())
         }

@@ -1,10 +1,12 @@
-//! `vendorgate run`: serve until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate.
+//! `vendorgate run`: serve until SIGTERM/SIGINT; SIGHUP reloads the TLS certificate and the policy,
+//! as does saving the config file (watched) or `POST /v1/reload`.
 
 use std::io::Write;
 use std::path::Path;
 
 use anyhow::Context;
 use tokio::signal::unix::{signal, SignalKind};
+use vendorgate::reload;
 use vendorgate::settings::load_config;
 use vendorgate::Running;
 
@@ -13,6 +15,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
     super::init_logging(config.log.level);
     super::runtime()?.block_on(async move {
         let running = vendorgate::start(config).await?;
+        let _ = running.gateway.config_path.set(config_path.to_path_buf());
+        // The file watcher: a saved edit takes effect without a signal.
+        tokio::spawn(reload::watch_config(running.gateway));
         announce(&running)?;
         tracing::info!(
             proxy = %running.proxy_addr,
@@ -63,18 +68,8 @@ pub async fn wait_for_stop(running: &Running, config_path: Option<&Path>) -> any
 }
 
 fn reload_policy(running: &Running, path: &Path) {
-    let result = load_config(path)
-        .map_err(anyhow::Error::from)
-        .and_then(|config| running.gateway.reload(config).map_err(anyhow::Error::from));
-    match result {
-        Ok(needs_restart) => {
-            tracing::info!("SIGHUP: policy reloaded from {}", path.display());
-            for section in needs_restart {
-                tracing::warn!("SIGHUP: changes to [{section}] take effect only after a restart");
-            }
-        }
-        Err(e) => {
-            tracing::error!("SIGHUP: policy reload failed, keeping the current policy: {e:#}")
-        }
-    }
+    let gw = running.gateway;
+    let result = gw.reload_from_file("SIGHUP");
+    let path = path.to_path_buf();
+    tokio::spawn(async move { reload::record(gw, &path, "SIGHUP", None, &result).await });
 }

@@ -70,6 +70,8 @@ pub struct Metrics {
     refused: [AtomicU64; Refusal::ALL.len()],
     /// Requests let go before their response ended: by the client, by shutdown.
     abandoned: [AtomicU64; 2],
+    /// Policy reloads: [succeeded, failed].
+    pub reloads: [AtomicU64; 2],
     /// Request headers with `_` in their names, dropped (`server.underscore_headers`).
     underscore_dropped: AtomicU64,
 }
@@ -83,6 +85,7 @@ impl Default for Metrics {
             connections_parked: AtomicU64::default(),
             refused: Default::default(),
             abandoned: Default::default(),
+            reloads: Default::default(),
             underscore_dropped: AtomicU64::default(),
         }
     }
@@ -167,6 +170,10 @@ impl Metrics {
             self.underscore_dropped
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
+    }
+
+    pub fn reloaded(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn abandoned(&self, by: Abandoned) {
@@ -364,6 +371,14 @@ impl Metrics {
             "# HELP vendorgate_underscore_headers_dropped_total Request headers with an underscore in their name, dropped before the upstream.\n# TYPE vendorgate_underscore_headers_dropped_total counter\nvendorgate_underscore_headers_dropped_total {}",
             self.underscore_dropped.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP vendorgate_policy_reloads_total Policy reloads (SIGHUP, the admin API, the file watcher), by result.\n# TYPE vendorgate_policy_reloads_total counter\n");
+        for (i, result) in ["ok", "failed"].iter().enumerate() {
+            let n = self.reloads[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "vendorgate_policy_reloads_total{{result=\"{result}\"}} {n}"
+            );
+        }
         out.push_str("# HELP vendorgate_requests_abandoned_total Requests let go before their response ended, by who let go.\n# TYPE vendorgate_requests_abandoned_total counter\n");
         for by in [Abandoned::Client, Abandoned::Shutdown] {
             let n = self.abandoned[by as usize].load(Ordering::Relaxed);

@@ -155,6 +155,30 @@ impl Trail {
         }
     }
 
+    /// An operator's act or the locks' own change, as a record in the chain (see
+    /// [`schema::admin_event`]); false if it could not be queued (the act should then not be
+    /// taken, with `on_log_failure = "deny"`).
+    pub async fn record_event(
+        &'static self,
+        action: &str,
+        by: &str,
+        source: Option<std::net::IpAddr>,
+        allowed: bool,
+        detail: serde_json::Value,
+    ) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        match self.reserve().await {
+            Ok(slot) => {
+                let at = std::time::SystemTime::now();
+                slot.submit(schema::admin_event(at, action, by, source, allowed, detail));
+                true
+            }
+            Err(()) => false,
+        }
+    }
+
     /// A record that is not worth refusing anything over (a failed TLS handshake): recorded when
     /// there is room, counted when not.
     pub fn try_submit(&'static self, fields: String) {

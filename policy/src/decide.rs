@@ -234,7 +234,7 @@ impl Policy {
             let subject = self.subject(facts);
             if let Some(lock) = facts.locks.matching(&subject, now) {
                 let denial = Denial::new(
-                    Reason::Locked,
+                    lock.reason(),
                     format!("locks[{}]: {}: {}", lock.id, lock.target, lock.message),
                 );
                 return Err(fail(trace, Check::Lock, denial));

@@ -55,6 +55,8 @@ pub enum Reason {
     DecisionLogUnavailable,
     /// A lock in force targets the account, vendor, session or network (the record names it).
     Locked,
+    /// An operator revoked the session: the agent must sign in again.
+    SessionRevoked,
 }
 
 /// The `error` parameter of the `WWW-Authenticate: Bearer` challenge for a 401.
@@ -69,7 +71,7 @@ pub enum Challenge {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::PathAmbiguous,
         Reason::ForwardedForInvalid,
         Reason::IpNotAllowed,
@@ -94,6 +96,7 @@ impl Reason {
         Reason::StateUnavailable,
         Reason::DecisionLogUnavailable,
         Reason::Locked,
+        Reason::SessionRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -122,6 +125,7 @@ impl Reason {
             Reason::StateUnavailable => "state_unavailable",
             Reason::DecisionLogUnavailable => "decision_log_unavailable",
             Reason::Locked => "locked",
+            Reason::SessionRevoked => "session_revoked",
         }
     }
 
@@ -139,7 +143,8 @@ impl Reason {
             | Reason::MfaMissing
             | Reason::AuthTooOld
             | Reason::SessionIdleExpired
-            | Reason::SessionLifetimeExpired => StatusCode::UNAUTHORIZED,
+            | Reason::SessionLifetimeExpired
+            | Reason::SessionRevoked => StatusCode::UNAUTHORIZED,
             Reason::IpNotAllowed
             | Reason::VendorUnknown
             | Reason::RouteDenied
@@ -248,6 +253,7 @@ mod tests {
             (Reason::StateUnavailable, 503, None),
             (Reason::DecisionLogUnavailable, 503, None),
             (Reason::Locked, 403, None),
+            (Reason::SessionRevoked, 401, Some(Challenge::InvalidToken)),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for (r, status, challenge) in table {

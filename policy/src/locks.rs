@@ -52,11 +52,24 @@ pub struct Lock {
     /// Seconds since the epoch; `None`: until removed.
     #[serde(default)]
     pub expires_at: Option<u64>,
+    /// A session revocation rather than a lock: refused as `session_revoked` (401: the agent signs
+    /// in again) instead of `locked`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub revocation: bool,
 }
 
 impl Lock {
     pub fn in_force(&self, now: u64) -> bool {
         self.expires_at.is_none_or(|t| now < t)
+    }
+
+    /// The refusal it causes.
+    pub fn reason(&self) -> crate::Reason {
+        if self.revocation {
+            crate::Reason::SessionRevoked
+        } else {
+            crate::Reason::Locked
+        }
     }
 
     pub fn matches(&self, who: &Subject) -> bool {
@@ -122,6 +135,7 @@ mod tests {
             created_by: "soc".into(),
             created_at: 100,
             expires_at,
+            revocation: false,
         }
     }
 

@@ -741,6 +741,7 @@ fn a_lock_refuses_its_target_first_and_nothing_else() {
             created_by: "soc".into(),
             created_at: NOW - 10,
             expires_at,
+            revocation: false,
         }],
         unknown: false,
     };
@@ -775,6 +776,16 @@ fn a_lock_refuses_its_target_first_and_nothing_else() {
     // Expired: no effect.
     let expired = lock(LockTarget::Account("agent-7".into()), Some(NOW));
     assert_eq!(get(&expired, "127.0.0.2", &token), Ok(()));
+    // A revocation of the session: 401, sign in again.
+    let mut revoked = lock(
+        LockTarget::Session(format!("sid-agent-7-{}", NOW - 60)),
+        None,
+    );
+    revoked.locks[0].revocation = true;
+    assert_eq!(
+        get(&revoked, "127.0.0.2", &token),
+        Err(Reason::SessionRevoked)
+    );
     // A list that cannot be confirmed (strict): nobody passes.
     let unknown = LockSet {
         locks: vec![],

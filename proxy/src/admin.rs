@@ -7,6 +7,8 @@
 //! | `GET /v1/locks` | viewer | the locks in force |
 //! | `POST /v1/locks` | operator | a lock: `{"target": {"kind": "account", "value": "…"}, "message": "…", "ttl": "2h"}` |
 //! | `DELETE /v1/locks/{id}` | operator | removes a lock |
+//! | `GET /v1/sessions?account=&vendor=` | viewer | the live sessions this replica serves |
+//! | `POST /v1/sessions/{id}/revoke` | operator | its next request 401 `session_revoked`, its streams cut |
 //! | `POST /v1/reload` | operator | reads the config file again; 422 `config_invalid` with `file:line:column` keeps the old policy |
 //!
 //! JSON in and out; errors are `{"error": code}` with a stable code. Every mutating call, and every
@@ -180,6 +182,37 @@ async fn api(
             Err(resp) => resp,
         },
         (Method::DELETE, ["locks", id]) => remove_lock(gw, peer, by, id.to_string()).await,
+        (Method::GET, ["sessions"]) => {
+            let query = req.uri().query().unwrap_or("");
+            let param = |name: &str| {
+                query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            };
+            let policy = &gw.active.load().config.policy;
+            // Live: seen within the longest idle timeout any vendor has.
+            let window = policy
+                .vendors
+                .iter()
+                .map(|v| v.session_idle.as_millis() as u64)
+                .max()
+                .unwrap_or(0);
+            let now = crate::clock::now_ms();
+            let (account, vendor) = (param("account"), param("vendor"));
+            let sessions = gw
+                .sessions
+                .list(now, window, account.as_deref(), vendor.as_deref());
+            json(StatusCode::OK, json!({"sessions": sessions}))
+        }
+        (Method::POST, ["sessions", id, "revoke"]) => {
+            let message = match read_json::<Revoke>(req).await {
+                Ok(r) => r.message.unwrap_or_else(|| "session revoked".into()),
+                Err(resp) => return resp,
+            };
+            revoke(gw, peer, by, id.to_string(), message).await
+        }
         (Method::POST, ["reload"]) => {
             let result = gw.reload_from_file("admin API");
             if let Some(path) = gw.config_path.get() {
@@ -204,6 +237,61 @@ async fn api(
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not_found"),
+    }
+}
+
+/// `POST /v1/sessions/{id}/revoke`: an optional message for the trail.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct Revoke {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// A revocation is a lock on the session that refuses it as `session_revoked` (401: sign in again)
+/// and cuts its streams like any lock, on every replica; it holds as long as any session may live.
+async fn revoke(
+    gw: &'static Gateway,
+    peer: SocketAddr,
+    by: String,
+    id: String,
+    message: String,
+) -> Response<Full<Bytes>> {
+    if id.is_empty() || message.len() > 1024 {
+        return error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let policy = &gw.active.load().config.policy;
+    let lifetime = policy
+        .vendors
+        .iter()
+        .map(|v| v.session_lifetime.as_secs())
+        .max()
+        .unwrap_or(86_400);
+    let now = crate::clock::now_ms() / 1000;
+    let lock = Lock {
+        id: lock_id(),
+        target: LockTarget::Session(id),
+        message,
+        created_by: by.clone(),
+        created_at: now,
+        expires_at: Some(now + lifetime),
+        revocation: true,
+    };
+    if !record(gw, "revoke", &by, Some(peer), true, json!({"lock": &lock})).await {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
+    }
+    match gw.locks.add(lock.clone()).await {
+        Ok(cut) => {
+            tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "session revoked");
+            json(
+                StatusCode::CREATED,
+                json!({"lock": lock, "streams_cut": cut}),
+            )
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            error(StatusCode::SERVICE_UNAVAILABLE, "lock_state_unwritable")
+        }
     }
 }
 
@@ -258,6 +346,7 @@ async fn create_lock(
         created_by: by.clone(),
         created_at: now,
         expires_at,
+        revocation: false,
     };
     // On the trail before it takes effect: a lock nobody can see in the record is not made.
     let detail = json!({"lock": &lock});
@@ -389,7 +478,9 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .await
         .map_err(|_| error(StatusCode::PAYLOAD_TOO_LARGE, "request_body_too_large"))?
         .to_bytes();
-    serde_json::from_slice(&body)
+    // No body at all reads as an empty object: the fields that are optional may be left out.
+    let body: &[u8] = if body.is_empty() { b"{}" } else { &body };
+    serde_json::from_slice(body)
         .map_err(|e| error_with(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()))
 }
 

@@ -54,6 +54,8 @@ pub struct Gateway {
     pub downloads: Downloads,
     /// The locks in force, and the streams they may cut.
     pub locks: Locks,
+    /// The live sessions this replica serves.
+    pub sessions: crate::state::sessions::Sessions,
     /// The file the config was read from, for reloads (set by `vendorgate run`).
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     pub request_ids: RequestIds,
@@ -129,6 +131,7 @@ impl Gateway {
             upstream,
             downloads,
             locks,
+            sessions: Default::default(),
             config_path: std::sync::OnceLock::new(),
             request_ids: RequestIds::new(),
             cert,

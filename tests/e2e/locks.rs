@@ -423,3 +423,89 @@ async fn while_redis_is_down_strict_refuses_everyone_and_last_known_keeps_the_lo
 
 /// Longer than the proxy's staleness bound (3 s): by then strict has given up on the list.
 const STALE: Duration = Duration::from_secs(4);
+
+/// An operator lists the live sessions, then revokes one: its download is cut, its next request
+/// is 401 `session_revoked`, and the same account signing in again (a new session) gets through.
+#[tokio::test]
+async fn sessions_are_listed_and_a_revoked_one_must_sign_in_again() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).admin(&tokens()));
+    let client = client(&pki, Http::Two);
+    for _ in 0..3 {
+        assert_eq!(
+            send(&client, proxy.get("/api/v2/tickets/1")).await.0.status,
+            200
+        );
+    }
+    let resp = client
+        .request(proxy.get("/__mock/stream?bytes=1073741824&chunked=1"))
+        .await
+        .unwrap();
+    let mut download = resp.into_body();
+    download.frame().await.unwrap().unwrap();
+
+    let out = admin(
+        &proxy,
+        VIEWER,
+        &["sessions", "--account", "agent-1", "--json"],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stdout(&out));
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sessions = listed["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 1, "{listed}");
+    let s = &sessions[0];
+    assert_eq!(
+        (s["vendor"].as_str(), s["account"].as_str()),
+        (Some("acme"), Some("agent-1"))
+    );
+    assert_eq!(s["requests"], 4);
+    assert_eq!(s["addresses"], serde_json::json!(["127.0.0.1"]));
+    assert!(s["bytes_out"].as_u64().unwrap() > 0);
+    let sid = s["session"].as_str().unwrap().to_string();
+    assert!(sid.starts_with("sid-agent-1-"), "{sid}");
+
+    let out = admin(
+        &proxy,
+        OPERATOR,
+        &["revoke", &sid, "--message", "INC-9 phished"],
+    )
+    .await;
+    assert!(
+        out.status.success() && stdout(&out).contains("streams cut: 1"),
+        "{}",
+        stdout(&out)
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Some(Ok(_)) = download.frame().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the revoked session's download went on");
+
+    let resp = client
+        .request(proxy.get("/api/v2/tickets/1"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    let challenge = resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(challenge.contains("invalid_token"), "{challenge}");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("session_revoked"));
+
+    // Signed in again: a new session, let through.
+    let mut claims = pki.idp.agent_claims(
+        AUDIENCE,
+        "agent-1",
+        "acme",
+        vendorgate_mock::idp::now(),
+        3600,
+    );
+    claims["sid"] = serde_json::json!("sid-fresh-sign-in");
+    let fresh = pki.idp.mint(vendorgate_mock::idp::KeyKind::Es256, &claims);
+    let (parts, _) = send(&client, bearer_get(&proxy.url("/api/v2/tickets/1"), &fresh)).await;
+    assert_eq!(parts.status, 200);
+}

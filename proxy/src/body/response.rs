@@ -17,7 +17,6 @@ use crate::state::locks::Watched;
 use crate::trail::record::Draft;
 use crate::trail::schema::Ending;
 use crate::upstream::Lease;
-use vendorgate_policy::Reason;
 
 use super::request::BoxError;
 
@@ -156,11 +155,11 @@ impl Body for ProxyBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if let Some(lock) = self.watched.as_ref().and_then(Watched::cut_by) {
+        if let Some((lock, reason)) = self.watched.as_ref().and_then(Watched::cut_by) {
             let lock = lock.to_string();
             self.cut = true;
             if let Some(draft) = self.draft.as_mut() {
-                draft.outcome = Outcome::Refused(Reason::Locked);
+                draft.outcome = Outcome::Refused(reason);
                 draft.rule = format!("locks[{lock}]: stream cut");
             }
             self.seal(Ending::CutOff);

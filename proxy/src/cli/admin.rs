@@ -48,6 +48,20 @@ pub enum AdminCommand {
     Unlock { id: String },
     /// The locks in force.
     Locks,
+    /// The live sessions the proxy serves (this replica's).
+    Sessions {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        vendor: Option<String>,
+    },
+    /// Revoke a session (its `sid`, else `jti`, as `sessions` lists it): its next request is 401
+    /// `session_revoked`, its streams in flight are cut.
+    Revoke {
+        session: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
     /// Read the config file again; a broken file is refused (file:line:column) and the old policy
     /// keeps serving.
     Reload,
@@ -97,6 +111,54 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             };
             let body = json!({"target": target, "message": message, "ttl": ttl});
             let v = call(api, Method::POST, "/v1/locks", Some(body))?;
+            if api.json {
+                println!("{v}");
+            } else {
+                print_lock(&v["lock"]);
+                println!("streams cut: {}", v["streams_cut"]);
+            }
+            Ok(())
+        }
+        AdminCommand::Sessions { account, vendor } => {
+            let mut query = Vec::new();
+            if let Some(a) = account {
+                query.push(format!("account={a}"));
+            }
+            if let Some(v) = vendor {
+                query.push(format!("vendor={v}"));
+            }
+            let path = format!("/v1/sessions?{}", query.join("&"));
+            let v = call(api, Method::GET, &path, None)?;
+            if api.json {
+                println!("{v}");
+                return Ok(());
+            }
+            let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
+            if sessions.is_empty() {
+                println!("no live sessions");
+            }
+            for s in &sessions {
+                println!(
+                    "{:<10} {:<24} session {:<28} since {} last {} requests {:>6} out {:>10} from {}",
+                    s["vendor"].as_str().unwrap_or("?"),
+                    s["account"].as_str().unwrap_or("?"),
+                    s["session"].as_str().unwrap_or("(none: lock the account)"),
+                    s["since"].as_str().unwrap_or("?"),
+                    s["last_seen"].as_str().unwrap_or("?"),
+                    s["requests"],
+                    vendorgate::audit::summary::human_bytes(s["bytes_out"].as_u64().unwrap_or(0)),
+                    s["addresses"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
+                        .unwrap_or_default()
+                );
+            }
+            Ok(())
+        }
+        AdminCommand::Revoke { session, message } => {
+            let body = json!({"message": message});
+            let path = format!("/v1/sessions/{session}/revoke");
+            let v = call(api, Method::POST, &path, Some(body))?;
             if api.json {
                 println!("{v}");
             } else {

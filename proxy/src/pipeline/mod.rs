@@ -175,6 +175,17 @@ fn forward<'a>(
 
         let mut limits =
             limit::limit(&gw.state, policy, &allow, &identity, declared, now_us).await?;
+        let account = &identity.state;
+        account
+            .session_stats
+            .get_or_init(|| {
+                let token = &identity.token;
+                let id = token.sid.as_deref().or(token.jti.as_deref());
+                let key = &account.session_key;
+                gw.sessions
+                    .entry(key, &identity.vendor, &token.account, id, now_ms)
+            })
+            .seen(now_ms, admission.client_ip);
         tracing::debug!(
             request_id = ctx.request_id.to_str().unwrap_or(""),
             vendor = %policy.vendors[allow.vendor].id,

@@ -9,6 +9,7 @@ use vendorgate_policy::{ByteRule, Direction, Policy, VerifiedToken};
 
 use super::cells::{CounterCell, RateCell, SessionCell, Slot};
 use super::keys::{byte_key, rate_key, session_key};
+use super::sessions::Session;
 
 /// One rule's state for one account: the key that finds the shared cell, and the slot that keeps
 /// it once found.
@@ -29,6 +30,8 @@ impl<C> RuleState<C> {
 pub struct AccountState {
     /// The in-memory session cell, once found.
     pub session: Slot<SessionCell>,
+    /// The session's entry among the live sessions (see [`super::sessions`]), once found.
+    pub session_stats: Slot<Session>,
     /// The policy's rate limits and byte caps, by rule index.
     pub rates: Box<[RuleState<RateCell>]>,
     egress: Box<[RuleState<CounterCell>]>,
@@ -54,6 +57,7 @@ impl AccountState {
         };
         AccountState {
             session: Slot::default(),
+            session_stats: Slot::default(),
             rates: policy
                 .rate_rules
                 .iter()

@@ -49,6 +49,11 @@ impl<C> Default for Slot<C> {
 }
 
 impl<C> Slot<C> {
+    /// The cell, if it has been found.
+    pub fn get(&self) -> Option<&Arc<C>> {
+        self.0.get()
+    }
+
     pub fn get_or_init(&self, find: impl FnOnce() -> Arc<C>) -> &Arc<C> {
         self.0.get_or_init(find)
     }

@@ -34,7 +34,7 @@ use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::Script;
 use vendorgate_policy::config::OnLockStateError;
-use vendorgate_policy::{Lock, LockSet, Subject};
+use vendorgate_policy::{Lock, LockSet, Reason, Subject};
 
 /// How long the shared list may go unconfirmed before `strict` refuses everyone.
 pub const STALE_AFTER: Duration = Duration::from_secs(3);
@@ -95,8 +95,8 @@ pub trait Who: Send + Sync {
 struct Stream {
     client_ip: IpAddr,
     who: Arc<dyn Who>,
-    /// The lock that cut it, once one has.
-    cut_by: OnceLock<String>,
+    /// The lock that cut it, and the refusal it means, once one has.
+    cut_by: OnceLock<(String, Reason)>,
     waker: AtomicWaker,
 }
 
@@ -205,9 +205,9 @@ pub struct Watched {
 }
 
 impl Watched {
-    /// The id of the lock that cut this stream, if one has.
-    pub fn cut_by(&self) -> Option<&str> {
-        self.stream.cut_by.get().map(String::as_str)
+    /// The id of the lock that cut this stream, and its refusal (`locked`, `session_revoked`).
+    pub fn cut_by(&self) -> Option<(&str, Reason)> {
+        self.stream.cut_by.get().map(|(id, r)| (id.as_str(), *r))
     }
 
     /// Wake `waker` when a lock cuts the stream.
@@ -449,7 +449,7 @@ impl Locks {
         if !current.is_empty() {
             let now = crate::clock::now_ms() / 1000;
             if let Some(lock) = current.matching(&stream.subject(), now) {
-                let _ = stream.cut_by.set(lock.id.clone());
+                let _ = stream.cut_by.set((lock.id.clone(), lock.reason()));
             }
         }
         Watched {
@@ -465,7 +465,9 @@ impl Locks {
         for shard in &self.streams.shards {
             let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
             for stream in shard.values() {
-                if lock.matches(&stream.subject()) && stream.cut_by.set(lock.id.clone()).is_ok() {
+                if lock.matches(&stream.subject())
+                    && stream.cut_by.set((lock.id.clone(), lock.reason())).is_ok()
+                {
                     stream.waker.wake();
                     cut += 1;
                 }
@@ -565,6 +567,7 @@ mod tests {
             created_by: "soc".into(),
             created_at: 1,
             expires_at,
+            revocation: false,
         }
     }
 
@@ -577,12 +580,12 @@ mod tests {
         let seven = locks.watch(ip, Arc::new(Agent("agent-7")));
         let eight = locks.watch(ip, Arc::new(Agent("agent-8")));
         assert_eq!(locks.add(lock("lk_1", "agent-7", None)).await.unwrap(), 1);
-        assert_eq!(seven.cut_by(), Some("lk_1"));
+        assert_eq!(seven.cut_by(), Some(("lk_1", Reason::Locked)));
         assert_eq!(eight.cut_by(), None);
         // A stream that starts after the lock is cut as it registers.
         assert_eq!(
             locks.watch(ip, Arc::new(Agent("agent-7"))).cut_by(),
-            Some("lk_1")
+            Some(("lk_1", Reason::Locked))
         );
         drop((seven, eight));
         assert_eq!(locks.streams(), 0);

@@ -13,6 +13,7 @@ pub mod keys;
 pub mod locks;
 mod memory;
 mod redis;
+pub mod sessions;
 
 use std::future::Future;
 use std::pin::Pin;

@@ -168,6 +168,13 @@ impl Draft {
         let duration = self.started.elapsed();
         let bytes_in = self.bytes_in.load(Ordering::Relaxed);
         let success = self.allowed && completed && self.status < 400;
+        if let Some(session) = self
+            .identity
+            .as_deref()
+            .and_then(|i| i.state.session_stats.get())
+        {
+            session.sent(bytes_out);
+        }
         self.observers.metrics().observe(
             self.allowed,
             self.outcome.as_str(),

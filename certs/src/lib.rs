@@ -8,6 +8,7 @@
 
 pub mod dev;
 mod error;
+pub mod expiry;
 mod load;
 mod reload;
 mod tls;

@@ -38,6 +38,11 @@ impl ReloadableCert {
         Ok(())
     }
 
+    /// When the certificate being served stops being valid (its leaf's `notAfter`).
+    pub fn not_after(&self) -> Option<std::time::SystemTime> {
+        crate::expiry::not_after(self.current().cert.first()?.as_ref())
+    }
+
     pub fn current(&self) -> Arc<CertifiedKey> {
         self.current
             .read()

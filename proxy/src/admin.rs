@@ -19,7 +19,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
@@ -91,12 +91,53 @@ fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
         token_cache_misses,
         token_cache_entries: gw.tokens.len() as u64,
     };
-    let mut resp = Response::new(Full::new(Bytes::from(gw.metrics.render(&gauges))));
+    let mut text = gw.metrics.render(&gauges);
+    if let Some(left) = certificate_seconds_left(gw) {
+        use std::fmt::Write;
+        let _ = writeln!(
+            text,
+            "# HELP vendorgate_tls_certificate_expiry_seconds Seconds until the served certificate's notAfter (negative: expired).\n# TYPE vendorgate_tls_certificate_expiry_seconds gauge\nvendorgate_tls_certificate_expiry_seconds {left}"
+        );
+    }
+    let mut resp = Response::new(Full::new(Bytes::from(text)));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     resp
+}
+
+/// Seconds until the served certificate expires (negative once it has).
+fn certificate_seconds_left(gw: &Gateway) -> Option<i64> {
+    let at = gw.cert.not_after()?;
+    let now = SystemTime::now();
+    Some(match at.duration_since(now) {
+        Ok(left) => left.as_secs() as i64,
+        Err(past) => -(past.duration().as_secs() as i64),
+    })
+}
+
+/// Warns from 14 days before the served certificate expires (checked hourly, and so also after a
+/// SIGHUP replaced it), an error once it has.
+pub async fn watch_certificate(gw: &'static Gateway) {
+    const WARN_FROM: i64 = 14 * 86_400;
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match certificate_seconds_left(gw) {
+            Some(left) if left <= 0 => {
+                tracing::error!(
+                    "the served TLS certificate has expired: replace it and send SIGHUP"
+                )
+            }
+            Some(left) if left < WARN_FROM => tracing::warn!(
+                days_left = left / 86_400,
+                "the served TLS certificate expires soon: replace it and send SIGHUP"
+            ),
+            Some(_) => {}
+            None => tracing::warn!("the served TLS certificate's expiry could not be read"),
+        }
+    }
 }
 
 /// Who called, once their token checked out.

@@ -217,3 +217,20 @@ async fn records_arriving_a_byte_at_a_time_are_put_together() {
         }
     }
 }
+
+/// The seconds left on the served certificate are a metric (the dev certificate is valid 90 days).
+#[tokio::test]
+async fn the_certificates_expiry_is_a_metric() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, vendorgate_certs::Alpn::Http11).await;
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    let metrics = admin_text(proxy.admin, "/metrics").await;
+    let left: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("vendorgate_tls_certificate_expiry_seconds "))
+        .unwrap_or_else(|| panic!("no expiry gauge:\n{metrics}"))
+        .parse()
+        .unwrap();
+    let days = left / 86_400;
+    assert!((88..=90).contains(&days), "{left} s");
+}

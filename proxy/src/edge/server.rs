@@ -135,7 +135,11 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let admin_task = tokio::spawn(admin::serve(admin_listener, gateway));
     let locks_task = tokio::spawn(async move {
-        tokio::join!(admin::expire_locks(gateway), gateway.locks.follow());
+        tokio::join!(
+            admin::expire_locks(gateway),
+            gateway.locks.follow(),
+            admin::watch_certificate(gateway)
+        );
     });
     let trim_task = tokio::spawn(memory::trim_after_parks());
     let refusals_task = tokio::spawn(write_refusals(gateway));

@@ -23,7 +23,8 @@ pub use decide::{Arrival, Check, Decision, Facts, Presented, Step, Trace};
 pub use decision::{Allow, Challenge, Denial, Reason};
 pub use ipset::IpSet;
 pub use limits::{
-    gcra, session_step, ByteRule, Direction, GcraOutcome, RateRule, SessionRecord, SessionStep,
+    gcra, gcra_standing, session_step, ByteRule, Direction, GcraOutcome, RateRule, SessionRecord,
+    SessionStep,
 };
 pub use locks::{Lock, LockSet, LockTarget, Subject};
 pub use policy::{Admission, Policy, RouteAction, Standing};

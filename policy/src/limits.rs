@@ -144,6 +144,17 @@ pub fn session_step(record: Option<SessionRecord>, now_ms: u64, idle_ms: u64) ->
     }
 }
 
+/// Where a GCRA key stands without taking a step: the requests left in its burst at `now_us`, and
+/// how long until the burst is whole again (microseconds). The same arithmetic as [`gcra`]'s
+/// `remaining`, so what `usage` reports is what the next request would see.
+pub fn gcra_standing(tat: u64, now_us: u64, interval_us: u64, burst: u32) -> (u32, u64) {
+    let interval = interval_us.max(1);
+    let ahead = tat.saturating_sub(now_us);
+    let used = ahead.div_ceil(interval);
+    let remaining = u64::from(burst.max(1)).saturating_sub(used) as u32;
+    (remaining, ahead)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GcraOutcome {
     pub allowed: bool,
@@ -199,6 +210,24 @@ mod tests {
         assert!(first.allowed);
         assert!(!gcra(first.new_tat, 5_000_000, rule.interval_us(), 1).allowed);
         assert!(gcra(first.new_tat, 5_000_010, rule.interval_us(), 1).allowed);
+    }
+
+    #[test]
+    fn standing_agrees_with_the_steps() {
+        let (interval, burst, now) = (6_000_000, 3, 1_000_000_000);
+        assert_eq!(gcra_standing(0, now, interval, burst), (3, 0));
+        let first = gcra(0, now, interval, burst);
+        // After each request: what the step said remains, and the burst whole again that many
+        // intervals on.
+        assert_eq!(
+            gcra_standing(first.new_tat, now, interval, burst),
+            (first.remaining, interval)
+        );
+        let second = gcra(first.new_tat, now, interval, burst);
+        assert_eq!(
+            gcra_standing(second.new_tat, now, interval, burst),
+            (second.remaining, 2 * interval)
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! | `DELETE /v1/locks/{id}` | operator | removes a lock |
 //! | `GET /v1/sessions?account=&vendor=` | viewer | the live sessions this replica serves |
 //! | `POST /v1/sessions/{id}/revoke` | operator | its next request 401 `session_revoked`, its streams cut |
+//! | `GET /v1/usage?vendor=&account=` | viewer | the account's standing against every limit |
 //! | `POST /v1/reload` | operator | reads the config file again; 422 `config_invalid` with `file:line:column` keeps the old policy |
 //!
 //! JSON in and out; errors are `{"error": code}` with a stable code. Every mutating call, and every
@@ -223,15 +224,35 @@ async fn api(
             Err(resp) => resp,
         },
         (Method::DELETE, ["locks", id]) => remove_lock(gw, peer, by, id.to_string()).await,
-        (Method::GET, ["sessions"]) => {
-            let query = req.uri().query().unwrap_or("");
-            let param = |name: &str| {
-                query
-                    .split('&')
-                    .filter_map(|kv| kv.split_once('='))
-                    .find(|(k, _)| *k == name)
-                    .map(|(_, v)| v.to_string())
+        (Method::GET, ["usage"]) => {
+            let (vendor, account) = (param(&req, "vendor"), param(&req, "account"));
+            let (Some(vendor), Some(account)) = (vendor, account) else {
+                return error_with(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_request",
+                    "vendor and account are required",
+                );
             };
+            let active = gw.active.load_full();
+            let policy = &active.config.policy;
+            let Some(index) = policy.vendors.iter().position(|v| v.id == vendor) else {
+                return error(StatusCode::NOT_FOUND, "vendor_unknown");
+            };
+            let now = crate::clock::epoch_us(SystemTime::now());
+            match crate::state::usage::usage(&gw.state, policy, index, &account, now).await {
+                Ok(limits) => json(
+                    StatusCode::OK,
+                    json!({"vendor": vendor, "account": account, "limits": limits}),
+                ),
+                Err(e) => error_with(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "state_unavailable",
+                    &e.to_string(),
+                ),
+            }
+        }
+        (Method::GET, ["sessions"]) => {
+            let param = |name: &str| param(&req, name);
             let policy = &gw.active.load().config.policy;
             // Live: seen within the longest idle timeout any vendor has.
             let window = policy
@@ -279,6 +300,17 @@ async fn api(
         }
         _ => error(StatusCode::NOT_FOUND, "not_found"),
     }
+}
+
+/// A query parameter's value (the API's values are ids and names: no percent-decoding needed
+/// beyond what they may contain, which is none).
+fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
 }
 
 /// `POST /v1/sessions/{id}/revoke`: an optional message for the trail.

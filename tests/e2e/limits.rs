@@ -515,3 +515,98 @@ async fn when_redis_dies_requests_are_refused_by_default_and_served_again_when_i
         local.log()
     );
 }
+
+/// `vendorgate admin usage` reads an account's standing without spending any of it: requests left
+/// in each rate limit, bytes used and left in each cap, and when each is whole again.
+#[tokio::test]
+async fn usage_shows_an_accounts_standing_against_every_limit() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::Http11).await;
+    let operator = "vga_usage-viewer-token";
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, operator.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let admin =
+        format!("[[admin.tokens]]\nname = \"soc\"\nrole = \"viewer\"\nsha256 = \"{hash}\"\n");
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream)
+            .policy(&limits_policy("", ""))
+            .admin(&admin),
+    );
+    let client = client(&pki, Http::One);
+    let agent = token(&pki, "agent-u");
+    let export = "/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=1";
+    assert_eq!(
+        status_and_reason(&client, req(&proxy, Method::GET, export, &agent))
+            .await
+            .0,
+        200
+    );
+    let (_, got, done) = download(
+        &client,
+        req(&proxy, Method::GET, "/__mock/stream?bytes=1048576", &agent),
+    )
+    .await;
+    assert!(done && got == 1 << 20);
+
+    let usage = |account: &str| {
+        let file = proxy.dir.path().join("usage-token");
+        std::fs::write(&file, operator).unwrap();
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args([
+            "admin",
+            "--url",
+            &format!("http://{}", proxy.admin),
+            "--token-file",
+        ])
+        .arg(&file)
+        .args(["usage", "--vendor", "acme", "--account", account, "--json"]);
+        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    };
+    for _ in 0..2 {
+        // Asking twice changes nothing: reading spends nothing.
+        let out = usage("agent-u").await.unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let limits = v["limits"].as_array().unwrap();
+        let rate = limits.iter().find(|l| l["kind"] == "rate").unwrap();
+        assert_eq!(
+            (
+                rate["id"].as_str(),
+                rate["burst"].as_u64(),
+                rate["remaining"].as_u64()
+            ),
+            (Some("export-per-agent"), Some(3), Some(2))
+        );
+        assert!(
+            (1..=20).contains(&rate["full_in_secs"].as_u64().unwrap()),
+            "{rate}"
+        );
+        let egress = limits
+            .iter()
+            .find(|l| l["kind"] == "bytes" && l["direction"] == "egress")
+            .unwrap();
+        let used = egress["used"].as_u64().unwrap();
+        assert!(used >= 1 << 20, "{egress}");
+        assert_eq!(used + egress["remaining"].as_u64().unwrap(), 10 << 20);
+        assert!(egress["resets_in_secs"].as_u64().unwrap() <= 3600);
+    }
+    // An account that has done nothing stands at every limit's full.
+    let out = usage("agent-idle").await.unwrap();
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rate = v["limits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "rate")
+        .unwrap()
+        .clone();
+    assert_eq!(rate["remaining"], 3);
+}

@@ -62,6 +62,13 @@ pub enum AdminCommand {
         #[arg(long)]
         message: Option<String>,
     },
+    /// An account's standing against every limit: requests left, bytes used, when each resets.
+    Usage {
+        #[arg(long)]
+        vendor: String,
+        #[arg(long)]
+        account: String,
+    },
     /// Read the config file again; a broken file is refused (file:line:column) and the old policy
     /// keeps serving.
     Reload,
@@ -164,6 +171,38 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             } else {
                 print_lock(&v["lock"]);
                 println!("streams cut: {}", v["streams_cut"]);
+            }
+            Ok(())
+        }
+        AdminCommand::Usage { vendor, account } => {
+            let path = format!("/v1/usage?vendor={vendor}&account={account}");
+            let v = call(api, Method::GET, &path, None)?;
+            if api.json {
+                println!("{v}");
+                return Ok(());
+            }
+            for l in v["limits"].as_array().into_iter().flatten() {
+                match l["kind"].as_str() {
+                    Some("rate") => println!(
+                        "rate   {:<20} per {:<8} {} left of {} (whole again in {}s)",
+                        l["id"].as_str().unwrap_or("?"),
+                        l["per"].as_str().unwrap_or("?"),
+                        l["remaining"],
+                        l["burst"],
+                        l["full_in_secs"]
+                    ),
+                    _ => println!(
+                        "{:<6} {:<20} per {:<8} {} used, {} left (resets in {}s)",
+                        l["direction"].as_str().unwrap_or("?"),
+                        l["id"].as_str().unwrap_or("?"),
+                        l["per"].as_str().unwrap_or("?"),
+                        vendorgate::audit::summary::human_bytes(l["used"].as_u64().unwrap_or(0)),
+                        vendorgate::audit::summary::human_bytes(
+                            l["remaining"].as_u64().unwrap_or(0)
+                        ),
+                        l["resets_in_secs"]
+                    ),
+                }
             }
             Ok(())
         }

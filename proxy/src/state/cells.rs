@@ -239,6 +239,11 @@ pub struct RateCell {
 }
 
 impl RateCell {
+    /// The theoretical arrival time (µs since the epoch; 0: never used).
+    pub fn tat(&self) -> u64 {
+        self.tat_us.load(Ordering::Acquire)
+    }
+
     /// One [`gcra`] step at the request's time. Lock-free: a request that loses a race to store
     /// its new TAT steps again from the winner's.
     pub fn step(&self, interval_us: u64, burst: u32, now_us: u64) -> GcraOutcome {

@@ -117,6 +117,11 @@ impl MemoryState {
         cell.step(rule.interval_us(), rule.burst, now_us)
     }
 
+    /// `key`'s theoretical arrival time under `rule` (0: no cell, so a full burst), without a step.
+    pub fn rate_tat(&self, rule: &RateRule, key: &str) -> u64 {
+        self.limiter(rule).cells.find(key).map_or(0, |c| c.tat())
+    }
+
     /// The cell of a byte counter (keyed without its window), for a [`Counter`] to carry.
     pub fn counter_cell(
         &self,

@@ -14,6 +14,7 @@ pub mod locks;
 mod memory;
 mod redis;
 pub mod sessions;
+pub mod usage;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -209,6 +210,29 @@ impl StateStore {
             }
         }
         Ok(self.local.rate_in(rule, key, slot, now_us))
+    }
+
+    /// Where `key` stands under `rule` without taking a step: requests left in the burst, and how
+    /// long until it is whole again (µs). What the admin API's usage reports.
+    pub async fn rate_standing(
+        &self,
+        rule: &RateRule,
+        key: &str,
+        now_us: u64,
+    ) -> Result<(u32, u64), StateError> {
+        let tat = match &self.redis {
+            Some(r) => match self.shared("usage", r.rate_tat(key)).await {
+                Some(out) => out?,
+                None => self.local.rate_tat(rule, key),
+            },
+            None => self.local.rate_tat(rule, key),
+        };
+        Ok(vendorgate_policy::gcra_standing(
+            tat,
+            now_us,
+            rule.interval_us(),
+            rule.burst,
+        ))
     }
 
     /// Where a byte counter is kept: its in-memory cell, through the identity's `slot` (the key

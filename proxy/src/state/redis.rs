@@ -210,6 +210,17 @@ impl RedisState {
         })
     }
 
+    /// `key`'s theoretical arrival time (µs; 0: none), without a step.
+    pub async fn rate_tat(&self, key: &str) -> Result<u64, StateError> {
+        let mut conn = self.conn()?;
+        let tat: Option<u64> = redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        Ok(tat.unwrap_or(0))
+    }
+
     /// Takes up to `want` bytes from every counter at once (see [`super::MemoryState::lease_now`]).
     pub async fn lease(
         &self,

@@ -3,7 +3,7 @@
 //! replica (each replica lists the sessions it served); a cached identity reaches its session's
 //! entry through a slot, so a request updates a few counters without a lookup.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,9 +12,11 @@ use serde::Serialize;
 
 /// At most this many addresses are kept per session (the first ones seen).
 const MAX_ADDRESSES: usize = 8;
-/// Past this many sessions, the ones idle for a day are forgotten.
+/// Sessions listed at most; past it the oldest one made is forgotten (its identity keeps counting
+/// into it, it is only no longer listed). Constant time: every new token can be a new session, and
+/// a scan on insert made each one cost the whole map.
 const MAX_SESSIONS: usize = 100_000;
-const FORGET_AFTER_MS: u64 = 24 * 3600 * 1000;
+const SHARDS: usize = 16;
 
 pub struct Session {
     vendor: Box<str>,
@@ -82,8 +84,23 @@ impl Session {
 }
 
 #[derive(Default)]
+struct Shard {
+    by_key: HashMap<Box<str>, Arc<Session>>,
+    /// Keys in the order made, for eviction.
+    order: VecDeque<Box<str>>,
+}
+
+#[derive(Default)]
 pub struct Sessions {
-    by_key: Mutex<HashMap<Box<str>, Arc<Session>>>,
+    shards: [Mutex<Shard>; SHARDS],
+}
+
+fn shard_of(key: &str) -> usize {
+    // FNV-1a: cheap, and enough to spread keys.
+    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    (h as usize) % SHARDS
 }
 
 impl Sessions {
@@ -96,14 +113,16 @@ impl Sessions {
         id: Option<&str>,
         now_ms: u64,
     ) -> Arc<Session> {
-        let mut map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(s) = map.get(key) {
+        let mut shard = self.shards[shard_of(key)]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(s) = shard.by_key.get(key) {
             return s.clone();
         }
-        if map.len() >= MAX_SESSIONS {
-            map.retain(|_, s| {
-                now_ms.saturating_sub(s.last_ms.load(Ordering::Relaxed)) < FORGET_AFTER_MS
-            });
+        if shard.order.len() >= MAX_SESSIONS / SHARDS {
+            if let Some(oldest) = shard.order.pop_front() {
+                shard.by_key.remove(&oldest);
+            }
         }
         let session = Arc::new(Session {
             vendor: vendor.into(),
@@ -115,7 +134,8 @@ impl Sessions {
             bytes_out: AtomicU64::new(0),
             addresses: Mutex::new(Vec::new()),
         });
-        map.insert(key.into(), session.clone());
+        shard.by_key.insert(key.into(), session.clone());
+        shard.order.push_back(key.into());
         session
     }
 
@@ -128,13 +148,21 @@ impl Sessions {
         account: Option<&str>,
         vendor: Option<&str>,
     ) -> Vec<SessionView> {
-        let map = self.by_key.lock().unwrap_or_else(|p| p.into_inner());
-        let mut live: Vec<&Arc<Session>> = map
-            .values()
-            .filter(|s| now_ms.saturating_sub(s.last_ms.load(Ordering::Relaxed)) <= window_ms)
-            .filter(|s| account.is_none_or(|a| &*s.account == a))
-            .filter(|s| vendor.is_none_or(|v| &*s.vendor == v))
-            .collect();
+        let mut live: Vec<Arc<Session>> = Vec::new();
+        for shard in &self.shards {
+            let shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            live.extend(
+                shard
+                    .by_key
+                    .values()
+                    .filter(|s| {
+                        now_ms.saturating_sub(s.last_ms.load(Ordering::Relaxed)) <= window_ms
+                    })
+                    .filter(|s| account.is_none_or(|a| &*s.account == a))
+                    .filter(|s| vendor.is_none_or(|v| &*s.vendor == v))
+                    .cloned(),
+            );
+        }
         live.sort_by_key(|s| std::cmp::Reverse(s.last_ms.load(Ordering::Relaxed)));
         live.into_iter().map(|s| s.view()).collect()
     }
@@ -166,5 +194,21 @@ mod tests {
         assert!(sessions
             .list(4_000, 10_000, Some("agent-8"), None)
             .is_empty());
+    }
+
+    #[test]
+    fn the_map_stays_bounded_and_forgets_the_oldest_first() {
+        let sessions = Sessions::default();
+        for i in 0..MAX_SESSIONS + 5_000 {
+            sessions.entry(&format!("k{i}"), "acme", &format!("a{i}"), None, 1_000);
+        }
+        let listed = sessions.list(1_000, 10_000, None, None);
+        assert!(listed.len() <= MAX_SESSIONS, "{}", listed.len());
+        assert!(
+            sessions.list(1_000, 10_000, Some("a0"), None).is_empty(),
+            "the oldest stayed"
+        );
+        let last = format!("a{}", MAX_SESSIONS + 4_999);
+        assert_eq!(sessions.list(1_000, 10_000, Some(&last), None).len(), 1);
     }
 }

@@ -38,8 +38,8 @@ impl ReloadableCert {
         Ok(())
     }
 
-    /// When the certificate being served stops being valid (its leaf's `notAfter`).
-    pub fn not_after(&self) -> Option<std::time::SystemTime> {
+    /// When the certificate being served stops being valid: its leaf's `notAfter`, RFC 3339.
+    pub fn not_after(&self) -> Option<String> {
         crate::expiry::not_after(self.current().cert.first()?.as_ref())
     }
 

@@ -110,7 +110,7 @@ fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
 
 /// Seconds until the served certificate expires (negative once it has).
 fn certificate_seconds_left(gw: &Gateway) -> Option<i64> {
-    let at = gw.cert.not_after()?;
+    let at = crate::trail::time::parse_rfc3339(&gw.cert.not_after()?)?;
     let now = SystemTime::now();
     Some(match at.duration_since(now) {
         Ok(left) => left.as_secs() as i64,
@@ -345,17 +345,29 @@ async fn revoke(
         id: lock_id(),
         target: LockTarget::Session(id),
         message,
-        created_by: by.clone(),
+        created_by: by,
         created_at: now,
         expires_at: Some(now + lifetime),
         revocation: true,
     };
-    if !record(gw, "revoke", &by, Some(peer), true, json!({"lock": &lock})).await {
+    put_in_force(gw, peer, "revoke", lock).await
+}
+
+/// Records `lock` (as `action`, by its creator) and puts it in force: a lock nobody can see in the
+/// record is not made. 201 with the lock and the streams it cut here.
+async fn put_in_force(
+    gw: &'static Gateway,
+    peer: SocketAddr,
+    action: &str,
+    lock: Lock,
+) -> Response<Full<Bytes>> {
+    let by = lock.created_by.clone();
+    if !record(gw, action, &by, Some(peer), true, json!({"lock": &lock})).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
     }
     match gw.locks.add(lock.clone()).await {
         Ok(cut) => {
-            tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "session revoked");
+            tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "{action} in force");
             json(
                 StatusCode::CREATED,
                 json!({"lock": lock, "streams_cut": cut}),
@@ -416,29 +428,12 @@ async fn create_lock(
         id: lock_id(),
         target: new.target,
         message: new.message,
-        created_by: by.clone(),
+        created_by: by,
         created_at: now,
         expires_at,
         revocation: false,
     };
-    // On the trail before it takes effect: a lock nobody can see in the record is not made.
-    let detail = json!({"lock": &lock});
-    if !record(gw, "lock", &by, Some(peer), true, detail).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
-    }
-    match gw.locks.add(lock.clone()).await {
-        Ok(cut) => {
-            tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "lock in force");
-            json(
-                StatusCode::CREATED,
-                json!({"lock": lock, "streams_cut": cut}),
-            )
-        }
-        Err(e) => {
-            tracing::error!("{e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "lock_state_unwritable")
-        }
-    }
+    put_in_force(gw, peer, "lock", lock).await
 }
 
 async fn remove_lock(
@@ -447,9 +442,6 @@ async fn remove_lock(
     by: String,
     id: String,
 ) -> Response<Full<Bytes>> {
-    if !gw.locks.current().locks.iter().any(|l| l.id == id) {
-        return error(StatusCode::NOT_FOUND, "lock_unknown");
-    }
     let removed = match gw.locks.remove(&id).await {
         Ok(Some(lock)) => lock,
         Ok(None) => return error(StatusCode::NOT_FOUND, "lock_unknown"),
@@ -535,12 +527,15 @@ async fn record(
         .await
 }
 
-/// `lk_` and 64 random bits in hex.
+/// `lk_` and 64 random bits in hex. An id need not be secret, only unique: should the system's
+/// generator fail, the clock's nanoseconds serve (refusing to lock out an attacker over an id would
+/// be the wrong way round).
 fn lock_id() -> String {
-    use ring::rand::SecureRandom;
-    let mut bytes = [0u8; 8];
-    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-    format!("lk_{:016x}", u64::from_be_bytes(bytes))
+    let bits = crate::unguessable::hex(8).unwrap_or_else(|| {
+        let t = SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        format!("{:016x}", t.map_or(0, |d| d.as_nanos() as u64))
+    });
+    format!("lk_{bits}")
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(

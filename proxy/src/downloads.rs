@@ -83,12 +83,10 @@ impl Downloads {
 
     /// A grant to follow `target`, for this vendor and account: the token for [`PREFIX`].
     pub fn grant(&self, target: Uri, vendor: &str, account: &str, path: &str) -> String {
-        let mut id = [0u8; 16];
-        // The system's generator; a failure leaves the grant unusable rather than guessable.
-        if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut id).is_err() {
+        // A failure of the generator leaves the grant unusable rather than guessable.
+        let Some(token) = crate::unguessable::hex(16) else {
             return String::new();
-        }
-        let token: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        };
         let now = Instant::now();
         let mut grants = self.grants.lock().unwrap_or_else(|p| p.into_inner());
         if grants.len() >= MAX_GRANTS {

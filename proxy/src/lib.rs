@@ -33,6 +33,7 @@ pub mod settings;
 pub mod state;
 pub mod telemetry;
 pub mod trail;
+pub mod unguessable;
 pub mod upstream;
 
 pub use edge::server::{start, Running, StartError};

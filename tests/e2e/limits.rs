@@ -522,14 +522,8 @@ async fn when_redis_dies_requests_are_refused_by_default_and_served_again_when_i
 async fn usage_shows_an_accounts_standing_against_every_limit() {
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::Http11).await;
-    let operator = "vga_usage-viewer-token";
-    let hash: String = ring::digest::digest(&ring::digest::SHA256, operator.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let admin =
-        format!("[[admin.tokens]]\nname = \"soc\"\nrole = \"viewer\"\nsha256 = \"{hash}\"\n");
+    let viewer = "vga_usage-viewer-token";
+    let admin = admin_token("soc", "viewer", viewer);
     let proxy = Proxy::start(
         &pki,
         ProxyConfig::to(&upstream)
@@ -552,23 +546,14 @@ async fn usage_shows_an_accounts_standing_against_every_limit() {
     .await;
     assert!(done && got == 1 << 20);
 
-    let usage = |account: &str| {
-        let file = proxy.dir.path().join("usage-token");
-        std::fs::write(&file, operator).unwrap();
-        let mut cmd = std::process::Command::new(BIN);
-        cmd.args([
-            "admin",
-            "--url",
-            &format!("http://{}", proxy.admin),
-            "--token-file",
-        ])
-        .arg(&file)
-        .args(["usage", "--vendor", "acme", "--account", account, "--json"]);
-        tokio::task::spawn_blocking(move || cmd.output().unwrap())
+    let usage = |account: &'static str| {
+        let args = ["usage", "--vendor", "acme", "--account", account, "--json"];
+        let proxy = &proxy;
+        async move { admin_cli(proxy, viewer, &args).await }
     };
     for _ in 0..2 {
         // Asking twice changes nothing: reading spends nothing.
-        let out = usage("agent-u").await.unwrap();
+        let out = usage("agent-u").await;
         assert!(
             out.status.success(),
             "{}",
@@ -599,7 +584,7 @@ async fn usage_shows_an_accounts_standing_against_every_limit() {
         assert!(egress["resets_in_secs"].as_u64().unwrap() <= 3600);
     }
     // An account that has done nothing stands at every limit's full.
-    let out = usage("agent-idle").await.unwrap();
+    let out = usage("agent-idle").await;
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     let rate = v["limits"]
         .as_array()

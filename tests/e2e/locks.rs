@@ -4,7 +4,6 @@
 //! refuses a missing or wrong token and a viewer's lock. Every act is in the trail.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -15,36 +14,12 @@ use crate::support::*;
 const OPERATOR: &str = "vga_operator-token-for-the-e2e-tests";
 const VIEWER: &str = "vga_viewer-token-for-the-e2e-tests";
 
-fn sha256(token: &str) -> String {
-    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn tokens() -> String {
-    format!(
-        "[[admin.tokens]]\nname = \"soc\"\nrole = \"operator\"\nsha256 = \"{}\"\n\n\
-         [[admin.tokens]]\nname = \"auditor\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
-        sha256(OPERATOR),
-        sha256(VIEWER)
-    )
+    admin_token("soc", "operator", OPERATOR) + &admin_token("auditor", "viewer", VIEWER)
 }
 
-/// `vendorgate admin …` as an operator would run it, off the test's runtime (the mock runs on it).
 async fn admin(proxy: &Proxy, token: &str, args: &[&str]) -> std::process::Output {
-    let file = proxy
-        .dir
-        .path()
-        .join(format!("admin-token-{}", token.len()));
-    std::fs::write(&file, token).unwrap();
-    let url = format!("http://{}", proxy.admin);
-    let mut cmd = Command::new(BIN);
-    cmd.arg("admin")
-        .args(["--url", &url, "--token-file"])
-        .arg(&file)
-        .args(args);
-    tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap()
+    admin_cli(proxy, token, args).await
 }
 
 fn stdout(out: &std::process::Output) -> String {
@@ -53,10 +28,6 @@ fn stdout(out: &std::process::Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-fn trail(dir: &Path) -> Vec<serde_json::Value> {
-    records(dir)
 }
 
 fn lock_file(dir: &Path) -> PathBuf {
@@ -144,7 +115,6 @@ async fn a_lock_cuts_downloads_in_flight_refuses_what_follows_and_survives_a_res
         .unwrap()
         .contains(&id));
     let proxy = proxy.restart(&pki);
-    let client = client_for_restart(&pki);
     let (parts, _) = send(&client, proxy.get("/api/v2/tickets/1")).await;
     assert_eq!(parts.status, 403, "the lock did not survive the restart");
 
@@ -158,7 +128,7 @@ async fn a_lock_cuts_downloads_in_flight_refuses_what_follows_and_survives_a_res
     // unlock.
     let mut proxy = proxy;
     stop(&mut proxy).await;
-    let recs = trail(proxy.dir.path());
+    let recs = records(proxy.dir.path());
     let action = |r: &serde_json::Value| at(r, "event.action");
     let lock = recs
         .iter()
@@ -182,10 +152,6 @@ async fn a_lock_cuts_downloads_in_flight_refuses_what_follows_and_survives_a_res
         audit_intact(proxy.dir.path()).contains("intact"),
         "chain broken"
     );
-}
-
-fn client_for_restart(pki: &Pki) -> TestClient {
-    client(pki, Http::One)
 }
 
 #[tokio::test]
@@ -259,7 +225,7 @@ async fn a_lock_with_a_ttl_expires_and_the_api_refuses_who_may_not_act() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     stop(&mut proxy).await;
-    let recs = trail(proxy.dir.path());
+    let recs = records(proxy.dir.path());
     let actions: Vec<String> = recs
         .iter()
         .filter(|r| at(r, "event.category") == serde_json::json!(["iam"]))

@@ -2,7 +2,6 @@
 //! reload`): a valid edit takes effect while a long download goes on untouched; a broken edit is
 //! refused with `file:line:column` and the old policy keeps deciding.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
@@ -16,13 +15,7 @@ const OPERATOR: &str = "vga_reload-operator-token";
 async fn a_saved_edit_takes_effect_without_dropping_a_download_and_a_broken_one_is_refused() {
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;
-    let hash: String = ring::digest::digest(&ring::digest::SHA256, OPERATOR.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let admin =
-        format!("[[admin.tokens]]\nname = \"ops\"\nrole = \"operator\"\nsha256 = \"{hash}\"\n");
+    let admin = admin_token("ops", "operator", OPERATOR);
     let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).admin(&admin));
     let client = client(&pki, Http::One);
     assert_eq!(
@@ -76,16 +69,7 @@ async fn a_saved_edit_takes_effect_without_dropping_a_download_and_a_broken_one_
     // Broken: refused, saying where, and the last good policy keeps deciding.
     let broken = denied.replace("level = \"debug\"", "level = \"loud\"");
     std::fs::write(&path, &broken).unwrap();
-    let token = proxy.dir.path().join("ops-token");
-    std::fs::write(&token, OPERATOR).unwrap();
-    let url = format!("http://{}", proxy.admin);
-    let mut cmd = Command::new(BIN);
-    cmd.args(["admin", "--url", &url, "--token-file"])
-        .arg(&token)
-        .arg("reload");
-    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
-        .await
-        .unwrap();
+    let out = admin_cli(&proxy, OPERATOR, &["reload"]).await;
     let said = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(!out.status.success(), "{said}");
     let line = broken.lines().position(|l| l.contains("loud")).unwrap() + 1;

@@ -642,3 +642,25 @@ impl WithFiles {
         }
     }
 }
+
+/// An `[[admin.tokens]]` entry naming `token` (by its SHA-256, as the config holds it).
+pub fn admin_token(name: &str, role: &str, token: &str) -> String {
+    let hash = vendorgate::trail::chain::sha256_hex(token.as_bytes());
+    format!("[[admin.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}\n")
+}
+
+/// `vendorgate admin …` against `proxy` with `token`, as an operator would run it, off the test's
+/// runtime (the mock runs on it).
+pub async fn admin_cli(proxy: &Proxy, token: &str, args: &[&str]) -> std::process::Output {
+    let name = &vendorgate::trail::chain::sha256_hex(token.as_bytes())[..12];
+    let file = proxy.dir.path().join(format!("admin-token-{name}"));
+    std::fs::write(&file, token).unwrap();
+    let url = format!("http://{}", proxy.admin);
+    let mut cmd = Command::new(BIN);
+    cmd.args(["admin", "--url", &url, "--token-file"])
+        .arg(&file)
+        .args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}

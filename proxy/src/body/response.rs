@@ -54,45 +54,34 @@ enum Kind {
 }
 
 impl ProxyBody {
-    pub fn full(bytes: impl Into<Bytes>) -> Self {
+    fn of(kind: Kind, lease: Option<Lease>) -> Self {
         ProxyBody {
-            kind: Kind::Full(Some(bytes.into())),
+            kind,
             _in_flight: None,
             draft: None,
-            lease: None,
+            lease,
             sent: 0,
             cut: false,
             watched: None,
         }
+    }
+
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        Self::of(Kind::Full(Some(bytes.into())), None)
     }
 
     pub fn upstream(body: UpstreamBody, lease: Option<Lease>) -> Self {
-        ProxyBody {
-            kind: Kind::Upstream(body),
-            _in_flight: None,
-            draft: None,
-            lease,
-            sent: 0,
-            cut: false,
-            watched: None,
-        }
+        Self::of(Kind::Upstream(body), lease)
     }
 
     pub fn metered(body: UpstreamBody, meter: Meter, lease: Option<Lease>) -> Self {
-        ProxyBody {
-            kind: Kind::Metered {
-                body,
-                meter,
-                held: None,
-                cut: false,
-            },
-            _in_flight: None,
-            draft: None,
-            lease,
-            sent: 0,
+        let kind = Kind::Metered {
+            body,
+            meter,
+            held: None,
             cut: false,
-            watched: None,
-        }
+        };
+        Self::of(kind, lease)
     }
 
     /// The proxy's own body left out (for a HEAD request), its headers kept. An upstream body is

@@ -88,17 +88,9 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::NewToken { name, role } => new_token(&name, &role),
         AdminCommand::Locks => {
             let v = call(api, Method::GET, "/v1/locks", None)?;
-            if api.json {
-                println!("{v}");
-                return Ok(());
-            }
-            let locks = v["locks"].as_array().cloned().unwrap_or_default();
-            if locks.is_empty() {
-                println!("no locks in force");
-            }
-            for l in &locks {
-                print_lock(l);
-            }
+            show(api, &v, |v| {
+                rows(v, "locks", "no locks in force", print_lock)
+            });
             Ok(())
         }
         AdminCommand::Lock {
@@ -118,12 +110,7 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             };
             let body = json!({"target": target, "message": message, "ttl": ttl});
             let v = call(api, Method::POST, "/v1/locks", Some(body))?;
-            if api.json {
-                println!("{v}");
-            } else {
-                print_lock(&v["lock"]);
-                println!("streams cut: {}", v["streams_cut"]);
-            }
+            show(api, &v, print_made);
             Ok(())
         }
         AdminCommand::Sessions { account, vendor } => {
@@ -136,81 +123,29 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             }
             let path = format!("/v1/sessions?{}", query.join("&"));
             let v = call(api, Method::GET, &path, None)?;
-            if api.json {
-                println!("{v}");
-                return Ok(());
-            }
-            let sessions = v["sessions"].as_array().cloned().unwrap_or_default();
-            if sessions.is_empty() {
-                println!("no live sessions");
-            }
-            for s in &sessions {
-                println!(
-                    "{:<10} {:<24} session {:<28} since {} last {} requests {:>6} out {:>10} from {}",
-                    s["vendor"].as_str().unwrap_or("?"),
-                    s["account"].as_str().unwrap_or("?"),
-                    s["session"].as_str().unwrap_or("(none: lock the account)"),
-                    s["since"].as_str().unwrap_or("?"),
-                    s["last_seen"].as_str().unwrap_or("?"),
-                    s["requests"],
-                    vendorgate::audit::summary::human_bytes(s["bytes_out"].as_u64().unwrap_or(0)),
-                    s["addresses"]
-                        .as_array()
-                        .map(|a| a.iter().filter_map(|x| x.as_str()).collect::<Vec<_>>().join(", "))
-                        .unwrap_or_default()
-                );
-            }
+            show(api, &v, |v| {
+                rows(v, "sessions", "no live sessions", print_session)
+            });
             Ok(())
         }
         AdminCommand::Revoke { session, message } => {
             let body = json!({"message": message});
             let path = format!("/v1/sessions/{session}/revoke");
             let v = call(api, Method::POST, &path, Some(body))?;
-            if api.json {
-                println!("{v}");
-            } else {
-                print_lock(&v["lock"]);
-                println!("streams cut: {}", v["streams_cut"]);
-            }
+            show(api, &v, print_made);
             Ok(())
         }
         AdminCommand::Usage { vendor, account } => {
             let path = format!("/v1/usage?vendor={vendor}&account={account}");
             let v = call(api, Method::GET, &path, None)?;
-            if api.json {
-                println!("{v}");
-                return Ok(());
-            }
-            for l in v["limits"].as_array().into_iter().flatten() {
-                match l["kind"].as_str() {
-                    Some("rate") => println!(
-                        "rate   {:<20} per {:<8} {} left of {} (whole again in {}s)",
-                        l["id"].as_str().unwrap_or("?"),
-                        l["per"].as_str().unwrap_or("?"),
-                        l["remaining"],
-                        l["burst"],
-                        l["full_in_secs"]
-                    ),
-                    _ => println!(
-                        "{:<6} {:<20} per {:<8} {} used, {} left (resets in {}s)",
-                        l["direction"].as_str().unwrap_or("?"),
-                        l["id"].as_str().unwrap_or("?"),
-                        l["per"].as_str().unwrap_or("?"),
-                        vendorgate::audit::summary::human_bytes(l["used"].as_u64().unwrap_or(0)),
-                        vendorgate::audit::summary::human_bytes(
-                            l["remaining"].as_u64().unwrap_or(0)
-                        ),
-                        l["resets_in_secs"]
-                    ),
-                }
-            }
+            show(api, &v, |v| {
+                rows(v, "limits", "no limits apply", print_limit)
+            });
             Ok(())
         }
         AdminCommand::Reload => {
             let v = call(api, Method::POST, "/v1/reload", None)?;
-            if api.json {
-                println!("{v}");
-            } else {
+            show(api, &v, |v| {
                 println!(
                     "policy {} in force",
                     v["policy_version"].as_str().unwrap_or("?")
@@ -221,18 +156,83 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
                         s.as_str().unwrap_or("?")
                     );
                 }
-            }
+            });
             Ok(())
         }
         AdminCommand::Unlock { id } => {
             let v = call(api, Method::DELETE, &format!("/v1/locks/{id}"), None)?;
-            if api.json {
-                println!("{v}");
-            } else {
-                println!("removed {}", v["lock"]["id"].as_str().unwrap_or(&id));
-            }
+            show(api, &v, |v| {
+                println!("removed {}", v["lock"]["id"].as_str().unwrap_or(&id))
+            });
             Ok(())
         }
+    }
+}
+
+/// The API's answer: as it is with `--json`, else as `human` prints it for people.
+fn show(api: &Api, v: &Value, human: impl FnOnce(&Value)) {
+    if api.json {
+        println!("{v}");
+    } else {
+        human(v);
+    }
+}
+
+/// The items of a list answer, a line each, or `empty` when there are none.
+fn rows(v: &Value, key: &str, empty: &str, row: fn(&Value)) {
+    let items = v[key].as_array().map(Vec::as_slice).unwrap_or_default();
+    if items.is_empty() {
+        println!("{empty}");
+    }
+    items.iter().for_each(row);
+}
+
+/// A lock (or revocation) just made, and the streams it cut.
+fn print_made(v: &Value) {
+    print_lock(&v["lock"]);
+    println!("streams cut: {}", v["streams_cut"]);
+}
+
+fn print_session(s: &Value) {
+    println!(
+        "{:<10} {:<24} session {:<28} since {} last {} requests {:>6} out {:>10} from {}",
+        s["vendor"].as_str().unwrap_or("?"),
+        s["account"].as_str().unwrap_or("?"),
+        s["session"].as_str().unwrap_or("(none: lock the account)"),
+        s["since"].as_str().unwrap_or("?"),
+        s["last_seen"].as_str().unwrap_or("?"),
+        s["requests"],
+        vendorgate::audit::summary::human_bytes(s["bytes_out"].as_u64().unwrap_or(0)),
+        s["addresses"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(|x| x.as_str())
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default()
+    );
+}
+
+fn print_limit(l: &Value) {
+    match l["kind"].as_str() {
+        Some("rate") => println!(
+            "rate   {:<20} per {:<8} {} left of {} (whole again in {}s)",
+            l["id"].as_str().unwrap_or("?"),
+            l["per"].as_str().unwrap_or("?"),
+            l["remaining"],
+            l["burst"],
+            l["full_in_secs"]
+        ),
+        _ => println!(
+            "{:<6} {:<20} per {:<8} {} used, {} left (resets in {}s)",
+            l["direction"].as_str().unwrap_or("?"),
+            l["id"].as_str().unwrap_or("?"),
+            l["per"].as_str().unwrap_or("?"),
+            vendorgate::audit::summary::human_bytes(l["used"].as_u64().unwrap_or(0)),
+            vendorgate::audit::summary::human_bytes(l["remaining"].as_u64().unwrap_or(0)),
+            l["resets_in_secs"]
+        ),
     }
 }
 
@@ -318,18 +318,13 @@ fn call(api: &Api, method: Method, path: &str, body: Option<Value>) -> anyhow::R
 }
 
 fn new_token(name: &str, role: &str) -> anyhow::Result<()> {
-    use ring::rand::SecureRandom;
     if !matches!(role, "viewer" | "operator") {
         bail!("--role is viewer or operator");
     }
-    let mut bytes = [0u8; 32];
-    ring::rand::SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| anyhow::anyhow!("no randomness"))?;
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    let token = format!("vga_{token}");
-    let digest = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
-    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let random =
+        vendorgate::unguessable::hex(32).context("the system's random generator failed")?;
+    let token = format!("vga_{random}");
+    let hash = vendorgate::trail::chain::sha256_hex(token.as_bytes());
     println!("token (shown once; keep it in your secret store): {token}");
     println!("\n[[admin.tokens]]\nname = {name:?}\nrole = {role:?}\nsha256 = {hash:?}");
     Ok(())

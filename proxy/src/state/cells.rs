@@ -30,12 +30,16 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn shard_of(key: &str) -> usize {
-    // FNV-1a: cheap, and good enough to spread keys over a few shards.
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+/// FNV-1a of a state key: cheap, and good enough to spread keys over a few shards (here and in
+/// [`super::sessions`]).
+pub(super) fn key_hash(key: &str) -> usize {
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (h as usize) % SHARDS
+    }) as usize
+}
+
+fn shard_of(key: &str) -> usize {
+    key_hash(key) % SHARDS
 }
 
 /// Where a cached identity keeps a cell once it has been found (empty until the first request that

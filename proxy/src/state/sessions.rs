@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use super::cells::key_hash;
+
 /// At most this many addresses are kept per session (the first ones seen).
 const MAX_ADDRESSES: usize = 8;
 /// Sessions listed at most; past it the oldest one made is forgotten (its identity keeps counting
@@ -95,14 +97,6 @@ pub struct Sessions {
     shards: [Mutex<Shard>; SHARDS],
 }
 
-fn shard_of(key: &str) -> usize {
-    // FNV-1a: cheap, and enough to spread keys.
-    let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-    });
-    (h as usize) % SHARDS
-}
-
 impl Sessions {
     /// The entry of the session under `key` (its state key), made at its first request.
     pub fn entry(
@@ -113,7 +107,7 @@ impl Sessions {
         id: Option<&str>,
         now_ms: u64,
     ) -> Arc<Session> {
-        let mut shard = self.shards[shard_of(key)]
+        let mut shard = self.shards[key_hash(key) % SHARDS]
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         if let Some(s) = shard.by_key.get(key) {

@@ -203,6 +203,33 @@ pub struct Vendor {
     /// Overrides of the global `[sessions]` for this vendor's agents.
     #[serde(default)]
     pub sessions: Option<SessionOverrides>,
+    /// When its agents may work; absent: at any hour.
+    #[serde(default)]
+    pub access: Option<Access>,
+}
+
+/// A vendor's access windows (see `vendorgate_policy::window`): the days and hours in its own time
+/// zone when its agents may work. Outside them a request is refused, 403 `outside_access_window`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Access {
+    /// An IANA zone name (`"Africa/Tunis"`); windows are wall-clock time there, daylight saving
+    /// included.
+    pub time_zone: Spanned<String>,
+    pub windows: Vec<AccessWindow>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessWindow {
+    /// `"mon-sat"`, `"mon,wed,fri"`.
+    pub days: Spanned<String>,
+    /// `"08:00-19:00"`; `"22:00-06:00"` runs overnight into the next day.
+    pub hours: Spanned<String>,
+    /// Only for these classes, replacing the windows that name none (default: every class that no
+    /// window names).
+    #[serde(default)]
+    pub classes: Vec<Spanned<String>>,
 }
 
 /// How long a signed-in session may last.
@@ -1267,6 +1294,56 @@ class = "read"
             "max_header_size = \"1KiB\"\nmax_request_body",
         ));
         assert!(e.message.contains("at least 8KiB"), "{e}");
+    }
+
+    #[test]
+    fn access_window_errors_point_at_the_value() {
+        let with = |access: &str| {
+            GOOD.replace(
+                "classes = [\"read\"]\n",
+                &format!("classes = [\"read\"]\n{access}"),
+            )
+        };
+        // (window config, the value the error must point at, words): the window is line 21.
+        let cases = [
+            (
+                "access = { time_zone = \"Mars/Olympus\", windows = [] }\n",
+                "\"Mars/Olympus\"",
+                "unknown time zone \"Mars/Olympus\"",
+            ),
+            (
+                "access = { time_zone = \"UTC\", windows = [{ days = \"mon-fry\", hours = \"08:00-19:00\" }] }\n",
+                "\"mon-fry\"",
+                "days \"mon-fry\"",
+            ),
+            (
+                "access = { time_zone = \"UTC\", windows = [{ days = \"mon\", hours = \"8-19\" }] }\n",
+                "\"8-19\"",
+                "HH:MM-HH:MM",
+            ),
+            (
+                "access = { time_zone = \"UTC\", windows = [{ days = \"mon\", hours = \"08:00-08:00\" }] }\n",
+                "\"08:00-08:00\"",
+                "00:00-24:00",
+            ),
+            (
+                "access = { time_zone = \"UTC\", windows = [{ days = \"mon\", hours = \"08:00-19:00\", classes = [\"exprt\"] }] }\n",
+                "\"exprt\"",
+                "class \"exprt\"",
+            ),
+        ];
+        for (access, at, words) in cases {
+            let e = error_of(&with(access));
+            let column = access.find(at).unwrap() + 1;
+            assert_eq!((e.line, e.column), (21, column), "{access}: {e}");
+            assert!(e.message.contains(words), "{access}: {e}");
+        }
+        let good = with(
+            "access = { time_zone = \"Africa/Tunis\", windows = [{ days = \"mon-sat\", hours = \"08:00-19:00\" }] }\n",
+        );
+        let c = Config::from_toml(&good, "v.toml").unwrap();
+        let access = c.policy.vendors[0].access.as_ref().unwrap();
+        assert_eq!(access.describe(0), "mon-sat 08:00-19:00 (Africa/Tunis)");
     }
 
     #[test]

@@ -83,6 +83,8 @@ pub enum Check {
     Route,
     /// The route's class is one the vendor may use.
     Class,
+    /// The vendor's access windows (for that class) include this moment.
+    AccessWindow,
     /// The session is younger than `sessions.max_lifetime`.
     SessionLifetime,
 }
@@ -102,6 +104,7 @@ impl Check {
             Check::AuthAge => "auth age",
             Check::Route => "route",
             Check::Class => "class",
+            Check::AccessWindow => "window",
             Check::SessionLifetime => "session",
         }
     }
@@ -214,9 +217,9 @@ impl Policy {
         Ok(Admission { client_ip, path })
     }
 
-    /// The decision for an admitted request: the token, its expiry, vendor, source address, MFA,
-    /// age of the sign-in, route and class, and the session's lifetime, in that order, so the
-    /// reason is the first rule broken. `now` is the request's time (seconds since the epoch).
+    /// The decision for an admitted request: the locks, the token, its expiry, vendor, source
+    /// address, MFA, age of the sign-in, route and class, the access window, and the session's
+    /// lifetime, in that order, so the reason is the first rule broken. `now` is the request's time (seconds since the epoch).
     pub fn decide<T: Trace>(
         &self,
         facts: &Facts,
@@ -328,6 +331,27 @@ impl Policy {
         pass(trace, Check::Class, || {
             format!("vendors[{}].classes has {}", vendor.id, self.classes[class])
         });
+        if let Some(access) = &vendor.access {
+            if let Err(moment) = access.check(class, now) {
+                let denial = Denial::new(
+                    Reason::OutsideAccessWindow,
+                    format!(
+                        "vendors[{}].access: {} is outside {}",
+                        vendor.id,
+                        moment.text,
+                        access.describe(class)
+                    ),
+                );
+                return Err(fail(trace, Check::AccessWindow, denial));
+            }
+            pass(trace, Check::AccessWindow, || {
+                format!(
+                    "{} is inside {}",
+                    access.moment(now).text,
+                    access.describe(class)
+                )
+            });
+        }
         let lifetime = vendor.session_lifetime.as_secs();
         let denial = match token.session_start {
             None => Some("no auth_time or iat to count the session from"),

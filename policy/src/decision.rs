@@ -57,6 +57,8 @@ pub enum Reason {
     Locked,
     /// An operator revoked the session: the agent must sign in again.
     SessionRevoked,
+    /// The vendor's access windows do not include this moment (for this class).
+    OutsideAccessWindow,
 }
 
 /// The `error` parameter of the `WWW-Authenticate: Bearer` challenge for a 401.
@@ -71,7 +73,7 @@ pub enum Challenge {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::PathAmbiguous,
         Reason::ForwardedForInvalid,
         Reason::IpNotAllowed,
@@ -97,6 +99,7 @@ impl Reason {
         Reason::DecisionLogUnavailable,
         Reason::Locked,
         Reason::SessionRevoked,
+        Reason::OutsideAccessWindow,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -126,6 +129,7 @@ impl Reason {
             Reason::DecisionLogUnavailable => "decision_log_unavailable",
             Reason::Locked => "locked",
             Reason::SessionRevoked => "session_revoked",
+            Reason::OutsideAccessWindow => "outside_access_window",
         }
     }
 
@@ -150,7 +154,8 @@ impl Reason {
             | Reason::RouteDenied
             | Reason::RouteUnknown
             | Reason::ClassNotPermitted
-            | Reason::Locked => StatusCode::FORBIDDEN,
+            | Reason::Locked
+            | Reason::OutsideAccessWindow => StatusCode::FORBIDDEN,
             Reason::ExportRateLimited | Reason::EgressCapExceeded | Reason::IngressCapExceeded => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -254,6 +259,7 @@ mod tests {
             (Reason::DecisionLogUnavailable, 503, None),
             (Reason::Locked, 403, None),
             (Reason::SessionRevoked, 401, Some(Challenge::InvalidToken)),
+            (Reason::OutsideAccessWindow, 403, None),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for (r, status, challenge) in table {

@@ -17,6 +17,7 @@ pub mod policy;
 pub mod routes;
 pub mod token;
 pub mod units;
+pub mod window;
 
 pub use config::{Config, ConfigError, ConfigErrors};
 pub use decide::{Arrival, Check, Decision, Facts, Presented, Step, Trace};
@@ -30,6 +31,7 @@ pub use locks::{Lock, LockSet, LockTarget, Subject};
 pub use policy::{Admission, Policy, RouteAction, Standing};
 pub use token::{bearer, JwksError, KeySet, VerifiedToken, VerifyError};
 pub use units::{ByteSize, HumanDuration};
+pub use window::{AccessWindows, Days, Hours, Window, WindowError};
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,7 @@ use crate::ipset::IpSet;
 use crate::limits::{applies, ByteRule, Direction, RateRule};
 use crate::routes::{Methods, RouteTable};
 use crate::token::VerifiedToken;
+use crate::window::{AccessWindows, Days, Hours, Window};
 
 /// What a route does.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +43,8 @@ pub struct VendorRules {
     classes: u128,
     pub session_idle: Duration,
     pub session_lifetime: Duration,
+    /// When its agents may work (`vendors.access`); `None`: at any hour.
+    pub access: Option<AccessWindows>,
 }
 
 impl VendorRules {
@@ -276,6 +279,27 @@ impl Policy {
             ));
         }
 
+        // Class names in vendors' windows, limits and state. One that does not resolve is
+        // reported and left out.
+        let class_mask = |names: &[Spanned<String>],
+                          all_if_empty: bool,
+                          problems: &mut Vec<CompileError>|
+         -> u128 {
+            if names.is_empty() && all_if_empty {
+                return u128::MAX;
+            }
+            let mut mask = 0u128;
+            for n in names {
+                match classes.iter().position(|c| c == n.get_ref()) {
+                    Some(i) => mask |= 1 << i,
+                    None => problems.push((
+                        Some(n.span()),
+                        format!("class {:?} is not used by any route", n.get_ref()),
+                    )),
+                }
+            }
+            mask
+        };
         // Vendors.
         if c.vendors.is_empty() {
             problems.push((None, "at least one [[vendors]] entry is required".into()));
@@ -330,10 +354,34 @@ impl Policy {
             }
             let nets: Vec<_> = v.ip_allow.get_ref().iter().map(|n| *n.get_ref()).collect();
             let o = v.sessions.clone().unwrap_or(SessionOverrides::default());
+            let access = v.access.as_ref().and_then(|a| {
+                let windows = a
+                    .windows
+                    .iter()
+                    .filter_map(|w| {
+                        let days = Days::parse(w.days.get_ref())
+                            .map_err(|e| problems.push((Some(w.days.span()), e.to_string())))
+                            .ok()?;
+                        let hours = Hours::parse(w.hours.get_ref())
+                            .map_err(|e| problems.push((Some(w.hours.span()), e.to_string())))
+                            .ok()?;
+                        let classes = class_mask(&w.classes, false, &mut problems);
+                        Some(Window {
+                            days,
+                            hours,
+                            classes,
+                        })
+                    })
+                    .collect();
+                AccessWindows::new(a.time_zone.get_ref(), windows)
+                    .map_err(|e| problems.push((Some(a.time_zone.span()), e.to_string())))
+                    .ok()
+            });
             vendors.push(VendorRules {
                 id: v.id.get_ref().clone(),
                 ips: IpSet::new(&nets),
                 classes: mask,
+                access,
                 session_idle: o.idle_timeout.unwrap_or(c.sessions.idle_timeout).0,
                 session_lifetime: o.max_lifetime.unwrap_or(c.sessions.max_lifetime).0,
             });
@@ -351,25 +399,6 @@ impl Policy {
         }
 
         // Limits and state. A name that does not resolve is reported and left out.
-        let class_mask = |names: &[Spanned<String>],
-                          all_if_empty: bool,
-                          problems: &mut Vec<CompileError>|
-         -> u128 {
-            if names.is_empty() && all_if_empty {
-                return u128::MAX;
-            }
-            let mut mask = 0u128;
-            for n in names {
-                match classes.iter().position(|c| c == n.get_ref()) {
-                    Some(i) => mask |= 1 << i,
-                    None => problems.push((
-                        Some(n.span()),
-                        format!("class {:?} is not used by any route", n.get_ref()),
-                    )),
-                }
-            }
-            mask
-        };
         let vendor_list = |names: &[Spanned<String>], problems: &mut Vec<CompileError>| {
             let mut out = Vec::new();
             for n in names {

@@ -796,3 +796,80 @@ fn a_lock_refuses_its_target_first_and_nothing_else() {
         Err(Reason::StateUnavailable)
     );
 }
+
+/// An access window is one more rule, after the class (a window can be set per class) and before
+/// the session: refused outside, 403 `outside_access_window`, and `explain`'s trace says where the
+/// vendor's clock stood.
+#[test]
+fn access_windows_refuse_outside_the_vendors_hours() {
+    // NOW is Friday 2027-01-15 08:00 UTC: 09:00 in Paris (CET), 10:00 in Athens (EET).
+    let with_access = |access: &str| {
+        let text = POLICY.replacen(
+            "classes = [\"read\", \"write\"]\n",
+            &format!("classes = [\"read\", \"write\"]\naccess = {access}\n"),
+            1,
+        );
+        let mut f = fixture();
+        f.policy = Config::from_toml(&text, "policy.toml").unwrap().policy;
+        f
+    };
+    let request = |f: &Fixture, method: Method| {
+        let token = f.idp.mint(KeyKind::Es256, &claims(f, "acme"));
+        decide(f, "127.0.0.2", None, method, "/api/v2/tickets/1", &token)
+    };
+    let open = with_access(
+        r#"{ time_zone = "Europe/Paris", windows = [{ days = "mon-fri", hours = "09:00-17:00" }] }"#,
+    );
+    assert_eq!(request(&open, Method::GET), Ok(()));
+    let not_yet = with_access(
+        r#"{ time_zone = "Europe/Paris", windows = [{ days = "mon-fri", hours = "09:01-17:00" }] }"#,
+    );
+    assert_eq!(
+        request(&not_yet, Method::GET),
+        Err(Reason::OutsideAccessWindow)
+    );
+    // The same hours in another zone: 10:00 in Athens is past a 09:00-10:00 window.
+    let athens = with_access(
+        r#"{ time_zone = "Europe/Athens", windows = [{ days = "fri", hours = "09:00-10:00" }] }"#,
+    );
+    assert_eq!(
+        request(&athens, Method::GET),
+        Err(Reason::OutsideAccessWindow)
+    );
+    // Writes only on weekends: reads keep the general window.
+    let split = with_access(
+        r#"{ time_zone = "UTC", windows = [{ days = "mon-sun", hours = "00:00-24:00" }, { days = "sat,sun", hours = "00:00-24:00", classes = ["write"] }] }"#,
+    );
+    assert_eq!(request(&split, Method::GET), Ok(()));
+    assert_eq!(
+        request(&split, Method::PUT),
+        Err(Reason::OutsideAccessWindow)
+    );
+    // The trace names the rule, the vendor's local time and its windows, after the class.
+    let token = not_yet.idp.mint(KeyKind::Es256, &claims(&not_yet, "acme"));
+    let standing_token = not_yet
+        .policy
+        .verify_token(&token, &not_yet.keys, NOW)
+        .unwrap();
+    let standing = not_yet.policy.standing(&standing_token);
+    let decision = not_yet.policy.evaluate(
+        &Arrival {
+            peer: ip("127.0.0.2"),
+            forwarded_for: None,
+            path: "/api/v2/tickets/1",
+        },
+        &Method::GET,
+        Presented::Verified(&standing, &standing_token),
+        &LockSet::default(),
+        NOW,
+    );
+    let checks: Vec<Check> = decision.trace.iter().map(|s| s.check).collect();
+    assert_eq!(
+        &checks[checks.len() - 2..],
+        [Check::Class, Check::AccessWindow]
+    );
+    assert_eq!(
+        decision.outcome.unwrap_err().rule,
+        "vendors[acme].access: fri 09:00 is outside mon-fri 09:01-17:00 (Europe/Paris)"
+    );
+}

@@ -6,6 +6,7 @@ mod support;
 mod cli;
 mod clients;
 mod conformance;
+mod detect;
 mod downloads;
 mod endings;
 mod errors;

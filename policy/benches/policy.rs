@@ -130,7 +130,7 @@ fn evaluation(c: &mut Criterion) {
         let policy = compile(cidrs, routes);
         let token_claims = policy.verify_token(&token, &keys, NOW).unwrap();
         let verified = policy.standing(&token_claims);
-        let locks = vendorgate_policy::LockSet::default();
+        let locks = vendorgate_policy::Controls::default();
         g.bench_function(name, |b| {
             b.iter(|| {
                 let arrival = Arrival {
@@ -143,7 +143,7 @@ fn evaluation(c: &mut Criterion) {
                     method: &Method::GET,
                     admission: &admission,
                     token: Presented::Verified(&verified, &token_claims),
-                    locks: &locks,
+                    controls: &locks,
                 };
                 policy.decide(&facts, NOW, &mut ()).unwrap()
             })

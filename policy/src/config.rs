@@ -112,6 +112,8 @@ pub struct Config {
     #[serde(default)]
     pub locks: LocksConfig,
     #[serde(default)]
+    pub grants: GrantsConfig,
+    #[serde(default)]
     pub trail: Trail,
     /// OpenTelemetry export (OTLP over HTTP); absent: off.
     #[serde(default)]
@@ -481,6 +483,25 @@ pub struct LocksConfig {
     pub on_state_error: OnLockStateError,
 }
 
+/// Just-in-time grants (see `vendorgate_policy::grants`): what may be asked for, and for how long.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantsConfig {
+    /// The longest a grant may last once approved (default `"8h"`, at most `"14d"`).
+    #[serde(default)]
+    pub max_duration: Option<Spanned<HumanDuration>>,
+    /// An unapproved request lapses after this (default `"1h"`).
+    #[serde(default)]
+    pub pending_ttl: Option<Spanned<HumanDuration>>,
+    /// A regular expression the ticket reference must match in full (`"(INC|CHG)-[0-9]+"`); when
+    /// set, a request without a ticket is refused. Absent: the ticket is optional.
+    #[serde(default)]
+    pub ticket_pattern: Option<Spanned<String>>,
+    /// Classes that may be granted (default: every class a route uses).
+    #[serde(default)]
+    pub classes: Vec<Spanned<String>>,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OnLockStateError {
@@ -653,12 +674,15 @@ pub struct AdminToken {
     pub sha256: Spanned<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// Ordered: each role may do what the one before it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AdminRole {
-    /// Reads: locks, sessions, usage.
+    /// Reads: locks, grants, sessions, usage.
     Viewer,
-    /// Reads and acts: lock, unlock, revoke, reload.
+    /// Reads, and asks for just-in-time grants (a vendor's team lead, say): approving is not theirs.
+    Requester,
+    /// Reads and acts: lock, unlock, revoke, reload, and approves, denies and revokes grants.
     Operator,
 }
 
@@ -1344,6 +1368,38 @@ class = "read"
         let c = Config::from_toml(&good, "v.toml").unwrap();
         let access = c.policy.vendors[0].access.as_ref().unwrap();
         assert_eq!(access.describe(0), "mon-sat 08:00-19:00 (Africa/Tunis)");
+    }
+
+    #[test]
+    fn grant_settings_are_checked_where_they_are_written() {
+        let cases = [
+            ("max_duration = \"15d\"", "\"15d\"", "at most 14d"),
+            ("max_duration = \"0s\"", "\"0s\"", "more than 0s"),
+            ("pending_ttl = \"0s\"", "\"0s\"", "more than 0s"),
+            (
+                "ticket_pattern = \"INC-(\"",
+                "\"INC-(\"",
+                "not a regular expression",
+            ),
+            ("classes = [\"exprt\"]", "\"exprt\"", "class \"exprt\""),
+        ];
+        for (line, at, words) in cases {
+            let text = format!("{GOOD}\n[grants]\n{line}\n");
+            let e = error_of(&text);
+            let want_line = text.lines().count();
+            assert_eq!(
+                (e.line, e.column),
+                (want_line, line.find(at).unwrap() + 1),
+                "{line}: {e}"
+            );
+            assert!(e.message.contains(words), "{line}: {e}");
+        }
+        let text =
+            format!("{GOOD}\n[grants]\nmax_duration = \"2h\"\nticket_pattern = \"INC-[0-9]+\"\n");
+        let rules = Config::from_toml(&text, "v.toml").unwrap().policy.grants;
+        assert_eq!(rules.max_duration, std::time::Duration::from_secs(7200));
+        let re = rules.ticket_pattern.unwrap();
+        assert!(re.is_match("INC-12") && !re.is_match("xINC-12") && !re.is_match("INC-12x"));
     }
 
     #[test]

@@ -18,8 +18,9 @@ use std::net::IpAddr;
 
 use http::Method;
 
+use crate::controls::{Controls, Granted};
 use crate::decision::{Allow, Denial, Reason};
-use crate::locks::{LockSet, Subject};
+use crate::locks::Subject;
 use crate::path::normalize;
 use crate::policy::{Admission, Policy, RouteAction, Standing};
 use crate::token::VerifiedToken;
@@ -52,8 +53,8 @@ pub struct Facts<'a> {
     pub method: &'a Method,
     pub admission: &'a Admission,
     pub token: Presented<'a>,
-    /// The locks in force (see [`crate::locks`]).
-    pub locks: &'a LockSet,
+    /// The locks and grants in force (see [`crate::controls`]).
+    pub controls: &'a Controls,
 }
 
 /// A rule the decision consulted.
@@ -81,7 +82,7 @@ pub enum Check {
     AuthAge,
     /// A route matches the method and path, and does not deny it.
     Route,
-    /// The route's class is one the vendor may use.
+    /// The route's class is one the vendor may use, or an active grant opens it to the account.
     Class,
     /// The vendor's access windows (for that class) include this moment.
     AccessWindow,
@@ -226,8 +227,9 @@ impl Policy {
         now: u64,
         trace: &mut T,
     ) -> Result<Allow, Denial> {
-        if !facts.locks.is_empty() {
-            if facts.locks.unknown {
+        let controls = facts.controls;
+        if controls.locks_to_check() {
+            if controls.unknown {
                 let denial = Denial::new(
                     Reason::StateUnavailable,
                     "locks: the lock list cannot be confirmed (locks.on_state_error = \"strict\")",
@@ -235,7 +237,7 @@ impl Policy {
                 return Err(fail(trace, Check::Lock, denial));
             }
             let subject = self.subject(facts);
-            if let Some(lock) = facts.locks.matching(&subject, now) {
+            if let Some(lock) = controls.matching(&subject, now) {
                 let denial = Denial::new(
                     lock.reason(),
                     format!("locks[{}]: {}: {}", lock.id, lock.target, lock.message),
@@ -245,7 +247,7 @@ impl Policy {
             pass(trace, Check::Lock, || {
                 format!(
                     "{} lock(s) in force, none for this request",
-                    facts.locks.locks.len()
+                    controls.locks.len()
                 )
             });
         }
@@ -318,19 +320,45 @@ impl Policy {
         pass(trace, Check::Route, || {
             format!("{} → class {}", rule.id, self.classes[class])
         });
-        if !vendor.permits(class) {
-            let denial = Denial::new(
-                Reason::ClassNotPermitted,
-                format!(
-                    "vendors[{}].classes lacks {}",
-                    vendor.id, self.classes[class]
-                ),
-            );
-            return Err(fail(trace, Check::Class, denial));
+        let class_name = self.classes[class].as_str();
+        let mut grant = None;
+        if vendor.permits(class) {
+            pass(trace, Check::Class, || {
+                format!("vendors[{}].classes has {class_name}", vendor.id)
+            });
+        } else {
+            let account = match facts.token {
+                Presented::Verified(_, t) => t.account.as_str(),
+                _ => "",
+            };
+            match controls.granted(&vendor.id, account, class_name, now) {
+                Granted::By(g) => {
+                    pass(trace, Check::Class, || {
+                        format!(
+                            "vendors[{}].classes lacks {class_name}; grant {} opens it until {}",
+                            vendor.id,
+                            g.id,
+                            g.expires_at.unwrap_or(0)
+                        )
+                    });
+                    grant = Some(g.id.clone());
+                }
+                Granted::Locked(lock) => {
+                    let denial = Denial::new(
+                        lock.reason(),
+                        format!("locks[{}]: {}: {}", lock.id, lock.target, lock.message),
+                    );
+                    return Err(fail(trace, Check::Class, denial));
+                }
+                Granted::No => {
+                    let denial = Denial::new(
+                        Reason::ClassNotPermitted,
+                        format!("vendors[{}].classes lacks {class_name}", vendor.id),
+                    );
+                    return Err(fail(trace, Check::Class, denial));
+                }
+            }
         }
-        pass(trace, Check::Class, || {
-            format!("vendors[{}].classes has {}", vendor.id, self.classes[class])
-        });
         if let Some(access) = &vendor.access {
             if let Err(moment) = access.check(class, now) {
                 let denial = Denial::new(
@@ -368,6 +396,7 @@ impl Policy {
         Ok(Allow {
             vendor: token.vendor,
             route,
+            grant,
         })
     }
 
@@ -381,6 +410,7 @@ impl Policy {
                 account: Some(&token.account),
                 sid: token.sid.as_deref(),
                 jti: token.jti.as_deref(),
+                grant: None,
             },
             _ => Subject {
                 client_ip,
@@ -388,6 +418,7 @@ impl Policy {
                 account: None,
                 sid: None,
                 jti: None,
+                grant: None,
             },
         }
     }
@@ -399,7 +430,7 @@ impl Policy {
         arrival: &Arrival,
         method: &Method,
         token: Presented,
-        locks: &LockSet,
+        controls: &Controls,
         now: u64,
     ) -> Decision {
         let mut trace = Vec::new();
@@ -408,7 +439,7 @@ impl Policy {
                 method,
                 admission: &admission,
                 token,
-                locks,
+                controls,
             };
             self.decide(&facts, now, &mut trace)
         });

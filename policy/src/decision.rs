@@ -200,6 +200,9 @@ pub struct Allow {
     pub vendor: usize,
     /// Index into [`crate::Policy::routes`].
     pub route: usize,
+    /// The just-in-time grant that opened the route's class, when the vendor does not hold it:
+    /// the decision's record names it.
+    pub grant: Option<String>,
 }
 
 #[cfg(test)]

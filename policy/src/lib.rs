@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod controls;
 pub mod decide;
 pub mod decision;
+pub mod grants;
 pub mod ipset;
 pub mod limits;
 pub mod locks;
@@ -20,14 +22,16 @@ pub mod units;
 pub mod window;
 
 pub use config::{Config, ConfigError, ConfigErrors};
+pub use controls::{Controls, Granted};
 pub use decide::{Arrival, Check, Decision, Facts, Presented, Step, Trace};
 pub use decision::{Allow, Challenge, Denial, Reason};
+pub use grants::{ApprovalError, Grant, GrantRequest, GrantRules, GrantState, RequestError};
 pub use ipset::IpSet;
 pub use limits::{
     gcra, gcra_standing, session_step, ByteRule, Direction, GcraOutcome, RateRule, SessionRecord,
     SessionStep,
 };
-pub use locks::{Lock, LockSet, LockTarget, Subject};
+pub use locks::{Lock, LockTarget, Subject};
 pub use policy::{Admission, Policy, RouteAction, Standing};
 pub use token::{bearer, JwksError, KeySet, VerifiedToken, VerifyError};
 pub use units::{ByteSize, HumanDuration};

@@ -1,7 +1,8 @@
 //! Locks: the kill switch. A lock names a target (an account, a vendor, a session, a source
-//! network) and refuses every request of it until it is removed or expires. The set of locks in
-//! force is data, not config: the proxy keeps it (persisted, shared between replicas) and hands it
-//! to [`crate::Policy::decide`] with each request, where it is one rule among the others.
+//! network, a grant) and refuses every request of it until it is removed or expires. Locks in
+//! force are data, not config: the proxy keeps them with the grants ([`crate::Controls`]) and
+//! hands them to [`crate::Policy::decide`] with each request, where they are one rule among the
+//! others.
 //!
 //! Matching is here, pure, so the same function decides a new request and which streams already
 //! in flight must be cut.
@@ -24,6 +25,9 @@ pub enum LockTarget {
     Session(String),
     /// Every request from a source network (the client address the policy uses).
     Network(IpNetwork),
+    /// What a just-in-time grant opens (a grant's revocation): requests it would allow are
+    /// refused and its streams cut; the account keeps what it holds without it.
+    Grant(String),
 }
 
 impl fmt::Display for LockTarget {
@@ -33,6 +37,7 @@ impl fmt::Display for LockTarget {
             LockTarget::Vendor(v) => write!(f, "vendor {v}"),
             LockTarget::Session(s) => write!(f, "session {s}"),
             LockTarget::Network(n) => write!(f, "network {n}"),
+            LockTarget::Grant(g) => write!(f, "grant {g}"),
         }
     }
 }
@@ -80,6 +85,7 @@ impl Lock {
                 who.sid == Some(s.as_str()) || (who.sid.is_none() && who.jti == Some(s.as_str()))
             }
             LockTarget::Network(n) => n.contains(who.client_ip),
+            LockTarget::Grant(g) => who.grant == Some(g.as_str()),
         }
     }
 }
@@ -92,40 +98,14 @@ pub struct Subject<'a> {
     pub account: Option<&'a str>,
     pub sid: Option<&'a str>,
     pub jti: Option<&'a str>,
-}
-
-/// The locks in force, as of some moment. Empty is the common case and costs one check.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LockSet {
-    pub locks: Vec<Lock>,
-    /// The list cannot be confirmed (the shared store is unreachable) and the proxy was told to
-    /// be strict about it: every request is refused.
-    #[serde(skip)]
-    pub unknown: bool,
-}
-
-impl LockSet {
-    /// Nothing to check: no locks, and none unknown.
-    pub fn is_empty(&self) -> bool {
-        self.locks.is_empty() && !self.unknown
-    }
-
-    /// The first lock in force at `now` that matches `who`.
-    pub fn matching(&self, who: &Subject, now: u64) -> Option<&Lock> {
-        self.locks
-            .iter()
-            .find(|l| l.in_force(now) && l.matches(who))
-    }
-
-    /// The locks that have expired by `now`.
-    pub fn expired(&self, now: u64) -> impl Iterator<Item = &Lock> {
-        self.locks.iter().filter(move |l| !l.in_force(now))
-    }
+    /// The grant that allowed it (a stream in flight), if one did.
+    pub grant: Option<&'a str>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Controls;
 
     fn lock(target: LockTarget, expires_at: Option<u64>) -> Lock {
         Lock {
@@ -147,6 +127,7 @@ mod tests {
             account: Some("agent-7"),
             sid: None,
             jti: Some("j-1"),
+            grant: None,
         };
         let hits = [
             LockTarget::Account("agent-7".into()),
@@ -192,10 +173,11 @@ mod tests {
             account: Some("agent-7"),
             sid: None,
             jti: None,
+            grant: None,
         };
-        let set = LockSet {
+        let set = Controls {
             locks: vec![lock(LockTarget::Vendor("acme".into()), Some(200))],
-            unknown: false,
+            ..Controls::default()
         };
         assert!(set.matching(&who, 199).is_some());
         assert!(set.matching(&who, 200).is_none());
@@ -205,6 +187,6 @@ mod tests {
             json.contains(r#""target":{"kind":"vendor","value":"acme"}"#),
             "{json}"
         );
-        assert_eq!(serde_json::from_str::<LockSet>(&json).unwrap(), set);
+        assert_eq!(serde_json::from_str::<Controls>(&json).unwrap(), set);
     }
 }

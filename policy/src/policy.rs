@@ -13,8 +13,9 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-use crate::config::{Backend, ByteCap, Config, SessionOverrides};
+use crate::config::{Backend, ByteCap, Config, GrantsConfig, SessionOverrides};
 use crate::decision::{Denial, Reason};
+use crate::grants::{GrantRules, MAX_DURATION_CEILING};
 use crate::ipset::IpSet;
 use crate::limits::{applies, ByteRule, Direction, RateRule};
 use crate::routes::{Methods, RouteTable};
@@ -84,6 +85,8 @@ pub struct Policy {
     pub rate_rules: Vec<RateRule>,
     pub egress_rules: Vec<ByteRule>,
     pub ingress_rules: Vec<ByteRule>,
+    /// What just-in-time grants may open, and for how long (`[grants]`).
+    pub grants: GrantRules,
 }
 
 /// What the identity-free checks established about a request.
@@ -108,6 +111,48 @@ pub struct Standing {
 }
 
 type CompileError = (Option<Range<usize>>, String);
+
+/// Class names → a mask of their indices (`all_if_empty`: none named means every class),
+/// reporting the names that no route uses.
+type ClassMask<'a> = dyn Fn(&[Spanned<String>], bool, &mut Vec<CompileError>) -> u128 + 'a;
+
+/// `[grants]`: durations within bounds, the ticket pattern compiled (anchored), classes resolved.
+fn compile_grants(
+    g: &GrantsConfig,
+    class_mask: &ClassMask,
+    problems: &mut Vec<CompileError>,
+) -> GrantRules {
+    let mut rules = GrantRules::default();
+    if let Some(d) = &g.max_duration {
+        if d.get_ref().0.is_zero() || d.get_ref().0 > MAX_DURATION_CEILING {
+            problems.push((
+                Some(d.span()),
+                "grants.max_duration must be more than 0s and at most 14d".into(),
+            ));
+        }
+        rules.max_duration = d.get_ref().0;
+    }
+    if let Some(d) = &g.pending_ttl {
+        if d.get_ref().0.is_zero() {
+            problems.push((
+                Some(d.span()),
+                "grants.pending_ttl must be more than 0s".into(),
+            ));
+        }
+        rules.pending_ttl = d.get_ref().0;
+    }
+    if let Some(p) = &g.ticket_pattern {
+        match regex_lite::Regex::new(&format!("^(?:{})$", p.get_ref())) {
+            Ok(re) => rules.ticket_pattern = Some(re),
+            Err(e) => problems.push((
+                Some(p.span()),
+                format!("grants.ticket_pattern is not a regular expression: {e}"),
+            )),
+        }
+    }
+    rules.classes = class_mask(&g.classes, true, problems);
+    rules
+}
 
 fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     let alg = match name {
@@ -484,6 +529,7 @@ impl Policy {
             }
             _ => {}
         }
+        let grants = compile_grants(&c.grants, &class_mask, &mut problems);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -518,6 +564,7 @@ impl Policy {
             rate_rules,
             egress_rules,
             ingress_rules,
+            grants,
         })
     }
 

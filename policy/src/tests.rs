@@ -8,8 +8,8 @@ use serde_json::{json, Value};
 use vendorgate_mock::idp::{DevIdp, KeyKind};
 
 use crate::{
-    Arrival, Check, Config, KeySet, Lock, LockSet, LockTarget, Policy, Presented, Reason,
-    VerifyError,
+    Arrival, Check, Config, Controls, Grant, GrantRequest, KeySet, Lock, LockTarget, Policy,
+    Presented, Reason, VerifyError,
 };
 
 pub(crate) const POLICY: &str = r#"
@@ -108,7 +108,7 @@ fn decide(
     path: &str,
     token: &str,
 ) -> Result<(), Reason> {
-    decide_with(f, peer, xff, method, path, token, &LockSet::default())
+    decide_with(f, peer, xff, method, path, token, &Controls::default())
 }
 
 fn decide_with(
@@ -118,7 +118,7 @@ fn decide_with(
     method: Method,
     path: &str,
     token: &str,
-    locks: &LockSet,
+    locks: &Controls,
 ) -> Result<(), Reason> {
     let verified = (!token.is_empty()).then(|| {
         f.policy
@@ -679,7 +679,7 @@ fn the_trace_lists_each_rule_in_order() {
         &arrival,
         &Method::GET,
         Presented::Verified(&standing, &verified),
-        &LockSet::default(),
+        &Controls::default(),
         NOW,
     );
     assert!(decision.outcome.is_ok());
@@ -717,7 +717,7 @@ fn the_trace_lists_each_rule_in_order() {
         &arrival,
         &Method::GET,
         Presented::Verified(&old, &verified),
-        &LockSet::default(),
+        &Controls::default(),
         NOW,
     );
     assert_eq!(
@@ -733,7 +733,7 @@ fn the_trace_lists_each_rule_in_order() {
 fn a_lock_refuses_its_target_first_and_nothing_else() {
     let f = fixture();
     let token = f.idp.mint(KeyKind::Es256, &claims(&f, "acme"));
-    let lock = |target: LockTarget, expires_at| LockSet {
+    let lock = |target: LockTarget, expires_at| Controls {
         locks: vec![Lock {
             id: "lk_0123456789abcdef".into(),
             target,
@@ -743,9 +743,9 @@ fn a_lock_refuses_its_target_first_and_nothing_else() {
             expires_at,
             revocation: false,
         }],
-        unknown: false,
+        ..Controls::default()
     };
-    let get = |locks: &LockSet, peer: &str, token: &str| {
+    let get = |locks: &Controls, peer: &str, token: &str| {
         decide_with(
             &f,
             peer,
@@ -787,9 +787,9 @@ fn a_lock_refuses_its_target_first_and_nothing_else() {
         Err(Reason::SessionRevoked)
     );
     // A list that cannot be confirmed (strict): nobody passes.
-    let unknown = LockSet {
-        locks: vec![],
+    let unknown = Controls {
         unknown: true,
+        ..Controls::default()
     };
     assert_eq!(
         get(&unknown, "127.0.0.2", &token),
@@ -860,7 +860,7 @@ fn access_windows_refuse_outside_the_vendors_hours() {
         },
         &Method::GET,
         Presented::Verified(&standing, &standing_token),
-        &LockSet::default(),
+        &Controls::default(),
         NOW,
     );
     let checks: Vec<Check> = decision.trace.iter().map(|s| s.check).collect();
@@ -871,5 +871,207 @@ fn access_windows_refuse_outside_the_vendors_hours() {
     assert_eq!(
         decision.outcome.unwrap_err().rule,
         "vendors[acme].access: fri 09:00 is outside mon-fri 09:01-17:00 (Europe/Paris)"
+    );
+}
+
+/// A just-in-time grant opens a class the vendor does not hold, to its one account, while active
+/// and unlocked; the decision names it. Requests are checked against `[grants]`.
+#[test]
+fn a_grant_opens_a_class_for_its_account_while_active_and_unlocked() {
+    let text = format!(
+        "{POLICY}\n[grants]\nmax_duration = \"4h\"\nticket_pattern = \"INC-[0-9]+\"\nclasses = [\"export\", \"admin\"]\n"
+    );
+    let mut f = fixture();
+    f.policy = Config::from_toml(&text, "policy.toml").unwrap().policy;
+    let export = |controls: &Controls, account: &str| {
+        let claims = f
+            .idp
+            .agent_claims("vendorgate", account, "acme", NOW - 60, 3600);
+        let token = f
+            .policy
+            .verify_token(&f.idp.mint(KeyKind::Es256, &claims), &f.keys, NOW);
+        let token = token.unwrap();
+        let standing = f.policy.standing(&token);
+        let arrival = Arrival {
+            peer: ip("127.0.0.2"),
+            forwarded_for: None,
+            path: "/api/v2/incremental/tickets.json",
+        };
+        let d = f.policy.evaluate(
+            &arrival,
+            &Method::GET,
+            Presented::Verified(&standing, &token),
+            controls,
+            NOW,
+        );
+        d.outcome.map(|allow| allow.grant).map_err(|d| d.reason)
+    };
+    assert_eq!(
+        export(&Controls::default(), "agent-7"),
+        Err(Reason::ClassNotPermitted)
+    );
+
+    let classes = ["export".to_string()];
+    let ask = GrantRequest {
+        vendor: "acme",
+        account: "agent-7",
+        classes: &classes,
+        duration: std::time::Duration::from_secs(3600),
+        reason: "quarterly churn report",
+        ticket: Some("INC-4711"),
+    };
+    let pending = f
+        .policy
+        .request_grant(&ask, "gr_1".into(), "lead", NOW - 100)
+        .unwrap();
+    assert_eq!(pending.pending_until, NOW - 100 + 3600);
+    let with = |grant: &Grant| Controls {
+        grants: vec![grant.clone()],
+        ..Controls::default()
+    };
+    // Pending opens nothing.
+    assert_eq!(
+        export(&with(&pending), "agent-7"),
+        Err(Reason::ClassNotPermitted)
+    );
+    let active = pending.approved("soc", NOW - 10).unwrap();
+    assert_eq!(export(&with(&active), "agent-7"), Ok(Some("gr_1".into())));
+    // Only for its account.
+    assert_eq!(
+        export(&with(&active), "agent-8"),
+        Err(Reason::ClassNotPermitted)
+    );
+    // Expired: closed again.
+    let expired = pending.approved("soc", NOW - 3600).unwrap();
+    assert_eq!(
+        export(&with(&expired), "agent-7"),
+        Err(Reason::ClassNotPermitted)
+    );
+    // A lock on the grant closes it, naming the lock.
+    let mut locked = with(&active);
+    locked.locks.push(Lock {
+        id: "lk_1".into(),
+        target: LockTarget::Grant("gr_1".into()),
+        message: "revoked".into(),
+        created_by: "soc".into(),
+        created_at: NOW - 5,
+        expires_at: active.expires_at,
+        revocation: false,
+    });
+    assert_eq!(export(&locked, "agent-7"), Err(Reason::Locked));
+    // A held class reads as before, grant or not.
+    assert_eq!(
+        decide(
+            &f,
+            "127.0.0.2",
+            None,
+            Method::GET,
+            "/api/v2/tickets/1",
+            &f.idp.mint(KeyKind::Es256, &claims(&f, "acme"))
+        ),
+        Ok(())
+    );
+
+    // What [grants] refuses, with its code.
+    let refused = |ask: GrantRequest| {
+        f.policy
+            .request_grant(&ask, "gr_2".into(), "lead", NOW)
+            .unwrap_err()
+            .code()
+    };
+    let read = ["read".to_string()];
+    let write = ["write".to_string()];
+    let nothing: [String; 0] = [];
+    let cases = [
+        (
+            GrantRequest {
+                ticket: None,
+                ..ask.clone()
+            },
+            "ticket_required",
+        ),
+        (
+            GrantRequest {
+                ticket: Some("JIRA-1"),
+                ..ask.clone()
+            },
+            "ticket_invalid",
+        ),
+        // The pattern is anchored: a matching prefix is not enough.
+        (
+            GrantRequest {
+                ticket: Some("INC-1 or anything"),
+                ..ask.clone()
+            },
+            "ticket_invalid",
+        ),
+        (
+            GrantRequest {
+                duration: std::time::Duration::from_secs(5 * 3600),
+                ..ask.clone()
+            },
+            "duration_too_long",
+        ),
+        (
+            GrantRequest {
+                classes: &read,
+                ..ask.clone()
+            },
+            "class_already_held",
+        ),
+        (
+            GrantRequest {
+                classes: &write,
+                ..ask.clone()
+            },
+            "class_already_held",
+        ),
+        (
+            GrantRequest {
+                vendor: "initech",
+                ..ask.clone()
+            },
+            "vendor_unknown",
+        ),
+        (
+            GrantRequest {
+                reason: " ",
+                ..ask.clone()
+            },
+            "invalid_request",
+        ),
+        (
+            GrantRequest {
+                classes: &nothing,
+                ..ask.clone()
+            },
+            "invalid_request",
+        ),
+    ];
+    for (ask, code) in cases {
+        assert_eq!(refused(ask.clone()), code, "{ask:?}");
+    }
+    // Globex holds export; admin is grantable, write is not.
+    let admin = ["admin".to_string()];
+    let ok = GrantRequest {
+        vendor: "globex",
+        classes: &admin,
+        ..ask.clone()
+    };
+    assert!(f
+        .policy
+        .request_grant(&ok, "gr_3".into(), "lead", NOW)
+        .is_ok());
+    let text = text.replace(
+        "classes = [\"export\", \"admin\"]",
+        "classes = [\"export\"]",
+    );
+    let strict = Config::from_toml(&text, "policy.toml").unwrap().policy;
+    assert_eq!(
+        strict
+            .request_grant(&ok, "gr_4".into(), "lead", NOW)
+            .unwrap_err()
+            .code(),
+        "class_not_grantable"
     );
 }

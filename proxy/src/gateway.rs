@@ -14,7 +14,7 @@ use vendorgate_policy::Config;
 use crate::active::{Active, ActiveError};
 use crate::downloads::Downloads;
 use crate::identity::TokenCache;
-use crate::state::locks::Locks;
+use crate::state::controls::ControlStore;
 use crate::state::StateStore;
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otel::Otel;
@@ -33,7 +33,7 @@ pub enum BuildError {
     #[error(transparent)]
     Upstream(#[from] crate::upstream::SetupError),
     #[error(transparent)]
-    Locks(#[from] crate::state::locks::LocksError),
+    Controls(#[from] crate::state::controls::ControlsError),
 }
 
 pub struct Gateway {
@@ -52,8 +52,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Redirects to other hosts the proxy follows itself (startup config).
     pub downloads: Downloads,
-    /// The locks in force, and the streams they may cut.
-    pub locks: Locks,
+    /// The locks and grants in force, and the streams they may cut.
+    pub controls: ControlStore,
     /// The live sessions this replica serves.
     pub sessions: crate::state::sessions::Sessions,
     /// The file the config was read from, for reloads (set by `vendorgate run`).
@@ -94,15 +94,15 @@ impl Gateway {
             .keep_alive_timeout(std::time::Duration::from_secs(20));
 
         let upstream = Upstream::new(&config.upstream)?;
-        let locks = match (&config.state.backend, &config.state.redis_url) {
-            (vendorgate_policy::config::Backend::Redis, Some(url)) => Locks::shared(
-                locks_file(&config),
+        let controls = match (&config.state.backend, &config.state.redis_url) {
+            (vendorgate_policy::config::Backend::Redis, Some(url)) => ControlStore::shared(
+                controls_file(&config),
                 url.get_ref(),
                 &config.state.key_prefix,
                 config.state.timeout.0,
                 config.locks.on_state_error,
             )?,
-            _ => Locks::load(Some(locks_file(&config)))?,
+            _ => ControlStore::load(Some(controls_file(&config)))?,
         };
         let downloads = Downloads::new(
             &config.upstream.redirect_hosts,
@@ -130,7 +130,7 @@ impl Gateway {
             otel,
             upstream,
             downloads,
-            locks,
+            controls,
             sessions: Default::default(),
             config_path: std::sync::OnceLock::new(),
             request_ids: RequestIds::new(),
@@ -213,7 +213,7 @@ impl Observers for Gateway {
     }
 }
 
-/// Where the locks are kept: `locks.json` beside the decision trail.
-pub fn locks_file(config: &Config) -> std::path::PathBuf {
-    config.trail.path.with_file_name("locks.json")
+/// Where the locks and grants are kept: `controls.json` beside the decision trail.
+pub fn controls_file(config: &Config) -> std::path::PathBuf {
+    config.trail.path.with_file_name("controls.json")
 }

@@ -31,7 +31,7 @@ fn stdout(out: &std::process::Output) -> String {
 }
 
 fn lock_file(dir: &Path) -> PathBuf {
-    dir.join("locks.json")
+    dir.join("controls.json")
 }
 
 #[tokio::test]

@@ -11,6 +11,7 @@ mod downloads;
 mod endings;
 mod errors;
 mod forwarding;
+mod grants;
 mod hygiene;
 mod lifecycle;
 mod limits;

@@ -13,7 +13,7 @@ use crate::conn::InFlight;
 use crate::links::Rewriter;
 use crate::metering::{CapReached, Meter};
 use crate::outcome::Outcome;
-use crate::state::locks::Watched;
+use crate::state::controls::Watched;
 use crate::trail::record::Draft;
 use crate::trail::schema::Ending;
 use crate::upstream::Lease;
@@ -36,7 +36,7 @@ pub struct ProxyBody {
     watched: Option<Watched>,
 }
 
-/// The stream was cut by a lock (see [`crate::state::locks`]).
+/// The stream was cut by a lock (see [`crate::state::controls`]).
 #[derive(Debug, thiserror::Error)]
 #[error("cut by lock {0}")]
 pub struct LockCut(pub String);

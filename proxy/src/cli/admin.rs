@@ -37,6 +37,9 @@ pub enum AdminCommand {
         /// A source network (CIDR), e.g. 203.0.113.0/24.
         #[arg(long, group = "target")]
         network: Option<String>,
+        /// A just-in-time grant (suspends it: unlock gives it back; `revoke-grant` ends it).
+        #[arg(long, group = "target")]
+        grant: Option<String>,
         /// Why (recorded in the trail; never shown to the agent).
         #[arg(long)]
         message: String,
@@ -69,6 +72,47 @@ pub enum AdminCommand {
         #[arg(long)]
         account: String,
     },
+    /// Ask for a just-in-time grant: the account may use the classes for the duration, once
+    /// someone else approves (`approve`).
+    Grant {
+        #[arg(long)]
+        vendor: String,
+        #[arg(long)]
+        account: String,
+        /// A class to open (repeat for more), e.g. export.
+        #[arg(long = "class", required = true)]
+        classes: Vec<String>,
+        /// How long it lasts once approved (30m, 2h), at most `grants.max_duration`.
+        #[arg(long)]
+        duration: String,
+        /// Why (the approver and the trail read it).
+        #[arg(long)]
+        reason: String,
+        /// The ticket it serves (required when `grants.ticket_pattern` is set).
+        #[arg(long)]
+        ticket: Option<String>,
+    },
+    /// The just-in-time grants, pending and active.
+    Grants {
+        #[arg(long)]
+        vendor: Option<String>,
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Approve a pending grant (not your own): active for its duration from now.
+    Approve { id: String },
+    /// Refuse a pending grant.
+    Deny {
+        id: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// End an active grant now: what it allows is refused and its streams in flight are cut.
+    RevokeGrant {
+        id: String,
+        #[arg(long)]
+        message: Option<String>,
+    },
     /// Read the config file again; a broken file is refused (file:line:column) and the old policy
     /// keeps serving.
     Reload,
@@ -77,7 +121,7 @@ pub enum AdminCommand {
     NewToken {
         #[arg(long)]
         name: String,
-        /// viewer or operator
+        /// viewer, requester (may also ask for grants) or operator
         #[arg(long, default_value = "viewer")]
         role: String,
     },
@@ -98,15 +142,17 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             vendor,
             session,
             network,
+            grant,
             message,
             ttl,
         } => {
-            let target = match (account, vendor, session, network) {
+            let target = match (account, vendor, session, network, grant) {
                 (Some(a), ..) => json!({"kind": "account", "value": a}),
                 (_, Some(v), ..) => json!({"kind": "vendor", "value": v}),
-                (_, _, Some(s), _) => json!({"kind": "session", "value": s}),
-                (.., Some(n)) => json!({"kind": "network", "value": n}),
-                _ => bail!("name a target: --account, --vendor, --session or --network"),
+                (_, _, Some(s), ..) => json!({"kind": "session", "value": s}),
+                (_, _, _, Some(n), _) => json!({"kind": "network", "value": n}),
+                (.., Some(g)) => json!({"kind": "grant", "value": g}),
+                _ => bail!("name a target: --account, --vendor, --session, --network or --grant"),
             };
             let body = json!({"target": target, "message": message, "ttl": ttl});
             let v = call(api, Method::POST, "/v1/locks", Some(body))?;
@@ -143,6 +189,36 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             });
             Ok(())
         }
+        AdminCommand::Grant {
+            vendor,
+            account,
+            classes,
+            duration,
+            reason,
+            ticket,
+        } => {
+            let body = json!({"vendor": vendor, "account": account, "classes": classes,
+                              "duration": duration, "reason": reason, "ticket": ticket});
+            let v = call(api, Method::POST, "/v1/grants", Some(body))?;
+            show(api, &v, |v| print_grant(&v["grant"]));
+            Ok(())
+        }
+        AdminCommand::Grants { vendor, account } => {
+            let mut query = Vec::new();
+            if let Some(v) = vendor {
+                query.push(format!("vendor={v}"));
+            }
+            if let Some(a) = account {
+                query.push(format!("account={a}"));
+            }
+            let path = format!("/v1/grants?{}", query.join("&"));
+            let v = call(api, Method::GET, &path, None)?;
+            show(api, &v, |v| rows(v, "grants", "no grants", print_grant));
+            Ok(())
+        }
+        AdminCommand::Approve { id } => grant_act(api, &id, "approve", None),
+        AdminCommand::Deny { id, message } => grant_act(api, &id, "deny", message),
+        AdminCommand::RevokeGrant { id, message } => grant_act(api, &id, "revoke", message),
         AdminCommand::Reload => {
             let v = call(api, Method::POST, "/v1/reload", None)?;
             show(api, &v, |v| {
@@ -167,6 +243,14 @@ pub fn run(api: &Api, command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `approve`, `deny`, `revoke` on a grant.
+fn grant_act(api: &Api, id: &str, verb: &str, message: Option<String>) -> anyhow::Result<()> {
+    let path = format!("/v1/grants/{id}/{verb}");
+    let v = call(api, Method::POST, &path, Some(json!({"message": message})))?;
+    show(api, &v, |v| print_grant(&v["grant"]));
+    Ok(())
 }
 
 /// The API's answer: as it is with `--json`, else as `human` prints it for people.
@@ -236,19 +320,53 @@ fn print_limit(l: &Value) {
     }
 }
 
+/// Seconds since the epoch as RFC 3339, or `none`.
+fn when(v: &Value, none: &str) -> String {
+    match v.as_u64() {
+        Some(t) => {
+            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
+            vendorgate::trail::time::rfc3339(at)
+        }
+        None => none.into(),
+    }
+}
+
+fn print_grant(g: &Value) {
+    let state = g["state"].as_str().unwrap_or("?");
+    let until = match state {
+        "pending" => format!("pending until {}", when(&g["pending_until"], "?")),
+        _ => format!("{state} until {}", when(&g["expires_at"], "?")),
+    };
+    let classes: Vec<&str> = g["classes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    println!(
+        "{:<20} {:<10} {:<20} {:<12} {:<44} asked by {:<12} {}{} [{}]",
+        g["id"].as_str().unwrap_or("?"),
+        g["vendor"].as_str().unwrap_or("?"),
+        g["account"].as_str().unwrap_or("?"),
+        classes.join(","),
+        until,
+        g["requested_by"].as_str().unwrap_or("?"),
+        g["approved_by"]
+            .as_str()
+            .map(|a| format!("approved by {a} "))
+            .unwrap_or_default(),
+        g["ticket"].as_str().unwrap_or("no ticket"),
+        g["reason"].as_str().unwrap_or("")
+    );
+}
+
 fn print_lock(l: &Value) {
     let target = format!(
         "{} {}",
         l["target"]["kind"].as_str().unwrap_or("?"),
         l["target"]["value"].as_str().unwrap_or("?")
     );
-    let expires = match l["expires_at"].as_u64() {
-        Some(t) => {
-            let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(t);
-            vendorgate::trail::time::rfc3339(at)
-        }
-        None => "until removed".into(),
-    };
+    let expires = when(&l["expires_at"], "until removed");
     println!(
         "{:<22} {:<32} by {:<12} expires {:<24} {}",
         l["id"].as_str().unwrap_or("?"),
@@ -318,8 +436,8 @@ fn call(api: &Api, method: Method, path: &str, body: Option<Value>) -> anyhow::R
 }
 
 fn new_token(name: &str, role: &str) -> anyhow::Result<()> {
-    if !matches!(role, "viewer" | "operator") {
-        bail!("--role is viewer or operator");
+    if !matches!(role, "viewer" | "requester" | "operator") {
+        bail!("--role is viewer, requester or operator");
     }
     let random =
         vendorgate::unguessable::hex(32).context("the system's random generator failed")?;

@@ -4,10 +4,10 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use anyhow::{bail, Context};
-use vendorgate::gateway::locks_file;
+use vendorgate::gateway::controls_file;
 use vendorgate::identity::{KeySource, KeyStore};
 use vendorgate::settings::load_config;
-use vendorgate::state::locks::Locks;
+use vendorgate::state::controls::ControlStore;
 use vendorgate_policy::{
     bearer, Arrival, Config, Denial, Direction, Facts, Policy, Presented, Step, VerifiedToken,
     VerifyError,
@@ -142,13 +142,13 @@ pub fn run(
             "ok",
         );
     }
-    // The locks this proxy keeps (beside its trail), as the proxy would read them.
-    let locks = Locks::load(Some(locks_file(&config)))?;
+    // The locks and grants this proxy keeps (beside its trail), as the proxy would read them.
+    let controls = ControlStore::load(Some(controls_file(&config)))?;
     let facts = Facts {
         method: &method,
         admission: &admission,
         token,
-        locks: &locks.current(),
+        controls: &controls.current(),
     };
     let mut trace = Vec::new();
     let allow = policy.decide(&facts, now, &mut trace);
@@ -183,6 +183,9 @@ pub fn run(
             "applies",
         );
     }
-    println!("\ndecision   ALLOW via {}", route.id);
+    match &allow.grant {
+        Some(grant) => println!("\ndecision   ALLOW via {} (grant {grant})", route.id),
+        None => println!("\ndecision   ALLOW via {}", route.id),
+    }
     Ok(())
 }

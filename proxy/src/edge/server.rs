@@ -136,8 +136,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let admin_task = tokio::spawn(admin::serve(admin_listener, gateway));
     let locks_task = tokio::spawn(async move {
         tokio::join!(
-            admin::expire_locks(gateway),
-            gateway.locks.follow(),
+            admin::expire(gateway),
+            gateway.controls.follow(),
             admin::watch_certificate(gateway)
         );
     });

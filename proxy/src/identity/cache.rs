@@ -16,7 +16,7 @@ use vendorgate_policy::{Policy, Standing, VerifiedToken};
 
 use crate::headers::encoded_value;
 use crate::state::account::AccountState;
-use crate::state::locks::Who;
+use crate::state::controls::Who;
 use crate::telemetry::metrics::AccountSeries;
 use crate::trail::schema::TokenFragments;
 

@@ -4,7 +4,7 @@
 
 use http::{Method, Request};
 use hyper::body::Incoming;
-use vendorgate_policy::{Admission, Allow, Denial, Facts, LockSet, Policy, Presented};
+use vendorgate_policy::{Admission, Allow, Controls, Denial, Facts, Policy, Presented};
 
 use crate::downloads::Grant;
 use crate::identity::cache::Identity;
@@ -15,7 +15,7 @@ pub fn authorize(
     admission: &Admission,
     identity: &Identity,
     download: Option<&Grant>,
-    locks: &LockSet,
+    controls: &Controls,
     now: u64,
 ) -> Result<Allow, Denial> {
     let token = Presented::Verified(&identity.standing, &identity.token);
@@ -29,7 +29,7 @@ pub fn authorize(
                 method: &Method::GET,
                 admission: &redirected,
                 token,
-                locks,
+                controls,
             };
             policy.decide(&facts, now, &mut ())
         }
@@ -38,7 +38,7 @@ pub fn authorize(
                 method: req.method(),
                 admission,
                 token,
-                locks,
+                controls,
             };
             policy.decide(&facts, now, &mut ())
         }

@@ -39,7 +39,7 @@ pub async fn identify(
             token: refused
                 .as_ref()
                 .map_or(Presented::Missing, Presented::Unverified),
-            locks: &gw.locks.current(),
+            controls: &gw.controls.current(),
         };
         // `decide` refuses it at its token step; should that ever change, it stays refused.
         let refusal = active.config.policy.decide(&facts, now, &mut ()).err();

@@ -167,11 +167,12 @@ fn forward<'a>(
             &admission,
             &identity,
             download.as_ref(),
-            &gw.locks.current(),
+            &gw.controls.current(),
             now,
         )?;
         draft.allowed = true;
         draft.route = Some(allow.route);
+        draft.grant = allow.grant.clone();
 
         let mut limits =
             limit::limit(&gw.state, policy, &allow, &identity, declared, now_us).await?;
@@ -223,7 +224,11 @@ fn forward<'a>(
             from_download: download.is_some(),
             now_ms,
         };
-        let watched = gw.locks.watch(admission.client_ip, identity.clone());
+        let watched = gw.controls.watch(
+            admission.client_ip,
+            identity.clone(),
+            allow.grant.as_deref(),
+        );
         let resp = response_filter::filter(gw, ctx.active, answer, lease, limits, answering, draft)
             .await?;
         Ok(resp.map(|body| body.watched(watched)))

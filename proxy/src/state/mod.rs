@@ -9,8 +9,8 @@
 
 pub mod account;
 pub mod cells;
+pub mod controls;
 pub mod keys;
-pub mod locks;
 mod memory;
 mod redis;
 pub mod sessions;

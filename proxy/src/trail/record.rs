@@ -58,6 +58,8 @@ pub struct Draft {
     pub active: Arc<Active>,
     pub vendor: Option<usize>,
     pub route: Option<usize>,
+    /// The just-in-time grant that opened the route's class, if one did.
+    pub grant: Option<String>,
     pub identity: Option<Arc<Identity>>,
     pub allowed: bool,
     /// How it ended so far: what the record's `event.reason` says.
@@ -123,6 +125,7 @@ impl Draft {
             active,
             vendor: None,
             route: None,
+            grant: None,
             identity: None,
             allowed: false,
             outcome: Outcome::Allowed,
@@ -219,6 +222,7 @@ impl Draft {
             rule: &self.rule,
             route: self.route_id(),
             class: self.class(),
+            grant: self.grant.as_deref(),
             policy_version: &self.active.version,
             upstream_status: self.upstream_status,
             completed,
@@ -275,6 +279,7 @@ impl Draft {
             ),
             (Field::Route.otel(), self.route_id()),
             (Field::Class.otel(), self.class()),
+            (Field::Grant.otel(), self.grant.as_deref()),
         ] {
             if let Some(v) = v {
                 attributes.push((k, json!(v)));

@@ -51,6 +51,8 @@ pub enum Field {
     Route,
     /// The route's class.
     Class,
+    /// The just-in-time grant that opened the class, when the vendor does not hold it.
+    Grant,
     /// The policy that decided.
     PolicyVersion,
     /// An egress cap stopped the response.
@@ -64,7 +66,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 23] = [
+    pub const ALL: [Field; 24] = [
         Field::Timestamp,
         Field::Action,
         Field::Decision,
@@ -83,6 +85,7 @@ impl Field {
         Field::Original,
         Field::Route,
         Field::Class,
+        Field::Grant,
         Field::PolicyVersion,
         Field::CutOff,
         Field::Forwarded,
@@ -111,6 +114,7 @@ impl Field {
             Field::Original => "url.original",
             Field::Route => "vendorgate.route",
             Field::Class => "vendorgate.class",
+            Field::Grant => "vendorgate.grant",
             Field::PolicyVersion => "vendorgate.policy_version",
             Field::CutOff => "vendorgate.cut_off",
             Field::Forwarded => "vendorgate.forwarded",
@@ -243,6 +247,7 @@ pub struct Record<'a> {
     pub rule: &'a str,
     pub route: Option<&'a str>,
     pub class: Option<&'a str>,
+    pub grant: Option<&'a str>,
     pub policy_version: &'a str,
     pub upstream_status: Option<u16>,
     pub completed: bool,
@@ -385,6 +390,9 @@ impl Record<'_> {
         if let Some(class) = self.class {
             j.raw(",\"class\":").str(class);
         }
+        if let Some(grant) = self.grant {
+            j.raw(",\"grant\":").str(grant);
+        }
         j.raw(",\"policy_version\":").str(self.policy_version);
         if let Some(status) = self.upstream_status {
             j.raw(",\"upstream_status\":").u64(status.into());
@@ -437,6 +445,7 @@ mod tests {
             rule: "",
             route: Some("tickets"),
             class: Some("read"),
+            grant: None,
             policy_version: "sha256:672693e5c6757050",
             upstream_status: Some(200),
             completed: true,
@@ -490,6 +499,7 @@ mod tests {
         record.abandoned = Some("client");
         record.cut_off = true;
         record.rule = "limits.egress";
+        record.grant = Some("gr_0123456789abcdef");
         let v: Value = serde_json::from_str(&record.to_json()).unwrap();
         let want = |f: Field| -> Value {
             match f {
@@ -511,6 +521,7 @@ mod tests {
                 Field::Original => json!(record.original),
                 Field::Route => json!(record.route),
                 Field::Class => json!(record.class),
+                Field::Grant => json!(record.grant),
                 Field::PolicyVersion => json!(record.policy_version),
                 Field::CutOff => json!(record.cut_off),
                 Field::Forwarded => json!(record.forwarded),
@@ -543,6 +554,7 @@ mod tests {
             vendor: None,
             route: None,
             class: None,
+            grant: None,
             upstream_status: None,
             token: None,
             rule: "vendors[*].ip_allow",

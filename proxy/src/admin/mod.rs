@@ -11,6 +11,10 @@
 //! | `POST /v1/sessions/{id}/revoke` | operator | its next request 401 `session_revoked`, its streams cut |
 //! | `GET /v1/usage?vendor=&account=` | viewer | the account's standing against every limit |
 //! | `POST /v1/reload` | operator | reads the config file again; 422 `config_invalid` with `file:line:column` keeps the old policy |
+//! | `GET /v1/grants?vendor=&account=` | viewer | just-in-time grants, pending and active (see [`grants`]) |
+//! | `POST /v1/grants` | requester | asks for one: `{"vendor", "account", "classes", "duration", "reason", "ticket"}` |
+//! | `POST /v1/grants/{id}/approve` | operator | someone other than the requester: active for its duration from now |
+//! | `POST /v1/grants/{id}/deny` / `revoke` | operator | ends a pending / active one (`{"message"}`); revoking cuts its streams |
 //!
 //! JSON in and out; errors are `{"error": code}` with a stable code. Every mutating call, and every
 //! refused one, is a record in the decision trail, naming who.
@@ -35,6 +39,8 @@ use vendorgate_policy::{HumanDuration, Lock, LockTarget};
 
 use crate::gateway::Gateway;
 use crate::telemetry::metrics::Gauges;
+
+mod grants;
 
 /// A request body larger than this is refused: the API takes small JSON documents.
 const MAX_BODY: usize = 64 * 1024;
@@ -206,18 +212,35 @@ async fn api(
             return error(StatusCode::UNAUTHORIZED, code);
         }
     };
-    if mutating && caller.role != AdminRole::Operator {
-        refused(gw, peer, caller.name, &action, "admin_role_insufficient").await;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let needs = match (req.method(), segments.as_slice()) {
+        (&Method::POST, ["grants"]) => AdminRole::Requester,
+        _ if mutating => AdminRole::Operator,
+        _ => AdminRole::Viewer,
+    };
+    if caller.role < needs {
+        if mutating {
+            refused(gw, peer, caller.name, &action, "admin_role_insufficient").await;
+        }
         return error(StatusCode::FORBIDDEN, "admin_role_insufficient");
     }
     let by = caller.name.to_string();
-    match (
-        req.method().clone(),
-        rest.split('/').collect::<Vec<_>>().as_slice(),
-    ) {
+    match (req.method().clone(), segments.as_slice()) {
         (Method::GET, ["locks"]) => {
-            let locks = gw.locks.current();
-            json(StatusCode::OK, json!({"locks": locks.locks}))
+            let controls = gw.controls.current();
+            json(StatusCode::OK, json!({"locks": controls.locks}))
+        }
+        (Method::GET, ["grants"]) => grants::list(gw, &req),
+        (Method::POST, ["grants"]) => match read_json(req).await {
+            Ok(ask) => grants::request(gw, peer, by, ask).await,
+            Err(resp) => resp,
+        },
+        (Method::POST, ["grants", id, verb @ ("approve" | "deny" | "revoke")]) => {
+            let message = match read_json::<Revoke>(req).await {
+                Ok(r) => r.message,
+                Err(resp) => return resp,
+            };
+            grants::act(gw, peer, by, id, verb, message).await
         }
         (Method::POST, ["locks"]) => match read_json::<NewLock>(req).await {
             Ok(new) => create_lock(gw, peer, by, new).await,
@@ -295,7 +318,7 @@ async fn api(
                 ),
             }
         }
-        (_, ["locks"] | ["locks", _]) => {
+        (_, ["locks"] | ["locks", _] | ["grants"] | ["grants", ..]) => {
             error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
         }
         _ => error(StatusCode::NOT_FOUND, "not_found"),
@@ -313,7 +336,8 @@ fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
         .map(|(_, v)| v.to_string())
 }
 
-/// `POST /v1/sessions/{id}/revoke`: an optional message for the trail.
+/// `POST /v1/sessions/{id}/revoke`, and a grant's deny and revoke: an optional message for the
+/// trail.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct Revoke {
@@ -342,7 +366,7 @@ async fn revoke(
         .unwrap_or(86_400);
     let now = crate::clock::now_ms() / 1000;
     let lock = Lock {
-        id: lock_id(),
+        id: new_id("lk"),
         target: LockTarget::Session(id),
         message,
         created_by: by,
@@ -365,7 +389,7 @@ async fn put_in_force(
     if !record(gw, action, &by, Some(peer), true, json!({"lock": &lock})).await {
         return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
     }
-    match gw.locks.add(lock.clone()).await {
+    match gw.controls.add(lock.clone()).await {
         Ok(cut) => {
             tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "{action} in force");
             json(
@@ -404,7 +428,11 @@ async fn create_lock(
             "message must be 1 to 1024 bytes",
         );
     }
-    if let LockTarget::Account(v) | LockTarget::Vendor(v) | LockTarget::Session(v) = &new.target {
+    if let LockTarget::Account(v)
+    | LockTarget::Vendor(v)
+    | LockTarget::Session(v)
+    | LockTarget::Grant(v) = &new.target
+    {
         if v.is_empty() {
             return error_with(
                 StatusCode::BAD_REQUEST,
@@ -425,7 +453,7 @@ async fn create_lock(
         }
     };
     let lock = Lock {
-        id: lock_id(),
+        id: new_id("lk"),
         target: new.target,
         message: new.message,
         created_by: by,
@@ -442,7 +470,7 @@ async fn remove_lock(
     by: String,
     id: String,
 ) -> Response<Full<Bytes>> {
-    let removed = match gw.locks.remove(&id).await {
+    let removed = match gw.controls.remove(&id).await {
         Ok(Some(lock)) => lock,
         Ok(None) => return error(StatusCode::NOT_FOUND, "lock_unknown"),
         Err(e) => {
@@ -463,46 +491,53 @@ async fn remove_lock(
     json(StatusCode::OK, json!({"lock": removed}))
 }
 
-/// Locks that have run out, removed and recorded; run every second.
-pub async fn expire_locks(gw: &'static Gateway) {
+/// Locks and grants that have run out, removed and recorded; run every second.
+pub async fn expire(gw: &'static Gateway) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
         let now = crate::clock::now_ms() / 1000;
-        for lock in gw.locks.due(now) {
-            // Shared: the replica whose removal succeeds records it, once. Alone: recorded before
-            // it goes, so once the list no longer shows a lock its expiry is on the trail.
-            let shared = gw.locks.is_shared();
-            if !shared {
-                record(
-                    gw,
-                    "lock_expired",
-                    "expiry",
-                    None,
-                    true,
-                    json!({"lock": &lock}),
-                )
-                .await;
-            }
-            match gw.locks.remove(&lock.id).await {
-                Ok(Some(_)) => {
-                    tracing::warn!(lock = %lock.id, target = %lock.target, "lock expired");
-                    if shared {
-                        record(
-                            gw,
-                            "lock_expired",
-                            "expiry",
-                            None,
-                            true,
-                            json!({"lock": &lock}),
-                        )
-                        .await;
-                    }
-                }
-                Ok(None) => {}
-                Err(e) => tracing::error!("expiring locks: {e}"),
+        for lock in gw.controls.due(now) {
+            let detail = json!({"lock": &lock});
+            settle(gw, "lock_expired", detail, gw.controls.remove(&lock.id)).await;
+        }
+        for grant in gw.controls.grants_due(now) {
+            let action = match grant.state(now) {
+                vendorgate_policy::GrantState::Lapsed => "grant_lapsed",
+                _ => "grant_expired",
+            };
+            let detail = json!({"grant": &grant});
+            let gone = async {
+                let changed = gw.controls.change_grant(Some(&grant), None).await?;
+                Ok(changed.then_some(()))
+            };
+            settle(gw, action, detail, gone).await;
+        }
+    }
+}
+
+/// Records an expiry and removes what expired, exactly once across replicas. Shared: the replica
+/// whose removal succeeds records it. Alone: recorded before it goes, so once the list no longer
+/// shows it, its expiry is on the trail.
+async fn settle<T>(
+    gw: &'static Gateway,
+    action: &str,
+    detail: Value,
+    remove: impl std::future::Future<Output = Result<Option<T>, crate::state::controls::ControlsError>>,
+) {
+    let shared = gw.controls.is_shared();
+    if !shared {
+        record(gw, action, "expiry", None, true, detail.clone()).await;
+    }
+    match remove.await {
+        Ok(Some(_)) => {
+            tracing::warn!(action, "{detail}");
+            if shared {
+                record(gw, action, "expiry", None, true, detail).await;
             }
         }
+        Ok(None) => {}
+        Err(e) => tracing::error!("{action}: {e}"),
     }
 }
 
@@ -527,15 +562,15 @@ async fn record(
         .await
 }
 
-/// `lk_` and 64 random bits in hex. An id need not be secret, only unique: should the system's
-/// generator fail, the clock's nanoseconds serve (refusing to lock out an attacker over an id would
-/// be the wrong way round).
-fn lock_id() -> String {
+/// `lk_` (a lock) or `gr_` (a grant) and 64 random bits in hex. An id need not be secret, only
+/// unique: should the system's generator fail, the clock's nanoseconds serve (refusing to lock out
+/// an attacker over an id would be the wrong way round).
+fn new_id(kind: &str) -> String {
     let bits = crate::unguessable::hex(8).unwrap_or_else(|| {
         let t = SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         format!("{:016x}", t.map_or(0, |d| d.as_nanos() as u64))
     });
-    format!("lk_{bits}")
+    format!("{kind}_{bits}")
 }
 
 async fn read_json<T: serde::de::DeserializeOwned>(

@@ -113,6 +113,9 @@ pub struct Config {
     pub locks: LocksConfig,
     #[serde(default)]
     pub grants: GrantsConfig,
+    /// Behavioural baselines and detectors; absent: off.
+    #[serde(default)]
+    pub detect: Option<DetectConfig>,
     #[serde(default)]
     pub trail: Trail,
     /// OpenTelemetry export (OTLP over HTTP); absent: off.
@@ -481,6 +484,105 @@ pub struct LocksConfig {
     /// or keep deciding with the locks last seen (`last_known`).
     #[serde(default)]
     pub on_state_error: OnLockStateError,
+}
+
+/// `[detect]` (see `vendorgate_policy::detect`): the section switches detection on; every key has a
+/// default (README "Detect: baselines" says why each).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectConfig {
+    /// Classes whose requests count as exports (default: `["export"]`, when a route uses it).
+    #[serde(default)]
+    pub export_classes: Option<Vec<Spanned<String>>>,
+    /// Where "the hour of day" is read for vendors without access windows (default `"UTC"`; a
+    /// vendor with `[vendors.access]` uses its zone).
+    #[serde(default)]
+    pub time_zone: Option<Spanned<String>>,
+    /// How long a detector's lock holds (default `"4h"`).
+    #[serde(default)]
+    pub lock_ttl: Option<HumanDuration>,
+    /// History younger than this is compared with the vendor's peers (default `"7d"`).
+    #[serde(default)]
+    pub maturity: Option<HumanDuration>,
+    /// Where alerts are POSTed as JSON (retried, never blocking a request); absent: none.
+    #[serde(default)]
+    pub webhook: Option<Webhook>,
+    #[serde(default)]
+    pub volume: VolumeConfig,
+    #[serde(default)]
+    pub new_network: DetectorConfig,
+    #[serde(default)]
+    pub unusual_hour: UnusualHourConfig,
+    #[serde(default)]
+    pub breadth: BreadthConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Webhook {
+    pub url: Spanned<String>,
+    /// CAs to trust for it instead of the web PKI roots.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// Per attempt (default `"5s"`); three attempts.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeConfig {
+    /// `"lock"` (the default: alert at `alert_z`, lock at `lock_z`), `"alert"` or `"off"`.
+    #[serde(default)]
+    pub action: Option<crate::detect::Action>,
+    #[serde(default)]
+    pub alert_z: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub lock_z: Option<Spanned<f64>>,
+    /// The least this hour's total must be to alert (defaults 100, 5, `"16MiB"`)…
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+    #[serde(default)]
+    pub min_exports: Option<u64>,
+    #[serde(default)]
+    pub min_bytes: Option<ByteSize>,
+    /// …and to lock (defaults 400, 8, `"64MiB"`).
+    #[serde(default)]
+    pub lock_min_requests: Option<u64>,
+    #[serde(default)]
+    pub lock_min_exports: Option<u64>,
+    #[serde(default)]
+    pub lock_min_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DetectorConfig {
+    #[serde(default)]
+    pub action: Option<crate::detect::Action>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnusualHourConfig {
+    #[serde(default)]
+    pub action: Option<crate::detect::Action>,
+    /// Requests at such an hour before it fires (default 20).
+    #[serde(default)]
+    pub min_requests: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BreadthConfig {
+    #[serde(default)]
+    pub action: Option<crate::detect::Action>,
+    /// Distinct records in one window that fire it (default 300).
+    #[serde(default)]
+    pub distinct: Option<u64>,
+    /// Default `"10m"`.
+    #[serde(default)]
+    pub window: Option<HumanDuration>,
 }
 
 /// Just-in-time grants (see `vendorgate_policy::grants`): what may be asked for, and for how long.

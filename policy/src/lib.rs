@@ -10,6 +10,7 @@ pub mod config;
 pub mod controls;
 pub mod decide;
 pub mod decision;
+pub mod detect;
 pub mod grants;
 pub mod ipset;
 pub mod limits;

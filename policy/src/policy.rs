@@ -15,6 +15,7 @@ use toml::Spanned;
 
 use crate::config::{Backend, ByteCap, Config, GrantsConfig, SessionOverrides};
 use crate::decision::{Denial, Reason};
+use crate::detect::DetectRules;
 use crate::grants::{GrantRules, MAX_DURATION_CEILING};
 use crate::ipset::IpSet;
 use crate::limits::{applies, ByteRule, Direction, RateRule};
@@ -46,6 +47,9 @@ pub struct VendorRules {
     pub session_lifetime: Duration,
     /// When its agents may work (`vendors.access`); `None`: at any hour.
     pub access: Option<AccessWindows>,
+    /// Where its hours of day are read (detection): its access windows' zone, else
+    /// `detect.time_zone`, else UTC.
+    pub zone: jiff::tz::TimeZone,
 }
 
 impl VendorRules {
@@ -87,6 +91,8 @@ pub struct Policy {
     pub ingress_rules: Vec<ByteRule>,
     /// What just-in-time grants may open, and for how long (`[grants]`).
     pub grants: GrantRules,
+    /// Behavioural detection (`[detect]`); `enabled` false without the section.
+    pub detect: DetectRules,
 }
 
 /// What the identity-free checks established about a request.
@@ -115,6 +121,105 @@ type CompileError = (Option<Range<usize>>, String);
 /// Class names → a mask of their indices (`all_if_empty`: none named means every class),
 /// reporting the names that no route uses.
 type ClassMask<'a> = dyn Fn(&[Spanned<String>], bool, &mut Vec<CompileError>) -> u128 + 'a;
+
+/// `[detect]`: defaults for what is left out, values within bounds, class names resolved, and the
+/// zone for vendors without access windows.
+fn compile_detect(
+    d: Option<&crate::config::DetectConfig>,
+    classes: &[String],
+    class_mask: &ClassMask,
+    problems: &mut Vec<CompileError>,
+) -> (DetectRules, jiff::tz::TimeZone) {
+    let mut rules = DetectRules::default();
+    let Some(d) = d else {
+        return (rules, jiff::tz::TimeZone::UTC);
+    };
+    rules.enabled = true;
+    rules.export_classes = match &d.export_classes {
+        Some(names) => class_mask(names, false, problems),
+        None => classes
+            .iter()
+            .position(|c| c == "export")
+            .map_or(0, |i| 1 << i),
+    };
+    let zone = match &d.time_zone {
+        Some(name) => jiff::tz::TimeZone::get(name.get_ref()).unwrap_or_else(|_| {
+            problems.push((
+                Some(name.span()),
+                format!("unknown time zone {:?}", name.get_ref()),
+            ));
+            jiff::tz::TimeZone::UTC
+        }),
+        None => jiff::tz::TimeZone::UTC,
+    };
+    if let Some(t) = d.lock_ttl {
+        rules.lock_ttl = t.0;
+    }
+    if let Some(m) = d.maturity {
+        rules.maturity = m.0;
+    }
+    let v = &d.volume;
+    if let Some(a) = v.action {
+        rules.volume.action = a;
+    }
+    for (z, slot) in [
+        (&v.alert_z, &mut rules.volume.alert_z),
+        (&v.lock_z, &mut rules.volume.lock_z),
+    ] {
+        if let Some(z) = z {
+            if !(z.get_ref().is_finite() && *z.get_ref() > 0.0) {
+                problems.push((
+                    Some(z.span()),
+                    "a z-score threshold must be more than 0".into(),
+                ));
+            }
+            *slot = *z.get_ref();
+        }
+    }
+    if rules.volume.lock_z < rules.volume.alert_z {
+        let span = v.lock_z.as_ref().map(|z| z.span());
+        problems.push((span, "detect.volume.lock_z must be at least alert_z".into()));
+    }
+    let alert_at = [v.min_requests, v.min_exports, v.min_bytes.map(|b| b.0)];
+    let lock_at = [
+        v.lock_min_requests,
+        v.lock_min_exports,
+        v.lock_min_bytes.map(|b| b.0),
+    ];
+    for i in 0..3 {
+        if let Some(n) = alert_at[i] {
+            rules.volume.minimum[i] = n;
+        }
+        if let Some(n) = lock_at[i] {
+            rules.volume.lock_minimum[i] = n;
+        }
+    }
+    if let Some(a) = d.new_network.action {
+        rules.new_network = a;
+    }
+    if let Some(a) = d.unusual_hour.action {
+        rules.unusual_hour = a;
+    }
+    if let Some(n) = d.unusual_hour.min_requests {
+        rules.unusual_min_requests = n.max(1);
+    }
+    if let Some(a) = d.breadth.action {
+        rules.breadth = a;
+    }
+    if let Some(n) = d.breadth.distinct {
+        rules.breadth_distinct = n.max(1);
+    }
+    if let Some(w) = d.breadth.window {
+        rules.breadth_window = w.0.max(std::time::Duration::from_secs(1));
+    }
+    if let Some(w) = &d.webhook {
+        let url = w.url.get_ref();
+        if !url.starts_with("https://") && !url.starts_with("http://") {
+            problems.push((Some(w.url.span()), format!("{url:?} is not an http(s) URL")));
+        }
+    }
+    (rules, zone)
+}
 
 /// `[grants]`: durations within bounds, the ticket pattern compiled (anchored), classes resolved.
 fn compile_grants(
@@ -427,6 +532,7 @@ impl Policy {
                 ips: IpSet::new(&nets),
                 classes: mask,
                 access,
+                zone: jiff::tz::TimeZone::UTC,
                 session_idle: o.idle_timeout.unwrap_or(c.sessions.idle_timeout).0,
                 session_lifetime: o.max_lifetime.unwrap_or(c.sessions.max_lifetime).0,
             });
@@ -530,6 +636,14 @@ impl Policy {
             _ => {}
         }
         let grants = compile_grants(&c.grants, &class_mask, &mut problems);
+        let (detect, detect_zone) =
+            compile_detect(c.detect.as_ref(), &classes, &class_mask, &mut problems);
+        for v in &mut vendors {
+            v.zone = v
+                .access
+                .as_ref()
+                .map_or_else(|| detect_zone.clone(), |a| a.zone.clone());
+        }
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -565,6 +679,7 @@ impl Policy {
             egress_rules,
             ingress_rules,
             grants,
+            detect,
         })
     }
 

@@ -56,6 +56,11 @@ pub struct Gateway {
     pub controls: ControlStore,
     /// The live sessions this replica serves.
     pub sessions: crate::state::sessions::Sessions,
+    /// Every account's behaviour, for the detectors, and where their findings wait for the
+    /// dispatcher ([`crate::detect`]).
+    pub activity: crate::state::activity::Activity,
+    pub anomalies:
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::state::activity::Anomaly>>>,
     /// The file the config was read from, for reloads (set by `vendorgate run`).
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     pub request_ids: RequestIds,
@@ -119,6 +124,16 @@ impl Gateway {
             .map(|o| Otel::start(o, metrics.clone()))
             .transpose()?;
         let active = Active::build(config.clone(), None)?;
+        let (found, anomalies) = tokio::sync::mpsc::channel(4096);
+        let activity = crate::state::activity::Activity::new(Some(found));
+        if config.detect.is_some() {
+            match activity.load(&baselines_file(&config)) {
+                Ok(n) if n > 0 => tracing::info!(accounts = n, "baselines read"),
+                Ok(_) => {}
+                // Not fatal: detection starts again from nothing, and says so.
+                Err(e) => tracing::error!("baselines file unreadable, starting without: {e}"),
+            }
+        }
         Ok(Gateway {
             config,
             active: ArcSwap::from_pointee(active),
@@ -132,6 +147,8 @@ impl Gateway {
             downloads,
             controls,
             sessions: Default::default(),
+            activity,
+            anomalies: std::sync::Mutex::new(Some(anomalies)),
             config_path: std::sync::OnceLock::new(),
             request_ids: RequestIds::new(),
             cert,
@@ -211,6 +228,11 @@ impl Observers for Gateway {
     fn otel(&self) -> Option<&Otel> {
         self.otel.as_deref()
     }
+}
+
+/// Where accounts' hourly histories are kept across restarts: `baselines.json` beside the trail.
+pub fn baselines_file(config: &Config) -> std::path::PathBuf {
+    config.trail.path.with_file_name("baselines.json")
 }
 
 /// Where the locks and grants are kept: `controls.json` beside the decision trail.

@@ -1,9 +1,13 @@
 //! Detect, end to end: access windows refuse outside a vendor's hours through the real proxy, with
-//! the reason on the wire, in the trail and in `vendorgate explain`.
+//! the reason on the wire, in the trail and in `vendorgate explain`; and the ManoMano thief, a bulk
+//! export at full speed on an account with six weeks of (simulated) history, is locked by the
+//! baselines mid-pull, recorded, counted and posted to the webhook.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use http_body_util::BodyExt;
 use vendorgate_certs::Alpn;
+use vendorgate_mock::idp::KeyKind;
 
 use crate::support::*;
 
@@ -106,4 +110,154 @@ async fn outside_its_window_a_class_is_refused_on_the_wire_in_the_trail_and_in_e
             .starts_with("vendors[acme].access: "),
         "{refused}"
     );
+}
+
+/// lisbon-bpo's agents read; export (a 2.5 MiB page per request here) is theirs too. The webhook
+/// is the mock's echo (it records what it gets).
+fn detect_policy(pki: &Pki, upstream: &vendorgate_mock::MockUpstream) -> String {
+    format!(
+        r#"
+[identity]
+issuer = "https://idp.e2e.test"
+audiences = ["vendorgate"]
+jwks_file = "@JWKS@"
+
+[[vendors]]
+id = "lisbon-bpo"
+ip_allow = ["127.0.0.0/8", "::1/128"]
+classes = ["read", "export"]
+
+[[routes]]
+id = "bulk"
+methods = ["GET"]
+path = "/__mock/stream"
+class = "export"
+
+[[routes]]
+id = "everything"
+path = "/**"
+class = "read"
+
+[detect]
+webhook = {{ url = "https://127.0.0.1:{}/__mock/echo", ca_bundle = {:?} }}
+"#,
+        upstream.addr().port(),
+        pki.files.ca_cert
+    )
+}
+
+#[tokio::test]
+async fn the_bulk_thief_is_locked_mid_pull_on_an_account_with_six_weeks_of_history() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::Http11).await;
+    let config = ProxyConfig::to(&upstream).policy(&detect_policy(&pki, &upstream));
+    // Six weeks of the simulated world's history beside the trail, then the proxy (re)started
+    // on it, as after a restart in production.
+    let proxy = Proxy::start(&pki, config);
+    let baselines = proxy.dir.path().join("baselines.json");
+    let out = std::process::Command::new(BIN)
+        .args(["simulate", "--baselines"])
+        .arg(&baselines)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut proxy = proxy.restart(&pki);
+
+    // A Lisbon agent who reads tickets and never exports: its token, stolen.
+    let stolen = pki.token_with(KeyKind::Es256, "lisbon-bpo", "lisbon-bpo-agent-3");
+    let client = client(&pki, Http::One);
+    let page = 2_621_440u64;
+    let (mut taken, mut pages, mut refused) = (0u64, 0u64, None);
+    for _ in 0..40 {
+        let url = proxy.url(&format!("/__mock/stream?bytes={page}"));
+        // A connection the lock cut short may be the one the client picks next: try again.
+        let Ok(resp) = client.request(bearer_get(&url, &stolen)).await else {
+            continue;
+        };
+        let status = resp.status();
+        let body = resp.into_body().collect().await;
+        if status != 200 {
+            let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+            refused = Some((status, String::from_utf8_lossy(&body).to_string()));
+            break;
+        }
+        // A page cut short by the lock counts for what arrived.
+        taken += body.map(|b| b.to_bytes().len() as u64).unwrap_or(page / 2);
+        pages += 1;
+    }
+    let (status, body) = refused.expect("the thief was never stopped");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("\"locked\""), "{body}");
+    // Locked at the eighth export of the hour (the dispatcher may let one or two more through).
+    assert!(pages <= 12, "{pages} pages before the lock");
+    assert!(taken < 50 << 20, "{taken} bytes taken");
+
+    // Counted, and posted to the webhook (retried until it lands).
+    let metrics = admin_text(proxy.admin, "/metrics").await;
+    assert!(
+        metrics.contains("vendorgate_anomalies_total{detector=\"volume\",action=\"lock\"} 1"),
+        "{metrics}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !upstream
+        .recent()
+        .iter()
+        .any(|r| r.method == "POST" && r.path_and_query == "/__mock/echo")
+    {
+        assert!(std::time::Instant::now() < deadline, "no webhook delivery");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    stop(&mut proxy).await;
+    let recs = records(proxy.dir.path());
+    let anomaly = recs
+        .iter()
+        .find(|r| at(r, "event.kind") == "alert" && at(r, "vendorgate.anomaly.action") == "lock")
+        .expect("no anomaly record");
+    assert_eq!(at(anomaly, "vendorgate.anomaly.detector"), "volume.exports");
+    assert_eq!(at(anomaly, "user.id"), "lisbon-bpo-agent-3");
+    let lock_id = at(anomaly, "vendorgate.anomaly.lock");
+    let lock = recs
+        .iter()
+        .find(|r| at(r, "event.action") == "lock")
+        .expect("no lock record");
+    assert_eq!(at(lock, "vendorgate.admin.lock.id"), lock_id);
+    assert_eq!(at(lock, "user.name"), "detector:volume.exports");
+    assert!(audit_intact(proxy.dir.path()).contains("intact"));
+    // The reviewers' summary and report list the anomaly and the lock beside the requests.
+    let trail = proxy.dir.path().join("decisions.jsonl");
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "summary"])
+        .arg(&trail)
+        .output()
+        .unwrap();
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        summary.contains("anomalies, locks and grants")
+            && summary.contains("volume.exports lock")
+            && summary.contains("account lisbon-bpo-agent-3"),
+        "{summary}"
+    );
+    let html = proxy.dir.path().join("report.html");
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "report"])
+        .arg(&trail)
+        .arg("--html")
+        .arg(&html)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("<tr class=\"alert\">") && page.contains("<tr class=\"lock\">"));
+    // The histories were saved again at shutdown, the thief's hour in them.
+    let saved = std::fs::read_to_string(&baselines).unwrap();
+    assert!(saved.contains("lisbon-bpo-agent-3"));
 }

@@ -385,21 +385,35 @@ async fn put_in_force(
     action: &str,
     lock: Lock,
 ) -> Response<Full<Bytes>> {
+    match impose(gw, Some(peer), action, lock.clone()).await {
+        Ok(cut) => json(
+            StatusCode::CREATED,
+            json!({"lock": lock, "streams_cut": cut}),
+        ),
+        Err(code) => error(StatusCode::SERVICE_UNAVAILABLE, code),
+    }
+}
+
+/// Records `lock` and puts it in force (an operator's, or a detector's); the streams it cut here,
+/// or the error code (`decision_log_unavailable`, `lock_state_unwritable`).
+pub async fn impose(
+    gw: &'static Gateway,
+    source: Option<SocketAddr>,
+    action: &str,
+    lock: Lock,
+) -> Result<usize, &'static str> {
     let by = lock.created_by.clone();
-    if !record(gw, action, &by, Some(peer), true, json!({"lock": &lock})).await {
-        return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
+    if !record(gw, action, &by, source, true, json!({"lock": &lock})).await {
+        return Err("decision_log_unavailable");
     }
     match gw.controls.add(lock.clone()).await {
         Ok(cut) => {
             tracing::warn!(lock = %lock.id, target = %lock.target, by = %by, streams_cut = cut, "{action} in force");
-            json(
-                StatusCode::CREATED,
-                json!({"lock": lock, "streams_cut": cut}),
-            )
+            Ok(cut)
         }
         Err(e) => {
             tracing::error!("{e}");
-            error(StatusCode::SERVICE_UNAVAILABLE, "lock_state_unwritable")
+            Err("lock_state_unwritable")
         }
     }
 }
@@ -565,7 +579,7 @@ async fn record(
 /// `lk_` (a lock) or `gr_` (a grant) and 64 random bits in hex. An id need not be secret, only
 /// unique: should the system's generator fail, the clock's nanoseconds serve (refusing to lock out
 /// an attacker over an id would be the wrong way round).
-fn new_id(kind: &str) -> String {
+pub fn new_id(kind: &str) -> String {
     let bits = crate::unguessable::hex(8).unwrap_or_else(|| {
         let t = SystemTime::now().duration_since(std::time::UNIX_EPOCH);
         format!("{:016x}", t.map_or(0, |d| d.as_nanos() as u64))

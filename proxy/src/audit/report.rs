@@ -302,6 +302,27 @@ impl Report {
                 esc(&s.last_seen)
             );
         }
+        let mut events = String::new();
+        for e in &self.summary.events {
+            let mark = match e.kind.as_str() {
+                "anomaly" => "alert",
+                k if k.starts_with("grant") => "grant",
+                _ => "lock",
+            };
+            let _ = write!(
+                events,
+                "<tr class=\"{mark}\"><td>{}</td><td><span class=\"mark\">{}</span></td><td>{}</td><td>{}</td></tr>",
+                esc(&e.at),
+                esc(&e.kind),
+                esc(&e.who),
+                esc(&e.what)
+            );
+        }
+        let events = if events.is_empty() {
+            "<p>none</p>".to_string()
+        } else {
+            format!("<table><thead><tr><th>when</th><th>what</th><th>who</th><th>detail</th></tr></thead><tbody>{events}</tbody></table>")
+        };
         format!(
             r#"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vendorgate decision report</title>
@@ -315,12 +336,16 @@ figure {{ margin: 24px 0; }} figcaption {{ font-weight: 600; margin-bottom: 6px;
 .legend span::before {{ content: ""; display: inline-block; width: 10px; height: 10px; margin-right: 4px; background: var(--c); }}
 table {{ border-collapse: collapse; width: 100%; font-size: 12px; }} th, td {{ border-bottom: 1px solid #ddd; padding: 4px 6px; text-align: left; }}
 td.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.mark {{ padding: 1px 6px; border-radius: 3px; color: #fff; }} tr.alert .mark {{ background: #c0392b; }}
+tr.lock .mark {{ background: #6c3483; }} tr.grant .mark {{ background: #1f618d; }}
 </style></head><body>
 <h1>vendorgate decision report</h1>
 <p class="meta">{records} requests · {period}</p>
 {egress}
 {denials}
 {top}
+<h2>Anomalies, locks and grants</h2>
+{events}
 <h2>Accounts</h2>
 <table><thead><tr><th>vendor</th><th>account</th><th>requests</th><th>denials</th><th>by reason</th><th>egress</th><th>seen</th></tr></thead><tbody>{rows}</tbody></table>
 </body></html>

@@ -22,11 +22,89 @@ pub struct AccountSummary {
 pub struct Summary {
     /// (vendor, account) → summary; unauthenticated requests under ("", "").
     pub accounts: BTreeMap<(String, String), AccountSummary>,
+    /// Anomalies, locks and grants, in the order recorded.
+    pub events: Vec<Event>,
+}
+
+/// A record that is not a request: a detector's finding, a lock, a grant's change.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub at: String,
+    /// `anomaly`, `lock`, `unlock`, `lock_expired`, `revoke`, `grant_requested`, …
+    pub kind: String,
+    /// Whom it concerns: `vendor / account`, or a lock's target.
+    pub who: String,
+    /// What, for people.
+    pub what: String,
+}
+
+impl Event {
+    /// The event a record is, if it is one of those a reviewer looks for beside the requests.
+    pub fn of(r: &Value) -> Option<Event> {
+        let kind = text(r, Field::Action);
+        let s = |v: &Value| v.as_str().unwrap_or("").to_string();
+        let (who, what) = if kind == "anomaly" {
+            let a = &r["vendorgate"]["anomaly"];
+            (
+                format!("{} / {}", s(&a["vendor"]), s(&a["account"])),
+                format!(
+                    "{} {}: {}",
+                    s(&a["detector"]),
+                    s(&a["action"]),
+                    s(&a["detail"])
+                ),
+            )
+        } else if let Some(lock) = r["vendorgate"]["admin"].get("lock") {
+            if !matches!(kind, "lock" | "unlock" | "lock_expired" | "revoke") {
+                return None;
+            }
+            (
+                format!(
+                    "{} {}",
+                    s(&lock["target"]["kind"]),
+                    s(&lock["target"]["value"])
+                ),
+                format!(
+                    "{} by {}: {}",
+                    s(&lock["id"]),
+                    s(&lock["created_by"]),
+                    s(&lock["message"])
+                ),
+            )
+        } else if let Some(g) = r["vendorgate"]["admin"].get("grant") {
+            let classes: Vec<String> = g["classes"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(s)
+                .collect();
+            (
+                format!("{} / {}", s(&g["vendor"]), s(&g["account"])),
+                format!(
+                    "{} {} by {} ({}, ticket {})",
+                    s(&g["id"]),
+                    classes.join(","),
+                    s(&r["user"]["name"]),
+                    s(&g["reason"]),
+                    s(&g["ticket"])
+                ),
+            )
+        } else {
+            return None;
+        };
+        Some(Event {
+            at: text(r, Field::Timestamp).to_string(),
+            kind: kind.to_string(),
+            who,
+            what,
+        })
+    }
 }
 
 impl Summary {
     pub fn add(&mut self, r: &Value) {
         if text(r, Field::Action) != "http_request" {
+            self.events.extend(Event::of(r));
             return;
         }
         let key = (
@@ -93,21 +171,17 @@ impl Summary {
                 s.last_seen
             ));
         }
+        if !self.events.is_empty() {
+            out.push_str("anomalies, locks and grants\n");
+            for e in &self.events {
+                out.push_str(&format!(
+                    "  {} {:<16} {:<32} {}\n",
+                    e.at, e.kind, e.who, e.what
+                ));
+            }
+        }
         out
     }
 }
 
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
+pub use vendorgate_policy::detect::human_bytes;

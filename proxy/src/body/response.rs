@@ -9,10 +9,14 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use std::sync::Arc;
+
+use crate::active::Active;
 use crate::conn::InFlight;
 use crate::links::Rewriter;
 use crate::metering::{CapReached, Meter};
 use crate::outcome::Outcome;
+use crate::state::activity::AccountActivity;
 use crate::state::controls::Watched;
 use crate::trail::record::Draft;
 use crate::trail::schema::Ending;
@@ -34,6 +38,9 @@ pub struct ProxyBody {
     cut: bool,
     /// Its entry among the streams a lock can cut (an allowed upstream response's).
     watched: Option<Watched>,
+    /// The account's tracker, counting the bytes as they go (with `[detect]` on), and the policy
+    /// generation whose rules judge them.
+    detected: Option<(Arc<AccountActivity>, Arc<Active>)>,
 }
 
 /// The stream was cut by a lock (see [`crate::state::controls`]).
@@ -63,6 +70,7 @@ impl ProxyBody {
             sent: 0,
             cut: false,
             watched: None,
+            detected: None,
         }
     }
 
@@ -96,6 +104,12 @@ impl ProxyBody {
     /// Cut when a lock targets the stream: at once if it is sending, woken if it is waiting.
     pub fn watched(mut self, watched: Watched) -> Self {
         self.watched = Some(watched);
+        self
+    }
+
+    /// Counted by the account's tracker as it streams: a bulk pull trips its detectors mid-body.
+    pub fn detected(mut self, activity: Arc<AccountActivity>, active: Arc<Active>) -> Self {
+        self.detected = Some((activity, active));
         self
     }
 
@@ -149,7 +163,11 @@ impl Body for ProxyBody {
             self.cut = true;
             if let Some(draft) = self.draft.as_mut() {
                 draft.outcome = Outcome::Refused(reason);
-                draft.rule = format!("locks[{lock}]: stream cut");
+                draft.rule = if lock.starts_with("gr_") {
+                    format!("grants[{lock}]: ended, stream cut")
+                } else {
+                    format!("locks[{lock}]: stream cut")
+                };
             }
             self.seal(Ending::CutOff);
             return Poll::Ready(Some(Err(Box::new(LockCut(lock)))));
@@ -158,7 +176,12 @@ impl Body for ProxyBody {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
-                    self.sent += d.len() as u64;
+                    let n = d.len() as u64;
+                    self.sent += n;
+                    if let Some((activity, active)) = &self.detected {
+                        let now = crate::clock::now_ms() / 1000;
+                        activity.bytes(now, n, &active.config.policy.detect);
+                    }
                 }
                 // hyper stops polling a body of known length at its last byte: that is the end.
                 if self.inner_end_stream() {

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod demo;
 pub mod explain;
 pub mod run;
+pub mod simulate;
 
 /// `vendorgate check`: every problem in one run, each on a line of its own saying whether it is
 /// an error in the file (or a file it names) or only matters at run time (a secret's variable not

@@ -63,6 +63,7 @@ impl Running {
             }
             // Every connection has ended: the refusals counted are all there will be.
             gateway.write_refusals(true);
+            crate::detect::save(gateway);
             gateway.trail.close();
         })
         .await;
@@ -138,7 +139,8 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tokio::join!(
             admin::expire(gateway),
             gateway.controls.follow(),
-            admin::watch_certificate(gateway)
+            admin::watch_certificate(gateway),
+            crate::detect::run(gateway)
         );
     });
     let trim_task = tokio::spawn(memory::trim_after_parks());

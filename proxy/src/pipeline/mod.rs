@@ -187,6 +187,7 @@ fn forward<'a>(
                     .entry(key, &identity.vendor, &token.account, id, now_ms)
             })
             .seen(now_ms, admission.client_ip);
+        let watching = watch_activity(gw, policy, &allow, &identity, &admission, &req, now);
         tracing::debug!(
             request_id = ctx.request_id.to_str().unwrap_or(""),
             vendor = %policy.vendors[allow.vendor].id,
@@ -231,6 +232,50 @@ fn forward<'a>(
         );
         let resp = response_filter::filter(gw, ctx.active, answer, lease, limits, answering, draft)
             .await?;
-        Ok(resp.map(|body| body.watched(watched)))
+        Ok(resp.map(|body| {
+            let body = body.watched(watched);
+            match watching {
+                Some(activity) => body.detected(activity, gw.active.load_full()),
+                None => body,
+            }
+        }))
     }
+}
+
+/// The detectors' view of an allowed request (when `[detect]` is on): counted and judged on the
+/// account's tracker, which is returned so the response's bytes are counted as they stream.
+fn watch_activity(
+    gw: &'static Gateway,
+    policy: &vendorgate_policy::Policy,
+    allow: &vendorgate_policy::Allow,
+    identity: &crate::identity::cache::Identity,
+    admission: &vendorgate_policy::Admission,
+    req: &Request<Incoming>,
+    now: u64,
+) -> Option<std::sync::Arc<crate::state::activity::AccountActivity>> {
+    let rules = &policy.detect;
+    if !rules.enabled {
+        return None;
+    }
+    let vendor = policy.vendors.get(allow.vendor)?;
+    let activity = identity
+        .state
+        .activity
+        .get_or_init(|| {
+            gw.activity.account(
+                &vendor.id,
+                &identity.token.account,
+                &vendor.zone,
+                now,
+                rules,
+            )
+        })
+        .clone();
+    let export = match policy.routes[allow.route].action {
+        vendorgate_policy::RouteAction::Class(c) => rules.export_classes & (1 << c) != 0,
+        vendorgate_policy::RouteAction::Deny => false,
+    };
+    let records = vendorgate_policy::detect::record_ids(&admission.path, req.uri().query());
+    activity.request(now, rules, export, admission.client_ip, &records);
+    Some(activity)
 }

@@ -32,6 +32,8 @@ pub struct AccountState {
     pub session: Slot<SessionCell>,
     /// The session's entry among the live sessions (see [`super::sessions`]), once found.
     pub session_stats: Slot<Session>,
+    /// The account's behaviour, for the detectors (see [`super::activity`]), once found.
+    pub activity: Slot<super::activity::AccountActivity>,
     /// The policy's rate limits and byte caps, by rule index.
     pub rates: Box<[RuleState<RateCell>]>,
     egress: Box<[RuleState<CounterCell>]>,
@@ -58,6 +60,7 @@ impl AccountState {
         AccountState {
             session: Slot::default(),
             session_stats: Slot::default(),
+            activity: Slot::default(),
             rates: policy
                 .rate_rules
                 .iter()

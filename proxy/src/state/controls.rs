@@ -664,7 +664,7 @@ fn read(path: &Path) -> Result<Controls, ControlsError> {
 
 /// A temporary file beside `path`, synced, renamed over it, and the directory synced: a crash
 /// leaves the old set or the new one, never half of either.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
     let tmp = path.with_extension("tmp");

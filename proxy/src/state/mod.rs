@@ -8,6 +8,7 @@
 //! is counted and logged (at most once a second, so an outage does not drown the log).
 
 pub mod account;
+pub mod activity;
 pub mod cells;
 pub mod controls;
 pub mod keys;

@@ -74,6 +74,9 @@ pub struct Metrics {
     pub reloads: [AtomicU64; 2],
     /// Request headers with `_` in their names, dropped (`server.underscore_headers`).
     underscore_dropped: AtomicU64,
+    /// Detector findings, by detector (volume, new_network, unusual_hour, breadth) and action
+    /// (alert, lock).
+    anomalies: [[AtomicU64; 2]; 4],
 }
 
 impl Default for Metrics {
@@ -87,6 +90,19 @@ impl Default for Metrics {
             abandoned: Default::default(),
             reloads: Default::default(),
             underscore_dropped: AtomicU64::default(),
+            anomalies: Default::default(),
+        }
+    }
+}
+
+/// The detectors as the anomaly metric labels them.
+const DETECTORS: [&str; 4] = ["volume", "new_network", "unusual_hour", "breadth"];
+
+impl Metrics {
+    /// A detector's finding, counted by detector and action.
+    pub fn anomaly(&self, detector: &str, lock: bool) {
+        if let Some(i) = DETECTORS.iter().position(|d| *d == detector) {
+            self.anomalies[i][usize::from(lock)].fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -378,6 +394,16 @@ impl Metrics {
                 out,
                 "vendorgate_policy_reloads_total{{result=\"{result}\"}} {n}"
             );
+        }
+        out.push_str("# HELP vendorgate_anomalies_total Detector findings (issue 23's baselines), by detector and action.\n# TYPE vendorgate_anomalies_total counter\n");
+        for (i, detector) in DETECTORS.iter().enumerate() {
+            for (j, action) in ["alert", "lock"].iter().enumerate() {
+                let n = self.anomalies[i][j].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    out,
+                    "vendorgate_anomalies_total{{detector=\"{detector}\",action=\"{action}\"}} {n}"
+                );
+            }
         }
         out.push_str("# HELP vendorgate_requests_abandoned_total Requests let go before their response ended, by who let go.\n# TYPE vendorgate_requests_abandoned_total counter\n");
         for by in [Abandoned::Client, Abandoned::Shutdown] {

@@ -179,6 +179,28 @@ impl Trail {
         }
     }
 
+    /// A detector's finding as a record (see [`schema::anomaly_event`]); false if it could not be
+    /// queued.
+    pub async fn record_anomaly(
+        &'static self,
+        vendor: &str,
+        account: &str,
+        source: Option<std::net::IpAddr>,
+        detail: serde_json::Value,
+    ) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        match self.reserve().await {
+            Ok(slot) => {
+                let at = std::time::SystemTime::now();
+                slot.submit(schema::anomaly_event(at, vendor, account, source, detail));
+                true
+            }
+            Err(()) => false,
+        }
+    }
+
     /// A record that is not worth refusing anything over (a failed TLS handshake): recorded when
     /// there is room, counted when not.
     pub fn try_submit(&'static self, fields: String) {

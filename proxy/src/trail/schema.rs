@@ -190,6 +190,42 @@ pub fn admin_event(
     record.to_string()
 }
 
+/// A detector's finding (see [`crate::detect`]): ECS `event.kind: alert`, the account as `user.id`
+/// and its vendor as `organization.id` (so `audit query --account` finds it beside the account's
+/// requests), the finding under `vendorgate.anomaly`.
+pub fn anomaly_event(
+    at: std::time::SystemTime,
+    vendor: &str,
+    account: &str,
+    source: Option<std::net::IpAddr>,
+    detail: Value,
+) -> String {
+    let timestamp = super::time::rfc3339(at);
+    let mut record = serde_json::json!({
+        "@timestamp": timestamp,
+        "event": {
+            "kind": "alert",
+            "category": ["intrusion_detection"],
+            "type": ["indicator"],
+            "action": "anomaly",
+            "outcome": "success",
+            "reason": "anomaly",
+        },
+        "user": {"id": account},
+        "organization": {"id": vendor},
+        "vendorgate": {
+            "schema": SCHEMA,
+            "decision": "allow",
+            "reason": "anomaly",
+            "anomaly": detail,
+        },
+    });
+    if let Some(ip) = source {
+        record["client"] = serde_json::json!({"ip": ip.to_canonical().to_string()});
+    }
+    record.to_string()
+}
+
 /// How a request's exchange ended, as its record tells it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ending {

@@ -2,7 +2,8 @@
 //! and [`crate::state::activity`] for where they run): each is a trail record of kind anomaly and a
 //! metric; a `lock` finding also locks the account (the detector named as its creator, with
 //! `detect.lock_ttl`); a webhook, when configured, gets each as JSON, retried, never in a
-//! request's way. Histories are saved beside the trail every minute and at shutdown.
+//! request's way. Histories are saved beside the trail every minute and at shutdown, or shared
+//! through Redis every second (see [`crate::state::activity`]).
 
 use std::time::Duration;
 
@@ -43,12 +44,78 @@ pub async fn run(gw: &'static Gateway) {
             save(gw);
         }
     };
-    tokio::join!(dispatch, save);
+    tokio::join!(dispatch, save, share(gw));
 }
 
-/// Writes every account's history beside the trail (when detection is on).
+/// Shared state (Redis): every second, the file's histories not yet imported go there, accounts
+/// new here take their past hours from there, and what was counted here is added there, the
+/// hour's totals across replicas coming back to be judged.
+async fn share(gw: &'static Gateway) {
+    let Some(redis) = gw.state.redis() else {
+        return;
+    };
+    if gw.active.load().config.detect.is_none() {
+        return;
+    }
+    let prefix = &gw.config.state.key_prefix;
+    let key = |vendor: &str, account: &str| format!("{prefix}:usage:{vendor}:{account}");
+    let mut imports = gw.activity.take_loaded();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let now = crate::clock::now_ms() / 1000;
+        let rules = gw.active.load().config.policy.detect.clone();
+        let mut left = Vec::new();
+        for (vendor, account, history) in imports {
+            if redis
+                .usage_import(&key(&vendor, &account), &history.hours())
+                .await
+                .is_err()
+            {
+                left.push((vendor, account, history));
+            }
+        }
+        imports = left;
+        for a in gw.activity.take_unadopted() {
+            match redis
+                .usage_history(&a.usage_key(prefix), (now / 3600) as u32)
+                .await
+            {
+                Ok(past) => a.adopt(past, &rules),
+                Err(_) => a.retry_adopt(),
+            }
+        }
+        let batch = gw.activity.take_unflushed();
+        if batch.is_empty() {
+            continue;
+        }
+        let keys: Vec<String> = batch.iter().map(|(a, _, _)| a.usage_key(prefix)).collect();
+        let rows: Vec<_> = batch
+            .iter()
+            .zip(&keys)
+            .map(|((_, hour, u), k)| (k.as_str(), *hour, *u))
+            .collect();
+        match redis.usage_add(&rows).await {
+            Ok(totals) => {
+                for ((a, hour, _), total) in batch.iter().zip(totals) {
+                    a.merge(*hour, total, now, &rules);
+                }
+            }
+            Err(e) => {
+                tracing::debug!("detect: sharing counts: {e}");
+                for (a, hour, u) in batch {
+                    a.give_back(hour, u);
+                }
+            }
+        }
+    }
+}
+
+/// Writes every account's history beside the trail (when detection is on and the hours are not
+/// kept in Redis).
 pub fn save(gw: &Gateway) {
-    if gw.active.load().config.detect.is_none() || gw.activity.is_empty() {
+    if gw.active.load().config.detect.is_none() || gw.activity.is_empty() || gw.activity.is_shared()
+    {
         return;
     }
     let path = baselines_file(&gw.config);

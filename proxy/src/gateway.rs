@@ -125,7 +125,10 @@ impl Gateway {
             .transpose()?;
         let active = Active::build(config.clone(), None)?;
         let (found, anomalies) = tokio::sync::mpsc::channel(4096);
-        let activity = crate::state::activity::Activity::new(Some(found));
+        let mut activity = crate::state::activity::Activity::new(Some(found));
+        if state.redis().is_some() {
+            activity = activity.shared();
+        }
         if config.detect.is_some() {
             match activity.load(&baselines_file(&config)) {
                 Ok(n) if n > 0 => tracing::info!(accounts = n, "baselines read"),

@@ -261,3 +261,73 @@ async fn the_bulk_thief_is_locked_mid_pull_on_an_account_with_six_weeks_of_histo
     let saved = std::fs::read_to_string(&baselines).unwrap();
     assert!(saved.contains("lisbon-bpo-agent-3"));
 }
+
+/// Two replicas sharing Redis: the simulated history, imported by one, serves both; the thief's
+/// pages alternate between them, and the lock comes at the eighth export of the two together (each
+/// alone would wait for its own eighth, the sixteenth in all).
+#[tokio::test]
+async fn a_thief_spread_over_two_replicas_is_judged_on_the_whole() {
+    let redis = RedisServer::start();
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::Http11).await;
+    let policy = format!(
+        "{}\n[state]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
+        detect_policy(&pki, &upstream),
+        redis.url()
+    );
+    let config = || ProxyConfig::to(&upstream).policy(&policy);
+    let a = Proxy::start(&pki, config());
+    let out = std::process::Command::new(BIN)
+        .args(["simulate", "--baselines"])
+        .arg(a.dir.path().join("baselines.json"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = a.restart(&pki);
+    let b = Proxy::start(&pki, config());
+    // A second for the import and the locks' first confirmation.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+
+    let stolen = pki.token_with(KeyKind::Es256, "lisbon-bpo", "lisbon-bpo-agent-3");
+    let client = client(&pki, Http::One);
+    let mut pages = 0u64;
+    let mut refused = None;
+    for i in 0..30 {
+        let proxy = if i % 2 == 0 { &a } else { &b };
+        let url = proxy.url("/__mock/stream?bytes=1048576");
+        let Ok(resp) = client.request(bearer_get(&url, &stolen)).await else {
+            continue;
+        };
+        let status = resp.status();
+        let _ = resp.into_body().collect().await;
+        if status == 403 {
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(status, 200);
+        pages += 1;
+        // Slower than the replicas share their counts (each second).
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    }
+    assert!(refused.is_some(), "never locked");
+    assert!(pages <= 12, "{pages} pages before the lock");
+    // Both replicas' hours are in Redis, under the account.
+    let out = std::process::Command::new("redis-cli")
+        .args([
+            "-u",
+            &redis.url(),
+            "HLEN",
+            "vendorgate:usage:lisbon-bpo:lisbon-bpo-agent-3",
+        ])
+        .output()
+        .unwrap();
+    let fields: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(fields > 100, "{fields} fields");
+}

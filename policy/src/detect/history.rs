@@ -143,7 +143,12 @@ impl History {
 
     /// Notes that the account was seen at `hour` (its age counts from its first hour).
     pub fn seen(&mut self, hour: u32) {
-        self.first_hour.get_or_insert(hour);
+        self.first_hour = Some(self.first_hour.map_or(hour, |f| f.min(hour)));
+    }
+
+    /// The hours kept (hour, usage), oldest first.
+    pub fn hours(&self) -> Vec<(u32, Usage)> {
+        self.buckets.iter().map(|b| (b.hour, b.usage)).collect()
     }
 
     /// Hours with activity kept.

@@ -165,6 +165,51 @@ impl Tracker {
         h
     }
 
+    /// The hour being counted (hours since the epoch).
+    pub fn hour(&self) -> u32 {
+        self.hour
+    }
+
+    /// What every replica counted in `hour` (shared through the state backend, with what this one
+    /// counted since it last said) becomes the hour's total, and is judged: a thief spread over
+    /// replicas is judged on the whole.
+    pub fn merge(&mut self, hour: u32, total: Usage, rules: &DetectRules) -> Vec<Finding> {
+        if hour != self.hour {
+            return Vec::new();
+        }
+        let c = &mut self.current;
+        c.requests = c.requests.max(total.requests);
+        c.exports = c.exports.max(total.exports);
+        c.bytes = c.bytes.max(total.bytes);
+        let mut found = Vec::new();
+        for m in Metric::ALL {
+            self.volume(m, rules, &mut found);
+        }
+        found
+    }
+
+    /// Takes the account's past hours as the state backend keeps them (`past`: hour, usage; any
+    /// order, the hour under way left out) in place of what this replica has seen, and works out
+    /// the current hour's thresholds again.
+    pub fn adopt(
+        &mut self,
+        mut past: Vec<(u32, Usage)>,
+        zone: &TimeZone,
+        peers: &Mutex<PeerPool>,
+        rules: &DetectRules,
+    ) {
+        past.sort_by_key(|(h, _)| *h);
+        let mut history = History::default();
+        for (hour, usage) in past.into_iter().filter(|(h, _)| *h < self.hour) {
+            history.push(hour, local_how(u64::from(hour) * 3600, zone), usage);
+        }
+        history.seen(self.hour);
+        self.history = history;
+        self.thresholds = self
+            .history
+            .thresholds(self.hour, self.local_how, &lock(peers), rules);
+    }
+
     /// The hour's running totals.
     pub fn current(&self) -> Usage {
         self.current

@@ -9,19 +9,24 @@
 //! **Bounded**: at most [`MAX_ACCOUNTS`] accounts are followed (the one seen longest ago is
 //! forgotten first); an account's history is at most 21 KiB (typically about 6 KiB).
 //!
-//! **Kept across restarts**: [`Activity::save`] writes every account's history to a file beside
-//! the trail (atomically), and [`Activity::load`] reads it at start. With several replicas each
-//! follows the traffic it serves (see README "Detect: baselines" for what that means).
+//! **Kept across restarts**: alone, [`Activity::save`] writes every account's history to a file
+//! beside the trail (atomically), and [`Activity::load`] reads it at start.
+//!
+//! **Shared** (`state.backend = "redis"`): each account's hours live in a Redis hash. Every second
+//! each replica adds what it counted ([`Activity::take_unflushed`]) and gets the hour's totals
+//! across replicas back, which its tracker then judges ([`AccountActivity::merge`]); an account
+//! new to a replica takes its past hours from Redis ([`AccountActivity::adopt`]). A thief spread
+//! over replicas is judged on the whole, at most a second late.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jiff::tz::TimeZone;
 use serde::{Deserialize, Serialize};
-use vendorgate_policy::detect::{DetectRules, Finding, History, PeerPool, Tracker};
+use vendorgate_policy::detect::{DetectRules, Finding, History, PeerPool, Tracker, Usage};
 
 /// Accounts followed at most.
 pub const MAX_ACCOUNTS: usize = 100_000;
@@ -37,9 +42,20 @@ pub struct Anomaly {
     pub at: u64,
 }
 
+/// The tracker, and (shared) what it counted that Redis has not yet been told, by hour.
+struct Live {
+    tracker: Tracker,
+    unflushed: Vec<(u32, Usage)>,
+}
+
 /// One account's tracker, with what it needs at hand.
 pub struct AccountActivity {
-    tracker: Mutex<Tracker>,
+    live: Mutex<Live>,
+    /// Shared: counts are waiting to go to Redis.
+    pending: AtomicBool,
+    /// Shared: its past hours are still to be read from Redis.
+    unadopted: AtomicBool,
+    shared: bool,
     pool: Arc<Mutex<PeerPool>>,
     pub vendor: Arc<str>,
     pub account: Arc<str>,
@@ -53,8 +69,63 @@ pub struct AccountActivity {
 }
 
 impl AccountActivity {
-    fn tracker(&self) -> std::sync::MutexGuard<'_, Tracker> {
-        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    fn live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes counts for Redis (shared only).
+    fn unflushed(&self, live: &mut Live, delta: Usage) {
+        if !self.shared {
+            return;
+        }
+        let hour = live.tracker.hour();
+        match live.unflushed.iter_mut().find(|(h, _)| *h == hour) {
+            Some((_, u)) => add(u, delta),
+            None => live.unflushed.push((hour, delta)),
+        }
+        self.pending.store(true, Ordering::Relaxed);
+    }
+
+    /// The hour's totals across replicas (`total`, as Redis answered a flush) with what this one
+    /// counted since: judged.
+    pub fn merge(&self, hour: u32, total: Usage, at: u64, rules: &DetectRules) {
+        let found = {
+            let mut live = self.live();
+            let mut total = total;
+            for (_, u) in live.unflushed.iter().filter(|(h, _)| *h == hour) {
+                add(&mut total, *u);
+            }
+            live.tracker.merge(hour, total, rules)
+        };
+        for f in &found {
+            self.send(f, None, at);
+        }
+    }
+
+    /// Counts a flush could not deliver, kept for the next.
+    pub fn give_back(&self, hour: u32, delta: Usage) {
+        let mut live = self.live();
+        match live.unflushed.iter_mut().find(|(h, _)| *h == hour) {
+            Some((_, u)) => add(u, delta),
+            None => live.unflushed.push((hour, delta)),
+        }
+        self.pending.store(true, Ordering::Relaxed);
+    }
+
+    /// The account's past hours from Redis replace what this replica had seen of it.
+    pub fn adopt(&self, past: Vec<(u32, Usage)>, rules: &DetectRules) {
+        let mut live = self.live();
+        live.tracker.adopt(past, &self.zone, &self.pool, rules);
+    }
+
+    /// Its past hours could not be read: try again.
+    pub fn retry_adopt(&self) {
+        self.unadopted.store(true, Ordering::Relaxed);
+    }
+
+    /// Its key in Redis.
+    pub fn usage_key(&self, prefix: &str) -> String {
+        format!("{prefix}:usage:{}:{}", self.vendor, self.account)
     }
 
     /// An allowed request at `now` (seconds): judged, and any findings sent on (and returned).
@@ -67,9 +138,19 @@ impl AccountActivity {
         records: &[u64],
     ) -> Vec<Finding> {
         self.touched.store(now, Ordering::Relaxed);
-        let found = self
-            .tracker()
-            .request(now, &self.zone, &self.pool, rules, export, ip, records);
+        let found = {
+            let mut live = self.live();
+            let found = live
+                .tracker
+                .request(now, &self.zone, &self.pool, rules, export, ip, records);
+            let delta = Usage {
+                requests: 1,
+                exports: u64::from(export),
+                bytes: 0,
+            };
+            self.unflushed(&mut live, delta);
+            found
+        };
         for f in &found {
             self.send(f, Some(ip), now);
         }
@@ -78,7 +159,17 @@ impl AccountActivity {
 
     /// `n` response bytes sent at `now`.
     pub fn bytes(&self, now: u64, n: u64, rules: &DetectRules) -> Option<Finding> {
-        let found = self.tracker().bytes(now, n, &self.zone, &self.pool, rules);
+        let found = {
+            let mut live = self.live();
+            let found = live.tracker.bytes(now, n, &self.zone, &self.pool, rules);
+            let delta = Usage {
+                requests: 0,
+                exports: 0,
+                bytes: n,
+            };
+            self.unflushed(&mut live, delta);
+            found
+        };
         if let Some(f) = &found {
             self.send(f, None, now);
         }
@@ -111,6 +202,14 @@ pub struct Activity {
     loaded: Mutex<HashMap<(String, String), History>>,
     out: Option<tokio::sync::mpsc::Sender<Anomaly>>,
     pub dropped: Arc<AtomicU64>,
+    /// Hours are shared through Redis.
+    shared: bool,
+}
+
+fn add(to: &mut Usage, u: Usage) {
+    to.requests += u.requests;
+    to.exports += u.exports;
+    to.bytes += u.bytes;
 }
 
 /// The file's form: each account's history.
@@ -135,7 +234,53 @@ impl Activity {
             loaded: Mutex::new(HashMap::new()),
             out,
             dropped: Arc::default(),
+            shared: false,
         }
+    }
+
+    /// Hours shared through Redis (see the module's doc).
+    pub fn shared(mut self) -> Self {
+        self.shared = true;
+        self
+    }
+
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    fn all(&self) -> Vec<Arc<AccountActivity>> {
+        self.accounts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The counts waiting for Redis, taken: (account, hour, counts).
+    pub fn take_unflushed(&self) -> Vec<(Arc<AccountActivity>, u32, Usage)> {
+        let mut out = Vec::new();
+        for a in self.all() {
+            if a.pending.swap(false, Ordering::Relaxed) {
+                let taken = std::mem::take(&mut a.live().unflushed);
+                out.extend(taken.into_iter().map(|(h, u)| (a.clone(), h, u)));
+            }
+        }
+        out
+    }
+
+    /// Accounts whose past hours are still to be read from Redis.
+    pub fn take_unadopted(&self) -> Vec<Arc<AccountActivity>> {
+        self.all()
+            .into_iter()
+            .filter(|a| a.unadopted.swap(false, Ordering::Relaxed))
+            .collect()
+    }
+
+    /// The histories read from the file, taken (to be written to Redis once).
+    pub fn take_loaded(&self) -> Vec<(String, String, History)> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        loaded.drain().map(|((v, a), h)| (v, a, h)).collect()
     }
 
     /// The account's activity, made on first sight (with its saved history, if any).
@@ -168,17 +313,27 @@ impl Activity {
             .entry(key.0.clone())
             .or_default()
             .clone();
-        let saved = self
-            .loaded
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&(vendor.to_string(), account.to_string()));
+        // Shared, the file's histories go to Redis and come back from there.
+        let saved = if self.shared {
+            None
+        } else {
+            self.loaded
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&(vendor.to_string(), account.to_string()))
+        };
         let tracker = match saved {
             Some(history) => Tracker::with_history(history, now, zone, &pool, rules),
             None => Tracker::new(now, zone, &pool, rules),
         };
         let made = Arc::new(AccountActivity {
-            tracker: Mutex::new(tracker),
+            live: Mutex::new(Live {
+                tracker,
+                unflushed: Vec::new(),
+            }),
+            pending: AtomicBool::new(false),
+            unadopted: AtomicBool::new(self.shared),
+            shared: self.shared,
             pool,
             vendor: key.0.clone(),
             account: key.1.clone(),
@@ -244,7 +399,7 @@ impl Activity {
             saved.accounts.push(SavedAccount {
                 vendor: a.vendor.to_string(),
                 account: a.account.to_string(),
-                history: a.tracker().history_with_current(),
+                history: a.live().tracker.history_with_current(),
             });
         }
         let text = serde_json::to_string(&saved)

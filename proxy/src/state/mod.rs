@@ -127,6 +127,11 @@ impl StateStore {
         store
     }
 
+    /// Redis, when the state is shared (the detectors' hourly counts go there directly).
+    pub fn redis(&self) -> Option<&RedisState> {
+        self.redis.as_ref()
+    }
+
     pub fn backend_name(&self) -> &'static str {
         if self.redis.is_some() {
             "redis"

@@ -272,4 +272,116 @@ impl RedisState {
         let rem: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
         Ok(rem.into_iter().map(|r| r.max(0) as u64).collect())
     }
+
+    /// Adds each account's counts for an hour to its shared hash (`key`: fields `{hour}:r`, `:e`,
+    /// `:b`), forgets the hour four weeks before, keeps the hash 29 days; one round trip for all.
+    /// Returns the hour's totals across replicas, in order.
+    pub async fn usage_add(
+        &self,
+        batch: &[(&str, u32, vendorgate_policy::detect::Usage)],
+    ) -> Result<Vec<vendorgate_policy::detect::Usage>, StateError> {
+        let mut conn = self.conn()?;
+        let mut pipe = redis::pipe();
+        for (key, hour, u) in batch {
+            pipe.cmd("HINCRBY")
+                .arg(*key)
+                .arg(format!("{hour}:r"))
+                .arg(u.requests);
+            pipe.cmd("HINCRBY")
+                .arg(*key)
+                .arg(format!("{hour}:e"))
+                .arg(u.exports);
+            pipe.cmd("HINCRBY")
+                .arg(*key)
+                .arg(format!("{hour}:b"))
+                .arg(u.bytes);
+            let old = hour.saturating_sub(vendorgate_policy::detect::HOURS_KEPT);
+            pipe.cmd("HDEL")
+                .arg(*key)
+                .arg(format!("{old}:r"))
+                .arg(format!("{old}:e"))
+                .arg(format!("{old}:b"))
+                .ignore();
+            pipe.cmd("PEXPIRE").arg(*key).arg(USAGE_TTL_MS).ignore();
+        }
+        let totals: Vec<u64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        Ok(totals
+            .chunks(3)
+            .map(|t| vendorgate_policy::detect::Usage {
+                requests: t[0],
+                exports: t.get(1).copied().unwrap_or(0),
+                bytes: t.get(2).copied().unwrap_or(0),
+            })
+            .collect())
+    }
+
+    /// An account's shared hours (hour → usage), the ones past four weeks removed as it reads.
+    pub async fn usage_history(
+        &self,
+        key: &str,
+        now_hour: u32,
+    ) -> Result<Vec<(u32, vendorgate_policy::detect::Usage)>, StateError> {
+        let mut conn = self.conn()?;
+        let fields: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .map_err(unavailable)?;
+        let mut hours: std::collections::BTreeMap<u32, vendorgate_policy::detect::Usage> =
+            Default::default();
+        let mut stale = Vec::new();
+        for (field, n) in fields {
+            let Some((hour, metric)) = field.split_once(':') else {
+                continue;
+            };
+            let Ok(hour) = hour.parse::<u32>() else {
+                continue;
+            };
+            if hour + vendorgate_policy::detect::HOURS_KEPT <= now_hour {
+                stale.push(field);
+                continue;
+            }
+            let u = hours.entry(hour).or_default();
+            match metric {
+                "r" => u.requests = n,
+                "e" => u.exports = n,
+                "b" => u.bytes = n,
+                _ => {}
+            }
+        }
+        if !stale.is_empty() {
+            let _: Result<i64, _> = redis::cmd("HDEL")
+                .arg(key)
+                .arg(stale)
+                .query_async(&mut conn)
+                .await;
+        }
+        Ok(hours.into_iter().collect())
+    }
+
+    /// Writes hours an account's history lacks (`HSETNX`: what is already shared wins, so every
+    /// replica may import the same file).
+    pub async fn usage_import(
+        &self,
+        key: &str,
+        hours: &[(u32, vendorgate_policy::detect::Usage)],
+    ) -> Result<(), StateError> {
+        let mut conn = self.conn()?;
+        let mut pipe = redis::pipe();
+        for (hour, u) in hours {
+            for (m, n) in [("r", u.requests), ("e", u.exports), ("b", u.bytes)] {
+                pipe.cmd("HSETNX")
+                    .arg(key)
+                    .arg(format!("{hour}:{m}"))
+                    .arg(n)
+                    .ignore();
+            }
+        }
+        pipe.cmd("PEXPIRE").arg(key).arg(USAGE_TTL_MS).ignore();
+        pipe.query_async::<()>(&mut conn).await.map_err(unavailable)
+    }
 }
+
+/// How long an account's shared hours outlive its last activity: the four weeks they serve, and a
+/// day.
+const USAGE_TTL_MS: u64 = 29 * 86_400_000;

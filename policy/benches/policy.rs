@@ -158,11 +158,38 @@ fn evaluation(c: &mut Criterion) {
     });
 }
 
+/// What `[detect]` adds to an allowed request: its record ids, the tracker's judgement, and one
+/// response chunk counted (the proxy counts each chunk; a 2 KiB response is one).
+fn detection(c: &mut Criterion) {
+    use std::sync::Mutex;
+    use vendorgate_policy::detect::{record_ids, DetectRules, PeerPool, TimeZone, Tracker};
+    let rules = DetectRules {
+        enabled: true,
+        ..DetectRules::default()
+    };
+    let zone = TimeZone::get("Europe/Lisbon").unwrap();
+    let peers = Mutex::new(PeerPool::default());
+    let tracker = Mutex::new(Tracker::new(NOW, &zone, &peers, &rules));
+    let ip: std::net::IpAddr = "203.0.113.7".parse().unwrap();
+    let mut now = NOW;
+    c.bench_function("detect/request_and_chunk", |b| {
+        b.iter(|| {
+            now += 1;
+            let ids = record_ids(black_box("/api/v2/tickets/4711.json"), None);
+            let mut t = tracker.lock().unwrap();
+            let found = t.request(now, &zone, &peers, &rules, false, ip, &ids);
+            let chunk = t.bytes(now, 2048, &zone, &peers, &rules);
+            (found.len(), chunk.is_some())
+        })
+    });
+}
+
 criterion_group!(
     benches,
     path_normalization,
     cidr_lookup,
     route_match,
-    evaluation
+    evaluation,
+    detection
 );
 criterion_main!(benches);

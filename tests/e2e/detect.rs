@@ -29,12 +29,7 @@ fn weekday_utc() -> usize {
 fn policy() -> String {
     let closed = DAYS[(weekday_utc() + 3) % 7];
     format!(
-        r#"
-[identity]
-issuer = "https://idp.e2e.test"
-audiences = ["vendorgate"]
-jwks_file = "@JWKS@"
-
+        r#"{IDENTITY}
 [[vendors]]
 id = "acme"
 ip_allow = ["127.0.0.0/8", "::1/128"]
@@ -116,12 +111,7 @@ async fn outside_its_window_a_class_is_refused_on_the_wire_in_the_trail_and_in_e
 /// is the mock's echo (it records what it gets).
 fn detect_policy(pki: &Pki, upstream: &vendorgate_mock::MockUpstream) -> String {
     format!(
-        r#"
-[identity]
-issuer = "https://idp.e2e.test"
-audiences = ["vendorgate"]
-jwks_file = "@JWKS@"
-
+        r#"{IDENTITY}
 [[vendors]]
 id = "lisbon-bpo"
 ip_allow = ["127.0.0.0/8", "::1/128"]

@@ -26,12 +26,7 @@ fn tokens() -> String {
 /// acme reads; export (the incremental API, and a big stream to cut) is for grants only.
 fn policy(extra: &str) -> String {
     format!(
-        r#"
-[identity]
-issuer = "https://idp.e2e.test"
-audiences = ["vendorgate"]
-jwks_file = "@JWKS@"
-
+        r#"{IDENTITY}
 [[vendors]]
 id = "acme"
 ip_allow = ["127.0.0.0/8", "::1/128"]
@@ -91,26 +86,31 @@ async fn admin_refused(proxy: &Proxy, token: &str, args: &[&str]) -> String {
     output(&out)
 }
 
+/// `grant` for an export by agent-1 of acme.
+fn grant_args<'a>(duration: &'a str, reason: &'a str, ticket: &'a str) -> Vec<&'a str> {
+    vec![
+        "grant",
+        "--vendor",
+        "acme",
+        "--account",
+        "agent-1",
+        "--class",
+        "export",
+        "--duration",
+        duration,
+        "--reason",
+        reason,
+        "--ticket",
+        ticket,
+    ]
+}
+
 /// Asks for an export grant for agent-1 as the lead; its id.
 async fn ask(proxy: &Proxy, duration: &str) -> String {
     let v = admin_ok(
         proxy,
         LEAD,
-        &[
-            "grant",
-            "--vendor",
-            "acme",
-            "--account",
-            "agent-1",
-            "--class",
-            "export",
-            "--duration",
-            duration,
-            "--reason",
-            "month-end churn report",
-            "--ticket",
-            "INC-4711",
-        ],
+        &grant_args(duration, "month-end churn report", "INC-4711"),
     )
     .await;
     assert_eq!(v["grant"]["state"], "pending", "{v}");
@@ -135,47 +135,9 @@ async fn a_grant_is_asked_approved_by_another_used_named_revoked_and_runs_out() 
     assert_eq!(status(&client, &proxy, EXPORT).await, 403);
 
     // What [grants] refuses, with its code.
-    let bad_ticket = admin_refused(
-        &proxy,
-        LEAD,
-        &[
-            "grant",
-            "--vendor",
-            "acme",
-            "--account",
-            "agent-1",
-            "--class",
-            "export",
-            "--duration",
-            "1h",
-            "--reason",
-            "report",
-            "--ticket",
-            "JIRA-1",
-        ],
-    )
-    .await;
+    let bad_ticket = admin_refused(&proxy, LEAD, &grant_args("1h", "report", "JIRA-1")).await;
     assert!(bad_ticket.contains("ticket_invalid"), "{bad_ticket}");
-    let too_long = admin_refused(
-        &proxy,
-        LEAD,
-        &[
-            "grant",
-            "--vendor",
-            "acme",
-            "--account",
-            "agent-1",
-            "--class",
-            "export",
-            "--duration",
-            "5h",
-            "--reason",
-            "report",
-            "--ticket",
-            "INC-1",
-        ],
-    )
-    .await;
+    let too_long = admin_refused(&proxy, LEAD, &grant_args("5h", "report", "INC-1")).await;
     assert!(too_long.contains("duration_too_long"), "{too_long}");
 
     let id = ask(&proxy, "1h").await;
@@ -184,26 +146,7 @@ async fn a_grant_is_asked_approved_by_another_used_named_revoked_and_runs_out() 
     // The requester may not approve; an operator may not approve their own request.
     let by_lead = admin_refused(&proxy, LEAD, &["approve", &id]).await;
     assert!(by_lead.contains("admin_role_insufficient"), "{by_lead}");
-    let own = admin_ok(
-        &proxy,
-        SOC,
-        &[
-            "grant",
-            "--vendor",
-            "acme",
-            "--account",
-            "agent-1",
-            "--class",
-            "export",
-            "--duration",
-            "1h",
-            "--reason",
-            "mine",
-            "--ticket",
-            "INC-5",
-        ],
-    )
-    .await;
+    let own = admin_ok(&proxy, SOC, &grant_args("1h", "mine", "INC-5")).await;
     let own_id = own["grant"]["id"].as_str().unwrap().to_string();
     let self_approved = admin_refused(&proxy, SOC, &["approve", &own_id]).await;
     assert!(self_approved.contains("self_approval"), "{self_approved}");

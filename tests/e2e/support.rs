@@ -114,6 +114,14 @@ pub struct ProxyConfig {
 
 /// A policy that lets vendor `acme` (anywhere on loopback) do anything: for tests about the proxy's
 /// plumbing rather than its rules.
+/// The test IdP, as every test policy names it (`@JWKS@` is filled in by [`ProxyConfig::render`]).
+pub const IDENTITY: &str = r#"
+[identity]
+issuer = "https://idp.e2e.test"
+audiences = ["vendorgate"]
+jwks_file = "@JWKS@"
+"#;
+
 pub const OPEN_POLICY: &str = r#"
 [identity]
 issuer = "https://idp.e2e.test"

@@ -166,17 +166,8 @@ impl Trail {
         allowed: bool,
         detail: serde_json::Value,
     ) -> bool {
-        if !self.enabled() {
-            return true;
-        }
-        match self.reserve().await {
-            Ok(slot) => {
-                let at = std::time::SystemTime::now();
-                slot.submit(schema::admin_event(at, action, by, source, allowed, detail));
-                true
-            }
-            Err(()) => false,
-        }
+        self.record_now(|at| schema::admin_event(at, action, by, source, allowed, detail))
+            .await
     }
 
     /// A detector's finding as a record (see [`schema::anomaly_event`]); false if it could not be
@@ -188,13 +179,19 @@ impl Trail {
         source: Option<std::net::IpAddr>,
         detail: serde_json::Value,
     ) -> bool {
+        self.record_now(|at| schema::anomaly_event(at, vendor, account, source, detail))
+            .await
+    }
+
+    /// Waits for room, then queues the record `make` writes for the present moment; false if it
+    /// could not be queued.
+    async fn record_now(&'static self, make: impl FnOnce(std::time::SystemTime) -> String) -> bool {
         if !self.enabled() {
             return true;
         }
         match self.reserve().await {
             Ok(slot) => {
-                let at = std::time::SystemTime::now();
-                slot.submit(schema::anomaly_event(at, vendor, account, source, detail));
+                slot.submit(make(std::time::SystemTime::now()));
                 true
             }
             Err(()) => false,

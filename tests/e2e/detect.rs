@@ -107,6 +107,17 @@ async fn outside_its_window_a_class_is_refused_on_the_wire_in_the_trail_and_in_e
     );
 }
 
+/// `vendorgate ARGS…`, which must succeed; its stdout.
+fn vendorgate_ok(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(BIN).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 /// lisbon-bpo's agents read; export (a 2.5 MiB page per request here) is theirs too. The webhook
 /// is the mock's echo (it records what it gets).
 fn detect_policy(pki: &Pki, upstream: &vendorgate_mock::MockUpstream) -> String {
@@ -145,16 +156,11 @@ async fn the_bulk_thief_is_locked_mid_pull_on_an_account_with_six_weeks_of_histo
     // on it, as after a restart in production.
     let proxy = Proxy::start(&pki, config);
     let baselines = proxy.dir.path().join("baselines.json");
-    let out = std::process::Command::new(BIN)
-        .args(["simulate", "--baselines"])
-        .arg(&baselines)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    vendorgate_ok(&[
+        "simulate".as_ref(),
+        "--baselines".as_ref(),
+        baselines.as_os_str(),
+    ]);
     let mut proxy = proxy.restart(&pki);
 
     // A Lisbon agent who reads tickets and never exports: its token, stolen.
@@ -220,12 +226,7 @@ async fn the_bulk_thief_is_locked_mid_pull_on_an_account_with_six_weeks_of_histo
     assert!(audit_intact(proxy.dir.path()).contains("intact"));
     // The reviewers' summary and report list the anomaly and the lock beside the requests.
     let trail = proxy.dir.path().join("decisions.jsonl");
-    let out = std::process::Command::new(BIN)
-        .args(["audit", "summary"])
-        .arg(&trail)
-        .output()
-        .unwrap();
-    let summary = String::from_utf8_lossy(&out.stdout);
+    let summary = vendorgate_ok(&["audit".as_ref(), "summary".as_ref(), trail.as_os_str()]);
     assert!(
         summary.contains("anomalies, locks and grants")
             && summary.contains("volume.exports lock")
@@ -233,18 +234,13 @@ async fn the_bulk_thief_is_locked_mid_pull_on_an_account_with_six_weeks_of_histo
         "{summary}"
     );
     let html = proxy.dir.path().join("report.html");
-    let out = std::process::Command::new(BIN)
-        .args(["audit", "report"])
-        .arg(&trail)
-        .arg("--html")
-        .arg(&html)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    vendorgate_ok(&[
+        "audit".as_ref(),
+        "report".as_ref(),
+        trail.as_os_str(),
+        "--html".as_ref(),
+        html.as_os_str(),
+    ]);
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("<tr class=\"alert\">") && page.contains("<tr class=\"lock\">"));
     // The histories were saved again at shutdown, the thief's hour in them.
@@ -267,16 +263,12 @@ async fn a_thief_spread_over_two_replicas_is_judged_on_the_whole() {
     );
     let config = || ProxyConfig::to(&upstream).policy(&policy);
     let a = Proxy::start(&pki, config());
-    let out = std::process::Command::new(BIN)
-        .args(["simulate", "--baselines"])
-        .arg(a.dir.path().join("baselines.json"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let baselines = a.dir.path().join("baselines.json");
+    vendorgate_ok(&[
+        "simulate".as_ref(),
+        "--baselines".as_ref(),
+        baselines.as_os_str(),
+    ]);
     let a = a.restart(&pki);
     let b = Proxy::start(&pki, config());
     // A second for the import and the locks' first confirmation.

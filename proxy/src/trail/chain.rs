@@ -86,8 +86,10 @@ pub fn open(line: &str) -> Result<Sealed, LineError> {
             LineError::Malformed
         });
     }
+    // The suffix is ASCII in a sealed record; a line where it would start inside a character is
+    // not one (found by the trail_verify fuzz target: `split_at` there panicked).
     let split = line.len() - SUFFIX_LEN;
-    let (body, suffix) = line.split_at(split);
+    let (body, suffix) = line.split_at_checked(split).ok_or(LineError::Malformed)?;
     let hash = suffix
         .strip_prefix(",\"hash\":\"")
         .and_then(|s| s.strip_suffix("\"}"))
@@ -133,5 +135,17 @@ mod tests {
         assert_eq!(open(&edited), Err(LineError::Altered));
         assert_eq!(open(&line[..line.len() / 2]), Err(LineError::Incomplete));
         assert_eq!(open("garbage"), Err(LineError::Malformed));
+    }
+
+    /// Found by `fuzz/fuzz_targets/trail_verify.rs`: a line whose hash suffix would begin inside a
+    /// multi-byte character panicked instead of being refused.
+    #[test]
+    fn a_line_cut_inside_a_character_is_malformed_not_a_panic() {
+        let mut line = String::from("{\"seq\":1,");
+        line.push('\u{781}');
+        line.push_str(&"0".repeat(SUFFIX_LEN - 3));
+        line.push_str("\"}");
+        assert!(!line.is_char_boundary(line.len() - SUFFIX_LEN));
+        assert_eq!(open(&line), Err(LineError::Malformed));
     }
 }

@@ -400,6 +400,9 @@ async fn two_proxies_sharing_redis_enforce_one_rate_limit_and_one_cap() {
     let config =
         || ProxyConfig::to(&upstream).policy(&limits_policy("", &redis_state(&redis, "deny")));
     let (a, b) = (Proxy::start(&pki, config()), Proxy::start(&pki, config()));
+    // Until a replica has reached Redis, `deny` refuses everything: wait as a balancer would.
+    a.ready().await;
+    b.ready().await;
     let client = client(&pki, Http::One);
     let agent = token(&pki, "shared-agent");
     let export = "/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=1";

@@ -12,6 +12,7 @@ mod endings;
 mod errors;
 mod forwarding;
 mod grants;
+mod h2_abuse;
 mod hygiene;
 mod lifecycle;
 mod limits;

@@ -260,6 +260,18 @@ impl Proxy {
         self.dir.path().join("vendorgate.toml")
     }
 
+    /// Waits until `/readyz` says ready (the shared state reached, say), at most 10 s.
+    pub async fn ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !admin_response(self.admin, "/readyz")
+            .await
+            .starts_with("HTTP/1.1 200")
+        {
+            assert!(Instant::now() < deadline, "never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.addr.port())
     }

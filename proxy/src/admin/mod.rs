@@ -601,13 +601,22 @@ async fn read_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| error_with(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string()))
 }
 
-/// Ready when the proxy listener is serving (not starting, not draining) and the upstream's name
-/// resolves: without that, every request would fail with 502 and traffic is better sent elsewhere.
+/// Ready when the proxy listener is serving (not starting, not draining), the shared state (Redis,
+/// when configured) has been reached, and the upstream's name resolves: without those, requests
+/// would fail and traffic is better sent elsewhere.
 async fn readiness(gw: &Gateway) -> Response<Full<Bytes>> {
     if !gw.is_ready() {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "not_ready", "reason": "draining"}),
+        );
+    }
+    // Shared state not reached yet (just started): with `on_state_error = "deny"` every request
+    // would be refused, so traffic is better sent to a replica that has it.
+    if gw.state.redis().is_some_and(|r| !r.connected()) {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not_ready", "reason": "state_unavailable"}),
         );
     }
     let url = &gw.config.upstream.url;

@@ -153,6 +153,11 @@ impl RedisState {
         }
     }
 
+    /// Whether the first connection has been made (until then every operation fails).
+    pub fn connected(&self) -> bool {
+        self.conn.load().is_some()
+    }
+
     fn conn(&self) -> Result<ConnectionManager, StateError> {
         self.conn
             .load_full()

@@ -28,19 +28,6 @@ pub struct DevPkiFiles {
     pub server_key: PathBuf,
 }
 
-/// A random positive serial number of 128 bits (RFC 5280 §4.1.2.2: positive, at most 20 bytes).
-/// rcgen's own is taken from a hash of the key and can come out negative in DER, which strict
-/// parsers (Python's `cryptography`, hence sslyze) warn about and will refuse.
-fn serial() -> Result<rcgen::SerialNumber, CertError> {
-    let mut bytes = [0u8; 16];
-    rustls::crypto::ring::default_provider()
-        .secure_random
-        .fill(&mut bytes)
-        .map_err(|_| CertError::Random)?;
-    bytes[0] = (bytes[0] & 0x7f) | 0x01;
-    Ok(rcgen::SerialNumber::from_slice(&bytes))
-}
-
 /// The names a local dev server answers to.
 pub const LOCAL_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1"];
 
@@ -58,7 +45,6 @@ impl DevPki {
             .distinguished_name
             .push(DnType::OrganizationName, "vendorgate (development only)");
         ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca_params.serial_number = Some(serial()?);
         let today = time_now();
         ca_params.not_before = today - days(1);
         ca_params.not_after = today + days(3650);
@@ -74,7 +60,6 @@ impl DevPki {
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        params.serial_number = Some(serial()?);
         params.not_before = today - days(1);
         params.not_after = today + days(90);
         let server_cert = params.signed_by(&server_key, &ca_cert, &ca_key)?;
@@ -130,49 +115,4 @@ fn write(path: &Path, text: &str, secret: bool) -> Result<(), CertError> {
     #[cfg(not(unix))]
     let _ = secret;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::CertificateDer;
-
-    use super::*;
-
-    /// The first content byte of the certificate's serialNumber (DER: Certificate SEQUENCE,
-    /// tbsCertificate SEQUENCE, [0] version, then the INTEGER).
-    fn serial_first_byte(der: &[u8]) -> u8 {
-        // (tag, content start, content length) of the element at `at`.
-        let element = |at: usize| {
-            let len = der[at + 1];
-            if len < 0x80 {
-                (der[at], at + 2, usize::from(len))
-            } else {
-                let n = usize::from(len & 0x7f);
-                let l = der[at + 2..at + 2 + n]
-                    .iter()
-                    .fold(0usize, |acc, b| acc << 8 | usize::from(*b));
-                (der[at], at + 2 + n, l)
-            }
-        };
-        let (_, tbs, _) = element(0);
-        let (_, version, _) = element(tbs);
-        let (tag, start, version_len) = element(version);
-        assert_eq!(tag, 0xa0, "no version: unexpected layout");
-        let (tag, serial, _) = element(start + version_len);
-        assert_eq!(tag, 0x02, "serialNumber is an INTEGER");
-        der[serial]
-    }
-
-    #[test]
-    fn serial_numbers_are_positive() {
-        for _ in 0..32 {
-            let pki = DevPki::generate(LOCAL_NAMES).unwrap();
-            for pem in [&pki.ca_cert_pem, &pki.server_cert_pem] {
-                let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
-                let first = serial_first_byte(&der);
-                assert!(first > 0 && first < 0x80, "serial starts {first:#04x}");
-            }
-        }
-    }
 }

@@ -4,8 +4,6 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CertError {
-    #[error("the system's random generator failed")]
-    Random,
     #[error("{path}: cannot read: {cause}")]
     Read {
         path: PathBuf,

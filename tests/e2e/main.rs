@@ -10,6 +10,7 @@ mod detect;
 mod downloads;
 mod endings;
 mod errors;
+mod faults;
 mod forwarding;
 mod grants;
 mod h2_abuse;

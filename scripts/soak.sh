@@ -5,14 +5,27 @@
 # itself and reports, every 30 s: the proxy's RSS and open file descriptors; at the end: decision
 # records against the requests the proxy counted (they must be equal), and `audit verify`.
 #   scripts/soak.sh [MINUTES]        needs wrk, nginx, curl (installed with apt when missing)
+# Disk: every request is a record (~1 KB) and this loads the proxy flat out (~35,000 requests a
+# second on 2 cores): about 2.2 GB of trail a minute. It refuses to start without room for that,
+# and removes its work directory at the end (KEEP=1 keeps it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MINUTES=${1:-30}
+need_gb=$(( MINUTES * 22 / 10 + 2 ))
+free_gb=$(df -P -BG /tmp | awk 'NR == 2 {sub("G", "", $4); print $4}')
+if [ "$free_gb" -lt "$need_gb" ]; then
+  echo "soak: needs about ${need_gb} GB free in /tmp for ${MINUTES} min of decision records; ${free_gb} GB free" >&2
+  exit 2
+fi
 WORK=$(mktemp -d /tmp/vg-soak.XXXXXX)
 mkdir -p "$WORK"/{www,tls,keys,logs,run,tmp}
 chmod 755 "$WORK" "$WORK"/www "$WORK"/logs "$WORK"/tmp "$WORK"/run
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  [ "${KEEP:-0}" = 1 ] || rm -rf "$WORK"
+}
 trap cleanup EXIT
 missing=()
 for p in wrk nginx curl; do command -v "$p" >/dev/null || missing+=("$p"); done

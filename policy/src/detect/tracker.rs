@@ -61,9 +61,8 @@ pub fn record_ids(path: &str, query: Option<&str>) -> Vec<u64> {
         h.finish()
     };
     let mut out = Vec::new();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let mut collection = "";
-    for s in &segments {
+    for s in path.split('/').filter(|s| !s.is_empty()) {
         let s = s.strip_suffix(".json").unwrap_or(s);
         if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
             out.push(hash(collection, s));
@@ -113,22 +112,7 @@ fn network_text(ip: IpAddr) -> String {
 impl Tracker {
     /// An account first seen at `now`.
     pub fn new(now: u64, zone: &TimeZone, peers: &Mutex<PeerPool>, rules: &DetectRules) -> Self {
-        let hour = (now / 3600) as u32;
-        let mut history = History::default();
-        history.seen(hour);
-        let local_how = local_how(now, zone);
-        let thresholds = history.thresholds(hour, local_how, &lock(peers), rules);
-        Tracker {
-            history,
-            hour,
-            local_how,
-            current: Usage::default(),
-            thresholds,
-            fired: 0,
-            networks: Vec::new(),
-            window: 0,
-            records: HashSet::new(),
-        }
+        Tracker::with_history(History::default(), now, zone, peers, rules)
     }
 
     /// An account whose `history` was kept (saved by [`Tracker::history_with_current`]): the

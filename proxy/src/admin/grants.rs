@@ -95,16 +95,13 @@ pub(super) async fn request(
             return error_with(status, e.code(), &e.to_string());
         }
     };
-    change(
-        gw,
-        peer,
-        &by,
-        "grant_requested",
-        None,
-        &grant,
-        StatusCode::CREATED,
-    )
-    .await
+    let c = Change {
+        action: "grant_requested",
+        was: None,
+        new: Some(&grant),
+        message: None,
+    };
+    change(gw, peer, &by, c, StatusCode::CREATED).await
 }
 
 /// `POST /v1/grants/{id}/approve | deny | revoke`.
@@ -132,7 +129,13 @@ pub(super) async fn act(
         ("approve", _) => match grant.approved(&by, now) {
             Ok(active) => {
                 let ok = StatusCode::OK;
-                change(gw, peer, &by, "grant_approved", Some(&grant), &active, ok).await
+                let c = Change {
+                    action: "grant_approved",
+                    was: Some(&grant),
+                    new: Some(&active),
+                    message: None,
+                };
+                change(gw, peer, &by, c, ok).await
             }
             Err(e) => {
                 let status = match e {
@@ -152,58 +155,54 @@ pub(super) async fn act(
             } else {
                 "grant_revoked"
             };
-            ended(gw, peer, &by, action, &grant, message).await
+            let c = Change {
+                action,
+                was: Some(&grant),
+                new: None,
+                message,
+            };
+            change(gw, peer, &by, c, StatusCode::OK).await
         }
         ("deny", _) => error(StatusCode::CONFLICT, "grant_not_pending"),
         _ => error(StatusCode::CONFLICT, "grant_not_active"),
     }
 }
 
-/// Removes a denied or revoked grant (cutting what it streams), then records it with `message`.
-async fn ended(
-    gw: &'static Gateway,
-    peer: SocketAddr,
-    by: &str,
-    action: &str,
-    grant: &Grant,
+/// One change to a grant: from `was` to `new` (`None`: absent, so a request adds one and a denial
+/// or revocation removes it), recorded as `action` (with `message` when it ends one).
+struct Change<'a> {
+    action: &'a str,
+    was: Option<&'a Grant>,
+    new: Option<&'a Grant>,
     message: Option<String>,
-) -> Response<Full<Bytes>> {
-    match gw.controls.change_grant(Some(grant), None).await {
-        Ok(true) => {}
-        Ok(false) => return error(StatusCode::CONFLICT, "grant_changed"),
-        Err(e) => return unwritable(e),
-    }
-    let detail = json!({"grant": shown(grant, now()), "message": message});
-    if !record(gw, action, by, Some(peer), true, detail).await {
-        let _ = gw.controls.change_grant(None, Some(grant)).await;
-        return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
-    }
-    tracing::warn!(grant = %grant.id, by, "{action}");
-    super::json(StatusCode::OK, json!({"grant": shown(grant, now())}))
 }
 
-/// Changes a grant from `was` to `grant` and records it as `action`; the change is undone if the
-/// record cannot be queued.
+/// Makes the change (compare-and-set; cutting what an ended grant streams), then records it; the
+/// change is undone if the record cannot be queued. Answers `status` with the grant.
 async fn change(
     gw: &'static Gateway,
     peer: SocketAddr,
     by: &str,
-    action: &str,
-    was: Option<&Grant>,
-    grant: &Grant,
+    c: Change<'_>,
     status: StatusCode,
 ) -> Response<Full<Bytes>> {
-    match gw.controls.change_grant(was, Some(grant)).await {
+    let Some(grant) = c.new.or(c.was) else {
+        return error(StatusCode::NOT_FOUND, "grant_unknown");
+    };
+    match gw.controls.change_grant(c.was, c.new).await {
         Ok(true) => {}
         Ok(false) => return error(StatusCode::CONFLICT, "grant_changed"),
         Err(e) => return unwritable(e),
     }
-    let detail = json!({"grant": shown(grant, now())});
-    if !record(gw, action, by, Some(peer), true, detail).await {
-        let _ = gw.controls.change_grant(Some(grant), was).await;
+    let mut detail = json!({"grant": shown(grant, now())});
+    if c.new.is_none() {
+        detail["message"] = json!(c.message);
+    }
+    if !record(gw, c.action, by, Some(peer), true, detail).await {
+        let _ = gw.controls.change_grant(c.new, c.was).await;
         return error(StatusCode::SERVICE_UNAVAILABLE, "decision_log_unavailable");
     }
-    tracing::warn!(grant = %grant.id, by, "{action}");
+    tracing::warn!(grant = %grant.id, by, "{}", c.action);
     super::json(status, json!({"grant": shown(grant, now())}))
 }
 

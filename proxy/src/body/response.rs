@@ -161,13 +161,10 @@ impl Body for ProxyBody {
         if let Some((lock, reason)) = self.watched.as_ref().and_then(Watched::cut_by) {
             let lock = lock.to_string();
             self.cut = true;
+            let rule = self.watched.as_ref().and_then(Watched::cut_rule);
             if let Some(draft) = self.draft.as_mut() {
                 draft.outcome = Outcome::Refused(reason);
-                draft.rule = if lock.starts_with("gr_") {
-                    format!("grants[{lock}]: ended, stream cut")
-                } else {
-                    format!("locks[{lock}]: stream cut")
-                };
+                draft.rule = rule.unwrap_or_default();
             }
             self.seal(Ending::CutOff);
             return Poll::Ready(Some(Err(Box::new(LockCut(lock)))));

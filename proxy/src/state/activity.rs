@@ -79,6 +79,11 @@ impl AccountActivity {
             return;
         }
         let hour = live.tracker.hour();
+        self.keep_for_redis(live, hour, delta);
+    }
+
+    /// Adds `delta` to what goes to Redis for `hour` at the next flush.
+    fn keep_for_redis(&self, live: &mut Live, hour: u32, delta: Usage) {
         match live.unflushed.iter_mut().find(|(h, _)| *h == hour) {
             Some((_, u)) => add(u, delta),
             None => live.unflushed.push((hour, delta)),
@@ -105,11 +110,7 @@ impl AccountActivity {
     /// Counts a flush could not deliver, kept for the next.
     pub fn give_back(&self, hour: u32, delta: Usage) {
         let mut live = self.live();
-        match live.unflushed.iter_mut().find(|(h, _)| *h == hour) {
-            Some((_, u)) => add(u, delta),
-            None => live.unflushed.push((hour, delta)),
-        }
-        self.pending.store(true, Ordering::Relaxed);
+        self.keep_for_redis(&mut live, hour, delta);
     }
 
     /// The account's past hours from Redis replace what this replica had seen of it.

@@ -266,6 +266,16 @@ impl Watched {
         self.stream.cut_by.get().map(|(id, r)| (id.as_str(), *r))
     }
 
+    /// The rule that cut it, for the request's record: the lock's, or the grant's that ended (the
+    /// two ways a stream is cut here, told apart by the refusal each means).
+    pub fn cut_rule(&self) -> Option<String> {
+        let (id, reason) = self.cut_by()?;
+        Some(match reason {
+            Reason::ClassNotPermitted => format!("grants[{id}]: ended, stream cut"),
+            _ => format!("locks[{id}]: stream cut"),
+        })
+    }
+
     /// Wake `waker` when a lock cuts the stream.
     pub fn register(&self, waker: &Waker) {
         self.stream.waker.register(waker);

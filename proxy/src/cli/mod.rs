@@ -100,6 +100,11 @@ pub fn init_logging(level: vendorgate_policy::config::LogLevel) {
         .with_writer(std::io::stderr)
         .with_max_level(level)
         .with_ansi(false)
+        // A log that cannot be written (its disk full, its file past RLIMIT_FSIZE) must not stop
+        // the proxy: the subscriber would report each failed line with `eprintln!`, which panics
+        // when stderr itself fails, taking a worker thread and its connections with it. The
+        // lines are lost; the decision trail, which says whether it is writable, is the record.
+        .log_internal_errors(false)
         .try_init();
 }
 

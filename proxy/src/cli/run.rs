@@ -11,6 +11,7 @@ use vendorgate::settings::load_config;
 use vendorgate::Running;
 
 pub fn run(config_path: &Path) -> anyhow::Result<()> {
+    ignore_file_size_signal();
     let config = load_config(config_path)?;
     super::init_logging(config.log.level);
     super::runtime()?.block_on(async move {
@@ -30,6 +31,18 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         running.wait().await;
         Ok(())
     })
+}
+
+/// A write past the process's file size limit (`RLIMIT_FSIZE`, set by an operator or a unit's
+/// `LimitFSIZE=`) raises SIGXFSZ, whose default is to kill the process with every request in
+/// flight. Ignored, the write fails with `EFBIG` instead and the trail treats it as a full disk:
+/// refuse (or count) while it lasts, recover when there is room.
+#[allow(unsafe_code)]
+fn ignore_file_size_signal() {
+    // SAFETY: called before any thread starts; SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
 }
 
 /// One machine-readable line on stdout once both listeners are bound (ports may have been 0).

@@ -39,6 +39,9 @@ pub struct Writer {
     prev: String,
     last_sync: Instant,
     status: Arc<WriterStatus>,
+    /// A failed write left bytes in the active file that could not be cut away: the file is set
+    /// aside before the next one opens, so the chain never holds a partial or repeated record.
+    set_aside: bool,
 }
 
 /// `decisions.jsonl` → `decisions-000000000042.jsonl` for the file whose first record is seq 42.
@@ -82,6 +85,7 @@ impl Writer {
             prev: GENESIS.to_string(),
             last_sync: Instant::now(),
             status,
+            set_aside: false,
         };
         if w.config.sink == TrailSink::File {
             w.resume();
@@ -130,21 +134,29 @@ impl Writer {
                 if partial && path == active {
                     // A crash mid-write: keep the damaged file as it is (verify will point at it)
                     // and carry on in a fresh one.
-                    let aside = rotated_name(&active, self.seq + 1).with_extension("damaged");
-                    let _ = std::fs::rename(&active, &aside);
-                    tracing::warn!(
-                        "decision log ended in a partial record; moved to {}",
-                        aside.display()
-                    );
+                    self.move_aside("ended in a partial record");
                 }
             }
             Err(e) => tracing::error!("reading the decision log tail {}: {e}", path.display()),
         }
     }
 
+    /// Moves the active file out of the chain's way, as `decisions-<next seq>.damaged`.
+    fn move_aside(&mut self, why: &str) {
+        let active = &self.config.path;
+        let aside = rotated_name(active, self.seq + 1).with_extension("damaged");
+        match std::fs::rename(active, &aside) {
+            Ok(()) => tracing::warn!("decision log {why}; moved to {}", aside.display()),
+            Err(e) => tracing::error!("decision log {why}; moving it to {}: {e}", aside.display()),
+        }
+    }
+
     fn ensure_open(&mut self) -> std::io::Result<()> {
         if self.out.is_some() {
             return Ok(());
+        }
+        if std::mem::take(&mut self.set_aside) {
+            self.move_aside("kept part of a failed write");
         }
         self.out = Some(match self.config.sink {
             TrailSink::Stdout => Out::Stdout,
@@ -196,7 +208,16 @@ impl Writer {
         }
         match self.out.as_mut() {
             Some(Out::File { file, size, .. }) => {
-                file.write_all(buf.as_bytes())?;
+                if let Err(e) = file.write_all(buf.as_bytes()) {
+                    // A short write (disk full, the file size limit) leaves part of the batch in
+                    // the file, and the retry writes all of it again: cut the file back to where
+                    // the batch began, or, failing that, set it aside.
+                    if let Err(cut) = file.set_len(*size) {
+                        tracing::error!("cutting a failed write from the decision log: {cut}");
+                        self.set_aside = true;
+                    }
+                    return Err(e);
+                }
                 *size += buf.len() as u64;
             }
             Some(Out::Stdout) => {

@@ -1,0 +1,132 @@
+//! Faults while agents keep working: the decision log's disk fills, the shared state's Redis is
+//! killed and comes back, the proxy is told to stop. Each test keeps a steady load running
+//! through the fault ([`crate::load::Load`]) and then holds the proxy to account: every answered
+//! request has exactly one record, nothing refused reached the upstream, the chain is intact,
+//! nothing is left in flight, and the proxy recovered without help.
+
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+
+use vendorgate_certs::Alpn;
+
+use crate::load::{Answer, Load};
+use crate::support::*;
+
+/// Sets the soft file-size limit (`RLIMIT_FSIZE`) of a running process; `None`: unlimited.
+fn limit_file_size(pid: u32, bytes: Option<u64>) {
+    let soft = bytes.map_or_else(|| "unlimited".to_string(), |b| b.to_string());
+    let out = Command::new("prlimit")
+        .arg(format!("--pid={pid}"))
+        .arg(format!("--fsize={soft}:"))
+        .output()
+        .expect("prlimit (util-linux)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A metric's value from the admin endpoint's Prometheus text.
+async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let text = admin_text(proxy.admin, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// Every answer with a request id has exactly one record, and there are no other records.
+fn one_record_each(dir: &std::path::Path, answered: &[&Answer]) {
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    for r in records(dir) {
+        *ids.entry(at(&r, "http.request.id").as_str().unwrap().to_string())
+            .or_default() += 1;
+    }
+    for a in answered {
+        let id = a.id.as_deref().expect("an answer without x-request-id");
+        assert_eq!(ids.get(id), Some(&1), "records of {a:?}");
+    }
+    assert_eq!(
+        ids.len(),
+        answered.len(),
+        "records of requests never answered"
+    );
+}
+
+/// The disk under the decision log fills mid-load. Here the proxy's file-size limit is lowered to
+/// just past the log's end (prlimit), so the batch being written is cut off mid-record as on a
+/// full disk. While it lasts: 503 `decision_log_unavailable`, nothing unrecorded reaches the
+/// upstream. The cut-off batch is cut away and written again once there is room, which the proxy
+/// notices by itself.
+#[tokio::test]
+async fn a_full_disk_refuses_until_room_returns_and_leaves_one_intact_chain() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream));
+    proxy.ready().await;
+    let log = proxy.dir.path().join("decisions.jsonl");
+    let agent = proxy.token.clone();
+    let url = proxy.url("/api/v2/tickets/1");
+    let load = Load::start(&client(&pki, Http::Two), 8, move || {
+        http::Request::get(&url)
+            .header("authorization", format!("Bearer {agent}"))
+            .body(empty())
+            .unwrap()
+    });
+    assert!(
+        load.until(Duration::from_secs(5), |a| a.status == 200)
+            .await
+    );
+
+    let end = std::fs::metadata(&log).unwrap().len();
+    // Far enough ahead that the load reaches it mid-batch rather than the limit catching the
+    // file already past it.
+    limit_file_size(proxy.pid(), Some(end + 64 * 1024));
+    assert!(
+        load.until(Duration::from_secs(5), |a| a
+            .is(503, "decision_log_unavailable"))
+            .await,
+        "never refused on a full disk: {}",
+        proxy.log()
+    );
+    assert_eq!(metric(&proxy, "vendorgate_trail_writable").await, 0.0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    limit_file_size(proxy.pid(), None);
+    assert!(
+        load.until(Duration::from_secs(5), |a| a.status == 200)
+            .await,
+        "did not recover once there was room: {}",
+        proxy.log()
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (answers, failures) = load.stop().await;
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(metric(&proxy, "vendorgate_trail_writable").await, 1.0);
+    stop(&mut proxy).await;
+
+    let served: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
+    let refused = answers
+        .iter()
+        .filter(|a| a.is(503, "decision_log_unavailable"))
+        .count();
+    assert_eq!(served.len() + refused, answers.len(), "{answers:?}");
+    assert_eq!(
+        upstream.request_count(),
+        served.len() as u64,
+        "an unrecorded request reached the upstream"
+    );
+    one_record_each(proxy.dir.path(), &served);
+    audit_intact(proxy.dir.path());
+    let damaged: Vec<_> = std::fs::read_dir(proxy.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "damaged"))
+        .collect();
+    assert!(damaged.is_empty(), "{damaged:?}");
+    // The proxy's own log shares the full disk, so what it said meanwhile is lost (without
+    // stopping it); once there is room it says so.
+    assert!(proxy.log().contains("decision log writable"));
+}

@@ -543,6 +543,26 @@ impl RedisServer {
         }
     }
 
+    /// Stops the process where it stands (SIGSTOP): connections stay open and nothing answers,
+    /// as in a network partition or a long pause. [`RedisServer::resume`] lets it go on.
+    pub fn pause(&self) {
+        self.send_signal("STOP");
+    }
+
+    pub fn resume(&self) {
+        self.send_signal("CONT");
+    }
+
+    fn send_signal(&self, name: &str) {
+        let child = self.child.as_ref().expect("redis-server is not running");
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     fn ping(&self) -> bool {
         use std::io::{Read, Write};
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {

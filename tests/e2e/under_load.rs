@@ -130,3 +130,138 @@ async fn a_full_disk_refuses_until_room_returns_and_leaves_one_intact_chain() {
     // stopping it); once there is room it says so.
     assert!(proxy.log().contains("decision log writable"));
 }
+
+/// SIGTERM while agents keep sending, over HTTP/1.1 and HTTP/2, some requests slow: everything
+/// the proxy had begun finishes within the grace period and is answered, every answer has exactly
+/// one record on disk when the process exits, and the only requests that fail are those that
+/// found the door already closed (a new connection refused), never one cut midway.
+#[tokio::test]
+async fn sigterm_under_load_answers_and_records_everything_begun() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).server("shutdown_grace = \"10s\""),
+    );
+    proxy.ready().await;
+    let loads: Vec<Load> = [Http::One, Http::Two]
+        .into_iter()
+        .map(|version| {
+            let agent = proxy.token.clone();
+            let (quick, slow) = (
+                proxy.url("/api/v2/tickets/1"),
+                proxy.url("/__mock/slow?ms=300"),
+            );
+            let n = std::sync::atomic::AtomicU64::new(0);
+            Load::start(&client(&pki, version), 8, move || {
+                let url = match n.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 3 {
+                    0 => &slow,
+                    _ => &quick,
+                };
+                http::Request::get(url)
+                    .header("authorization", format!("Bearer {agent}"))
+                    .body(empty())
+                    .unwrap()
+            })
+        })
+        .collect();
+    while loads.iter().map(Load::count).sum::<usize>() < 300 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    proxy.signal("TERM");
+    let status = proxy.wait_exit_async(Duration::from_secs(10)).await;
+    assert!(
+        status.expect("did not exit within the grace").success(),
+        "{}",
+        proxy.log()
+    );
+    let mut answers = Vec::new();
+    for load in loads {
+        let (a, failures) = load.stop().await;
+        answers.extend(a);
+        for f in &failures {
+            assert!(f.contains("Connect"), "a request cut midway: {f}");
+        }
+    }
+    assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    let answered: Vec<&Answer> = answers.iter().collect();
+    one_record_each(proxy.dir.path(), &answered);
+    audit_intact(proxy.dir.path());
+}
+
+/// Redis, holding the shared state, is killed under load and started again, then paused (a stopped
+/// process: connections open, nothing answers) and let go. A replica with `on_state_error =
+/// "deny"` answers 503 `state_unavailable` while Redis is away and serves again by itself within
+/// seconds of its return; one with `"local"` keeps serving from its own memory throughout. No
+/// request hangs, every answer has its record.
+#[tokio::test]
+async fn redis_killed_and_paused_under_load_deny_refuses_local_serves_both_recover() {
+    let mut redis = RedisServer::start();
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let state = |on_error: &str| {
+        format!(
+            "{OPEN_POLICY}\n[state]\nbackend = \"redis\"\nredis_url = \"{}\"\n\
+             on_state_error = \"{on_error}\"\ntimeout = \"300ms\"\n",
+            redis.url()
+        )
+    };
+    let deny = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&state("deny")));
+    let local = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&state("local")));
+    deny.ready().await;
+    local.ready().await;
+    let load = |proxy: &Proxy| {
+        let (agent, url) = (proxy.token.clone(), proxy.url("/api/v2/tickets/1"));
+        Load::start(&client(&pki, Http::One), 4, move || {
+            http::Request::get(&url)
+                .header("authorization", format!("Bearer {agent}"))
+                .body(empty())
+                .unwrap()
+        })
+    };
+    let (on_deny, on_local) = (load(&deny), load(&local));
+    let served = |a: &Answer| a.status == 200;
+    let refused = |a: &Answer| a.is(503, "state_unavailable");
+    let secs = Duration::from_secs;
+    assert!(on_deny.until(secs(5), served).await);
+
+    for (away, back) in [
+        (
+            RedisServer::stop as fn(&mut RedisServer),
+            RedisServer::restart as fn(&mut RedisServer),
+        ),
+        (
+            |r: &mut RedisServer| r.pause(),
+            |r: &mut RedisServer| r.resume(),
+        ),
+    ] {
+        away(&mut redis);
+        assert!(on_deny.until(secs(3), refused).await, "{}", deny.log());
+        assert!(on_local.until(secs(3), served).await, "{}", local.log());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        back(&mut redis);
+        assert!(
+            on_deny.until(secs(5), served).await,
+            "still refusing with Redis back: {}",
+            deny.log()
+        );
+    }
+
+    for (mut proxy, load, allowed) in [
+        (
+            deny,
+            on_deny,
+            &(|a: &Answer| served(a) || refused(a)) as &dyn Fn(&Answer) -> bool,
+        ),
+        (local, on_local, &served),
+    ] {
+        let (answers, failures) = load.stop().await;
+        assert!(failures.is_empty(), "{failures:?}");
+        let odd: Vec<_> = answers.iter().filter(|a| !allowed(a)).collect();
+        assert!(odd.is_empty(), "{odd:?}");
+        stop(&mut proxy).await;
+        let answered: Vec<&Answer> = answers.iter().collect();
+        one_record_each(proxy.dir.path(), &answered);
+        audit_intact(proxy.dir.path());
+    }
+}

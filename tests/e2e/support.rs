@@ -605,6 +605,16 @@ pub async fn admin_text(admin: std::net::SocketAddr, path: &str) -> String {
         .unwrap_or(out)
 }
 
+/// A series' value in the proxy's `/metrics` (Prometheus text), e.g. `vendorgate_trail_writable`
+/// or `vendorgate_requests_total{decision="allow",reason="allowed",vendor="acme"}`.
+pub async fn metric(proxy: &Proxy, series: &str) -> f64 {
+    let text = admin_text(proxy.admin, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
 /// The decision records in `decisions.jsonl` under `dir`.
 pub fn records(dir: &std::path::Path) -> Vec<serde_json::Value> {
     let text = std::fs::read_to_string(dir.join("decisions.jsonl")).unwrap_or_default();

@@ -28,15 +28,6 @@ fn limit_file_size(pid: u32, bytes: Option<u64>) {
     );
 }
 
-/// A metric's value from the admin endpoint's Prometheus text.
-async fn metric(proxy: &Proxy, series: &str) -> f64 {
-    let text = admin_text(proxy.admin, "/metrics").await;
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
-}
-
 /// Every answer with a request id has exactly one record, and there are no other records.
 fn one_record_each(dir: &std::path::Path, answered: &[&Answer]) {
     let mut ids: HashMap<String, usize> = HashMap::new();
@@ -105,6 +96,7 @@ async fn a_full_disk_refuses_until_room_returns_and_leaves_one_intact_chain() {
     let (answers, failures) = load.stop().await;
     assert!(failures.is_empty(), "{failures:?}");
     assert_eq!(metric(&proxy, "vendorgate_trail_writable").await, 1.0);
+    assert_eq!(metric(&proxy, "vendorgate_requests_in_flight").await, 0.0);
     stop(&mut proxy).await;
 
     let served: Vec<&Answer> = answers.iter().filter(|a| a.status == 200).collect();
@@ -259,6 +251,7 @@ async fn redis_killed_and_paused_under_load_deny_refuses_local_serves_both_recov
         assert!(failures.is_empty(), "{failures:?}");
         let odd: Vec<_> = answers.iter().filter(|a| !allowed(a)).collect();
         assert!(odd.is_empty(), "{odd:?}");
+        assert_eq!(metric(&proxy, "vendorgate_requests_in_flight").await, 0.0);
         stop(&mut proxy).await;
         let answered: Vec<&Answer> = answers.iter().collect();
         one_record_each(proxy.dir.path(), &answered);

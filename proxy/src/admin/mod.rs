@@ -97,6 +97,7 @@ fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
         token_cache_hits,
         token_cache_misses,
         token_cache_entries: gw.tokens.len() as u64,
+        upstream_connections_open: crate::upstream::connections_open(),
     };
     let mut text = gw.metrics.render(&gauges);
     if let Some(left) = certificate_seconds_left(gw) {
@@ -617,6 +618,14 @@ async fn readiness(gw: &Gateway) -> Response<Full<Bytes>> {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "not_ready", "reason": "state_unavailable"}),
+        );
+    }
+    // The shared lock list not confirmed yet (just started, or Redis lost for a while) with
+    // `locks.on_state_error = "strict"`: every request would be refused too.
+    if gw.controls.current().unknown {
+        return json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not_ready", "reason": "locks_unknown"}),
         );
     }
     let url = &gw.config.upstream.url;

@@ -41,6 +41,8 @@ struct Shard {
     /// largest bound.
     buckets: [AtomicU64; BUCKETS.len() + 1],
     sum_micros: AtomicU64,
+    /// Requests begun ([`Metrics::begun`]); less those observed, the requests in flight.
+    begun: AtomicU64,
 }
 
 /// Enough for the runtime's workers on the machines this runs on; more threads share shards,
@@ -161,6 +163,8 @@ pub struct Gauges {
     pub token_cache_hits: u64,
     pub token_cache_misses: u64,
     pub token_cache_entries: u64,
+    /// Connections to the upstream, pooled or busy.
+    pub upstream_connections_open: u64,
 }
 
 impl Metrics {
@@ -194,6 +198,26 @@ impl Metrics {
 
     pub fn abandoned(&self, by: Abandoned) {
         self.abandoned[by as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request, at its start: every request begun is observed once at its end, so the two
+    /// counts differ by the requests in flight, which return to zero when all is quiet (a request
+    /// that never ended would show here).
+    pub fn begun(&self) {
+        self.shards[shard_index()]
+            .begun
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn in_flight(&self) -> u64 {
+        // Observed first: a request is begun before it is observed, so this never goes below zero.
+        let observed = self.histogram().count();
+        let begun: u64 = self
+            .shards
+            .iter()
+            .map(|s| s.begun.load(Ordering::Relaxed))
+            .sum();
+        begun.saturating_sub(observed)
     }
 
     /// One request, at its end. `account` is its account's series and name, once known.
@@ -414,7 +438,7 @@ impl Metrics {
                 by.as_str()
             );
         }
-        let gauges: [(&str, &str, &str, u64); 11] = [
+        let gauges: [(&str, &str, &str, u64); 13] = [
             (
                 "vendorgate_trail_records_total",
                 "counter",
@@ -476,6 +500,18 @@ impl Metrics {
                 self.connections_open.load(Ordering::Relaxed),
             ),
             (
+                "vendorgate_requests_in_flight",
+                "gauge",
+                "Requests begun and not yet ended (recorded).",
+                self.in_flight(),
+            ),
+            (
+                "vendorgate_upstream_connections_open",
+                "gauge",
+                "Connections to the upstream, idle in the pool or carrying requests.",
+                g.upstream_connections_open,
+            ),
+            (
                 "vendorgate_connections_parked",
                 "gauge",
                 "HTTP/1.1 connections waiting for a request with their HTTP buffers released.",
@@ -507,6 +543,7 @@ mod tests {
             token_cache_hits: 0,
             token_cache_misses: 0,
             token_cache_entries: 0,
+            upstream_connections_open: 0,
         }
     }
 

@@ -105,6 +105,7 @@ impl Draft {
         req: &http::Request<B>,
         peer: SocketAddr,
     ) -> Self {
+        observers.metrics().begun();
         Draft {
             slot: None,
             observers,

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use hyper::client::conn::{http1, http2};
@@ -142,12 +143,41 @@ where
     }
 }
 
+/// Upstream connections whose task is alive: counted so an operator (and the fault tests) can see
+/// that a broken or hung connection is let go rather than kept. Counted per connection, not per
+/// request.
+static OPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Connections to the upstream now open, pooled or busy.
+pub fn connections_open() -> u64 {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// One count in [`OPEN`] for as long as it lives; in the connection's task, so a task dropped
+/// unfinished (its runtime shutting down) gives its count back too.
+struct Counted;
+
+impl Counted {
+    fn new() -> Self {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Counted
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Drives a connection's I/O until it closes; how it ended is only of interest when debugging.
 fn run<C>(conn: C, version: &'static str)
 where
     C: Future<Output = hyper::Result<()>> + Send + 'static,
 {
+    let counted = Counted::new();
     tokio::spawn(async move {
+        let _counted = counted;
         if let Err(e) = conn.await {
             tracing::debug!("upstream {version} connection ended: {e}");
         }

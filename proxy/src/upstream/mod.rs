@@ -24,6 +24,7 @@ use vendorgate_policy::config::{Scheme as UrlScheme, Upstream as UpstreamConfig}
 
 use crate::body::request::{BodyTooLarge, RequestBody};
 use crate::errors::ProxyError;
+pub use connect::connections_open;
 use connect::{Dialer, Sender};
 pub use pool::Lease;
 

@@ -5,13 +5,21 @@
 # itself and reports, every 30 s: the proxy's RSS and open file descriptors; at the end: decision
 # records against the requests the proxy counted (they must be equal), and `audit verify`.
 #   scripts/soak.sh [MINUTES]        needs wrk, nginx, curl (installed with apt when missing)
-# Disk: every request is a record (~1 KB) and this loads the proxy flat out (~35,000 requests a
-# second on 2 cores): about 2.2 GB of trail a minute. It refuses to start without room for that,
-# and removes its work directory at the end (KEEP=1 keeps it).
+#   RATE=8000 scripts/soak.sh 30     wrk paced to about RATE requests a second (default: flat out)
+#   SAMPLES=soak.csv                 keeps the 30-second samples (scripts/soak-plot.py draws them)
+# Disk: every request is a record (~1 KB). Flat out (~35,000 requests a second on 2 cores) that is
+# about 2.2 GB of trail a minute; RATE bounds it. It refuses to start without room for what it will
+# write, and removes its work directory at the end (KEEP=1 keeps it).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 MINUTES=${1:-30}
-need_gb=$(( MINUTES * 22 / 10 + 2 ))
+RATE=${RATE:-}
+# GB a minute: ~1.05 KB a record, 60 s; the HTTP/2 and vanishing clients add ~1,500 a second.
+if [ -n "$RATE" ]; then
+  need_gb=$(( MINUTES * (RATE + 1500) * 63 / 1000000 + 2 ))
+else
+  need_gb=$(( MINUTES * 22 / 10 + 2 ))
+fi
 free_gb=$(df -P -BG /tmp | awk 'NR == 2 {sub("G", "", $4); print $4}')
 if [ "$free_gb" -lt "$need_gb" ]; then
   echo "soak: needs about ${need_gb} GB free in /tmp for ${MINUTES} min of decision records; ${free_gb} GB free" >&2
@@ -120,8 +128,14 @@ function setup(thread) n = n + 1; thread:set("token", tokens[(n % #tokens) + 1])
 function request()
   return wrk.format("GET", paths[math.random(#paths)], {["Authorization"] = "Bearer " .. token})
 end
+-- Paced (RATE): each of the 200 connections waits this long between its requests.
+local pause = tonumber(os.getenv("PAUSE_MS") or "0")
+if pause > 0 then function delay() return pause end end
 LUA
 SECS=$((MINUTES * 60))
+PAUSE_MS=0
+[ -n "$RATE" ] && PAUSE_MS=$(( 200 * 1000 / RATE ))
+export PAUSE_MS
 TOKENS=$WORK/keys/tokens.txt wrk -t2 -c200 -d"${SECS}s" -s "$WORK/mix.lua" "$URL" >"$WORK/logs/wrk.txt" 2>&1 & pids+=($!)
 # HTTP/2: batches of 50 multiplexed requests; and clients that give up on an attachment mid-body.
 (
@@ -142,19 +156,30 @@ TOKENS=$WORK/keys/tokens.txt wrk -t2 -c200 -d"${SECS}s" -s "$WORK/mix.lua" "$URL
   done
 ) & pids+=($!)
 
-echo "soak: ${MINUTES} min against $URL (work dir $WORK)"
-echo "minute  rss_mib  fds  connections"
+echo "soak: ${MINUTES} min against $URL${RATE:+, wrk paced to ~$RATE/s} (work dir $WORK)"
+metric() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+requests_so_far() { curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^vendorgate_requests_total/ {s += $2} END {print s}'; }
+SAMPLES_CSV=$WORK/samples.csv
+echo "minute,rss_mib,fds,connections,in_flight,upstream_connections,requests,trail_mb" >"$SAMPLES_CSV"
+echo "minute  rss_mib  fds  connections  in_flight  upstream  requests  trail_mb"
 start=$SECONDS
 while [ $((SECONDS - start)) -lt "$SECS" ]; do
   sleep 30
+  minute=$(awk -v s=$((SECONDS - start)) 'BEGIN {printf "%.1f", s / 60}')
   rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$VG_PID/status")
   fds=$(ls "/proc/$VG_PID/fd" | wc -l)
-  conns=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^vendorgate_connections_open / {print $2}')
-  printf "%6s  %7s  %3s  %s\n" "$(awk -v s=$((SECONDS - start)) 'BEGIN {printf "%.1f", s / 60}')" "$rss" "$fds" "$conns"
+  trail=$(du -sm "$WORK/logs" | cut -f1)
+  row=("$minute" "$rss" "$fds" "$(metric vendorgate_connections_open)" "$(metric vendorgate_requests_in_flight)" \
+       "$(metric vendorgate_upstream_connections_open)" "$(requests_so_far)" "$trail")
+  (IFS=,; echo "${row[*]}") >>"$SAMPLES_CSV"
+  printf "%6s  %7s  %3s  %11s  %9s  %8s  %8s  %8s\n" "${row[@]}"
 done
+[ -n "${SAMPLES:-}" ] && cp "$SAMPLES_CSV" "$SAMPLES"
 wait "${pids[@]:2}" 2>/dev/null || true
 sleep 3   # the trail's writer syncs at least every second
-requests=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^vendorgate_requests_total/ {s += $2} END {print s}')
+in_flight=$(metric vendorgate_requests_in_flight)
+echo "requests in flight after the load: $in_flight"
+requests=$(requests_so_far)
 records=$(cat "$WORK"/logs/decisions*.jsonl | grep -c '"action":"http_request"' || true)
 echo "requests decided (metrics) $requests; records $records"
 grep -E "Requests/sec|requests in" "$WORK/logs/wrk.txt" | sed 's/^/wrk: /'
@@ -171,4 +196,5 @@ for (reason, cut, abandoned), n in sorted(c.items(), key=lambda kv: -kv[1]):
     print(f"  {n:>9}  {reason}{' cut off' if cut else ''}{' abandoned' if abandoned else ''}")
 PY
 "$VG" audit verify "$WORK"/logs/decisions*.jsonl | tail -1
+[ "$in_flight" = 0 ] || { echo "soak: requests left in flight"; exit 1; }
 [ "$requests" = "$records" ] && echo "soak: records = requests" || { echo "soak: MISMATCH"; exit 1; }

@@ -519,6 +519,82 @@ async fn when_redis_dies_requests_are_refused_by_default_and_served_again_when_i
     );
 }
 
+/// With `on_state_error = "local"`, what a replica admits from its own memory while Redis is away
+/// is carried into Redis once it answers again. Redis (with its data on disk) is killed and
+/// started again: afterwards the export limit counts the exports from both sides of the outage,
+/// the egress cap the bytes, and the session its local touches (otherwise an agent who worked
+/// through an outage longer than the idle timeout would be found idle on Redis's return).
+#[tokio::test]
+async fn what_local_admits_while_redis_is_away_is_carried_into_it() {
+    let mut redis = RedisServer::start_durable();
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream).policy(&limits_policy(
+            "idle_timeout = \"3s\"",
+            // The lock list, in the same Redis, is kept as last known rather than refusing all.
+            &format!(
+                "{}\n[locks]\non_state_error = \"last_known\"",
+                redis_state(&redis, "local")
+            ),
+        )),
+    );
+    proxy.ready().await;
+    let client = client(&pki, Http::One);
+    let agent = token(&pki, "through-the-outage");
+    let export = "/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=1";
+    let get = |path: &str| req(&proxy, Method::GET, path, &agent);
+    let three_mib = "/__mock/stream?bytes=3145728";
+    assert_eq!(status_and_reason(&client, get(export)).await.0, 200);
+    assert_eq!(
+        download(&client, get(three_mib)).await,
+        (200, 3 << 20, true)
+    );
+
+    redis.stop();
+    // On its own memory the replica starts from nothing: three exports (its whole burst) and
+    // 3 MiB more, and the agent keeps working for longer than the idle timeout.
+    for _ in 0..3 {
+        assert_eq!(status_and_reason(&client, get(export)).await.0, 200);
+    }
+    assert_eq!(
+        download(&client, get(three_mib)).await,
+        (200, 3 << 20, true)
+    );
+    let outage = Instant::now();
+    while outage.elapsed() < Duration::from_secs(4) {
+        assert_eq!(
+            status_and_reason(&client, get("/api/v2/tickets/1")).await.0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    redis.restart();
+    let mut carried = false;
+    for _ in 0..50 {
+        if proxy.log().contains("carried into redis") {
+            carried = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(carried, "{}", proxy.log());
+
+    // The session goes on: its last touch in Redis is the outage's last request, not the one
+    // before it (4 s and more ago, past the 3 s idle timeout).
+    let (status, reason, _) = status_and_reason(&client, get("/api/v2/tickets/1")).await;
+    assert_eq!((status, reason.as_str()), (200, ""));
+    // Four exports in the minute: one past the burst of three.
+    let (status, reason, _) = status_and_reason(&client, get(export)).await;
+    assert_eq!((status, reason.as_str()), (429, "export_rate_limited"));
+    // 6 MiB and the reads' bytes of 10 MiB spent: a 5 MiB download no longer fits (without the
+    // carry Redis would count 3 MiB, and it would).
+    let (status, reason, _) = status_and_reason(&client, get("/__mock/stream?bytes=5242880")).await;
+    assert_eq!((status, reason.as_str()), (429, "egress_cap_exceeded"));
+    assert!(proxy.log().contains("shared state failed"));
+}
+
 /// `vendorgate admin usage` reads an account's standing without spending any of it: requests left
 /// in each rate limit, bytes used and left in each cap, and when each is whole again.
 #[tokio::test]

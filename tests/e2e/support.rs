@@ -488,15 +488,28 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: TempDir,
+    /// Keeps its data across a kill and restart (append-only file, synced on every write).
+    durable: bool,
 }
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(false)
+    }
+
+    /// One that keeps its data across [`RedisServer::stop`] and [`RedisServer::restart`], as a
+    /// production Redis with persistence does.
+    pub fn start_durable() -> Self {
+        Self::start_with(true)
+    }
+
+    fn start_with(durable: bool) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut server = RedisServer {
             child: None,
             port: closed_port(),
             dir,
+            durable,
         };
         server.restart();
         server
@@ -517,7 +530,9 @@ impl RedisServer {
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                if self.durable { "yes" } else { "no" },
+                "--appendfsync",
+                "always",
             ])
             .arg("--dir")
             .arg(self.dir.path())

@@ -9,6 +9,7 @@
 
 pub mod account;
 pub mod activity;
+mod carry;
 pub mod cells;
 pub mod controls;
 pub mod keys;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use vendorgate_policy::config::{Backend, OnStateError, StateConfig};
 use vendorgate_policy::{GcraOutcome, RateRule, SessionStep};
 
+use carry::Carry;
 use cells::{CounterCell, RateCell, SessionCell, Slot};
 pub use memory::MemoryState;
 pub use redis::RedisState;
@@ -104,6 +106,8 @@ pub struct StateStore {
     pub prefix: String,
     errors: AtomicU64,
     log_throttle: LogThrottle,
+    /// What was decided locally while Redis was away, to carry into it on its return.
+    carry: Carry,
 }
 
 impl StateStore {
@@ -122,8 +126,12 @@ impl StateStore {
             prefix: config.key_prefix.clone(),
             errors: AtomicU64::new(0),
             log_throttle: LogThrottle::default(),
+            carry: Carry::default(),
         });
         memory::spawn_eviction(Arc::downgrade(&store), |s| &s.local);
+        if store.redis.is_some() && store.on_error == OnStateError::Local {
+            spawn_carrier(Arc::downgrade(&store));
+        }
         store
     }
 
@@ -191,13 +199,17 @@ impl StateStore {
     ) -> Result<SessionOutcome, StateError> {
         if let Some(r) = &self.redis {
             if let Some(out) = self
-                .shared("session", r.touch_session(key, idle_ms, ttl_ms, None))
+                .shared("session", r.touch_session(key, idle_ms, ttl_ms, Some(now)))
                 .await
             {
                 return out;
             }
         }
-        Ok(self.local.touch_session_in(key, slot, now, idle_ms, ttl_ms))
+        let out = self.local.touch_session_in(key, slot, now, idle_ms, ttl_ms);
+        if self.redis.is_some() && out == SessionOutcome::Active {
+            self.carry.session(key, now, ttl_ms);
+        }
+        Ok(out)
     }
 
     /// One GCRA step for `key` under `rule`. `slot` is where the request's identity keeps its
@@ -215,7 +227,11 @@ impl StateStore {
                 return out;
             }
         }
-        Ok(self.local.rate_in(rule, key, slot, now_us))
+        let out = self.local.rate_in(rule, key, slot, now_us);
+        if self.redis.is_some() && out.allowed {
+            self.carry.rate(key, rule.interval_us());
+        }
+        Ok(out)
     }
 
     /// Where `key` stands under `rule` without taking a step: requests left in the burst, and how
@@ -263,7 +279,11 @@ impl StateStore {
                 return out;
             }
         }
-        Ok(self.local.lease_now(counters, want, now))
+        let granted = self.local.lease_now(counters, want, now);
+        if self.redis.is_some() {
+            self.carry.bytes(counters, granted as i64);
+        }
+        Ok(granted)
     }
 
     /// A lease decided without waiting, when the counters live in this process's memory; `None`
@@ -292,6 +312,9 @@ impl StateStore {
             }
         }
         self.local.release_now(counters, amount);
+        if self.redis.is_some() {
+            self.carry.bytes(counters, -(amount as i64));
+        }
         Ok(())
     }
 
@@ -303,4 +326,32 @@ impl StateStore {
         }
         Ok(self.local.remaining(counters, now))
     }
+}
+
+/// Carries what was decided locally into Redis once it answers again (see [`carry`]), checking
+/// every second; a store without Redis or with `on_state_error = "deny"` never holds anything.
+fn spawn_carrier(store: std::sync::Weak<StateStore>) {
+    let Ok(handle) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    handle.spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let Some(store) = store.upgrade() else { return };
+            if !store.carry.is_pending() {
+                continue;
+            }
+            let Some(Ok(mut conn)) = store.redis.as_ref().map(RedisState::conn) else {
+                continue;
+            };
+            match store.carry.flush(&mut conn, store.timeout * 4).await {
+                Ok(keys) => tracing::info!(
+                    keys,
+                    "carried into redis what was decided locally while it was away"
+                ),
+                Err(e) => tracing::warn!("carrying local decisions into redis (will retry): {e}"),
+            }
+        }
+    });
 }

@@ -17,6 +17,12 @@ use super::{Counter, SessionOutcome, StateError};
 
 /// `vendorgate_policy::session_step`, in milliseconds. ARGV: idle (ms), TTL (ms), and optionally
 /// the time (ms; else Redis's own). Returns 1 when refused.
+///
+/// The proxy passes the request's own time: a touch that reaches Redis late (sent while Redis was
+/// paused or cut off, answered after the caller gave up and decided locally) is then judged at
+/// the moment it was made, and never moves the last touch backwards. Judged at Redis's time on
+/// arrival, such a touch would find the session idle for the length of the outage and sign the
+/// agent out. Replicas' clocks need only agree to well within the idle timeout (minutes).
 const SESSION: &str = r"
 local now
 if ARGV[3] then now = tonumber(ARGV[3]) else
@@ -30,7 +36,7 @@ if v[1] and (now - tonumber(v[1])) > tonumber(ARGV[1]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
 end
-redis.call('HSET', KEYS[1], 'last', now)
+if (not v[1]) or tonumber(v[1]) < now then redis.call('HSET', KEYS[1], 'last', now) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 ";
@@ -158,7 +164,7 @@ impl RedisState {
         self.conn.load().is_some()
     }
 
-    fn conn(&self) -> Result<ConnectionManager, StateError> {
+    pub(super) fn conn(&self) -> Result<ConnectionManager, StateError> {
         self.conn
             .load_full()
             .map(|c| (*c).clone())

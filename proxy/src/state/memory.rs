@@ -2,8 +2,7 @@
 //! (every operation is a short critical section on one shard or one cell). See [`super::cells`] for
 //! how a cached identity reaches its cells without a lookup.
 
-use std::sync::{Arc, RwLock, Weak};
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
 
 use vendorgate_policy::{GcraOutcome, RateRule};
 
@@ -155,23 +154,6 @@ impl MemoryState {
     }
 }
 
-pub(super) fn spawn_eviction<S: Send + Sync + 'static>(
-    store: Weak<S>,
-    local: fn(&S) -> &MemoryState,
-) {
-    let Ok(handle) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    handle.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        loop {
-            tick.tick().await;
-            let Some(store) = store.upgrade() else { return };
-            local(&store).evict(crate::clock::now_ms());
-        }
-    });
-}
-
 impl MemoryState {
     /// Takes up to `want` bytes from every counter at once (the same amount from each), never
     /// more than the smallest remaining budget, and returns what was granted. Without a future:
@@ -239,6 +221,8 @@ impl MemoryState {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use vendorgate_policy::config::Scope;
 
     use super::*;

@@ -128,9 +128,13 @@ impl StateStore {
             log_throttle: LogThrottle::default(),
             carry: Carry::default(),
         });
-        memory::spawn_eviction(Arc::downgrade(&store), |s| &s.local);
+        every(&store, Duration::from_secs(10), |s| async move {
+            s.local.evict(now_ms());
+        });
         if store.redis.is_some() && store.on_error == OnStateError::Local {
-            spawn_carrier(Arc::downgrade(&store));
+            every(&store, Duration::from_secs(1), |s| async move {
+                s.carry().await
+            });
         }
         store
     }
@@ -328,30 +332,43 @@ impl StateStore {
     }
 }
 
-/// Carries what was decided locally into Redis once it answers again (see [`carry`]), checking
-/// every second; a store without Redis or with `on_state_error = "deny"` never holds anything.
-fn spawn_carrier(store: std::sync::Weak<StateStore>) {
+/// Runs `work` on the store every `period` for as long as the store lives, on the caller's runtime
+/// (none in a plain unit test: nothing then runs).
+fn every<F, Fut>(store: &Arc<StateStore>, period: Duration, work: F)
+where
+    F: Fn(Arc<StateStore>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
     let Ok(handle) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let store = Arc::downgrade(store);
     handle.spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
         loop {
             tick.tick().await;
             let Some(store) = store.upgrade() else { return };
-            if !store.carry.is_pending() {
-                continue;
-            }
-            let Some(Ok(mut conn)) = store.redis.as_ref().map(RedisState::conn) else {
-                continue;
-            };
-            match store.carry.flush(&mut conn, store.timeout * 4).await {
-                Ok(keys) => tracing::info!(
-                    keys,
-                    "carried into redis what was decided locally while it was away"
-                ),
-                Err(e) => tracing::warn!("carrying local decisions into redis (will retry): {e}"),
-            }
+            work(store).await;
         }
     });
+}
+
+impl StateStore {
+    /// Carries what was decided locally into Redis if it answers again (see [`carry`]); run every
+    /// second when `on_state_error = "local"`.
+    async fn carry(&self) {
+        if !self.carry.is_pending() {
+            return;
+        }
+        let Some(Ok(mut conn)) = self.redis.as_ref().map(RedisState::conn) else {
+            return;
+        };
+        match self.carry.flush(&mut conn, self.timeout * 4).await {
+            Ok(keys) => tracing::info!(
+                keys,
+                "carried into redis what was decided locally while it was away"
+            ),
+            Err(e) => tracing::warn!("carrying local decisions into redis (will retry): {e}"),
+        }
+    }
 }

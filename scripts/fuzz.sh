@@ -23,9 +23,11 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(cargo +nightly fuzz list)
 cargo +nightly fuzz build -O
 # Seeds: the example policies for the config target; short, correctly chained trails (and one with
-# a line changed) for the trail reader, so it starts past "not JSON".
-mkdir -p fuzz/corpus/config fuzz/corpus/trail_verify
+# a line changed) for the trail reader, so it starts past "not JSON"; Zendesk-shaped bodies for the
+# redactor (fuzz/seeds/redact: a first byte for the chunk size, then the body).
+mkdir -p fuzz/corpus/config fuzz/corpus/trail_verify fuzz/corpus/redact
 cp -n examples/policies/*.toml fuzz/corpus/config/ 2>/dev/null || true
+cp -n fuzz/seeds/redact/* fuzz/corpus/redact/ 2>/dev/null || true
 if [ ! -e fuzz/corpus/trail_verify/chain-8 ]; then
   for n in 1 3 8; do python3 scripts/sample-trail.py "fuzz/corpus/trail_verify/chain-$n" "$n" >/dev/null; done
   sed '2s/"GET"/"PUT"/' fuzz/corpus/trail_verify/chain-3 > fuzz/corpus/trail_verify/tampered-3

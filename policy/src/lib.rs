@@ -11,6 +11,7 @@ pub mod controls;
 pub mod decide;
 pub mod decision;
 pub mod detect;
+pub mod fields;
 pub mod grants;
 pub mod ipset;
 pub mod limits;

@@ -29,6 +29,7 @@ pub mod links;
 pub mod metering;
 pub mod outcome;
 pub mod pipeline;
+pub mod redact;
 pub mod reload;
 pub mod settings;
 pub mod simulate;

@@ -1,0 +1,723 @@
+//! Field redaction as a JSON body streams: the values at a vendor's redacted paths (see
+//! [`vendorgate_policy::fields`]) are replaced by `"[redacted]"`, or removed with their key, before
+//! any byte of them reaches the agent.
+//!
+//! A byte-at-a-time scanner keeps where it is in the body (the keys and array elements on the way
+//! down, and a small lexical state), so a chunk boundary can fall anywhere: inside a key, a string,
+//! an escape, a number. What it holds back between chunks is bounded: the member being read
+//! (its comma and key, at most [`MAX_KEY_LEN`] bytes of key; past that no path can match and the
+//! key goes on at once). Everything else is passed on as it is scanned. Memory per body: the path
+//! (its keys) and that one member.
+//!
+//! A body that is not JSON as far as the scanner can tell is refused ([`Malformed`]): passing it on
+//! unscanned could hand over exactly what the redaction is for. The caller ends the body there.
+//!
+//! Keys are compared as spelled between the quotes; a key written with escapes (`"em\u0061il"`)
+//! does not match `email`. Zendesk writes plain ASCII keys.
+
+use bytes::BytesMut;
+use vendorgate_policy::fields::{FieldPath, Segment, MAX_KEY_LEN};
+
+/// Deepest nesting a body may have: past it the body is refused (an attacker's `[[[[…` would
+/// otherwise grow the scanner's path without bound). Zendesk's bodies nest a handful of levels.
+pub const MAX_DEPTH: usize = 256;
+
+/// What replaces a redacted value.
+pub const REDACTED: &[u8] = b"\"[redacted]\"";
+
+/// How a redacted field leaves the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The value becomes `"[redacted]"`; the key stays, so clients that expect it find it.
+    Replace,
+    /// The member goes, key and all.
+    Remove,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the response body is not JSON at byte {0}; it was cut there rather than passed on unredacted"
+)]
+pub struct Malformed(pub u64);
+
+/// An owned path segment.
+#[derive(Debug, Clone)]
+enum Seg {
+    Key(Vec<u8>),
+    Element,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Container {
+    Object,
+    Array,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lex {
+    /// A value is due (the root, after `:`).
+    Value,
+    /// Just after `[`: a value or `]`.
+    ArrayStart,
+    /// Just after `{`: a key or `}`.
+    ObjectStart,
+    /// After `,` in an object: a key.
+    NextKey,
+    /// Inside a key.
+    Key { escaped: bool },
+    /// After a key: `:`.
+    Colon,
+    /// Inside a string value.
+    Str { escaped: bool },
+    /// Inside a number or `true`/`false`/`null`.
+    Literal,
+    /// After a value: `,` or the container's end.
+    After,
+    /// The root value has ended: only whitespace may follow.
+    Done,
+    /// Dropping a value (and, removing, what leads to it): `depth` open containers inside it.
+    Skip {
+        depth: u32,
+        in_str: bool,
+        escaped: bool,
+        /// Still before the value: the `:` and whitespace of a removed member.
+        leading: bool,
+        /// The value is a bare literal (ends at a delimiter, which is not part of it).
+        literal: bool,
+    },
+}
+
+pub struct Redactor {
+    fields: std::sync::Arc<[FieldPath]>,
+    mode: Mode,
+    lex: Lex,
+    stack: Vec<Container>,
+    path: Vec<Seg>,
+    /// The key being read (none past [`MAX_KEY_LEN`]: `key_whole` false).
+    key: Vec<u8>,
+    key_whole: bool,
+    /// The member being read and not yet passed on (its comma, whitespace and key), removing.
+    held: Vec<u8>,
+    /// A removed member was its object's first: the comma after it goes too.
+    drop_comma: bool,
+    /// Values redacted, per field (by index into `fields`).
+    pub counts: Vec<u64>,
+    offset: u64,
+}
+
+fn is_ws(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
+}
+
+impl Redactor {
+    pub fn new(fields: std::sync::Arc<[FieldPath]>, mode: Mode) -> Self {
+        let n = fields.len();
+        Redactor {
+            fields,
+            mode,
+            lex: Lex::Value,
+            stack: Vec::new(),
+            path: Vec::new(),
+            key: Vec::new(),
+            key_whole: true,
+            held: Vec::new(),
+            drop_comma: false,
+            counts: vec![0; n],
+            offset: 0,
+        }
+    }
+
+    /// The field the value about to start (at `path` + `last`) is, if any.
+    fn field_at(&self, last: Seg) -> Option<usize> {
+        let mut segments: Vec<Segment<'_>> = self
+            .path
+            .iter()
+            .map(|s| match s {
+                Seg::Key(k) => Segment::Key(k),
+                Seg::Element => Segment::Element,
+            })
+            .collect();
+        segments.push(match &last {
+            Seg::Key(k) => Segment::Key(k),
+            Seg::Element => Segment::Element,
+        });
+        self.fields.iter().position(|f| f.matches(&segments))
+    }
+
+    /// The segment of a value starting now: its member's key, or an array element.
+    fn segment(&self) -> Seg {
+        match self.stack.last() {
+            Some(Container::Object) => Seg::Key(self.key.clone()),
+            _ => Seg::Element,
+        }
+    }
+
+    /// Scans `chunk`, appending what the agent may receive to `out`.
+    pub fn push(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
+        out.reserve(chunk.len());
+        let mut i = 0;
+        while i < chunk.len() {
+            let b = chunk[i];
+            // `again`: the byte ended a literal and must be looked at once more as what follows it.
+            let again = self.step(b, out)?;
+            if !again {
+                i += 1;
+                self.offset += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// The body has ended: it must have been whole.
+    pub fn finish(&mut self, out: &mut BytesMut) -> Result<(), Malformed> {
+        if self.lex == Lex::Literal && self.stack.is_empty() {
+            self.lex = Lex::Done;
+        }
+        if let Lex::Skip {
+            literal: true,
+            depth: 0,
+            ..
+        } = self.lex
+        {
+            if self.stack.is_empty() {
+                self.lex = Lex::Done;
+            }
+        }
+        out.extend_from_slice(&std::mem::take(&mut self.held));
+        match self.lex {
+            Lex::Done => Ok(()),
+            _ => Err(Malformed(self.offset)),
+        }
+    }
+
+    /// One byte. Returns true when the byte must be stepped again (it closed a literal).
+    fn step(&mut self, b: u8, out: &mut BytesMut) -> Result<bool, Malformed> {
+        let bad = Malformed(self.offset);
+        match self.lex {
+            Lex::Value | Lex::ArrayStart => {
+                if is_ws(b) {
+                    out.extend_from_slice(&[b]);
+                    return Ok(false);
+                }
+                if self.lex == Lex::ArrayStart && b == b']' {
+                    out.extend_from_slice(&[b]);
+                    self.close(Container::Array)?;
+                    return Ok(false);
+                }
+                self.start_value(b, out)?;
+            }
+            Lex::ObjectStart | Lex::NextKey => {
+                if is_ws(b) {
+                    self.emit_or_hold(b, out);
+                } else if b == b'"' {
+                    self.key.clear();
+                    self.key_whole = true;
+                    self.emit_or_hold(b, out);
+                    self.lex = Lex::Key { escaped: false };
+                } else if b == b'}' && self.lex == Lex::ObjectStart {
+                    out.extend_from_slice(&[b]);
+                    self.close(Container::Object)?;
+                } else {
+                    return Err(bad);
+                }
+            }
+            Lex::Key { escaped } => {
+                if b < 0x20 {
+                    return Err(bad);
+                }
+                if !escaped && b == b'"' {
+                    self.emit_or_hold(b, out);
+                    self.lex = Lex::Colon;
+                    self.key_done(out);
+                    return Ok(false);
+                }
+                self.lex = Lex::Key {
+                    escaped: !escaped && b == b'\\',
+                };
+                if self.key_whole {
+                    self.key.push(b);
+                    if self.key.len() > MAX_KEY_LEN {
+                        // No field can be this long: the member goes on unheld.
+                        self.key_whole = false;
+                        out.extend_from_slice(&std::mem::take(&mut self.held));
+                    }
+                }
+                self.emit_or_hold(b, out);
+            }
+            Lex::Colon => {
+                if is_ws(b) {
+                    out.extend_from_slice(&[b]);
+                } else if b == b':' {
+                    out.extend_from_slice(&[b]);
+                    self.lex = Lex::Value;
+                } else {
+                    return Err(bad);
+                }
+            }
+            Lex::Str { escaped } => {
+                if b < 0x20 {
+                    return Err(bad);
+                }
+                out.extend_from_slice(&[b]);
+                self.lex = if !escaped && b == b'"' {
+                    Lex::After
+                } else {
+                    Lex::Str {
+                        escaped: !escaped && b == b'\\',
+                    }
+                };
+                if self.lex == Lex::After {
+                    self.value_done();
+                }
+            }
+            Lex::Literal => {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.') {
+                    out.extend_from_slice(&[b]);
+                } else {
+                    self.lex = Lex::After;
+                    self.value_done();
+                    return Ok(true);
+                }
+            }
+            Lex::After => {
+                if is_ws(b) {
+                    out.extend_from_slice(&[b]);
+                    return Ok(false);
+                }
+                match (b, self.stack.last()) {
+                    (b',', Some(Container::Object)) => {
+                        if std::mem::take(&mut self.drop_comma) {
+                            // The member before was removed and was the first: so is this comma.
+                        } else if self.mode == Mode::Remove {
+                            self.held.push(b);
+                        } else {
+                            out.extend_from_slice(&[b]);
+                        }
+                        self.lex = Lex::NextKey;
+                    }
+                    (b',', Some(Container::Array)) => {
+                        out.extend_from_slice(&[b]);
+                        self.lex = Lex::Value;
+                    }
+                    (b'}', Some(Container::Object)) => {
+                        self.drop_comma = false;
+                        out.extend_from_slice(&[b]);
+                        self.close(Container::Object)?;
+                    }
+                    (b']', Some(Container::Array)) => {
+                        out.extend_from_slice(&[b]);
+                        self.close(Container::Array)?;
+                    }
+                    _ => return Err(bad),
+                }
+            }
+            Lex::Done => {
+                if !is_ws(b) {
+                    return Err(bad);
+                }
+                out.extend_from_slice(&[b]);
+            }
+            Lex::Skip {
+                depth,
+                in_str,
+                escaped,
+                leading,
+                literal,
+            } => return self.skip(b, depth, in_str, escaped, leading, literal, bad),
+        }
+        Ok(false)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn skip(
+        &mut self,
+        b: u8,
+        mut depth: u32,
+        mut in_str: bool,
+        mut escaped: bool,
+        leading: bool,
+        literal: bool,
+        bad: Malformed,
+    ) -> Result<bool, Malformed> {
+        if leading {
+            // A removed member's `:` and the whitespace around it, then its value.
+            if is_ws(b) || b == b':' {
+                return Ok(false);
+            }
+            return self.skip_start(b, bad).map(|()| false);
+        }
+        if literal {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.') {
+                return Ok(false);
+            }
+            self.lex = Lex::After;
+            self.value_done();
+            return Ok(true);
+        }
+        if in_str {
+            if b < 0x20 {
+                return Err(bad);
+            }
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_str = false;
+                if depth == 0 {
+                    self.lex = Lex::After;
+                    self.value_done();
+                    return Ok(false);
+                }
+            }
+        } else {
+            match b {
+                b'"' => in_str = true,
+                b'{' | b'[' => depth += 1,
+                b'}' | b']' => {
+                    depth = depth.checked_sub(1).ok_or(bad)?;
+                    if depth == 0 {
+                        self.lex = Lex::After;
+                        self.value_done();
+                        return Ok(false);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.lex = Lex::Skip {
+            depth,
+            in_str,
+            escaped,
+            leading: false,
+            literal: false,
+        };
+        Ok(false)
+    }
+
+    /// The first byte of a value being dropped.
+    fn skip_start(&mut self, b: u8, bad: Malformed) -> Result<(), Malformed> {
+        self.lex = match b {
+            b'"' => Lex::Skip {
+                depth: 0,
+                in_str: true,
+                escaped: false,
+                leading: false,
+                literal: false,
+            },
+            b'{' | b'[' => Lex::Skip {
+                depth: 1,
+                in_str: false,
+                escaped: false,
+                leading: false,
+                literal: false,
+            },
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => Lex::Skip {
+                depth: 0,
+                in_str: false,
+                escaped: false,
+                leading: false,
+                literal: true,
+            },
+            _ => return Err(bad),
+        };
+        Ok(())
+    }
+
+    /// A value's first byte: redacted, or passed on and entered.
+    fn start_value(&mut self, b: u8, out: &mut BytesMut) -> Result<(), Malformed> {
+        let bad = Malformed(self.offset);
+        if self.mode == Mode::Replace && !self.stack.is_empty() {
+            if let Some(field) = self.field_at(self.segment()) {
+                self.counts[field] += 1;
+                out.extend_from_slice(REDACTED);
+                return self.skip_start(b, bad);
+            }
+        }
+        match b {
+            b'"' => {
+                out.extend_from_slice(&[b]);
+                self.lex = Lex::Str { escaped: false };
+            }
+            b'{' | b'[' => {
+                out.extend_from_slice(&[b]);
+                if !self.stack.is_empty() {
+                    let seg = self.segment();
+                    self.path.push(seg);
+                }
+                if self.stack.len() >= MAX_DEPTH {
+                    return Err(bad);
+                }
+                let (container, lex) = if b == b'{' {
+                    (Container::Object, Lex::ObjectStart)
+                } else {
+                    (Container::Array, Lex::ArrayStart)
+                };
+                self.stack.push(container);
+                self.lex = lex;
+            }
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
+                out.extend_from_slice(&[b]);
+                self.lex = Lex::Literal;
+            }
+            _ => return Err(bad),
+        }
+        Ok(())
+    }
+
+    /// A key has been read: removing, its member goes or is passed on now.
+    fn key_done(&mut self, out: &mut BytesMut) {
+        if self.mode != Mode::Remove {
+            return;
+        }
+        let field = if self.key_whole {
+            self.field_at(Seg::Key(self.key.clone()))
+        } else {
+            None
+        };
+        // What follows the key (and the next member's comma and whitespace) is held again.
+        self.key_whole = true;
+        match field {
+            Some(field) => {
+                self.counts[field] += 1;
+                let had_comma = self.held.first() == Some(&b',');
+                self.held.clear();
+                if !had_comma {
+                    self.drop_comma = true;
+                }
+                self.lex = Lex::Skip {
+                    depth: 0,
+                    in_str: false,
+                    escaped: false,
+                    leading: true,
+                    literal: false,
+                };
+            }
+            None => out.extend_from_slice(&std::mem::take(&mut self.held)),
+        }
+    }
+
+    /// Held bytes are only ever a member's lead-in while removing; otherwise bytes go straight on.
+    fn emit_or_hold(&mut self, b: u8, out: &mut BytesMut) {
+        if self.mode == Mode::Remove && self.key_whole {
+            self.held.push(b);
+        } else {
+            out.extend_from_slice(&[b]);
+        }
+    }
+
+    /// A scalar value, or a container, has ended.
+    fn value_done(&mut self) {
+        if self.stack.is_empty() {
+            self.lex = Lex::Done;
+        }
+    }
+
+    fn close(&mut self, container: Container) -> Result<(), Malformed> {
+        if self.stack.pop() != Some(container) {
+            return Err(Malformed(self.offset));
+        }
+        if !self.stack.is_empty() {
+            self.path.pop();
+        }
+        self.lex = if self.stack.is_empty() {
+            Lex::Done
+        } else {
+            Lex::After
+        };
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn fields(paths: &[&str]) -> std::sync::Arc<[FieldPath]> {
+        paths.iter().map(|p| p.parse().unwrap()).collect()
+    }
+
+    /// The body redacted, fed in chunks of `size` bytes.
+    fn redact(body: &[u8], paths: &[&str], mode: Mode, size: usize) -> Result<Vec<u8>, Malformed> {
+        let mut r = Redactor::new(fields(paths), mode);
+        let mut out = BytesMut::new();
+        for chunk in body.chunks(size.max(1)) {
+            r.push(chunk, &mut out)?;
+        }
+        r.finish(&mut out)?;
+        Ok(out.to_vec())
+    }
+
+    /// What the redaction must give, computed on the parsed body.
+    fn expected(
+        value: &Value,
+        paths: &[FieldPath],
+        mode: Mode,
+        at: &mut Vec<Seg>,
+    ) -> Option<Value> {
+        let segments: Vec<Segment<'_>> = at
+            .iter()
+            .map(|s| match s {
+                Seg::Key(k) => Segment::Key(k),
+                Seg::Element => Segment::Element,
+            })
+            .collect();
+        if !at.is_empty() && paths.iter().any(|p| p.matches(&segments)) {
+            return match mode {
+                Mode::Replace => Some(json!("[redacted]")),
+                Mode::Remove => None,
+            };
+        }
+        Some(match value {
+            Value::Object(map) => {
+                let mut out = serde_json::Map::new();
+                for (k, v) in map {
+                    at.push(Seg::Key(k.as_bytes().to_vec()));
+                    let kept = expected(v, paths, mode, at);
+                    at.pop();
+                    // An array element matched by a Remove path would be dropped; paths end in keys.
+                    if let Some(v) = kept {
+                        out.insert(k.clone(), v);
+                    }
+                }
+                Value::Object(out)
+            }
+            Value::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|v| {
+                        at.push(Seg::Element);
+                        let kept = expected(v, paths, mode, at).unwrap_or(json!("[redacted]"));
+                        at.pop();
+                        kept
+                    })
+                    .collect(),
+            ),
+            other => other.clone(),
+        })
+    }
+
+    const TICKETS: &str = r#"{"tickets": [
+        {"id": 1, "subject": "Où est \"ma\" commande ?", "requester": {"name": "Ana", "email": "ana@example.com", "phone": "+33 6 12 34 56 78"}, "tags": ["a", "b"], "via": {"source": {"from": {"address": "ana@example.com"}}}},
+        {"email": "top-level@example.com", "id": 2, "requester": {"phone": null, "email": {"nested": [1, {"x": "y"}]}}, "n": -1.5e3}
+      ], "users": [{"id": 9, "email": "u@example.com", "photo": null}], "next_page": null, "count": 2}"#;
+
+    #[test]
+    fn every_chunking_gives_what_the_parsed_body_gives() {
+        let paths = &["tickets[].requester.email", "**.phone", "users[].email"];
+        let compiled: Vec<FieldPath> = paths.iter().map(|p| p.parse().unwrap()).collect();
+        let parsed: Value = serde_json::from_str(TICKETS).unwrap();
+        for mode in [Mode::Replace, Mode::Remove] {
+            let want = expected(&parsed, &compiled, mode, &mut Vec::new()).unwrap();
+            let whole = redact(TICKETS.as_bytes(), paths, mode, usize::MAX).unwrap();
+            let got: Value = serde_json::from_slice(&whole)
+                .unwrap_or_else(|e| panic!("{mode:?}: {e}\n{}", String::from_utf8_lossy(&whole)));
+            assert_eq!(got, want, "{mode:?}");
+            for size in 1..40 {
+                assert_eq!(
+                    redact(TICKETS.as_bytes(), paths, mode, size).unwrap(),
+                    whole,
+                    "{mode:?} in chunks of {size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn replaced_values_keep_their_keys_and_nothing_of_the_value_passes() {
+        let out = redact(TICKETS.as_bytes(), &["**.email"], Mode::Replace, 7).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for leak in [
+            "\"ana@example.com\", \"phone",
+            "top-level@",
+            "u@example.com",
+            "nested",
+        ] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+        assert_eq!(
+            text.matches("\"email\": \"[redacted]\"").count(),
+            4,
+            "{text}"
+        );
+        // What is not named passes byte for byte (whitespace included).
+        assert!(text.contains(r#""subject": "Où est \"ma\" commande ?""#));
+        assert!(text.contains(r#""address": "ana@example.com""#));
+    }
+
+    #[test]
+    fn removed_members_take_their_commas_with_them() {
+        for (body, want) in [
+            (r#"{"a":1,"email":"x","b":2}"#, r#"{"a":1,"b":2}"#),
+            (r#"{"email":"x","b":2}"#, r#"{"b":2}"#),
+            (r#"{"a":1,"email":"x"}"#, r#"{"a":1}"#),
+            (r#"{"email":"x"}"#, r#"{}"#),
+            (r#"{"email":"x","email":{"y":[1,2]},"b":2}"#, r#"{"b":2}"#),
+            (r#"{ "email" : 12 , "b" : true }"#, r#"{  "b" : true }"#),
+            (
+                r#"[{"email":null},{"a":{"email":"q"}}]"#,
+                r#"[{},{"a":{}}]"#,
+            ),
+        ] {
+            for size in 1..=body.len() {
+                let got = redact(body.as_bytes(), &["**.email"], Mode::Remove, size).unwrap();
+                assert_eq!(
+                    String::from_utf8(got).unwrap(),
+                    want,
+                    "{body} in chunks of {size}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn counts_say_how_many_values_each_field_took() {
+        let mut r = Redactor::new(fields(&["**.email", "**.phone"]), Mode::Replace);
+        let mut out = BytesMut::new();
+        r.push(TICKETS.as_bytes(), &mut out).unwrap();
+        r.finish(&mut out).unwrap();
+        assert_eq!(r.counts, vec![4, 2]);
+    }
+
+    #[test]
+    fn what_is_not_json_is_refused_not_passed_on() {
+        for body in [
+            "{\"a\": 1,, \"b\": 2}",
+            "{\"a\" 1}",
+            "[1, 2",
+            "{\"email\": \"unterminated",
+            "{\"a\": [1}",
+            "{\"a\": 1} x",
+            "<html>",
+            "{\"a\":\"line\nbreak\"}",
+        ] {
+            for mode in [Mode::Replace, Mode::Remove] {
+                assert!(
+                    redact(body.as_bytes(), &["**.email"], mode, 3).is_err(),
+                    "{body:?} {mode:?}"
+                );
+            }
+        }
+        let deep = "[".repeat(MAX_DEPTH + 1);
+        assert!(redact(deep.as_bytes(), &["**.email"], Mode::Replace, 64).is_err());
+        // Scalars and whitespace at the root are JSON too.
+        for body in ["  42 ", "\"text\"", "null", "[]", "{}"] {
+            assert_eq!(
+                redact(body.as_bytes(), &["**.email"], Mode::Remove, 2).unwrap(),
+                body.as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_too_long_for_any_field_passes_unheld() {
+        let long = "k".repeat(MAX_KEY_LEN + 50);
+        let body = format!(r#"{{"{long}": "v", "email": "x"}}"#);
+        let got = redact(body.as_bytes(), &["**.email"], Mode::Remove, 5).unwrap();
+        assert_eq!(
+            String::from_utf8(got).unwrap(),
+            format!(r#"{{"{long}": "v"}}"#)
+        );
+    }
+}

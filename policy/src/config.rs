@@ -211,6 +211,23 @@ pub struct Vendor {
     /// When its agents may work; absent: at any hour.
     #[serde(default)]
     pub access: Option<Access>,
+    /// Fields of JSON responses its agents never receive (`[[vendors.redact]]`).
+    #[serde(default)]
+    pub redact: Vec<RedactRule>,
+}
+
+/// Fields taken out of a vendor's JSON responses as they stream (see `vendorgate_policy::fields`
+/// for the path syntax): `fields = ["**.email", "users[].phone"]`, `mode = "replace"` (the value
+/// becomes `"[redacted]"`, the default) or `"remove"` (key and value go), for `classes` (default:
+/// every class).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactRule {
+    pub fields: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub mode: crate::fields::RedactMode,
+    #[serde(default)]
+    pub classes: Vec<Spanned<String>>,
 }
 
 /// A vendor's access windows (see `vendorgate_policy::window`): the days and hours in its own time
@@ -1420,6 +1437,58 @@ class = "read"
             "max_header_size = \"1KiB\"\nmax_request_body",
         ));
         assert!(e.message.contains("at least 8KiB"), "{e}");
+    }
+
+    #[test]
+    fn redaction_errors_point_at_the_value() {
+        let with = |redact: &str| {
+            GOOD.replace(
+                "classes = [\"read\"]\n",
+                &format!("classes = [\"read\"]\n{redact}"),
+            )
+        };
+        // (redaction config, the value the error must point at, words): it is line 21.
+        let cases = [
+            (
+                "redact = [{ fields = [\"**.email\", \"tickets[]\"] }]\n",
+                "\"tickets[]\"",
+                "ends at a field",
+            ),
+            (
+                "redact = [{ fields = [\"a..b\"] }]\n",
+                "\"a..b\"",
+                "empty key",
+            ),
+            (
+                "redact = [{ fields = [\"**.email\"], classes = [\"exprt\"] }]\n",
+                "\"exprt\"",
+                "class \"exprt\"",
+            ),
+            (
+                "redact = [{ fields = [\"**.email\"], mode = \"erase\" }]\n",
+                "\"erase\"",
+                "unknown variant",
+            ),
+        ];
+        for (redact, at, words) in cases {
+            let e = error_of(&with(redact));
+            let column = redact.find(at).unwrap() + 1;
+            assert_eq!((e.line, e.column), (21, column), "{redact}: {e}");
+            assert!(e.message.contains(words), "{redact}: {e}");
+        }
+        let good = with(
+            "redact = [{ fields = [\"**.email\"] }, { fields = [\"users[].phone\"], mode = \"remove\", classes = [\"read\"] }]\n",
+        );
+        let c = Config::from_toml(&good, "v.toml").unwrap();
+        let route = (0..c.policy.routes.len())
+            .find(|&r| c.policy.class_name(r) == Some("read"))
+            .unwrap();
+        let fields = c.policy.redactions(0, route).unwrap();
+        let shown: Vec<String> = fields
+            .iter()
+            .map(|f| format!("{} {}", f.path, f.mode.as_str()))
+            .collect();
+        assert_eq!(shown, ["**.email replace", "users[].phone remove"]);
     }
 
     #[test]

@@ -16,6 +16,33 @@
 use std::fmt;
 use std::str::FromStr;
 
+/// How a redacted field leaves a body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedactMode {
+    /// The value becomes `"[redacted]"`; the key stays, so clients that expect it still find it.
+    #[default]
+    Replace,
+    /// The member goes, key and all.
+    Remove,
+}
+
+impl RedactMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedactMode::Replace => "replace",
+            RedactMode::Remove => "remove",
+        }
+    }
+}
+
+/// A field a vendor never receives, and how it is taken out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redaction {
+    pub path: FieldPath,
+    pub mode: RedactMode,
+}
+
 /// One step of a [`FieldPath`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::ops::Range;
+use std::sync::Arc;
 
 use http::Method;
 use jsonwebtoken::Algorithm;
@@ -16,6 +17,7 @@ use toml::Spanned;
 use crate::config::{Backend, ByteCap, Config, GrantsConfig, SessionOverrides};
 use crate::decision::{Denial, Reason};
 use crate::detect::DetectRules;
+use crate::fields::{FieldPath, Redaction};
 use crate::grants::{GrantRules, MAX_DURATION_CEILING};
 use crate::ipset::IpSet;
 use crate::limits::{applies, ByteRule, Direction, RateRule};
@@ -50,6 +52,9 @@ pub struct VendorRules {
     /// Where its hours of day are read (detection): its access windows' zone, else
     /// `detect.time_zone`, else UTC.
     pub zone: jiff::tz::TimeZone,
+    /// The fields taken out of its JSON responses, per class index (`vendors.redact`); `None`:
+    /// nothing for that class. Shared, so a response takes it without copying.
+    pub redactions: Vec<Option<Arc<[Redaction]>>>,
 }
 
 impl VendorRules {
@@ -527,10 +532,40 @@ impl Policy {
                     .map_err(|e| problems.push((Some(a.time_zone.span()), e.to_string())))
                     .ok()
             });
+            let mut rules: Vec<(u128, Redaction)> = Vec::new();
+            for r in &v.redact {
+                let classes = class_mask(&r.classes, true, &mut problems);
+                if r.fields.is_empty() {
+                    problems.push((
+                        None,
+                        format!(
+                            "vendor {:?}: a [[vendors.redact]] without fields",
+                            v.id.get_ref()
+                        ),
+                    ));
+                }
+                for f in &r.fields {
+                    match f.get_ref().parse::<FieldPath>() {
+                        Ok(path) => rules.push((classes, Redaction { path, mode: r.mode })),
+                        Err(e) => problems.push((Some(f.span()), e.to_string())),
+                    }
+                }
+            }
+            let redactions = (0..classes.len())
+                .map(|class| {
+                    let here: Vec<Redaction> = rules
+                        .iter()
+                        .filter(|(mask, _)| mask & (1 << class) != 0)
+                        .map(|(_, r)| r.clone())
+                        .collect();
+                    (!here.is_empty()).then(|| Arc::from(here))
+                })
+                .collect();
             vendors.push(VendorRules {
                 id: v.id.get_ref().clone(),
                 ips: IpSet::new(&nets),
                 classes: mask,
+                redactions,
                 access,
                 zone: jiff::tz::TimeZone::UTC,
                 session_idle: o.idle_timeout.unwrap_or(c.sessions.idle_timeout).0,
@@ -724,6 +759,12 @@ impl Policy {
 
     pub fn vendor_for_claim(&self, value: &str) -> Option<usize> {
         self.vendor_by_claim.get(value).copied()
+    }
+
+    /// The fields taken out of `vendor`'s responses on `route` (`vendors.redact`), if any.
+    pub fn redactions(&self, vendor: usize, route: usize) -> Option<&Arc<[Redaction]>> {
+        let class = self.class_of(route)?;
+        self.vendors.get(vendor)?.redactions.get(class)?.as_ref()
     }
 
     pub fn class_name(&self, route: usize) -> Option<&str> {

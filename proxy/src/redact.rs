@@ -15,8 +15,10 @@
 //! Keys are compared as spelled between the quotes; a key written with escapes (`"em\u0061il"`)
 //! does not match `email`. Zendesk writes plain ASCII keys.
 
+use std::sync::Arc;
+
 use bytes::BytesMut;
-use vendorgate_policy::fields::{FieldPath, Segment, MAX_KEY_LEN};
+use vendorgate_policy::fields::{RedactMode, Redaction, Segment, MAX_KEY_LEN};
 
 /// Deepest nesting a body may have: past it the body is refused (an attacker's `[[[[…` would
 /// otherwise grow the scanner's path without bound). Zendesk's bodies nest a handful of levels.
@@ -24,15 +26,6 @@ pub const MAX_DEPTH: usize = 256;
 
 /// What replaces a redacted value.
 pub const REDACTED: &[u8] = b"\"[redacted]\"";
-
-/// How a redacted field leaves the body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// The value becomes `"[redacted]"`; the key stays, so clients that expect it find it.
-    Replace,
-    /// The member goes, key and all.
-    Remove,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -88,8 +81,9 @@ enum Lex {
 }
 
 pub struct Redactor {
-    fields: std::sync::Arc<[FieldPath]>,
-    mode: Mode,
+    fields: Arc<[Redaction]>,
+    /// Some field is removed (not replaced): members are held until their key is known.
+    removing: bool,
     lex: Lex,
     stack: Vec<Container>,
     path: Vec<Seg>,
@@ -110,11 +104,11 @@ fn is_ws(b: u8) -> bool {
 }
 
 impl Redactor {
-    pub fn new(fields: std::sync::Arc<[FieldPath]>, mode: Mode) -> Self {
+    pub fn new(fields: Arc<[Redaction]>) -> Self {
         let n = fields.len();
         Redactor {
+            removing: fields.iter().any(|f| f.mode == RedactMode::Remove),
             fields,
-            mode,
             lex: Lex::Value,
             stack: Vec::new(),
             path: Vec::new(),
@@ -127,8 +121,25 @@ impl Redactor {
         }
     }
 
-    /// The field the value about to start (at `path` + `last`) is, if any.
-    fn field_at(&self, last: Seg) -> Option<usize> {
+    /// For the decision record: each field (as the policy spells it) and how many values it took,
+    /// as a JSON object; the fields that took none are left out.
+    pub fn summary(&self) -> String {
+        let mut map = serde_json::Map::new();
+        for (field, n) in self.fields.iter().zip(&self.counts) {
+            if *n > 0 {
+                let key = field.path.as_str().to_string();
+                let before = map
+                    .get(&key)
+                    .and_then(serde_json::Value::as_u64)
+                    .unwrap_or(0);
+                map.insert(key, (before + n).into());
+            }
+        }
+        serde_json::Value::Object(map).to_string()
+    }
+
+    /// The field taken out by `mode` that the value about to start (at `path` + `last`) is, if any.
+    fn field_at(&self, last: Seg, mode: RedactMode) -> Option<usize> {
         let mut segments: Vec<Segment<'_>> = self
             .path
             .iter()
@@ -141,7 +152,9 @@ impl Redactor {
             Seg::Key(k) => Segment::Key(k),
             Seg::Element => Segment::Element,
         });
-        self.fields.iter().position(|f| f.matches(&segments))
+        self.fields
+            .iter()
+            .position(|f| f.mode == mode && f.path.matches(&segments))
     }
 
     /// The segment of a value starting now: its member's key, or an array element.
@@ -288,7 +301,7 @@ impl Redactor {
                     (b',', Some(Container::Object)) => {
                         if std::mem::take(&mut self.drop_comma) {
                             // The member before was removed and was the first: so is this comma.
-                        } else if self.mode == Mode::Remove {
+                        } else if self.removing {
                             self.held.push(b);
                         } else {
                             out.extend_from_slice(&[b]);
@@ -427,8 +440,8 @@ impl Redactor {
     /// A value's first byte: redacted, or passed on and entered.
     fn start_value(&mut self, b: u8, out: &mut BytesMut) -> Result<(), Malformed> {
         let bad = Malformed(self.offset);
-        if self.mode == Mode::Replace && !self.stack.is_empty() {
-            if let Some(field) = self.field_at(self.segment()) {
+        if !self.stack.is_empty() {
+            if let Some(field) = self.field_at(self.segment(), RedactMode::Replace) {
                 self.counts[field] += 1;
                 out.extend_from_slice(REDACTED);
                 return self.skip_start(b, bad);
@@ -467,11 +480,11 @@ impl Redactor {
 
     /// A key has been read: removing, its member goes or is passed on now.
     fn key_done(&mut self, out: &mut BytesMut) {
-        if self.mode != Mode::Remove {
+        if !self.removing {
             return;
         }
         let field = if self.key_whole {
-            self.field_at(Seg::Key(self.key.clone()))
+            self.field_at(Seg::Key(self.key.clone()), RedactMode::Remove)
         } else {
             None
         };
@@ -499,7 +512,7 @@ impl Redactor {
 
     /// Held bytes are only ever a member's lead-in while removing; otherwise bytes go straight on.
     fn emit_or_hold(&mut self, b: u8, out: &mut BytesMut) {
-        if self.mode == Mode::Remove && self.key_whole {
+        if self.removing && self.key_whole {
             self.held.push(b);
         } else {
             out.extend_from_slice(&[b]);
@@ -533,14 +546,22 @@ impl Redactor {
 mod tests {
     use super::*;
     use serde_json::{json, Value};
+    use vendorgate_policy::fields::FieldPath;
+    use RedactMode as Mode;
 
-    fn fields(paths: &[&str]) -> std::sync::Arc<[FieldPath]> {
-        paths.iter().map(|p| p.parse().unwrap()).collect()
+    fn fields(paths: &[&str], mode: Mode) -> Arc<[Redaction]> {
+        paths
+            .iter()
+            .map(|p| Redaction {
+                path: p.parse().unwrap(),
+                mode,
+            })
+            .collect()
     }
 
     /// The body redacted, fed in chunks of `size` bytes.
     fn redact(body: &[u8], paths: &[&str], mode: Mode, size: usize) -> Result<Vec<u8>, Malformed> {
-        let mut r = Redactor::new(fields(paths), mode);
+        let mut r = Redactor::new(fields(paths, mode));
         let mut out = BytesMut::new();
         for chunk in body.chunks(size.max(1)) {
             r.push(chunk, &mut out)?;
@@ -673,11 +694,40 @@ mod tests {
 
     #[test]
     fn counts_say_how_many_values_each_field_took() {
-        let mut r = Redactor::new(fields(&["**.email", "**.phone"]), Mode::Replace);
+        let mut r = Redactor::new(fields(&["**.email", "**.phone"], Mode::Replace));
         let mut out = BytesMut::new();
         r.push(TICKETS.as_bytes(), &mut out).unwrap();
         r.finish(&mut out).unwrap();
         assert_eq!(r.counts, vec![4, 2]);
+    }
+
+    #[test]
+    fn replaced_and_removed_fields_mix_in_one_body() {
+        let mixed: Arc<[Redaction]> = Arc::from(vec![
+            Redaction {
+                path: "**.email".parse().unwrap(),
+                mode: Mode::Replace,
+            },
+            Redaction {
+                path: "**.phone".parse().unwrap(),
+                mode: Mode::Remove,
+            },
+        ]);
+        let body = br#"{"a":{"phone":"1","email":"x","b":[{"email":"y","phone":2}]}}"#;
+        for size in 1..body.len() {
+            let mut r = Redactor::new(mixed.clone());
+            let mut out = BytesMut::new();
+            for c in body.chunks(size) {
+                r.push(c, &mut out).unwrap();
+            }
+            r.finish(&mut out).unwrap();
+            assert_eq!(
+                &out[..],
+                br#"{"a":{"email":"[redacted]","b":[{"email":"[redacted]"}]}}"#,
+                "{size}"
+            );
+            assert_eq!(r.counts, vec![2, 2]);
+        }
     }
 
     #[test]

@@ -1,6 +1,6 @@
 // Walks a Zendesk account through vendorgate with node-zendesk, unchanged but for its base URL
 // (endpointUri) and token. Run by the end-to-end tests (tests/e2e/clients.rs) with VG_PORT and
-// VG_TOKEN set and NODE_EXTRA_CA_CERTS trusting the proxy's dev CA. Prints what it read, as JSON.
+// VG_TOKEN set (and VG_FIELDS, ticket fields whose values to report) and NODE_EXTRA_CA_CERTS trusting the proxy's dev CA. Prints what it read, as JSON.
 'use strict';
 const zendesk = require('node-zendesk');
 // node-zendesk's own transport, for the download it leaves to the application.
@@ -24,15 +24,25 @@ async function download(id) {
   return (await response.arrayBuffer()).byteLength;
 }
 
+// VG_FIELDS="description,recipient": also report every value those ticket fields took (redaction).
+const fields = (process.env.VG_FIELDS || '').split(',').filter(Boolean);
+
 (async () => {
+  const tickets = await client.tickets.list();
   const read = {
-    tickets: (await client.tickets.list()).length,
+    tickets: tickets.length,
     comments: (await client.tickets.getComments(42)).length,
     search: (await client.search.queryAll('status:open')).length,
     // node-zendesk reads one page of an incremental export (it follows only pages of 1,000).
     incremental: (await client.tickets.incremental(1700000000)).length,
     attachment_bytes: await download(7),
   };
+  if (fields.length) {
+    read.fields = Object.fromEntries(fields.map((f) => {
+      const values = [...new Set(tickets.map((t) => (f in t ? t[f] : null)))];
+      return [f, values.sort((a, b) => String(a).localeCompare(String(b)))];
+    }));
+  }
   console.log(JSON.stringify(read));
 })().catch((error) => {
   console.error(error);

@@ -1,7 +1,7 @@
 """Walks a Zendesk account through vendorgate with zenpy, unchanged but for its base URL and token.
 
 Run by the end-to-end tests (tests/e2e/clients.rs) with VG_PORT (the proxy's port) and VG_TOKEN
-(the agent's bearer token) set, and REQUESTS_CA_BUNDLE trusting the proxy's dev CA. zenpy builds
+(the agent's bearer token) set (and VG_FIELDS, ticket fields whose values to report), and REQUESTS_CA_BUNDLE trusting the proxy's dev CA. zenpy builds
 its base URL as https://{subdomain}.{domain}; the proxy is "zendesk-gw.localhost:{port}", which
 this harness resolves to loopback as DNS would. Prints what it read, as JSON.
 """
@@ -32,11 +32,21 @@ zenpy = Zenpy(
     oauth_token=os.environ["VG_TOKEN"],
     disable_cache=True,
 )
+# VG_FIELDS="description,recipient": also report every value those ticket fields took (redaction).
+fields = [f for f in os.environ.get("VG_FIELDS", "").split(",") if f]
+seen = {f: set() for f in fields}
+tickets = 0
+for ticket in zenpy.tickets():
+    tickets += 1
+    for f in fields:
+        seen[f].add(getattr(ticket, f, None))
 read = {
-    "tickets": sum(1 for _ in zenpy.tickets()),
+    "tickets": tickets,
     "comments": sum(1 for _ in zenpy.tickets.comments(ticket=42)),
     "search": sum(1 for _ in zenpy.search("status:open", type="ticket")),
     "incremental": sum(1 for _ in zenpy.tickets.incremental(start_time=1_700_000_000)),
     "attachment_bytes": len(zenpy.attachments.download(7).getvalue()),
 }
+if fields:
+    read["fields"] = {f: sorted(seen[f], key=str) for f in fields}
 print(json.dumps(read))

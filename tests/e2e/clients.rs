@@ -70,17 +70,19 @@ fn all_through_the_proxy(
 
 const METERED: &str = "\n[[limits.egress]]\nid = \"agent-hourly\"\nper = \"account\"\nmax = \"1GiB\"\nwindow = \"1h\"\n";
 
-/// Runs a client's walk against a fresh setup and checks what it read and what the SaaS saw.
+/// Runs a client's walk against a fresh setup (the open policy and `policy_extra`) and checks what
+/// it read and what the SaaS saw; returns the decision records.
 async fn client_walk(
     pki: &Pki,
+    policy_extra: &str,
     command: impl FnOnce(&Proxy) -> Command,
     expected: serde_json::Value,
-) {
+) -> Vec<serde_json::Value> {
     let WithFiles {
         files,
         upstream,
         mut proxy,
-    } = WithFiles::start(pki, METERED).await;
+    } = WithFiles::start(pki, policy_extra).await;
     let read = walk(command(&proxy)).await;
     assert_eq!(read, expected);
     assert_eq!(
@@ -89,43 +91,96 @@ async fn client_walk(
         "the attachment, fetched by the proxy"
     );
     stop(&mut proxy).await;
-    all_through_the_proxy(&upstream, &proxy, &records(proxy.dir.path()));
+    let records = records(proxy.dir.path());
+    all_through_the_proxy(&upstream, &proxy, &records);
+    records
+}
+
+fn zenpy(pki: &Pki, proxy: &Proxy) -> Command {
+    installed(".pydeps/zenpy");
+    let mut command = Command::new("python3");
+    command
+        .arg(clients_dir().join("zenpy_walk.py"))
+        .env("VG_PORT", proxy.addr.port().to_string())
+        .env("VG_TOKEN", &proxy.token)
+        .env("REQUESTS_CA_BUNDLE", &pki.files.ca_cert);
+    command
+}
+
+fn node_zendesk(pki: &Pki, proxy: &Proxy) -> Command {
+    installed("node_modules/node-zendesk");
+    let mut command = Command::new("node");
+    command
+        .arg(clients_dir().join("node_walk.js"))
+        .current_dir(clients_dir())
+        .env("VG_PORT", proxy.addr.port().to_string())
+        .env("VG_TOKEN", &proxy.token)
+        .env("NODE_EXTRA_CA_CERTS", Path::new(&pki.files.ca_cert));
+    command
 }
 
 #[tokio::test]
 async fn zenpy_walks_every_page_through_the_proxy() {
     let pki = Pki::with_names(&["localhost", "127.0.0.1", GATEWAY_NAME]);
-    installed(".pydeps/zenpy");
-    let command = |proxy: &Proxy| {
-        let mut command = Command::new("python3");
-        command
-            .arg(clients_dir().join("zenpy_walk.py"))
-            .env("VG_PORT", proxy.addr.port().to_string())
-            .env("VG_TOKEN", &proxy.token)
-            .env("REQUESTS_CA_BUNDLE", &pki.files.ca_cert);
-        command
-    };
     let expected = serde_json::json!({"tickets": 1186, "comments": 250, "search": 250,
                                       "incremental": 1000, "attachment_bytes": 300_000});
-    client_walk(&pki, command, expected).await;
+    client_walk(&pki, METERED, |p| zenpy(&pki, p), expected).await;
 }
 
 #[tokio::test]
 async fn node_zendesk_walks_every_page_through_the_proxy() {
     let pki = Pki::new();
-    installed("node_modules/node-zendesk");
-    let command = |proxy: &Proxy| {
-        let mut command = Command::new("node");
-        command
-            .arg(clients_dir().join("node_walk.js"))
-            .current_dir(clients_dir())
-            .env("VG_PORT", proxy.addr.port().to_string())
-            .env("VG_TOKEN", &proxy.token)
-            .env("NODE_EXTRA_CA_CERTS", Path::new(&pki.files.ca_cert));
-        command
-    };
     // node-zendesk reads one page of an incremental export.
     let expected = serde_json::json!({"tickets": 1186, "comments": 250, "search": 250,
                                       "incremental": 100, "attachment_bytes": 300_000});
-    client_walk(&pki, command, expected).await;
+    client_walk(&pki, METERED, |p| node_zendesk(&pki, p), expected).await;
+}
+
+/// The vendor's redactions (`[[vendors.redact]]`): the tickets' free text replaced, their
+/// `recipient` removed, key and all.
+const REDACTING: &str = "\n[[vendors.redact]]\nfields = [\"**.description\"]\n\n\
+    [[vendors.redact]]\nfields = [\"tickets[].recipient\", \"results[].recipient\"]\nmode = \"remove\"\n";
+
+/// Redaction seen by the real clients: every page of every walk still arrives and parses (the
+/// counts are those of the unredacted walks), and of the fields taken out the clients saw only
+/// the placeholder, or nothing. Each record names the fields and how many values went.
+async fn redacted_walk(pki: &Pki, command: impl FnOnce(&Proxy) -> Command, incremental: u64) {
+    let expected = serde_json::json!({"tickets": 1186, "comments": 250, "search": 250,
+                                      "incremental": incremental, "attachment_bytes": 300_000,
+                                      "fields": {"description": ["[redacted]"], "recipient": [null]}});
+    let command = |proxy: &Proxy| {
+        let mut command = command(proxy);
+        command.env("VG_FIELDS", "description,recipient");
+        command
+    };
+    let records = client_walk(pki, REDACTING, command, expected).await;
+    let pages: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            at(r, "url.path") == "/api/v2/tickets.json" || at(r, "url.path") == "/api/v2/tickets"
+        })
+        .collect();
+    assert!(!pages.is_empty());
+    for page in pages {
+        let redacted = at(page, "vendorgate.redacted");
+        let taken = redacted["**.description"].as_u64().unwrap();
+        assert_eq!(
+            redacted["tickets[].recipient"].as_u64(),
+            Some(taken),
+            "{page}"
+        );
+        assert!((1..=100).contains(&taken), "{page}");
+    }
+}
+
+#[tokio::test]
+async fn zenpy_never_sees_a_redacted_field() {
+    let pki = Pki::with_names(&["localhost", "127.0.0.1", GATEWAY_NAME]);
+    redacted_walk(&pki, |p| zenpy(&pki, p), 1000).await;
+}
+
+#[tokio::test]
+async fn node_zendesk_never_sees_a_redacted_field() {
+    let pki = Pki::new();
+    redacted_walk(&pki, |p| node_zendesk(&pki, p), 100).await;
 }

@@ -16,6 +16,7 @@ use crate::conn::InFlight;
 use crate::links::Rewriter;
 use crate::metering::{CapReached, Meter};
 use crate::outcome::Outcome;
+use crate::redact::Redactor;
 use crate::state::activity::AccountActivity;
 use crate::state::controls::Watched;
 use crate::trail::record::Draft;
@@ -121,7 +122,10 @@ impl ProxyBody {
     /// The body is over: record it, and hand the upstream connection back if the upstream's
     /// response was read to its end (otherwise the lease is dropped and the connection closed).
     fn seal(&mut self, ending: Ending) {
-        if let Some(draft) = self.draft.take() {
+        if let Some(mut draft) = self.draft.take() {
+            if let Some(redactor) = self.upstream_body().and_then(|b| b.redactor.as_deref()) {
+                draft.redacted = Some(redactor.summary());
+            }
             draft.finish(self.sent, ending);
         }
         if let Some(lease) = self.lease.take() {
@@ -214,15 +218,20 @@ impl Body for ProxyBody {
 }
 
 impl ProxyBody {
+    fn upstream_body(&self) -> Option<&UpstreamBody> {
+        match &self.kind {
+            Kind::Upstream(body) | Kind::Metered { body, .. } => Some(body),
+            Kind::Full(_) => None,
+        }
+    }
+
     fn poll_inner(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.kind {
             Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
-            Kind::Upstream(body) => body
-                .poll_frame(cx)
-                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError))),
+            Kind::Upstream(body) => body.poll_frame(cx),
             Kind::Metered {
                 body,
                 meter,
@@ -240,7 +249,7 @@ impl ProxyBody {
                             Ok(d) => d,
                             Err(frame) => return Poll::Ready(Some(Ok(frame))),
                         },
-                        Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
+                        Some(Err(e)) => return Poll::Ready(Some(Err(e))),
                         None => return Poll::Ready(None),
                     },
                 };
@@ -284,42 +293,89 @@ impl ProxyBody {
     }
 }
 
-/// The upstream's response body as the agent gets it: its links rewritten to the proxy's origin
-/// when it is JSON ([`crate::links`]), otherwise as it came. The egress meter sits after this, so
-/// it counts what the agent receives.
+/// The upstream's response body as the agent gets it: a vendor's redacted fields taken out
+/// ([`crate::redact`]) and its links rewritten to the proxy's origin when it is JSON
+/// ([`crate::links`]), otherwise as it came. The egress meter sits after this, so it counts what
+/// the agent receives.
 pub struct UpstreamBody {
     inner: Incoming,
+    redactor: Option<Box<Redactor>>,
     rewriter: Option<Box<Rewriter>>,
     /// Trailers that came while the rewriter held bytes: sent after those.
     trailers: Option<Frame<Bytes>>,
     /// The length may differ from the upstream's: no size to announce.
     resized: bool,
+    /// The transforms have had the body's end.
+    finished: bool,
 }
 
 impl UpstreamBody {
     pub fn new(inner: Incoming) -> Self {
         UpstreamBody {
             inner,
+            redactor: None,
             rewriter: None,
             trailers: None,
             resized: false,
+            finished: false,
         }
     }
 
     /// Rewrites its links with `rewriter`; `resized` when that can change its length.
     pub fn rewriting(mut self, rewriter: Rewriter, resized: bool) -> Self {
         self.rewriter = Some(Box::new(rewriter));
-        self.resized = resized;
+        self.resized |= resized;
         self
     }
 
-    fn poll_frame(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let Some(rw) = self.rewriter.as_mut() else {
-            return Pin::new(&mut self.inner).poll_frame(cx);
+    /// Takes `redactor`'s fields out of it (its length changes).
+    pub fn redacting(mut self, redactor: Redactor) -> Self {
+        self.redactor = Some(Box::new(redactor));
+        self.resized = true;
+        self
+    }
+
+    /// One chunk through the redactor, then the rewriter.
+    fn transform(&mut self, data: Bytes) -> Result<Bytes, BoxError> {
+        let data = match self.redactor.as_mut() {
+            Some(r) => {
+                let mut out = bytes::BytesMut::with_capacity(data.len());
+                r.push(&data, &mut out)?;
+                out.freeze()
+            }
+            None => data,
         };
+        Ok(match self.rewriter.as_mut() {
+            Some(rw) => rw.push(data),
+            None => data,
+        })
+    }
+
+    /// The body's end through both: what they held back (once).
+    fn finish(&mut self) -> Result<Bytes, BoxError> {
+        if std::mem::replace(&mut self.finished, true) {
+            return Ok(Bytes::new());
+        }
+        let rest = match self.redactor.as_mut() {
+            Some(r) => {
+                let mut out = bytes::BytesMut::new();
+                r.finish(&mut out)?;
+                out.freeze()
+            }
+            None => Bytes::new(),
+        };
+        Ok(match self.rewriter.as_mut() {
+            Some(rw) => join(rw.push(rest), rw.finish()),
+            None => rest,
+        })
+    }
+
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.rewriter.is_none() && self.redactor.is_none() {
+            return Pin::new(&mut self.inner)
+                .poll_frame(cx)
+                .map(|f| f.map(|r| r.map_err(|e| Box::new(e) as BoxError)));
+        }
         if let Some(trailers) = self.trailers.take() {
             return Poll::Ready(Some(Ok(trailers)));
         }
@@ -327,17 +383,17 @@ impl UpstreamBody {
             match ready!(Pin::new(&mut self.inner).poll_frame(cx)) {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
-                        let mut out = rw.push(data);
+                        let mut out = self.transform(data)?;
                         if self.inner.is_end_stream() {
                             // hyper reads no further once a sized body's last byte is in.
-                            out = join(out, rw.finish());
+                            out = join(out, self.finish()?);
                         }
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out))));
                         }
                     }
                     Err(trailers) => {
-                        let rest = rw.finish();
+                        let rest = self.finish()?;
                         if rest.is_empty() {
                             return Poll::Ready(Some(Ok(trailers)));
                         }
@@ -345,9 +401,9 @@ impl UpstreamBody {
                         return Poll::Ready(Some(Ok(Frame::data(rest))));
                     }
                 },
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                Some(Err(e)) => return Poll::Ready(Some(Err(Box::new(e)))),
                 None => {
-                    let rest = rw.finish();
+                    let rest = self.finish()?;
                     return Poll::Ready((!rest.is_empty()).then(|| Ok(Frame::data(rest))));
                 }
             }

@@ -183,6 +183,16 @@ pub fn run(
             "applies",
         );
     }
+    for f in policy
+        .redactions(allow.vendor, allow.route)
+        .map_or(&[][..], |f| &f[..])
+    {
+        line(
+            "redact",
+            &format!("vendors.redact: {} ({})", f.path, f.mode.as_str()),
+            "applies",
+        );
+    }
     match &allow.grant {
         Some(grant) => println!("\ndecision   ALLOW via {} (grant {grant})", route.id),
         None => println!("\ndecision   ALLOW via {}", route.id),

@@ -19,6 +19,7 @@ use crate::gateway::Gateway;
 use crate::headers::{remove_where, strip_hop_by_hop, X_UPSTREAM_REQUEST_ID};
 use crate::links::Public;
 use crate::metering::Meter;
+use crate::redact::Redactor;
 use crate::telemetry::request_id;
 use crate::trail::record::Draft;
 use crate::upstream::Lease;
@@ -70,7 +71,8 @@ pub async fn filter(
             &mut parts.headers,
         )?;
     }
-    let body = rewrite_links(active, host, &mut parts.headers, UpstreamBody::new(body));
+    let body = redact(active, draft, &mut parts.headers, UpstreamBody::new(body));
+    let body = rewrite_links(active, host, &mut parts.headers, body);
     if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
         parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
     }
@@ -140,6 +142,38 @@ fn public_origin(active: &Active, host: Option<&HeaderValue>) -> Option<Public> 
     }
 }
 
+/// A JSON body, by its `Content-Type` (`application/json`, `…+json`).
+fn is_json(headers: &http::HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| {
+        v.as_bytes()
+            .windows(4)
+            .any(|w| w.eq_ignore_ascii_case(b"json"))
+    })
+}
+
+/// Takes the vendor's redacted fields (`vendors.redact`) out of a JSON body as it streams
+/// ([`crate::redact`]). Other bodies (attachments, files) pass: the fields are JSON's. A JSON body
+/// that is compressed or otherwise not JSON is cut at the first byte the redactor cannot read,
+/// never passed on unread.
+fn redact(
+    active: &Active,
+    draft: &Draft,
+    headers: &mut http::HeaderMap,
+    body: UpstreamBody,
+) -> UpstreamBody {
+    let (Some(vendor), Some(route)) = (draft.vendor, draft.route) else {
+        return body;
+    };
+    let Some(fields) = active.config.policy.redactions(vendor, route) else {
+        return body;
+    };
+    if !is_json(headers) {
+        return body;
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    body.redacting(Redactor::new(fields.clone()))
+}
+
 /// Moves the upstream's links to the agent's origin ([`public_origin`]): in `Location`, and in a
 /// JSON body as it streams. A compressed body (the upstream was asked for none) passes as it is,
 /// logged. The origin is worked out only for a response that has links to move.
@@ -150,11 +184,7 @@ fn rewrite_links(
     body: UpstreamBody,
 ) -> UpstreamBody {
     let location = headers.get(header::LOCATION).and_then(|l| l.to_str().ok());
-    let json = headers.get(header::CONTENT_TYPE).is_some_and(|v| {
-        v.as_bytes()
-            .windows(4)
-            .any(|w| w.eq_ignore_ascii_case(b"json"))
-    });
+    let json = is_json(headers);
     if location.is_none() && !json {
         return body;
     }

@@ -60,6 +60,9 @@ pub struct Draft {
     pub route: Option<usize>,
     /// The just-in-time grant that opened the route's class, if one did.
     pub grant: Option<String>,
+    /// The vendor's redacted fields, when its response was redacted: `{"**.email":3}` (field →
+    /// values taken out; names, never values).
+    pub redacted: Option<String>,
     pub identity: Option<Arc<Identity>>,
     pub allowed: bool,
     /// How it ended so far: what the record's `event.reason` says.
@@ -127,6 +130,7 @@ impl Draft {
             vendor: None,
             route: None,
             grant: None,
+            redacted: None,
             identity: None,
             allowed: false,
             outcome: Outcome::Allowed,
@@ -224,6 +228,7 @@ impl Draft {
             route: self.route_id(),
             class: self.class(),
             grant: self.grant.as_deref(),
+            redacted: self.redacted.as_deref(),
             policy_version: &self.active.version,
             upstream_status: self.upstream_status,
             completed,

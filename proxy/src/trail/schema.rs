@@ -284,6 +284,8 @@ pub struct Record<'a> {
     pub route: Option<&'a str>,
     pub class: Option<&'a str>,
     pub grant: Option<&'a str>,
+    /// Already a JSON object (see [`crate::redact::Redactor::summary`]).
+    pub redacted: Option<&'a str>,
     pub policy_version: &'a str,
     pub upstream_status: Option<u16>,
     pub completed: bool,
@@ -429,6 +431,9 @@ impl Record<'_> {
         if let Some(grant) = self.grant {
             j.raw(",\"grant\":").str(grant);
         }
+        if let Some(redacted) = self.redacted {
+            j.raw(",\"redacted\":").raw(redacted);
+        }
         j.raw(",\"policy_version\":").str(self.policy_version);
         if let Some(status) = self.upstream_status {
             j.raw(",\"upstream_status\":").u64(status.into());
@@ -482,6 +487,7 @@ mod tests {
             route: Some("tickets"),
             class: Some("read"),
             grant: None,
+            redacted: None,
             policy_version: "sha256:672693e5c6757050",
             upstream_status: Some(200),
             completed: true,
@@ -591,6 +597,7 @@ mod tests {
             route: None,
             class: None,
             grant: None,
+            redacted: None,
             upstream_status: None,
             token: None,
             rule: "vendors[*].ip_allow",

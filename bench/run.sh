@@ -9,7 +9,7 @@
 #   SCALE=0 EXTRAS=0 bench/run.sh      # only the side-by-side matrix
 #   PROFILE_OUT=/tmp/vg.perf PROFILE_CASE=vendorgate-cold bench/run.sh   # perf profile of one case
 #   VG=/path/to/vendorgate bench/run.sh   # measure that build instead of this tree's
-#   AB=/path/to/other/vendorgate ROUNDS=8 [AB_BODY=1m] [AB_EXTRA=toml] bench/run.sh   # only an A/B: this tree's build against
+#   AB=/path/to/other/vendorgate ROUNDS=8 [AB_BODY=1m] [AB_EXTRA=toml] [BODY_SHAPE=list] bench/run.sh   # only an A/B: this tree's build against
 #                  another, loaded at the same moment (see "the same moment" below)
 #
 # Besides the matrix (direct, nginx, HAProxy, vendorgate × 2 KiB/1 MiB × 32/128 connections):
@@ -65,9 +65,25 @@ cleanup() {
 }
 trap cleanup EXIT
 
-python3 - "$WORK/www" <<'PY'
-import json, sys
+# BODY_SHAPE=list: the bodies are Zendesk-like ticket lists (records with keys, nested requesters,
+# tags) instead of one long string: what redaction (AB_EXTRA='[[vendors.redact]]…') is measured on.
+BODY_SHAPE=${BODY_SHAPE:-string} python3 - "$WORK/www" <<'PY'
+import json, os, sys
 def doc(size):
+    if os.environ["BODY_SHAPE"] == "list":
+        records, i = [], 0
+        while True:
+            i += 1
+            r = {"id": i, "subject": "Where is my order?", "status": "open", "priority": "normal",
+                 "description": "Hello, I placed order #%d and need help with the delivery." % (100000 + i),
+                 "requester": {"id": 10000 + i, "name": "Ana Martin", "email": "ana%d@example.com" % i,
+                               "phone": "+33 6 12 34 56 78"},
+                 "group_id": 360004, "tags": ["marketplace", "delivery"], "via": {"channel": "email"}}
+            if len(json.dumps({"tickets": records + [r], "pad": ""})) > size:
+                break
+            records.append(r)
+        text = json.dumps({"tickets": records, "pad": ""})
+        return text[:-2] + "x" * (size - len(text)) + '"}'
     head, tail = '{"tickets":"', '"}'
     return head + "x" * (size - len(head) - len(tail)) + tail
 open(sys.argv[1] + "/data-2k.json", "w").write(doc(2048))

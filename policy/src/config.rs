@@ -1344,6 +1344,25 @@ class = "read"
             .clone()
     }
 
+    /// GOOD with `line` added to the vendor (it becomes line 21).
+    fn vendor_with(line: &str) -> String {
+        GOOD.replace(
+            "classes = [\"read\"]\n",
+            &format!("classes = [\"read\"]\n{line}"),
+        )
+    }
+
+    /// Each (vendor line, the value the error must point at, words in its message): the error is
+    /// at line 21, at that value's column.
+    fn vendor_errors_point_at(cases: &[(&str, &str, &str)]) {
+        for (line, at, words) in cases {
+            let e = error_of(&vendor_with(line));
+            let column = line.find(at).unwrap() + 1;
+            assert_eq!((e.line, e.column), (21, column), "{line}: {e}");
+            assert!(e.message.contains(words), "{line}: {e}");
+        }
+    }
+
     #[test]
     fn errors_name_file_line_and_column() {
         // (what is broken, replacement text, expected line, expected column, expected words)
@@ -1441,14 +1460,7 @@ class = "read"
 
     #[test]
     fn redaction_errors_point_at_the_value() {
-        let with = |redact: &str| {
-            GOOD.replace(
-                "classes = [\"read\"]\n",
-                &format!("classes = [\"read\"]\n{redact}"),
-            )
-        };
-        // (redaction config, the value the error must point at, words): it is line 21.
-        let cases = [
+        vendor_errors_point_at(&[
             (
                 "redact = [{ fields = [\"**.email\", \"tickets[]\"] }]\n",
                 "\"tickets[]\"",
@@ -1469,14 +1481,8 @@ class = "read"
                 "\"erase\"",
                 "unknown variant",
             ),
-        ];
-        for (redact, at, words) in cases {
-            let e = error_of(&with(redact));
-            let column = redact.find(at).unwrap() + 1;
-            assert_eq!((e.line, e.column), (21, column), "{redact}: {e}");
-            assert!(e.message.contains(words), "{redact}: {e}");
-        }
-        let good = with(
+        ]);
+        let good = vendor_with(
             "redact = [{ fields = [\"**.email\"] }, { fields = [\"users[].phone\"], mode = \"remove\", classes = [\"read\"] }]\n",
         );
         let c = Config::from_toml(&good, "v.toml").unwrap();
@@ -1493,14 +1499,7 @@ class = "read"
 
     #[test]
     fn access_window_errors_point_at_the_value() {
-        let with = |access: &str| {
-            GOOD.replace(
-                "classes = [\"read\"]\n",
-                &format!("classes = [\"read\"]\n{access}"),
-            )
-        };
-        // (window config, the value the error must point at, words): the window is line 21.
-        let cases = [
+        vendor_errors_point_at(&[
             (
                 "access = { time_zone = \"Mars/Olympus\", windows = [] }\n",
                 "\"Mars/Olympus\"",
@@ -1526,14 +1525,8 @@ class = "read"
                 "\"exprt\"",
                 "class \"exprt\"",
             ),
-        ];
-        for (access, at, words) in cases {
-            let e = error_of(&with(access));
-            let column = access.find(at).unwrap() + 1;
-            assert_eq!((e.line, e.column), (21, column), "{access}: {e}");
-            assert!(e.message.contains(words), "{access}: {e}");
-        }
-        let good = with(
+        ]);
+        let good = vendor_with(
             "access = { time_zone = \"Africa/Tunis\", windows = [{ days = \"mon-sat\", hours = \"08:00-19:00\" }] }\n",
         );
         let c = Config::from_toml(&good, "v.toml").unwrap();

@@ -178,16 +178,21 @@ fn matches_from(steps: &[Step], path: &[Segment<'_>]) -> bool {
         }
         Some((step, rest)) => match path.split_first() {
             None => false,
-            Some((segment, tail)) => {
-                let here = match (step, segment) {
-                    (Step::Key(k), Segment::Key(s)) => k.as_bytes() == *s,
-                    (Step::AnyKey, Segment::Key(_)) => true,
-                    (Step::Element, Segment::Element) => true,
-                    _ => false,
-                };
-                here && matches_from(rest, tail)
-            }
+            Some((segment, tail)) => step.takes(*segment) && matches_from(rest, tail),
         },
+    }
+}
+
+impl Step {
+    /// Whether this step takes `segment` as one step down (`**`, which takes any run of segments,
+    /// is for the caller: it takes none here).
+    pub fn takes(&self, segment: Segment<'_>) -> bool {
+        match (self, segment) {
+            (Step::Key(k), Segment::Key(s)) => k.as_bytes() == s,
+            (Step::AnyKey, Segment::Key(_)) => true,
+            (Step::Element, Segment::Element) => true,
+            _ => false,
+        }
     }
 }
 

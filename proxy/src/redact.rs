@@ -22,13 +22,39 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use vendorgate_policy::fields::{RedactMode, Redaction, Segment, Step, MAX_KEY_LEN};
 
-/// Whether one path step takes one segment (`**` is handled by the caller).
-fn consumes(step: &Step, segment: Segment<'_>) -> bool {
-    match (step, segment) {
-        (Step::Key(k), Segment::Key(s)) => k.as_bytes() == s,
-        (Step::AnyKey, Segment::Key(_)) => true,
-        (Step::Element, Segment::Element) => true,
-        _ => false,
+/// A byte of a number or of `true`/`false`/`null` (what ends one is any other byte).
+fn is_literal_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
+}
+
+/// The segment of a value starting now: its member's key, or an array element.
+fn segment_of<'a>(stack: &[Container], key: &'a [u8]) -> Segment<'a> {
+    match stack.last() {
+        Some(Container::Object) => Segment::Key(key),
+        _ => Segment::Element,
+    }
+}
+
+/// Adds (field, step) to the innermost set (it begins at `from`), and past a `**` the step after
+/// it too (`**` may stand for nothing).
+fn reach(
+    fields: &[Redaction],
+    states: &mut Vec<(u16, u8)>,
+    from: usize,
+    field: usize,
+    step: usize,
+) {
+    let steps = fields[field].path.steps();
+    if step >= steps.len() {
+        return;
+    }
+    let state = (field as u16, step as u8);
+    if states[from..].contains(&state) {
+        return;
+    }
+    states.push(state);
+    if steps[step] == Step::AnyDepth {
+        reach(fields, states, from, field, step + 1);
     }
 }
 
@@ -73,15 +99,23 @@ enum Lex {
     After,
     /// The root value has ended: only whitespace may follow.
     Done,
-    /// Dropping a value (and, removing, what leads to it): `depth` open containers inside it.
-    Skip {
+    /// Dropping a value (and, removing, what leads to it).
+    Skip(Skip),
+}
+
+/// Where a dropped value's skipping stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Before the value: a removed member's `:` and the whitespace around it.
+    Lead,
+    /// A bare literal: it ends at a delimiter, which is not part of it.
+    Literal,
+    /// A string (`depth` 0) or a container with `depth` open inside it, perhaps inside one of its
+    /// strings.
+    Nested {
         depth: u32,
         in_str: bool,
         escaped: bool,
-        /// Still before the value: the `:` and whitespace of a removed member.
-        leading: bool,
-        /// The value is a bare literal (ends at a delimiter, which is not part of it).
-        literal: bool,
     },
 }
 
@@ -167,31 +201,14 @@ impl Redactor {
             offset: 0,
         };
         for f in 0..n.min(usize::from(u16::MAX)) {
-            r.reach(f, 0);
+            reach(&r.fields, &mut r.states, 0, f, 0);
         }
         r
     }
 
-    /// Adds (field, step) to the innermost set, and past a `**` the step after it (`**` may
-    /// stand for nothing).
-    fn reach(&mut self, field: usize, step: usize) {
-        let steps = self.fields[field].path.steps();
-        if step >= steps.len() {
-            return;
-        }
-        let state = (field as u16, step as u8);
-        let from = self.starts.last().copied().unwrap_or(0);
-        if self.states[from..].contains(&state) {
-            return;
-        }
-        self.states.push(state);
-        if steps[step] == Step::AnyDepth {
-            self.reach(field, step + 1);
-        }
-    }
-
-    /// A container opens at `segment`: the set for inside it, from the set outside.
-    fn descend(&mut self, segment: Segment<'_>) {
+    /// A container opens at the value starting now: the set for inside it, from the set outside.
+    fn descend(&mut self) {
+        let segment = segment_of(&self.stack, &self.key);
         let (lo, hi) = (self.starts.last().copied().unwrap_or(0), self.states.len());
         self.starts.push(hi);
         for j in lo..hi {
@@ -200,9 +217,9 @@ impl Redactor {
             let step = &self.fields[f].path.steps()[i];
             if *step == Step::AnyDepth {
                 // `**` takes this segment and stays.
-                self.reach(f, i);
-            } else if consumes(step, segment) {
-                self.reach(f, i + 1);
+                reach(&self.fields, &mut self.states, hi, f, i);
+            } else if step.takes(segment) {
+                reach(&self.fields, &mut self.states, hi, f, i + 1);
             }
         }
     }
@@ -238,17 +255,9 @@ impl Redactor {
             let field = &self.fields[usize::from(f)];
             let steps = field.path.steps();
             let i = usize::from(i);
-            (field.mode == mode && i + 1 == steps.len() && consumes(&steps[i], segment))
+            (field.mode == mode && i + 1 == steps.len() && steps[i].takes(segment))
                 .then_some(usize::from(f))
         })
-    }
-
-    /// The segment of a value starting now: its member's key, or an array element.
-    fn segment(&self) -> Segment<'_> {
-        match self.stack.last() {
-            Some(Container::Object) => Segment::Key(&self.key),
-            _ => Segment::Element,
-        }
     }
 
     /// Scans `chunk`, appending what the agent may receive to `out`.
@@ -265,15 +274,15 @@ impl Redactor {
             // (passed on, or dropped with the value being skipped).
             match self.lex {
                 Lex::Str { escaped: false }
-                | Lex::Skip {
+                | Lex::Skip(Skip::Nested {
                     in_str: true,
                     escaped: false,
                     ..
-                } => {
+                }) => {
                     let rest = &chunk[e.pos..];
                     let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
                     if n > 0 {
-                        if matches!(self.lex, Lex::Skip { .. }) {
+                        if matches!(self.lex, Lex::Skip(_)) {
                             e.run = e.pos + n;
                         }
                         e.pos += n;
@@ -329,16 +338,6 @@ impl Redactor {
     pub fn finish(&mut self, out: &mut BytesMut) -> Result<(), Malformed> {
         if self.lex == Lex::Literal && self.stack.is_empty() {
             self.lex = Lex::Done;
-        }
-        if let Lex::Skip {
-            literal: true,
-            depth: 0,
-            ..
-        } = self.lex
-        {
-            if self.stack.is_empty() {
-                self.lex = Lex::Done;
-            }
         }
         out.extend_from_slice(&std::mem::take(&mut self.held));
         match self.lex {
@@ -422,7 +421,7 @@ impl Redactor {
                 }
             }
             Lex::Literal => {
-                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.') {
+                if is_literal_byte(b) {
                     e.pass();
                 } else {
                     self.lex = Lex::After;
@@ -470,111 +469,72 @@ impl Redactor {
                 }
                 e.pass();
             }
-            Lex::Skip {
-                depth,
-                in_str,
-                escaped,
-                leading,
-                literal,
-            } => return self.skip(b, e, depth, in_str, escaped, leading, literal, bad),
+            Lex::Skip(skip) => return self.skip(b, e, skip),
         }
         Ok(false)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn skip(
-        &mut self,
-        b: u8,
-        e: &mut Emit<'_>,
-        mut depth: u32,
-        mut in_str: bool,
-        mut escaped: bool,
-        leading: bool,
-        literal: bool,
-        bad: Malformed,
-    ) -> Result<bool, Malformed> {
-        let literal_char = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.');
-        if literal && !literal_char {
-            // The literal ended before this byte, which is looked at again as what follows.
+    /// One byte of a dropped value. Returns true when the byte must be stepped again (it ended a
+    /// literal). A dropped value never sits at the root, so its end is always `After`.
+    fn skip(&mut self, b: u8, e: &mut Emit<'_>, skip: Skip) -> Result<bool, Malformed> {
+        if skip == Skip::Literal && !is_literal_byte(b) {
             self.lex = Lex::After;
-            self.value_done();
             return Ok(true);
         }
         e.withhold();
-        if leading {
-            // A removed member's `:` and the whitespace around it, then its value.
-            if is_ws(b) || b == b':' {
-                return Ok(false);
-            }
-            return self.skip_start(b, bad).map(|()| false);
-        }
-        if literal {
-            return Ok(false);
-        }
-        if in_str {
+        let (mut depth, mut in_str, mut escaped) = match skip {
+            Skip::Lead if is_ws(b) || b == b':' => return Ok(false),
+            Skip::Lead => return self.skip_start(b).map(|()| false),
+            Skip::Literal => return Ok(false),
+            Skip::Nested {
+                depth,
+                in_str,
+                escaped,
+            } => (depth, in_str, escaped),
+        };
+        let ended = if in_str {
             if escaped {
                 escaped = false;
             } else if b == b'\\' {
                 escaped = true;
             } else if b == b'"' {
                 in_str = false;
-                if depth == 0 {
-                    self.lex = Lex::After;
-                    self.value_done();
-                    return Ok(false);
-                }
             }
+            !in_str && depth == 0
         } else {
             match b {
                 b'"' => in_str = true,
                 b'{' | b'[' => depth += 1,
-                b'}' | b']' => {
-                    depth = depth.checked_sub(1).ok_or(bad)?;
-                    if depth == 0 {
-                        self.lex = Lex::After;
-                        self.value_done();
-                        return Ok(false);
-                    }
-                }
+                b'}' | b']' => depth = depth.checked_sub(1).ok_or(Malformed(self.offset))?,
                 _ => {}
             }
-        }
-        self.lex = Lex::Skip {
-            depth,
-            in_str,
-            escaped,
-            leading: false,
-            literal: false,
+            depth == 0
+        };
+        self.lex = if ended {
+            Lex::After
+        } else {
+            Lex::Skip(Skip::Nested {
+                depth,
+                in_str,
+                escaped,
+            })
         };
         Ok(false)
     }
 
     /// The first byte of a value being dropped.
-    fn skip_start(&mut self, b: u8, bad: Malformed) -> Result<(), Malformed> {
-        self.lex = match b {
-            b'"' => Lex::Skip {
-                depth: 0,
-                in_str: true,
-                escaped: false,
-                leading: false,
-                literal: false,
-            },
-            b'{' | b'[' => Lex::Skip {
-                depth: 1,
-                in_str: false,
-                escaped: false,
-                leading: false,
-                literal: false,
-            },
-            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => Lex::Skip {
-                depth: 0,
-                in_str: false,
-                escaped: false,
-                leading: false,
-                literal: true,
-            },
-            _ => return Err(bad),
+    fn skip_start(&mut self, b: u8) -> Result<(), Malformed> {
+        let nested = |depth, in_str| Skip::Nested {
+            depth,
+            in_str,
+            escaped: false,
         };
+        self.lex = Lex::Skip(match b {
+            b'"' => nested(0, true),
+            b'{' | b'[' => nested(1, false),
+            b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => Skip::Literal,
+            _ => return Err(Malformed(self.offset)),
+        });
         Ok(())
     }
 
@@ -582,11 +542,13 @@ impl Redactor {
     fn start_value(&mut self, b: u8, e: &mut Emit<'_>) -> Result<(), Malformed> {
         let bad = Malformed(self.offset);
         if !self.stack.is_empty() {
-            if let Some(field) = self.field_at(self.segment(), RedactMode::Replace) {
+            if let Some(field) =
+                self.field_at(segment_of(&self.stack, &self.key), RedactMode::Replace)
+            {
                 self.counts[field] += 1;
                 e.write(REDACTED);
                 e.withhold();
-                return self.skip_start(b, bad);
+                return self.skip_start(b);
             }
         }
         match b {
@@ -597,14 +559,7 @@ impl Redactor {
             b'{' | b'[' => {
                 e.pass();
                 if !self.stack.is_empty() {
-                    // The segment borrows the key: take it out for the call.
-                    let key = std::mem::take(&mut self.key);
-                    let segment = match self.stack.last() {
-                        Some(Container::Object) => Segment::Key(&key),
-                        _ => Segment::Element,
-                    };
-                    self.descend(segment);
-                    self.key = key;
+                    self.descend();
                 }
                 if self.stack.len() >= MAX_DEPTH {
                     return Err(bad);
@@ -646,13 +601,7 @@ impl Redactor {
                 if !had_comma {
                     self.drop_comma = true;
                 }
-                self.lex = Lex::Skip {
-                    depth: 0,
-                    in_str: false,
-                    escaped: false,
-                    leading: true,
-                    literal: false,
-                };
+                self.lex = Lex::Skip(Skip::Lead);
             }
             None => e.write(&std::mem::take(&mut self.held)),
         }

@@ -71,8 +71,10 @@ pub async fn filter(
             &mut parts.headers,
         )?;
     }
-    let body = redact(active, draft, &mut parts.headers, UpstreamBody::new(body));
-    let body = rewrite_links(active, host, &mut parts.headers, body);
+    let json = is_json(&parts.headers);
+    let body = UpstreamBody::new(body);
+    let body = redact(active, draft, json, &mut parts.headers, body);
+    let body = rewrite_links(active, host, json, &mut parts.headers, body);
     if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
         parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
     }
@@ -158,18 +160,16 @@ fn is_json(headers: &http::HeaderMap) -> bool {
 fn redact(
     active: &Active,
     draft: &Draft,
+    json: bool,
     headers: &mut http::HeaderMap,
     body: UpstreamBody,
 ) -> UpstreamBody {
-    let (Some(vendor), Some(route)) = (draft.vendor, draft.route) else {
+    let (true, Some(vendor), Some(route)) = (json, draft.vendor, draft.route) else {
         return body;
     };
     let Some(fields) = active.config.policy.redactions(vendor, route) else {
         return body;
     };
-    if !is_json(headers) {
-        return body;
-    }
     headers.remove(header::CONTENT_LENGTH);
     body.redacting(Redactor::new(fields.clone()))
 }
@@ -180,11 +180,11 @@ fn redact(
 fn rewrite_links(
     active: &Active,
     host: Option<&HeaderValue>,
+    json: bool,
     headers: &mut http::HeaderMap,
     body: UpstreamBody,
 ) -> UpstreamBody {
     let location = headers.get(header::LOCATION).and_then(|l| l.to_str().ok());
-    let json = is_json(headers);
     if location.is_none() && !json {
         return body;
     }

@@ -184,3 +184,45 @@ async fn node_zendesk_never_sees_a_redacted_field() {
     let pki = Pki::new();
     redacted_walk(&pki, |p| node_zendesk(&pki, p), 100).await;
 }
+
+/// The same redaction seen by curl over HTTP/1.1 and HTTP/2: a page of tickets arrives whole
+/// (no `Content-Length`: the length changed as it streamed) and parses, its free text replaced
+/// and `recipient` gone from every ticket.
+#[tokio::test]
+async fn curl_gets_a_redacted_page_over_both_protocols() {
+    let pki = Pki::new();
+    // Kept whole: the mocks stop when dropped.
+    let setup = WithFiles::start(&pki, REDACTING).await;
+    let proxy = &setup.proxy;
+    for version in ["--http1.1", "--http2"] {
+        let mut curl = Command::new("curl");
+        curl.args(["-sS", "--fail-with-body", "-D", "-", version, "--cacert"])
+            .arg(&pki.files.ca_cert)
+            .arg("-H")
+            .arg(format!("Authorization: Bearer {}", proxy.token))
+            .arg(proxy.url("/api/v2/tickets.json?per_page=100"));
+        let out =
+            tokio::task::spawn_blocking(move || curl.output().expect("curl must be installed"))
+                .await
+                .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            !head.to_ascii_lowercase().contains("content-length"),
+            "{head}"
+        );
+        let page: serde_json::Value = serde_json::from_str(body).unwrap();
+        let tickets = page["tickets"].as_array().unwrap();
+        assert_eq!(tickets.len(), 100, "{version}");
+        for t in tickets {
+            assert_eq!(t["description"], "[redacted]", "{version}");
+            assert!(t.get("recipient").is_none(), "{version}");
+            assert!(t["subject"].as_str().is_some_and(|s| !s.is_empty()));
+        }
+    }
+}

@@ -20,11 +20,26 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use vendorgate_policy::fields::{RedactMode, Redaction, Segment, Step, MAX_KEY_LEN};
+use vendorgate_policy::fields::{RedactMode, Redaction, Segment, MAX_KEY_LEN};
+
+mod paths;
+
+use paths::{Paths, SetId};
 
 /// A byte of a number or of `true`/`false`/`null` (what ends one is any other byte).
 fn is_literal_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'+' | b'.')
+}
+
+/// Where the next `"` or `\` is in `rest` (its length if none). Most of a ticket's strings and
+/// keys are short: the first bytes are looked at by hand, since a vector search costs more to
+/// start than that; a long one (a description, a comment's body) goes to `memchr`.
+fn string_end(rest: &[u8]) -> usize {
+    let head = rest.len().min(24);
+    match rest[..head].iter().position(|&b| b == b'"' || b == b'\\') {
+        Some(i) => i,
+        None => head + memchr::memchr2(b'"', b'\\', &rest[head..]).unwrap_or(rest.len() - head),
+    }
 }
 
 /// The segment of a value starting now: its member's key, or an array element.
@@ -32,29 +47,6 @@ fn segment_of<'a>(stack: &[Container], key: &'a [u8]) -> Segment<'a> {
     match stack.last() {
         Some(Container::Object) => Segment::Key(key),
         _ => Segment::Element,
-    }
-}
-
-/// Adds (field, step) to the innermost set (it begins at `from`), and past a `**` the step after
-/// it too (`**` may stand for nothing).
-fn reach(
-    fields: &[Redaction],
-    states: &mut Vec<(u16, u8)>,
-    from: usize,
-    field: usize,
-    step: usize,
-) {
-    let steps = fields[field].path.steps();
-    if step >= steps.len() {
-        return;
-    }
-    let state = (field as u16, step as u8);
-    if states[from..].contains(&state) {
-        return;
-    }
-    states.push(state);
-    if steps[step] == Step::AnyDepth {
-        reach(fields, states, from, field, step + 1);
     }
 }
 
@@ -70,6 +62,11 @@ pub const REDACTED: &[u8] = b"\"[redacted]\"";
     "the response body is not JSON at byte {0}; it was cut there rather than passed on unredacted"
 )]
 pub struct Malformed(pub u64);
+
+/// Inside the scanner: the byte being looked at is not JSON (its offset is added where the byte's
+/// position is known, in [`Redactor::push`]).
+#[derive(Debug)]
+struct Bad;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Container {
@@ -156,17 +153,14 @@ impl Emit<'_> {
 }
 
 pub struct Redactor {
-    fields: Arc<[Redaction]>,
     /// Some field is removed (not replaced): members are held until their key is known.
     removing: bool,
     lex: Lex,
     stack: Vec<Container>,
-    /// Where each field's path stands at each open depth: (field, step) pairs, the `**` steps
-    /// taken both ways; one set per open container, all in one vector (see [`Redactor::descend`]).
-    /// A value's check is then a look at the innermost set, with no allocation.
-    states: Vec<(u16, u8)>,
-    /// Where each depth's set begins in `states`.
-    starts: Vec<usize>,
+    /// Where the fields' paths stand ([`paths`]).
+    paths: Paths,
+    /// The set of each open container below the root's, the innermost last (the root's first).
+    depths: Vec<SetId>,
     /// The key being read (none past [`MAX_KEY_LEN`]: `key_whole` false).
     key: Vec<u8>,
     key_whole: bool,
@@ -176,6 +170,7 @@ pub struct Redactor {
     drop_comma: bool,
     /// Values redacted, per field (by index into `fields`).
     pub counts: Vec<u64>,
+    /// Bytes of the body before the chunk being scanned (for [`Malformed`]'s offset).
     offset: u64,
 }
 
@@ -186,48 +181,35 @@ fn is_ws(b: u8) -> bool {
 impl Redactor {
     pub fn new(fields: Arc<[Redaction]>) -> Self {
         let n = fields.len();
-        let mut r = Redactor {
-            removing: fields.iter().any(|f| f.mode == RedactMode::Remove),
-            fields,
+        let removing = fields.iter().any(|f| f.mode == RedactMode::Remove);
+        let (paths, root) = Paths::new(fields);
+        Redactor {
+            removing,
+            paths,
+            depths: vec![root],
             lex: Lex::Value,
             stack: Vec::new(),
-            states: Vec::new(),
-            starts: vec![0],
             key: Vec::new(),
             key_whole: true,
             held: Vec::new(),
             drop_comma: false,
             counts: vec![0; n],
             offset: 0,
-        };
-        for f in 0..n.min(usize::from(u16::MAX)) {
-            reach(&r.fields, &mut r.states, 0, f, 0);
         }
-        r
     }
 
     /// A container opens at the value starting now: the set for inside it, from the set outside.
-    fn descend(&mut self) {
+    fn descend(&mut self) -> Result<(), Bad> {
         let segment = segment_of(&self.stack, &self.key);
-        let (lo, hi) = (self.starts.last().copied().unwrap_or(0), self.states.len());
-        self.starts.push(hi);
-        for j in lo..hi {
-            let (f, i) = self.states[j];
-            let (f, i) = (usize::from(f), usize::from(i));
-            let step = &self.fields[f].path.steps()[i];
-            if *step == Step::AnyDepth {
-                // `**` takes this segment and stays.
-                reach(&self.fields, &mut self.states, hi, f, i);
-            } else if step.takes(segment) {
-                reach(&self.fields, &mut self.states, hi, f, i + 1);
-            }
-        }
+        let from = self.depths.last().copied().unwrap_or(0);
+        let to = self.paths.down(from, segment).map_err(|_| Bad)?;
+        self.depths.push(to);
+        Ok(())
     }
 
     fn ascend(&mut self) {
-        if self.starts.len() > 1 {
-            let from = self.starts.pop().unwrap_or(0);
-            self.states.truncate(from);
+        if self.depths.len() > 1 {
+            self.depths.pop();
         }
     }
 
@@ -235,7 +217,7 @@ impl Redactor {
     /// as a JSON object; the fields that took none are left out.
     pub fn summary(&self) -> String {
         let mut map = serde_json::Map::new();
-        for (field, n) in self.fields.iter().zip(&self.counts) {
+        for (field, n) in self.paths.fields().iter().zip(&self.counts) {
             if *n > 0 {
                 let key = field.path.as_str().to_string();
                 let before = map
@@ -250,14 +232,8 @@ impl Redactor {
 
     /// The field taken out by `mode` that the value about to start at `segment` is, if any.
     fn field_at(&self, segment: Segment<'_>, mode: RedactMode) -> Option<usize> {
-        let from = self.starts.last().copied().unwrap_or(0);
-        self.states[from..].iter().find_map(|&(f, i)| {
-            let field = &self.fields[usize::from(f)];
-            let steps = field.path.steps();
-            let i = usize::from(i);
-            (field.mode == mode && i + 1 == steps.len() && steps[i].takes(segment))
-                .then_some(usize::from(f))
-        })
+        let at = self.depths.last().copied().unwrap_or(0);
+        self.paths.field_at(at, segment, mode)
     }
 
     /// Scans `chunk`, appending what the agent may receive to `out`.
@@ -270,6 +246,12 @@ impl Redactor {
             out,
         };
         while e.pos < chunk.len() {
+            if !self.removing && !self.stack.is_empty() {
+                self.glide(&mut e);
+                if e.pos >= chunk.len() {
+                    break;
+                }
+            }
             // Most of a body is the inside of strings: go to the next quote or backslash at once
             // (passed on, or dropped with the value being skipped).
             match self.lex {
@@ -280,20 +262,19 @@ impl Redactor {
                     ..
                 }) => {
                     let rest = &chunk[e.pos..];
-                    let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+                    let n = string_end(rest);
                     if n > 0 {
                         if matches!(self.lex, Lex::Skip(_)) {
                             e.run = e.pos + n;
                         }
                         e.pos += n;
-                        self.offset += n as u64;
                         continue;
                     }
                 }
                 // A key, into the key being read (and held, removing), while it may still match.
                 Lex::Key { escaped: false } if self.key_whole => {
                     let rest = &chunk[e.pos..];
-                    let n = memchr::memchr2(b'"', b'\\', rest).unwrap_or(rest.len());
+                    let n = string_end(rest);
                     if n > 0 && self.key.len() + n <= MAX_KEY_LEN {
                         let run = &rest[..n];
                         self.key.extend_from_slice(run);
@@ -302,7 +283,6 @@ impl Redactor {
                             e.run = e.pos + n;
                         }
                         e.pos += n;
-                        self.offset += n as u64;
                         continue;
                     }
                 }
@@ -316,7 +296,6 @@ impl Redactor {
                         .count();
                     if n > 0 {
                         e.pos += n;
-                        self.offset += n as u64;
                         continue;
                     }
                 }
@@ -324,14 +303,104 @@ impl Redactor {
             }
             let b = chunk[e.pos];
             // `again`: the byte ended a literal and must be looked at once more as what follows it.
-            let again = self.step(b, &mut e)?;
+            let again = self
+                .step(b, &mut e)
+                .map_err(|Bad| Malformed(self.offset + e.pos as u64))?;
             if !again {
                 e.pos += 1;
-                self.offset += 1;
             }
         }
         e.flush();
+        self.offset += chunk.len() as u64;
         Ok(())
+    }
+
+    /// The plain run of a body in one go, without a byte-at-a-time dispatch on the state (that
+    /// dispatch is most of the scanner's cost): whitespace, `:`, a string or literal value no
+    /// field ends at, `,`, the next key, for as long as each comes in its plain form. Whatever
+    /// else comes (a container, a value to redact, an escape, an end, the chunk's end) is left to
+    /// [`Redactor::step`], in the state reached. Only inside a container and not removing (a
+    /// removed member's lead-in is held), so every byte here is passed on as it is.
+    fn glide(&mut self, e: &mut Emit<'_>) {
+        let c = e.chunk;
+        let mut p = e.pos;
+        while matches!(
+            self.lex,
+            Lex::Colon
+                | Lex::Value
+                | Lex::ArrayStart
+                | Lex::After
+                | Lex::ObjectStart
+                | Lex::NextKey
+        ) {
+            while p < c.len() && is_ws(c[p]) {
+                p += 1;
+            }
+            if p == c.len() {
+                break;
+            }
+            let b = c[p];
+            match self.lex {
+                Lex::Colon if b == b':' => {
+                    p += 1;
+                    self.lex = Lex::Value;
+                }
+                Lex::Value | Lex::ArrayStart
+                    if b == b'"' || matches!(b, b'-' | b'0'..=b'9' | b't' | b'f' | b'n') =>
+                {
+                    if self
+                        .field_at(segment_of(&self.stack, &self.key), RedactMode::Replace)
+                        .is_some()
+                    {
+                        break;
+                    }
+                    p += 1;
+                    if b == b'"' {
+                        let n = string_end(&c[p..]);
+                        if p + n < c.len() && c[p + n] == b'"' {
+                            p += n + 1;
+                            self.lex = Lex::After;
+                        } else {
+                            p += n;
+                            self.lex = Lex::Str { escaped: false };
+                            break;
+                        }
+                    } else {
+                        while p < c.len() && is_literal_byte(c[p]) {
+                            p += 1;
+                        }
+                        if p == c.len() {
+                            self.lex = Lex::Literal;
+                            break;
+                        }
+                        self.lex = Lex::After;
+                    }
+                }
+                Lex::After if b == b',' => {
+                    p += 1;
+                    self.lex = match self.stack.last() {
+                        Some(Container::Object) => Lex::NextKey,
+                        _ => Lex::Value,
+                    };
+                }
+                Lex::ObjectStart | Lex::NextKey if b == b'"' => {
+                    p += 1;
+                    self.key.clear();
+                    self.key_whole = true;
+                    let n = string_end(&c[p..]);
+                    if p + n < c.len() && c[p + n] == b'"' && n <= MAX_KEY_LEN {
+                        self.key.extend_from_slice(&c[p..p + n]);
+                        p += n + 1;
+                        self.lex = Lex::Colon;
+                    } else {
+                        self.lex = Lex::Key { escaped: false };
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        e.pos = p;
     }
 
     /// The body has ended: it must have been whole.
@@ -347,8 +416,8 @@ impl Redactor {
     }
 
     /// One byte. Returns true when the byte must be stepped again (it closed a literal).
-    fn step(&mut self, b: u8, e: &mut Emit<'_>) -> Result<bool, Malformed> {
-        let bad = Malformed(self.offset);
+    fn step(&mut self, b: u8, e: &mut Emit<'_>) -> Result<bool, Bad> {
+        let bad = Bad;
         match self.lex {
             Lex::Value | Lex::ArrayStart => {
                 if is_ws(b) {
@@ -476,7 +545,7 @@ impl Redactor {
 
     /// One byte of a dropped value. Returns true when the byte must be stepped again (it ended a
     /// literal). A dropped value never sits at the root, so its end is always `After`.
-    fn skip(&mut self, b: u8, e: &mut Emit<'_>, skip: Skip) -> Result<bool, Malformed> {
+    fn skip(&mut self, b: u8, e: &mut Emit<'_>, skip: Skip) -> Result<bool, Bad> {
         if skip == Skip::Literal && !is_literal_byte(b) {
             self.lex = Lex::After;
             return Ok(true);
@@ -505,7 +574,7 @@ impl Redactor {
             match b {
                 b'"' => in_str = true,
                 b'{' | b'[' => depth += 1,
-                b'}' | b']' => depth = depth.checked_sub(1).ok_or(Malformed(self.offset))?,
+                b'}' | b']' => depth = depth.checked_sub(1).ok_or(Bad)?,
                 _ => {}
             }
             depth == 0
@@ -523,7 +592,7 @@ impl Redactor {
     }
 
     /// The first byte of a value being dropped.
-    fn skip_start(&mut self, b: u8) -> Result<(), Malformed> {
+    fn skip_start(&mut self, b: u8) -> Result<(), Bad> {
         let nested = |depth, in_str| Skip::Nested {
             depth,
             in_str,
@@ -533,14 +602,14 @@ impl Redactor {
             b'"' => nested(0, true),
             b'{' | b'[' => nested(1, false),
             b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => Skip::Literal,
-            _ => return Err(Malformed(self.offset)),
+            _ => return Err(Bad),
         });
         Ok(())
     }
 
     /// A value's first byte: redacted, or passed on and entered.
-    fn start_value(&mut self, b: u8, e: &mut Emit<'_>) -> Result<(), Malformed> {
-        let bad = Malformed(self.offset);
+    fn start_value(&mut self, b: u8, e: &mut Emit<'_>) -> Result<(), Bad> {
+        let bad = Bad;
         if !self.stack.is_empty() {
             if let Some(field) =
                 self.field_at(segment_of(&self.stack, &self.key), RedactMode::Replace)
@@ -559,7 +628,7 @@ impl Redactor {
             b'{' | b'[' => {
                 e.pass();
                 if !self.stack.is_empty() {
-                    self.descend();
+                    self.descend()?;
                 }
                 if self.stack.len() >= MAX_DEPTH {
                     return Err(bad);
@@ -624,9 +693,9 @@ impl Redactor {
         }
     }
 
-    fn close(&mut self, container: Container) -> Result<(), Malformed> {
+    fn close(&mut self, container: Container) -> Result<(), Bad> {
         if self.stack.pop() != Some(container) {
-            return Err(Malformed(self.offset));
+            return Err(Bad);
         }
         if !self.stack.is_empty() {
             self.ascend();
@@ -867,10 +936,17 @@ mod tests {
     fn a_key_too_long_for_any_field_passes_unheld() {
         let long = "k".repeat(MAX_KEY_LEN + 50);
         let body = format!(r#"{{"{long}": "v", "email": "x"}}"#);
-        let got = redact(body.as_bytes(), &["**.email"], Mode::Remove, 5).unwrap();
-        assert_eq!(
-            String::from_utf8(got).unwrap(),
-            format!(r#"{{"{long}": "v"}}"#)
-        );
+        for size in [5, body.len()] {
+            let got = redact(body.as_bytes(), &["**.email"], Mode::Remove, size).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                format!(r#"{{"{long}": "v"}}"#)
+            );
+            let got = redact(body.as_bytes(), &["**.email"], Mode::Replace, size).unwrap();
+            assert_eq!(
+                String::from_utf8(got).unwrap(),
+                format!(r#"{{"{long}": "v", "email": "[redacted]"}}"#)
+            );
+        }
     }
 }

@@ -307,6 +307,10 @@ pub struct UpstreamBody {
     resized: bool,
     /// The transforms have had the body's end.
     finished: bool,
+    /// What [`UpstreamBody::read_ahead`] transformed before the headers went: sent first.
+    ahead: Option<Bytes>,
+    /// The whole body was read ahead: its exact length.
+    whole: Option<u64>,
 }
 
 impl UpstreamBody {
@@ -318,7 +322,46 @@ impl UpstreamBody {
             trailers: None,
             resized: false,
             finished: false,
+            ahead: None,
+            whole: None,
         }
+    }
+
+    /// Reads and transforms the body's first frames before the response's headers go, up to
+    /// `limit` bytes of the upstream's: a body that has ended by then (a page of a list, a
+    /// record) goes out with its exact length instead of chunked; one that has not streams on
+    /// after what was read. Only for a transformed body (a plain one keeps the upstream's length).
+    /// Returns the exact length when the whole body was read.
+    pub async fn read_ahead(&mut self, limit: usize) -> Result<Option<u64>, BoxError> {
+        let mut got = bytes::BytesMut::new();
+        let mut read = 0;
+        while !self.finished && self.trailers.is_none() && read < limit {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await;
+            match frame {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        read += data.len();
+                        let mut out = self.transform(data)?;
+                        if self.inner.is_end_stream() {
+                            out = join(out, self.finish()?);
+                        }
+                        got.extend_from_slice(&out);
+                    }
+                    Err(trailers) => {
+                        got.extend_from_slice(&self.finish()?);
+                        self.trailers = Some(trailers);
+                    }
+                },
+                Some(Err(e)) => return Err(Box::new(e)),
+                None => got.extend_from_slice(&self.finish()?),
+            }
+        }
+        let len = got.len() as u64;
+        self.ahead = Some(got.freeze());
+        if self.finished && self.trailers.is_none() {
+            self.whole = Some(len);
+        }
+        Ok(self.whole)
     }
 
     /// Rewrites its links with `rewriter`; `resized` when that can change its length.
@@ -333,6 +376,10 @@ impl UpstreamBody {
         self.redactor = Some(Box::new(redactor));
         self.resized = true;
         self
+    }
+
+    pub fn is_redacting(&self) -> bool {
+        self.redactor.is_some()
     }
 
     /// One chunk through the redactor, then the rewriter.
@@ -371,6 +418,9 @@ impl UpstreamBody {
     }
 
     fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(ahead) = self.ahead.take().filter(|a| !a.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(ahead))));
+        }
         if self.rewriter.is_none() && self.redactor.is_none() {
             return Pin::new(&mut self.inner)
                 .poll_frame(cx)
@@ -411,13 +461,17 @@ impl UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.ahead.as_ref().is_none_or(Bytes::is_empty)
+            && self.inner.is_end_stream()
             && self.trailers.is_none()
             && !self.rewriter.as_ref().is_some_and(|r| r.is_holding())
     }
 
     fn size_hint(&self) -> SizeHint {
-        if self.resized {
+        if let Some(len) = self.whole {
+            let left = self.ahead.as_ref().map_or(0, |a| a.len() as u64);
+            SizeHint::with_exact(left.min(len))
+        } else if self.resized {
             SizeHint::default()
         } else {
             self.inner.size_hint()

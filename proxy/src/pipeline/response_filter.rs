@@ -71,10 +71,17 @@ pub async fn filter(
             &mut parts.headers,
         )?;
     }
-    let json = is_json(&parts.headers);
+    // A HEAD answer, a 204 or a 304 has no body to read, whatever its headers say.
+    let has_body = draft.method != http::Method::HEAD
+        && !matches!(parts.status.as_u16(), 100..=199 | 204 | 304);
+    let json = has_body && is_json(&parts.headers);
     let body = UpstreamBody::new(body);
     let body = redact(active, draft, json, &mut parts.headers, body);
-    let body = rewrite_links(active, host, json, &mut parts.headers, body);
+    let redacting = body.is_redacting();
+    let mut body = rewrite_links(active, host, json, &mut parts.headers, body);
+    if redacting {
+        read_ahead(gw, &mut body, &mut parts.headers).await?;
+    }
     if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
         parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
     }
@@ -172,6 +179,28 @@ fn redact(
     };
     headers.remove(header::CONTENT_LENGTH);
     body.redacting(Redactor::new(fields.clone()))
+}
+
+/// Upstream bytes a redacted body is read ahead by before its headers go (a few pages of a list).
+const READ_AHEAD: usize = 64 * 1024;
+
+/// A redacted body's first frames, read before the headers go ([`UpstreamBody::read_ahead`]): a
+/// page that has ended by then is sent with its length, not chunked (an extra write per response
+/// otherwise); and a body that is not JSON from its first bytes is refused here, 502, rather than
+/// cut after a 200.
+async fn read_ahead(
+    gw: &Gateway,
+    body: &mut UpstreamBody,
+    headers: &mut http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let read = tokio::time::timeout(gw.upstream.response_timeout, body.read_ahead(READ_AHEAD))
+        .await
+        .map_err(|_| ProxyError::UpstreamTimeout)?
+        .map_err(|e| ProxyError::UpstreamProtocol(e.to_string()))?;
+    if let Some(len) = read {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    Ok(())
 }
 
 /// Moves the upstream's links to the agent's origin ([`public_origin`]): in `Location`, and in a

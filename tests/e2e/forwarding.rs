@@ -525,3 +525,75 @@ async fn a_request_does_not_wait_behind_another_agents_unfinished_upload() {
         "the upload was cut short"
     );
 }
+
+/// A vendor's redaction (`**.email`, `**.description`, `**.phone`) on an incremental export of
+/// 1 GiB of tickets: every byte streams through the redactor, none of the fields' values reaches
+/// the client, the body still parses as it ends, and the proxy's memory stays flat (the redactor
+/// holds the path and one member, never the body). A body labelled JSON that is not JSON from its
+/// first bytes is refused before its headers, 502, nothing of it sent.
+#[tokio::test]
+async fn a_1_gib_export_being_redacted_streams_with_flat_proxy_memory() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!(
+        "{OPEN_POLICY}\n[[vendors.redact]]\nfields = [\"**.email\", \"**.description\", \"**.phone\"]\n"
+    );
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&policy));
+    let client = client(&pki, Http::One);
+
+    let (parts, body) = send(&client, proxy.get("/__mock/export?bytes=1048576")).await;
+    assert_eq!(parts.status, 200);
+    let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let tickets = page["tickets"].as_array().unwrap();
+    assert!(tickets.len() > 100);
+    assert!(tickets.iter().all(|t| t["description"] == "[redacted]"));
+    let baseline = proxy.peak_rss_kib();
+
+    let total: u64 = 1 << 30;
+    let resp = client
+        .request(proxy.get(&format!("/__mock/export?bytes={total}")))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get(header::CONTENT_LENGTH).is_none());
+    let mut body = resp.into_body();
+    let (mut received, mut tail) = (0u64, Vec::new());
+    let mut descriptions = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.unwrap().into_data() {
+            received += data.len() as u64;
+            // Across frame boundaries too: the last bytes of the frame before, then this one.
+            tail.extend_from_slice(&data);
+            let text = String::from_utf8_lossy(&tail);
+            assert!(
+                !text.contains("Hello, I placed order"),
+                "a description passed"
+            );
+            assert!(!text.contains("@example.com\""), "an email passed");
+            descriptions += text.matches("\"description\":\"[redacted]\"").count() as u64;
+            tail.drain(..tail.len().saturating_sub(64));
+            descriptions -= String::from_utf8_lossy(&tail)
+                .matches("\"description\":\"[redacted]\"")
+                .count() as u64;
+        }
+    }
+    // The list's end, as the upstream wrote it: `…],"end_of_stream":true,"count":N}`.
+    let text = String::from_utf8_lossy(&tail).into_owned();
+    let (_, rest) = text.rsplit_once("],").unwrap();
+    let end: serde_json::Value = serde_json::from_str(&format!("{{{rest}")).unwrap();
+    let count = end["count"].as_u64().unwrap();
+    assert!(end["end_of_stream"].as_bool().unwrap());
+    assert!(descriptions + 1 >= count, "{descriptions} of {count}");
+    assert!(received > total / 2, "{received}");
+    let peak = proxy.peak_rss_kib();
+    println!("proxy peak RSS: {baseline} KiB before, {peak} KiB after redacting a 1 GiB export");
+    assert!(
+        peak < baseline + 16 * 1024,
+        "RSS grew from {baseline} KiB to {peak} KiB"
+    );
+
+    let (parts, body) = send(&client, proxy.get("/__mock/export?bytes=4096&broken=1")).await;
+    assert_eq!(parts.status, 502, "{}", String::from_utf8_lossy(&body));
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["error"], "upstream_protocol_error", "{body}");
+}

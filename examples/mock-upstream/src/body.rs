@@ -15,6 +15,15 @@ pub enum MockBody {
         remaining: u64,
         sized: bool,
     },
+    /// `head`, then `chunk` `repeats` times, then `tail`, each its own frame, the length declared:
+    /// a JSON list of any length (a chunk of records ending in a comma, repeated) never held whole.
+    Framed {
+        head: Option<Bytes>,
+        chunk: Bytes,
+        repeats: u64,
+        tail: Option<Bytes>,
+        remaining: u64,
+    },
     /// These pieces, each its own frame, `gap` apart (so a proxy reads them separately), with
     /// their total length declared.
     Paced {
@@ -41,6 +50,17 @@ impl MockBody {
             parts: parts.into(),
             gap,
             wait: None,
+        }
+    }
+
+    /// `head`, `chunk` × `repeats`, `tail`.
+    pub fn framed(head: Bytes, chunk: Bytes, repeats: u64, tail: Bytes) -> Self {
+        MockBody::Framed {
+            remaining: (head.len() + tail.len()) as u64 + chunk.len() as u64 * repeats,
+            head: Some(head),
+            chunk,
+            repeats,
+            tail: Some(tail),
         }
     }
 
@@ -80,6 +100,27 @@ impl http_body::Body for MockBody {
                 Poll::Ready(Some(Ok(Frame::data(part))))
             }
             MockBody::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            MockBody::Framed {
+                head,
+                chunk,
+                repeats,
+                tail,
+                remaining,
+            } => {
+                let part = match head.take() {
+                    Some(h) => h,
+                    None if *repeats > 0 => {
+                        *repeats -= 1;
+                        chunk.clone()
+                    }
+                    None => match tail.take() {
+                        Some(t) => t,
+                        None => return Poll::Ready(None),
+                    },
+                };
+                *remaining -= part.len() as u64;
+                Poll::Ready(Some(Ok(Frame::data(part))))
+            }
             MockBody::Repeat {
                 chunk, remaining, ..
             } => {
@@ -96,9 +137,9 @@ impl http_body::Body for MockBody {
     fn is_end_stream(&self) -> bool {
         match self {
             MockBody::Full(data) => data.is_none(),
-            MockBody::Repeat { remaining, .. } | MockBody::Paced { remaining, .. } => {
-                *remaining == 0
-            }
+            MockBody::Repeat { remaining, .. }
+            | MockBody::Paced { remaining, .. }
+            | MockBody::Framed { remaining, .. } => *remaining == 0,
         }
     }
 
@@ -107,7 +148,9 @@ impl http_body::Body for MockBody {
             MockBody::Full(data) => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
-            MockBody::Paced { remaining, .. } => SizeHint::with_exact(*remaining),
+            MockBody::Paced { remaining, .. } | MockBody::Framed { remaining, .. } => {
+                SizeHint::with_exact(*remaining)
+            }
             MockBody::Repeat {
                 remaining, sized, ..
             } => {

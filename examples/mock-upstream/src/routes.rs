@@ -521,6 +521,40 @@ async fn mock_endpoint(
             );
             r
         }
+        // An incremental export of about `bytes` of tickets (`{"tickets":[…],"end_of_stream":…}`),
+        // generated as it is sent: what a bulk pull through a redacting proxy looks like.
+        // `broken=1`: labelled JSON, but not JSON from its first bytes.
+        "export" => {
+            let head: &'static [u8] = if q.get("broken") == Some("1") {
+                b"{\"tickets\":[<html>"
+            } else {
+                b"{\"tickets\":["
+            };
+            let total = q.number("bytes").unwrap_or(1024 * 1024);
+            let base = base_url(parts);
+            let mut chunk = String::new();
+            for id in 1..=64 {
+                chunk.push_str(&ticket(&base, id).to_string());
+                chunk.push(',');
+            }
+            let last = ticket(&base, 65).to_string();
+            let repeats = total / chunk.len() as u64;
+            let tail = format!(
+                "{last}],\"end_of_stream\":true,\"count\":{}}}",
+                repeats * 64 + 1
+            );
+            let mut r = Response::new(MockBody::framed(
+                Bytes::from_static(head),
+                Bytes::from(chunk),
+                repeats,
+                Bytes::from(tail),
+            ));
+            r.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json; charset=utf-8"),
+            );
+            r
+        }
         // A link to this host cut in two, the halves sent apart: a proxy that rewrites links
         // must find it across its reads.
         "split" => {

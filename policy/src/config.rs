@@ -214,6 +214,31 @@ pub struct Vendor {
     /// Fields of JSON responses its agents never receive (`[[vendors.redact]]`).
     #[serde(default)]
     pub redact: Vec<RedactRule>,
+    /// The records its agents may receive at all (`[[vendors.scope]]`).
+    #[serde(default)]
+    pub scope: Vec<ScopeRule>,
+}
+
+/// The records a vendor's agents may receive, by the records' own fields (see
+/// `vendorgate_policy::scope`): `group_id = [360004, 360005]`, `brand_id = [1200]`,
+/// `organization_id = […]`, `tags = ["vip"]` (any one), for `classes` (default: every class). Only
+/// these fields exist: any other name is a config error at its file:line:column.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeRule {
+    /// The resource judged (`"tickets"`, the default and for now the only one).
+    #[serde(default = "defaults::scope_records")]
+    pub records: Spanned<String>,
+    #[serde(default)]
+    pub group_id: Vec<u64>,
+    #[serde(default)]
+    pub brand_id: Vec<u64>,
+    #[serde(default)]
+    pub organization_id: Vec<u64>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub classes: Vec<Spanned<String>>,
 }
 
 /// Fields taken out of a vendor's JSON responses as they stream (see `vendorgate_policy::fields`
@@ -1032,6 +1057,9 @@ mod defaults {
     pub fn log_level() -> LogLevel {
         LogLevel::Info
     }
+    pub fn scope_records() -> Spanned<String> {
+        Spanned::new(0..0, "tickets".to_string())
+    }
     pub fn algorithms() -> Vec<Spanned<String>> {
         ["RS256", "PS256", "ES256", "ES384", "EdDSA"]
             .iter()
@@ -1456,6 +1484,46 @@ class = "read"
             "max_header_size = \"1KiB\"\nmax_request_body",
         ));
         assert!(e.message.contains("at least 8KiB"), "{e}");
+    }
+
+    #[test]
+    fn scope_errors_point_at_the_value() {
+        vendor_errors_point_at(&[
+            (
+                "scope = [{ groupid = [1] }]\n",
+                "groupid",
+                "unknown field `groupid`",
+            ),
+            (
+                "scope = [{ records = \"users\", group_id = [1] }]\n",
+                "\"users\"",
+                "a scope judges one of",
+            ),
+            (
+                "scope = [{ records = \"tickets\" }]\n",
+                "\"tickets\"",
+                "names no field",
+            ),
+            (
+                "scope = [{ group_id = [\"a\"] }]\n",
+                "\"a\"",
+                "invalid type",
+            ),
+            (
+                "scope = [{ group_id = [1] }, { brand_id = [2], classes = [\"read\"] }]\n",
+                "\"read\"",
+                "two [[vendors.scope]] apply to class \"read\"",
+            ),
+        ]);
+        let good = vendor_with("scope = [{ group_id = [360004, 360005], classes = [\"read\"] }]\n");
+        let c = Config::from_toml(&good, "v.toml").unwrap();
+        let route = (0..c.policy.routes.len())
+            .find(|&r| c.policy.class_name(r) == Some("read"))
+            .unwrap();
+        assert_eq!(
+            c.policy.scope(0, route).unwrap().describe(),
+            "tickets where group_id in [360004, 360005]"
+        );
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub mod locks;
 pub mod path;
 pub mod policy;
 pub mod routes;
+pub mod scope;
 pub mod token;
 pub mod units;
 pub mod window;

@@ -22,6 +22,7 @@ use crate::grants::{GrantRules, MAX_DURATION_CEILING};
 use crate::ipset::IpSet;
 use crate::limits::{applies, ByteRule, Direction, RateRule};
 use crate::routes::{Methods, RouteTable};
+use crate::scope::RecordScope;
 use crate::token::VerifiedToken;
 use crate::window::{AccessWindows, Days, Hours, Window};
 
@@ -55,6 +56,8 @@ pub struct VendorRules {
     /// The fields taken out of its JSON responses, per class index (`vendors.redact`); `None`:
     /// nothing for that class. Shared, so a response takes it without copying.
     pub redactions: Vec<Option<Arc<[Redaction]>>>,
+    /// The records it may receive, per class index (`vendors.scope`); `None`: every record.
+    pub scopes: Vec<Option<Arc<RecordScope>>>,
 }
 
 impl VendorRules {
@@ -551,6 +554,54 @@ impl Policy {
                     }
                 }
             }
+            let mut scopes: Vec<Option<Arc<RecordScope>>> = vec![None; classes.len()];
+            for r in &v.scope {
+                let mask = class_mask(&r.classes, true, &mut problems);
+                if !crate::scope::RESOURCES.contains(&r.records.get_ref().as_str()) {
+                    problems.push((
+                        Some(r.records.span()),
+                        format!(
+                            "records {:?}: a scope judges one of {:?}",
+                            r.records.get_ref(),
+                            crate::scope::RESOURCES
+                        ),
+                    ));
+                }
+                let scope = RecordScope {
+                    group_id: r.group_id.clone(),
+                    brand_id: r.brand_id.clone(),
+                    organization_id: r.organization_id.clone(),
+                    tags: r.tags.clone(),
+                };
+                if scope.is_empty() {
+                    problems.push((
+                        Some(r.records.span()),
+                        format!(
+                            "vendor {:?}: a [[vendors.scope]] names no field (group_id, brand_id, \
+                             organization_id, tags)",
+                            v.id.get_ref()
+                        ),
+                    ));
+                }
+                let scope = Arc::new(scope);
+                for (class, slot) in scopes.iter_mut().enumerate() {
+                    if mask & (1 << class) == 0 {
+                        continue;
+                    }
+                    if slot.is_some() {
+                        let span = r.classes.first().map(|c| c.span());
+                        problems.push((
+                            span,
+                            format!(
+                                "vendor {:?}: two [[vendors.scope]] apply to class {:?}",
+                                v.id.get_ref(),
+                                classes[class]
+                            ),
+                        ));
+                    }
+                    *slot = Some(scope.clone());
+                }
+            }
             let redactions = (0..classes.len())
                 .map(|class| {
                     let here: Vec<Redaction> = rules
@@ -566,6 +617,7 @@ impl Policy {
                 ips: IpSet::new(&nets),
                 classes: mask,
                 redactions,
+                scopes,
                 access,
                 zone: jiff::tz::TimeZone::UTC,
                 session_idle: o.idle_timeout.unwrap_or(c.sessions.idle_timeout).0,
@@ -759,6 +811,12 @@ impl Policy {
 
     pub fn vendor_for_claim(&self, value: &str) -> Option<usize> {
         self.vendor_by_claim.get(value).copied()
+    }
+
+    /// The records `vendor` may receive on `route` (`vendors.scope`), if it is scoped there.
+    pub fn scope(&self, vendor: usize, route: usize) -> Option<&Arc<RecordScope>> {
+        let class = self.class_of(route)?;
+        self.vendors.get(vendor)?.scopes.get(class)?.as_ref()
     }
 
     /// The fields taken out of `vendor`'s responses on `route` (`vendors.redact`), if any.

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use vendorgate::redact::{Malformed, Redactor};
+use vendorgate::redact::{Cut, Redactor};
 use vendorgate_policy::fields::{RedactMode as Mode, Redaction};
 
-fn redact(mode: Mode, chunks: &[&[u8]]) -> Result<Vec<u8>, Malformed> {
+fn redact(mode: Mode, chunks: &[&[u8]]) -> Result<Vec<u8>, Cut> {
     let fields: Arc<[Redaction]> = Arc::from(vec![Redaction {
         path: "**.email".parse().unwrap(),
         mode,

@@ -59,6 +59,9 @@ pub enum Reason {
     SessionRevoked,
     /// The vendor's access windows do not include this moment (for this class).
     OutsideAccessWindow,
+    /// The record the upstream returned is outside the vendor's scope (`vendors.scope`): nothing
+    /// of it reaches the agent.
+    OutOfScope,
 }
 
 /// The `error` parameter of the `WWW-Authenticate: Bearer` challenge for a 401.
@@ -73,7 +76,7 @@ pub enum Challenge {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::PathAmbiguous,
         Reason::ForwardedForInvalid,
         Reason::IpNotAllowed,
@@ -100,6 +103,7 @@ impl Reason {
         Reason::Locked,
         Reason::SessionRevoked,
         Reason::OutsideAccessWindow,
+        Reason::OutOfScope,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +134,7 @@ impl Reason {
             Reason::Locked => "locked",
             Reason::SessionRevoked => "session_revoked",
             Reason::OutsideAccessWindow => "outside_access_window",
+            Reason::OutOfScope => "out_of_scope",
         }
     }
 
@@ -155,7 +160,8 @@ impl Reason {
             | Reason::RouteUnknown
             | Reason::ClassNotPermitted
             | Reason::Locked
-            | Reason::OutsideAccessWindow => StatusCode::FORBIDDEN,
+            | Reason::OutsideAccessWindow
+            | Reason::OutOfScope => StatusCode::FORBIDDEN,
             Reason::ExportRateLimited | Reason::EgressCapExceeded | Reason::IngressCapExceeded => {
                 StatusCode::TOO_MANY_REQUESTS
             }
@@ -263,6 +269,7 @@ mod tests {
             (Reason::Locked, 403, None),
             (Reason::SessionRevoked, 401, Some(Challenge::InvalidToken)),
             (Reason::OutsideAccessWindow, 403, None),
+            (Reason::OutOfScope, 403, None),
         ];
         assert_eq!(table.len(), Reason::ALL.len());
         for (r, status, challenge) in table {

@@ -29,14 +29,23 @@ const fields = (process.env.VG_FIELDS || '').split(',').filter(Boolean);
 
 (async () => {
   const tickets = await client.tickets.list();
+  // VG_TICKET: the ticket whose comments are read (default 42).
+  const comments = await client.tickets.getComments(Number(process.env.VG_TICKET || 42));
+  const search = await client.search.queryAll('status:open');
+  // node-zendesk reads one page of an incremental export (it follows only pages of 1,000).
+  const incremental = await client.tickets.incremental(1700000000);
   const read = {
     tickets: tickets.length,
-    comments: (await client.tickets.getComments(42)).length,
-    search: (await client.search.queryAll('status:open')).length,
-    // node-zendesk reads one page of an incremental export (it follows only pages of 1,000).
-    incremental: (await client.tickets.incremental(1700000000)).length,
+    comments: comments.length,
+    search: search.length,
+    incremental: incremental.length,
     attachment_bytes: await download(7),
   };
+  // VG_GROUPS=1: also report the group_id of every ticket each walk received (record scoping).
+  if (process.env.VG_GROUPS) {
+    const groups = (records) => [...new Set(records.map((t) => t.group_id ?? null))].sort();
+    read.groups = { tickets: groups(tickets), search: groups(search), incremental: groups(incremental) };
+  }
   if (fields.length) {
     read.fields = Object.fromEntries(fields.map((f) => {
       const values = [...new Set(tickets.map((t) => (f in t ? t[f] : null)))];

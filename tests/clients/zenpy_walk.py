@@ -35,18 +35,33 @@ zenpy = Zenpy(
 # VG_FIELDS="description,recipient": also report every value those ticket fields took (redaction).
 fields = [f for f in os.environ.get("VG_FIELDS", "").split(",") if f]
 seen = {f: set() for f in fields}
-tickets = 0
-for ticket in zenpy.tickets():
-    tickets += 1
-    for f in fields:
-        seen[f].add(getattr(ticket, f, None))
+# VG_GROUPS=1: also report the group_id of every ticket each walk received (record scoping).
+groups = {"tickets": set(), "search": set(), "incremental": set()}
+
+
+def counted(kind, records):
+    n = 0
+    for record in records:
+        n += 1
+        groups[kind].add(getattr(record, "group_id", None))
+        if kind == "tickets":
+            for f in fields:
+                seen[f].add(getattr(record, f, None))
+    return n
+
+
 read = {
-    "tickets": tickets,
-    "comments": sum(1 for _ in zenpy.tickets.comments(ticket=42)),
-    "search": sum(1 for _ in zenpy.search("status:open", type="ticket")),
-    "incremental": sum(1 for _ in zenpy.tickets.incremental(start_time=1_700_000_000)),
+    "tickets": counted("tickets", zenpy.tickets()),
+    # VG_TICKET: the ticket whose comments are read (default 42).
+    "comments": sum(1 for _ in zenpy.tickets.comments(ticket=int(os.environ.get("VG_TICKET", "42")))),
+    "search": counted("search", zenpy.search("status:open", type="ticket")),
+    "incremental": counted(
+        "incremental", zenpy.tickets.incremental(start_time=1_700_000_000)
+    ),
     "attachment_bytes": len(zenpy.attachments.download(7).getvalue()),
 }
 if fields:
     read["fields"] = {f: sorted(seen[f], key=str) for f in fields}
+if os.environ.get("VG_GROUPS"):
+    read["groups"] = {k: sorted(v, key=str) for k, v in groups.items()}
 print(json.dumps(read))

@@ -236,3 +236,73 @@ async fn curl_gets_a_redacted_page_over_both_protocols() {
         }
     }
 }
+
+/// The vendor's record scope: tickets of groups 360004 and 360005 only.
+const SCOPED: &str = "\n[[vendors.scope]]\ngroup_id = [360004, 360005]\n";
+const IN_SCOPE: [u64; 2] = [360004, 360005];
+
+/// Whether the mock's ticket `id` is in [`SCOPED`] (its own data, as the upstream serves it).
+fn in_scope(id: u64) -> bool {
+    let group = vendorgate_mock::ticket("", id)["group_id"]
+        .as_u64()
+        .unwrap();
+    IN_SCOPE.contains(&group)
+}
+
+/// Record scoping seen by the real clients: every walk (cursor-paginated tickets, search pages, an
+/// incremental export) completes and receives exactly the tickets of the scope's groups, no other
+/// group; each page's record counts what it kept and withheld, and the kept add up to what the
+/// client received.
+async fn scoped_walk(pki: &Pki, command: impl FnOnce(&Proxy) -> Command, incremental: u64) {
+    let count = |ids: std::ops::RangeInclusive<u64>| ids.filter(|&id| in_scope(id)).count();
+    let ticket = (1..).find(|&id| in_scope(id)).unwrap();
+    let groups = serde_json::json!(IN_SCOPE);
+    let expected = serde_json::json!({
+        "tickets": count(1..=1186), "comments": if ticket == 42 { 250 } else { 3 },
+        "search": count(1..=250), "incremental": count(1..=incremental),
+        "attachment_bytes": 300_000,
+        "groups": {"tickets": groups, "search": groups, "incremental": groups}});
+    // Not vacuous: most tickets are outside the scope.
+    assert!(count(1..=1186) < 1186 / 2);
+    let command = |proxy: &Proxy| {
+        let mut command = command(proxy);
+        command
+            .env("VG_GROUPS", "1")
+            .env("VG_TICKET", ticket.to_string());
+        command
+    };
+    let records = client_walk(pki, SCOPED, command, expected).await;
+    let pages: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            at(r, "url.path") == "/api/v2/tickets.json" || at(r, "url.path") == "/api/v2/tickets"
+        })
+        .collect();
+    assert!(!pages.is_empty());
+    let mut kept = 0;
+    for page in pages {
+        let scope = at(page, "vendorgate.scope");
+        kept += scope["kept"].as_u64().unwrap();
+        assert!(scope["withheld"].as_u64().unwrap() > 0, "{page}");
+        assert!(
+            scope["first"]
+                .as_str()
+                .unwrap()
+                .starts_with("group_id 3600"),
+            "{page}"
+        );
+    }
+    assert_eq!(kept, count(1..=1186) as u64);
+}
+
+#[tokio::test]
+async fn zenpy_receives_only_the_tickets_in_its_scope() {
+    let pki = Pki::with_names(&["localhost", "127.0.0.1", GATEWAY_NAME]);
+    scoped_walk(&pki, |p| zenpy(&pki, p), 1000).await;
+}
+
+#[tokio::test]
+async fn node_zendesk_receives_only_the_tickets_in_its_scope() {
+    let pki = Pki::new();
+    scoped_walk(&pki, |p| node_zendesk(&pki, p), 100).await;
+}

@@ -14,4 +14,5 @@ mod routes;
 mod server;
 
 pub use body::MockBody;
+pub use data::ticket;
 pub use server::{MockOptions, MockUpstream, RecordedRequest};

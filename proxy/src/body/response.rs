@@ -124,7 +124,10 @@ impl ProxyBody {
     fn seal(&mut self, ending: Ending) {
         if let Some(mut draft) = self.draft.take() {
             if let Some(redactor) = self.upstream_body().and_then(|b| b.redactor.as_deref()) {
-                draft.redacted = Some(redactor.summary());
+                if redactor.redacts() {
+                    draft.redacted = Some(redactor.summary());
+                }
+                draft.scoped = redactor.scope_summary();
             }
             draft.finish(self.sent, ending);
         }
@@ -335,7 +338,7 @@ impl UpstreamBody {
     pub async fn read_ahead(&mut self, limit: usize) -> Result<Option<u64>, BoxError> {
         let mut got = bytes::BytesMut::new();
         let mut read = 0;
-        while !self.finished && self.trailers.is_none() && read < limit {
+        while !self.finished && self.trailers.is_none() && (read < limit || self.deciding()) {
             let frame = std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await;
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
@@ -380,6 +383,18 @@ impl UpstreamBody {
 
     pub fn is_redacting(&self) -> bool {
         self.redactor.is_some()
+    }
+
+    /// The redactor reading it (redacting, scoping), if any.
+    pub fn redactor(&self) -> Option<&Redactor> {
+        self.redactor.as_deref()
+    }
+
+    /// The body's single record is being judged: its verdict must come before the headers.
+    fn deciding(&self) -> bool {
+        self.redactor
+            .as_ref()
+            .is_some_and(|r| *r.single() == crate::redact::records::Single::Pending)
     }
 
     /// One chunk through the redactor, then the rewriter.

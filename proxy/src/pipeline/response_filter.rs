@@ -6,7 +6,10 @@
 
 use http::{header, HeaderValue, Response, Uri};
 use hyper::body::Incoming;
+use std::sync::Arc;
+
 use vendorgate_policy::Direction;
+use vendorgate_policy::{Denial, Reason};
 
 use super::limit::{self, Admitted};
 use super::request_filter::content_length;
@@ -19,6 +22,7 @@ use crate::gateway::Gateway;
 use crate::headers::{remove_where, strip_hop_by_hop, X_UPSTREAM_REQUEST_ID};
 use crate::links::Public;
 use crate::metering::Meter;
+use crate::redact::records::Single;
 use crate::redact::Redactor;
 use crate::telemetry::request_id;
 use crate::trail::record::Draft;
@@ -81,6 +85,7 @@ pub async fn filter(
     let mut body = rewrite_links(active, host, json, &mut parts.headers, body);
     if redacting {
         read_ahead(gw, &mut body, &mut parts.headers).await?;
+        refuse_out_of_scope(active, &body, draft).map_err(Refusal::Policy)?;
     }
     if let Some(theirs) = parts.headers.remove(&request_id::HEADER) {
         parts.headers.insert(X_UPSTREAM_REQUEST_ID.clone(), theirs);
@@ -160,10 +165,10 @@ fn is_json(headers: &http::HeaderMap) -> bool {
     })
 }
 
-/// Takes the vendor's redacted fields (`vendors.redact`) out of a JSON body as it streams
-/// ([`crate::redact`]). Other bodies (attachments, files) pass: the fields are JSON's. A JSON body
-/// that is compressed or otherwise not JSON is cut at the first byte the redactor cannot read,
-/// never passed on unread.
+/// Takes the vendor's redacted fields (`vendors.redact`) out of a JSON body as it streams, and the
+/// records outside its scope (`vendors.scope`) ([`crate::redact`]). Other bodies (attachments,
+/// files) pass: the fields and records are JSON's. A JSON body that is compressed or otherwise not
+/// JSON is cut at the first byte the redactor cannot read, never passed on unread.
 fn redact(
     active: &Active,
     draft: &Draft,
@@ -174,11 +179,18 @@ fn redact(
     let (true, Some(vendor), Some(route)) = (json, draft.vendor, draft.route) else {
         return body;
     };
-    let Some(fields) = active.config.policy.redactions(vendor, route) else {
+    let policy = &active.config.policy;
+    let fields = policy.redactions(vendor, route);
+    let scope = policy.scope(vendor, route);
+    if fields.is_none() && scope.is_none() {
         return body;
-    };
+    }
     headers.remove(header::CONTENT_LENGTH);
-    body.redacting(Redactor::new(fields.clone()))
+    let mut redactor = Redactor::new(fields.cloned().unwrap_or_else(|| Arc::from([])));
+    if let Some(scope) = scope {
+        redactor = redactor.scoping(scope.clone());
+    }
+    body.redacting(redactor)
 }
 
 /// Upstream bytes a redacted body is read ahead by before its headers go (a few pages of a list).
@@ -201,6 +213,30 @@ async fn read_ahead(
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     Ok(())
+}
+
+/// The body's single record (`ticket`) is outside the vendor's scope: the response is refused,
+/// 403 `out_of_scope`, before its headers; the agent receives nothing of it.
+fn refuse_out_of_scope(
+    active: &Active,
+    body: &UpstreamBody,
+    draft: &mut Draft,
+) -> Result<(), Denial> {
+    let Some(redactor) = body.redactor() else {
+        return Ok(());
+    };
+    let Single::Outside(outside) = redactor.single() else {
+        return Ok(());
+    };
+    draft.scoped = redactor.scope_summary();
+    let vendor = draft
+        .vendor
+        .and_then(|v| active.config.policy.vendors.get(v))
+        .map_or("", |v| v.id.as_str());
+    Err(Denial::new(
+        Reason::OutOfScope,
+        format!("vendors[{vendor}].scope: the ticket's {outside}"),
+    ))
 }
 
 /// Moves the upstream's links to the agent's origin ([`public_origin`]): in `Location`, and in a

@@ -9,7 +9,7 @@
 //! key goes on at once). Everything else is passed on as it is scanned. Memory per body: the path
 //! (its keys) and that one member.
 //!
-//! A body that is not JSON as far as the scanner can tell is refused ([`Malformed`]): passing it on
+//! A body that is not JSON as far as the scanner can tell is refused ([`Cut::Malformed`]): passing it on
 //! unscanned could hand over exactly what the redaction is for. The caller ends the body there.
 //!
 //! Keys are compared as spelled between the quotes; a key written with escapes (`"em\u0061il"`)
@@ -23,8 +23,11 @@ use bytes::BytesMut;
 use vendorgate_policy::fields::{RedactMode, Redaction, Segment, MAX_KEY_LEN};
 
 mod paths;
+pub mod records;
 
 use paths::{Paths, SetId};
+use records::{Place, Records, Single};
+use vendorgate_policy::scope::{Outside, RecordScope};
 
 /// A byte of a number or of `true`/`false`/`null` (what ends one is any other byte).
 fn is_literal_byte(b: u8) -> bool {
@@ -57,11 +60,18 @@ pub const MAX_DEPTH: usize = 256;
 /// What replaces a redacted value.
 pub const REDACTED: &[u8] = b"\"[redacted]\"";
 
+/// Why a body was cut where it was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the response body is not JSON at byte {0}; it was cut there rather than passed on unredacted"
-)]
-pub struct Malformed(pub u64);
+pub enum Cut {
+    #[error(
+        "the response body is not JSON at byte {0}; it was cut there rather than passed on unredacted"
+    )]
+    Malformed(u64),
+    #[error(
+        "a record of the response body is longer than {0} bytes; it was cut rather than passed on unjudged"
+    )]
+    RecordTooLarge(usize),
+}
 
 /// Inside the scanner: the byte being looked at is not JSON (its offset is added where the byte's
 /// position is known, in [`Redactor::push`]).
@@ -170,7 +180,11 @@ pub struct Redactor {
     drop_comma: bool,
     /// Values redacted, per field (by index into `fields`).
     pub counts: Vec<u64>,
-    /// Bytes of the body before the chunk being scanned (for [`Malformed`]'s offset).
+    /// The vendor's record scope, when it has one on this route ([`records`]).
+    records: Option<Box<Records>>,
+    /// The byte just stepped closed a record: it is judged once the byte is in the output.
+    record_closed: bool,
+    /// Bytes of the body before the chunk being scanned (for [`Cut::Malformed`]'s offset).
     offset: u64,
 }
 
@@ -194,8 +208,48 @@ impl Redactor {
             held: Vec::new(),
             drop_comma: false,
             counts: vec![0; n],
+            records: None,
+            record_closed: false,
             offset: 0,
         }
+    }
+
+    /// Also withholds the records outside `scope` ([`records`]).
+    pub fn scoping(mut self, scope: Arc<RecordScope>) -> Self {
+        self.records = Some(Box::new(Records::new(scope)));
+        self
+    }
+
+    /// The verdict on the body's single record, if it has one.
+    pub fn single(&self) -> &Single {
+        self.records.as_ref().map_or(&Single::None, |r| &r.single)
+    }
+
+    /// With a scope: records passed on, withheld, and why the first withheld one was.
+    pub fn scope_counts(&self) -> Option<(u64, u64, Option<&Outside>)> {
+        let r = self.records.as_ref()?;
+        Some((r.kept, r.withheld, r.first_outside.as_ref()))
+    }
+
+    /// For the decision record, with a scope: `{"kept":2,"withheld":3,"first":"…"}`.
+    pub fn scope_summary(&self) -> Option<String> {
+        let (kept, withheld, first) = self.scope_counts()?;
+        let mut v = serde_json::json!({"kept": kept, "withheld": withheld});
+        if let Some(first) = first {
+            v["first"] = first.to_string().into();
+        }
+        Some(v.to_string())
+    }
+
+    /// Whether it takes any field out (it may only scope).
+    pub fn redacts(&self) -> bool {
+        !self.paths.fields().is_empty()
+    }
+
+    /// The scanner is at a root member's value, or at a record list's elements: where records
+    /// begin and end, so the byte-at-a-time path runs there.
+    fn at_record_level(&self) -> bool {
+        self.records.is_some() && self.stack.len() <= 2
     }
 
     /// A container opens at the value starting now: the set for inside it, from the set outside.
@@ -237,8 +291,11 @@ impl Redactor {
     }
 
     /// Scans `chunk`, appending what the agent may receive to `out`.
-    pub fn push(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Malformed> {
+    pub fn push(&mut self, chunk: &[u8], out: &mut BytesMut) -> Result<(), Cut> {
         out.reserve(chunk.len());
+        if let Some(r) = self.records.as_mut() {
+            r.chunk_start(out.len());
+        }
         let mut e = Emit {
             chunk,
             run: 0,
@@ -246,7 +303,7 @@ impl Redactor {
             out,
         };
         while e.pos < chunk.len() {
-            if !self.removing && !self.stack.is_empty() {
+            if !self.removing && !self.stack.is_empty() && !self.at_record_level() {
                 self.glide(&mut e);
                 if e.pos >= chunk.len() {
                     break;
@@ -305,12 +362,21 @@ impl Redactor {
             // `again`: the byte ended a literal and must be looked at once more as what follows it.
             let again = self
                 .step(b, &mut e)
-                .map_err(|Bad| Malformed(self.offset + e.pos as u64))?;
+                .map_err(|Bad| Cut::Malformed(self.offset + e.pos as u64))?;
             if !again {
                 e.pos += 1;
             }
+            if std::mem::take(&mut self.record_closed) {
+                e.flush();
+                if let Some(r) = self.records.as_mut() {
+                    r.close(e.out).map_err(Cut::RecordTooLarge)?;
+                }
+            }
         }
         e.flush();
+        if let Some(r) = self.records.as_mut() {
+            r.chunk_end(out).map_err(Cut::RecordTooLarge)?;
+        }
         self.offset += chunk.len() as u64;
         Ok(())
     }
@@ -404,14 +470,14 @@ impl Redactor {
     }
 
     /// The body has ended: it must have been whole.
-    pub fn finish(&mut self, out: &mut BytesMut) -> Result<(), Malformed> {
+    pub fn finish(&mut self, out: &mut BytesMut) -> Result<(), Cut> {
         if self.lex == Lex::Literal && self.stack.is_empty() {
             self.lex = Lex::Done;
         }
         out.extend_from_slice(&std::mem::take(&mut self.held));
         match self.lex {
             Lex::Done => Ok(()),
-            _ => Err(Malformed(self.offset)),
+            _ => Err(Cut::Malformed(self.offset)),
         }
     }
 
@@ -517,7 +583,12 @@ impl Redactor {
                         self.lex = Lex::NextKey;
                     }
                     (b',', Some(Container::Array)) => {
-                        e.pass();
+                        if self.in_record_list() {
+                            // The scanner writes the list's commas (see `records`).
+                            e.withhold();
+                        } else {
+                            e.pass();
+                        }
                         self.lex = Lex::Value;
                     }
                     (b'}', Some(Container::Object)) => {
@@ -620,6 +691,9 @@ impl Redactor {
                 return self.skip_start(b);
             }
         }
+        if self.records.is_some() {
+            self.record_value_starts(b, e);
+        }
         match b {
             b'"' => {
                 e.pass();
@@ -648,6 +722,39 @@ impl Redactor {
             _ => return Err(bad),
         }
         Ok(())
+    }
+
+    /// Inside a records list, between its elements (the stack: root object, the list).
+    fn in_record_list(&self) -> bool {
+        self.stack.len() == 2
+            && self
+                .records
+                .as_ref()
+                .is_some_and(|r| r.place == Place::List)
+    }
+
+    /// A value starts where records may: a root member's (what it holds, by its key), a record
+    /// (`ticket`'s, a list's element), or another element of a records list (its comma).
+    fn record_value_starts(&mut self, b: u8, e: &mut Emit<'_>) {
+        let in_list = self.in_record_list();
+        let root_member = self.stack.as_slice() == [Container::Object];
+        let Some(r) = self.records.as_mut() else {
+            return;
+        };
+        if root_member {
+            r.root_member(&self.key, b);
+            if r.place == Place::Single {
+                e.flush();
+                r.open(e.out.len());
+            }
+        } else if in_list {
+            if b == b'{' {
+                e.flush();
+                r.open(e.out.len());
+            } else if let Some(comma) = r.other_element() {
+                e.write(comma);
+            }
+        }
     }
 
     /// A key has been read: removing, its member goes or is passed on now.
@@ -697,6 +804,10 @@ impl Redactor {
         if self.stack.pop() != Some(container) {
             return Err(Bad);
         }
+        if let Some(r) = self.records.as_ref().filter(|r| r.is_open()) {
+            let level = if r.place == Place::Single { 1 } else { 2 };
+            self.record_closed = self.stack.len() == level;
+        }
         if !self.stack.is_empty() {
             self.ascend();
         }
@@ -733,7 +844,7 @@ mod tests {
     }
 
     /// The body redacted, fed in chunks of `size` bytes.
-    fn redact(body: &[u8], paths: &[&str], mode: Mode, size: usize) -> Result<Vec<u8>, Malformed> {
+    fn redact(body: &[u8], paths: &[&str], mode: Mode, size: usize) -> Result<Vec<u8>, Cut> {
         let mut r = Redactor::new(fields(paths, mode));
         let mut out = BytesMut::new();
         for chunk in body.chunks(size.max(1)) {
@@ -946,6 +1057,100 @@ mod tests {
             assert_eq!(
                 String::from_utf8(got).unwrap(),
                 format!(r#"{{"{long}": "v", "email": "[redacted]"}}"#)
+            );
+        }
+    }
+
+    fn scope() -> Arc<RecordScope> {
+        Arc::new(RecordScope {
+            group_id: vec![4, 5],
+            ..RecordScope::default()
+        })
+    }
+
+    /// The body scoped (and redacted by `paths`), fed in chunks of `size` bytes, and the scanner.
+    fn scoped(body: &str, paths: &[&str], size: usize) -> (Result<Vec<u8>, Cut>, Redactor) {
+        let mut r = Redactor::new(fields(paths, Mode::Replace)).scoping(scope());
+        let mut out = BytesMut::new();
+        let mut run = || {
+            for chunk in body.as_bytes().chunks(size.max(1)) {
+                r.push(chunk, &mut out)?;
+            }
+            r.finish(&mut out)
+        };
+        let result = run().map(|()| out.to_vec());
+        (result, r)
+    }
+
+    #[test]
+    fn records_outside_the_scope_leave_lists_whole_in_every_chunking() {
+        let body = r#"{"tickets": [{"id": 1, "group_id": 9, "x": {"y": [1]}}, {"id": 2, "d": "a,]}", "group_id": 4},
+            {"id": 3, "group_id": 5, "email": "e"} , {"id": 4}, 7, {"id": 5, "group_id": 6}],
+            "results": [{"id": 6, "group_id": 1}], "users": [{"id": 7, "group_id": 1}], "count": 5}"#;
+        let want = serde_json::json!({
+            "tickets": [{"id": 2, "d": "a,]}", "group_id": 4},
+                        {"id": 3, "group_id": 5, "email": "[redacted]"}, 7],
+            "results": [], "users": [{"id": 7, "group_id": 1}], "count": 5});
+        let (whole, r) = scoped(body, &["**.email"], usize::MAX);
+        let whole = whole.unwrap();
+        let got: Value = serde_json::from_slice(&whole)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&whole)));
+        assert_eq!(got, want);
+        let (kept, withheld, first) = r.scope_counts().unwrap();
+        assert_eq!((kept, withheld), (2, 4));
+        assert_eq!(
+            first.unwrap().to_string(),
+            "group_id 9 is outside the scope"
+        );
+        assert_eq!(r.single(), &Single::None);
+        for size in 1..40 {
+            assert_eq!(
+                scoped(body, &["**.email"], size).0.unwrap(),
+                whole,
+                "{size}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_single_record_is_judged_and_its_sideloads_pass() {
+        for (body, single) in [
+            (
+                r#"{"ticket": {"id": 1, "group_id": 4}, "users": [{"id": 2}]}"#,
+                true,
+            ),
+            (
+                r#"{"ticket": {"id": 1, "group_id": 3}, "users": [{"id": 2}]}"#,
+                false,
+            ),
+        ] {
+            for size in [1, 3, 64] {
+                let (out, r) = scoped(body, &[], size);
+                let out: Value = serde_json::from_slice(&out.unwrap()).unwrap();
+                assert_eq!(out["users"][0]["id"], 2);
+                if single {
+                    assert_eq!(r.single(), &Single::Inside);
+                    assert_eq!(out["ticket"]["group_id"], 4);
+                } else {
+                    assert!(matches!(r.single(), Single::Outside(o) if o.field == "group_id"));
+                    // Nothing of the record is written (the response is refused anyway).
+                    assert!(out["ticket"].is_null());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_longer_than_the_hold_is_cut_not_passed() {
+        let body = format!(
+            r#"{{"tickets": [{{"id": 1, "description": "{}", "group_id": 4}}]}}"#,
+            "x".repeat(records::MAX_RECORD + 10)
+        );
+        for size in [64 * 1024, body.len()] {
+            let (out, _) = scoped(&body, &[], size);
+            assert!(
+                matches!(out, Err(Cut::RecordTooLarge(records::MAX_RECORD))),
+                "{size}"
             );
         }
     }

@@ -63,6 +63,10 @@ pub struct Draft {
     /// The vendor's redacted fields, when its response was redacted: `{"**.email":3}` (field →
     /// values taken out; names, never values).
     pub redacted: Option<String>,
+    /// The vendor's record scope, when its response was scoped: `{"kept":2,"withheld":3,
+    /// "first":"group_id 360001 is outside the scope"}` (counts and the first reason; never a
+    /// record's content).
+    pub scoped: Option<String>,
     pub identity: Option<Arc<Identity>>,
     pub allowed: bool,
     /// How it ended so far: what the record's `event.reason` says.
@@ -131,6 +135,7 @@ impl Draft {
             route: None,
             grant: None,
             redacted: None,
+            scoped: None,
             identity: None,
             allowed: false,
             outcome: Outcome::Allowed,
@@ -229,6 +234,7 @@ impl Draft {
             class: self.class(),
             grant: self.grant.as_deref(),
             redacted: self.redacted.as_deref(),
+            scoped: self.scoped.as_deref(),
             policy_version: &self.active.version,
             upstream_status: self.upstream_status,
             completed,

@@ -286,6 +286,8 @@ pub struct Record<'a> {
     pub grant: Option<&'a str>,
     /// Already a JSON object (see [`crate::redact::Redactor::summary`]).
     pub redacted: Option<&'a str>,
+    /// Already a JSON object (see [`crate::redact::Redactor::scope_summary`]).
+    pub scoped: Option<&'a str>,
     pub policy_version: &'a str,
     pub upstream_status: Option<u16>,
     pub completed: bool,
@@ -434,6 +436,9 @@ impl Record<'_> {
         if let Some(redacted) = self.redacted {
             j.raw(",\"redacted\":").raw(redacted);
         }
+        if let Some(scoped) = self.scoped {
+            j.raw(",\"scope\":").raw(scoped);
+        }
         j.raw(",\"policy_version\":").str(self.policy_version);
         if let Some(status) = self.upstream_status {
             j.raw(",\"upstream_status\":").u64(status.into());
@@ -488,6 +493,7 @@ mod tests {
             class: Some("read"),
             grant: None,
             redacted: None,
+            scoped: None,
             policy_version: "sha256:672693e5c6757050",
             upstream_status: Some(200),
             completed: true,
@@ -598,6 +604,7 @@ mod tests {
             class: None,
             grant: None,
             redacted: None,
+            scoped: None,
             upstream_status: None,
             token: None,
             rule: "vendors[*].ip_allow",

@@ -678,6 +678,11 @@ pub struct Route {
     /// …or an explicit refusal.
     #[serde(default)]
     pub deny: bool,
+    /// The route's records belong to a parent record named by the path's first `{param}`
+    /// (`"tickets"`: a ticket's comments, audits, its update): under a scope on that resource,
+    /// the parent is judged before the request is forwarded (see `vendorgate_policy::scope`).
+    #[serde(default)]
+    pub parent: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -38,6 +38,9 @@ pub struct RouteRule {
     /// The configured id, or `routes[N]`.
     pub id: String,
     pub action: RouteAction,
+    /// `parent`: the resource of the record the path's `{param}` names, and that param's segment
+    /// (0 is the segment after the first `/`).
+    pub parent: Option<(String, usize)>,
 }
 
 #[derive(Debug, Clone)]
@@ -425,9 +428,39 @@ impl Policy {
                     format!("route path {:?}: {e}", r.path.get_ref()),
                 );
             }
+            let parent = r.parent.as_ref().and_then(|p| {
+                if !crate::scope::RESOURCES.contains(&p.get_ref().as_str()) {
+                    err!(
+                        p.span(),
+                        format!(
+                            "parent {:?}: one of {:?}",
+                            p.get_ref(),
+                            crate::scope::RESOURCES
+                        ),
+                    );
+                    return None;
+                }
+                let at = r
+                    .path
+                    .get_ref()
+                    .trim_start_matches('/')
+                    .split('/')
+                    .position(|s| s.starts_with('{') && s.ends_with('}'));
+                if at.is_none() {
+                    err!(
+                        r.path.span(),
+                        format!(
+                            "route path {:?}: a route with a parent names it with a {{param}}",
+                            r.path.get_ref()
+                        ),
+                    );
+                }
+                Some((p.get_ref().clone(), at?))
+            });
             routes.push(RouteRule {
                 id: r.id.clone().unwrap_or_else(|| format!("routes[{i}]")),
                 action,
+                parent,
             });
         }
         if c.routes.is_empty() {
@@ -878,6 +911,19 @@ impl Policy {
             auth_time: token.auth_time,
             session_start: token.auth_time.or(token.iat),
         }
+    }
+
+    /// The parent record `route`'s `path` names (its resource and id), when the route has one
+    /// (`routes.parent`): the segment at the route's `{param}`, without the optional suffix.
+    pub fn parent_of<'a>(&self, route: usize, path: &'a str) -> Option<(&str, &'a str)> {
+        let (resource, at) = self.routes.get(route)?.parent.as_ref()?;
+        let segment = path.trim_start_matches('/').split('/').nth(*at)?;
+        let id = self
+            .optional_suffix
+            .as_deref()
+            .and_then(|suffix| segment.strip_suffix(suffix))
+            .unwrap_or(segment);
+        Some((resource.as_str(), id))
     }
 
     /// The route for a method and normalized path, the optional suffix ignored on the last segment.

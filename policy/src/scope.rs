@@ -23,7 +23,7 @@ pub const SINGLE_KEYS: &[&[u8]] = &[b"ticket"];
 pub const LIST_KEYS: &[&[u8]] = &[b"tickets", b"results"];
 
 /// What a scope reads of a record (any other field is skipped unread).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct RecordFields {
     #[serde(default)]
     pub id: Option<serde_json::Value>,
@@ -43,6 +43,27 @@ impl RecordFields {
     pub fn read(json: &[u8]) -> Option<Self> {
         serde_json::from_slice(json).ok()
     }
+}
+
+/// Where the upstream serves one record of `resource` (for a parent's side request), if `id` is
+/// one: Zendesk's ids are numbers, and anything else is no record (and so outside any scope).
+pub fn record_path(resource: &str, id: &str) -> Option<String> {
+    let numeric = !id.is_empty() && id.len() <= 20 && id.bytes().all(|b| b.is_ascii_digit());
+    match resource {
+        "tickets" if numeric => Some(format!("/api/v2/tickets/{id}.json")),
+        _ => None,
+    }
+}
+
+/// The record in a body that holds one (`{"ticket": {…}}`), read for its scope fields.
+pub fn read_single(json: &[u8]) -> Option<RecordFields> {
+    #[derive(Deserialize)]
+    struct Single {
+        ticket: RecordFields,
+    }
+    serde_json::from_slice::<Single>(json)
+        .ok()
+        .map(|s| s.ticket)
 }
 
 /// A vendor's scope over tickets: each listed field must hold one of its values (an empty list

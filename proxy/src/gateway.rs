@@ -52,6 +52,8 @@ pub struct Gateway {
     pub upstream: Upstream,
     /// Redirects to other hosts the proxy follows itself (startup config).
     pub downloads: Downloads,
+    /// Parent records' scope fields (`routes.parent`), briefly remembered.
+    pub parents: crate::pipeline::parent::Parents,
     /// The locks and grants in force, and the streams they may cut.
     pub controls: ControlStore,
     /// The live sessions this replica serves.
@@ -148,6 +150,7 @@ impl Gateway {
             otel,
             upstream,
             downloads,
+            parents: Default::default(),
             controls,
             sessions: Default::default(),
             activity,

@@ -22,6 +22,7 @@ mod load;
 mod locks;
 mod policy;
 mod reload;
+mod scope;
 mod tls;
 mod trail;
 mod under_load;

@@ -30,7 +30,8 @@ pub struct BodyTooLarge {
 /// The agent's request body on its way upstream, cut off once it passes `limit` bytes (for uploads
 /// without a `Content-Length`, or that lie about it).
 pub struct RequestBody {
-    inner: Incoming,
+    /// The client's body; `None` for a request of the proxy's own (a side request's empty body).
+    inner: Option<Incoming>,
     limit: u64,
     seen: u64,
     upload: Option<UploadStatus>,
@@ -103,7 +104,7 @@ impl RequestBody {
     ) -> (Self, Option<UploadStatus>) {
         let upload = (!inner.is_end_stream()).then(UploadStatus::default);
         let body = RequestBody {
-            inner,
+            inner: Some(inner),
             limit,
             seen: 0,
             upload: upload.clone(),
@@ -116,6 +117,23 @@ impl RequestBody {
             _in_flight: None,
         };
         (body, upload)
+    }
+
+    /// An empty body, for a request the proxy makes itself on the upstream's connections.
+    pub fn empty() -> Self {
+        RequestBody {
+            inner: None,
+            limit: 0,
+            seen: 0,
+            upload: None,
+            meter: None,
+            held: None,
+            cut: false,
+            forwarded: None,
+            read_timeout: Duration::ZERO,
+            timer: None,
+            _in_flight: None,
+        }
     }
 
     /// Counts what is forwarded into `counter`.
@@ -144,7 +162,10 @@ impl RequestBody {
     /// The client's next frame, or a timeout once it has sent nothing for `read_timeout` while
     /// asked. The timer restarts with every frame.
     fn poll_client(&mut self, cx: &mut Context<'_>) -> Poll<Result<ClientFrame, BodyReadTimeout>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(Ok(None));
+        };
+        if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
             if let Some(timer) = &mut self.timer {
                 let next = tokio::time::Instant::now() + self.read_timeout;
                 timer.as_mut().reset(next);
@@ -230,10 +251,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        !self.cut && self.held.is_none() && self.inner.is_end_stream()
+        !self.cut && self.held.is_none() && self.inner.as_ref().is_none_or(Incoming::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint)
     }
 }

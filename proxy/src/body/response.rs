@@ -127,7 +127,7 @@ impl ProxyBody {
                 if redactor.redacts() {
                     draft.redacted = Some(redactor.summary());
                 }
-                draft.scoped = redactor.scope_summary();
+                draft.scoped = join_scope(draft.scoped.take(), redactor.scope_summary());
             }
             draft.finish(self.sent, ending);
         }
@@ -491,6 +491,21 @@ impl UpstreamBody {
         } else {
             self.inner.size_hint()
         }
+    }
+}
+
+/// The parent's judgement (made before the request went) and the body's, in one object.
+fn join_scope(parent: Option<String>, body: Option<String>) -> Option<String> {
+    let (Some(parent), Some(body)) = (&parent, &body) else {
+        return parent.or(body);
+    };
+    let parse = |s: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s);
+    match (parse(parent), parse(body)) {
+        (Ok(mut p), Ok(b)) => {
+            p.extend(b);
+            Some(serde_json::Value::Object(p).to_string())
+        }
+        _ => Some(body.clone()),
     }
 }
 

@@ -18,6 +18,7 @@
 pub mod authorize;
 pub mod identify;
 pub mod limit;
+pub mod parent;
 pub mod request_filter;
 pub mod respond;
 pub mod response_filter;
@@ -203,6 +204,16 @@ fn forward<'a>(
             .get(header::HOST)
             .cloned()
             .or_else(|| req.uri().authority().and_then(|a| a.as_str().parse().ok()));
+        parent::check(
+            gw,
+            ctx.active,
+            &allow,
+            &admission.path,
+            ctx.request_id,
+            draft,
+            now_ms,
+        )
+        .await?;
         let ingress = std::mem::take(&mut limits.ingress);
         let (answer, lease) = upstream_request::send(
             ctx,

@@ -79,6 +79,8 @@ pub struct Metrics {
     /// Detector findings, by detector (volume, new_network, unusual_hour, breadth) and action
     /// (alert, lock).
     anomalies: [[AtomicU64; 2]; 4],
+    /// Parent records looked up for a scope (`routes.parent`): [cache, upstream, failed].
+    parent_lookups: [AtomicU64; 3],
 }
 
 impl Default for Metrics {
@@ -93,6 +95,7 @@ impl Default for Metrics {
             reloads: Default::default(),
             underscore_dropped: AtomicU64::default(),
             anomalies: Default::default(),
+            parent_lookups: Default::default(),
         }
     }
 }
@@ -190,6 +193,17 @@ impl Metrics {
             self.underscore_dropped
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
+    }
+
+    /// A parent record's scope fields, from the cache (`"cache"`), a side request
+    /// (`"upstream"`), or not at all (`"failed"`).
+    pub fn parent_lookup(&self, source: &str) {
+        let i = match source {
+            "cache" => 0,
+            "upstream" => 1,
+            _ => 2,
+        };
+        self.parent_lookups[i].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn reloaded(&self, ok: bool) {
@@ -411,6 +425,14 @@ impl Metrics {
             "# HELP vendorgate_underscore_headers_dropped_total Request headers with an underscore in their name, dropped before the upstream.\n# TYPE vendorgate_underscore_headers_dropped_total counter\nvendorgate_underscore_headers_dropped_total {}",
             self.underscore_dropped.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP vendorgate_scope_parent_lookups_total Parent records read for a vendor's scope (a ticket's comments, its update), by where from.\n# TYPE vendorgate_scope_parent_lookups_total counter\n");
+        for (i, source) in ["cache", "upstream", "failed"].iter().enumerate() {
+            let n = self.parent_lookups[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "vendorgate_scope_parent_lookups_total{{source=\"{source}\"}} {n}"
+            );
+        }
         out.push_str("# HELP vendorgate_policy_reloads_total Policy reloads (SIGHUP, the admin API, the file watcher), by result.\n# TYPE vendorgate_policy_reloads_total counter\n");
         for (i, result) in ["ok", "failed"].iter().enumerate() {
             let n = self.reloads[i].load(Ordering::Relaxed);

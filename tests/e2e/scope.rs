@@ -83,6 +83,28 @@ async fn a_ticket_outside_the_scope_its_comments_and_its_update_are_refused() {
     assert_eq!(parts.status, 200);
     assert_eq!(ticket["ticket"]["id"], inside);
 
+    // A page of an incremental export keeps only the scope's tickets, and its `count` (Zendesk's
+    // per-page count) says how many it holds; the search's total drops by what its page withheld.
+    let (parts, page) = send_json(
+        &client,
+        proxy.get("/api/v2/incremental/tickets.json?start_time=1700000000"),
+    )
+    .await;
+    assert_eq!(parts.status, 200);
+    let tickets = page["tickets"].as_array().unwrap();
+    assert!(!tickets.is_empty());
+    assert!(tickets
+        .iter()
+        .all(|t| IN_SCOPE.contains(&t["group_id"].as_u64().unwrap())));
+    assert_eq!(page["count"], tickets.len());
+    let (_, search) = send_json(&client, proxy.get("/api/v2/search.json?query=x")).await;
+    let kept = search["results"].as_array().unwrap().len();
+    let withheld = (1..=100).filter(|&id| !in_scope(id)).count();
+    assert_eq!(
+        (kept, search["count"].as_u64()),
+        (100 - withheld, Some(250 - withheld as u64))
+    );
+
     // Its comments and its update: judged by the parent before anything is forwarded.
     let comments = |id: u64| proxy.get(&format!("/api/v2/tickets/{id}/comments.json"));
     let (parts, error) = send_json(&client, comments(outside)).await;

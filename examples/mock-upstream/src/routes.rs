@@ -179,9 +179,24 @@ fn record_id(text: &str, total: u64) -> Option<u64> {
 }
 
 fn json_reply(status: StatusCode, value: &Value) -> Reply {
+    text_reply(status, value.to_string())
+}
+
+/// A 200 whose object's members come in the order given, as Zendesk writes them (the records
+/// first, then `next_page`, `count`…); `json!` sorts keys.
+fn ok_ordered(members: &[(&str, Value)]) -> Reply {
+    let body = members
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", Value::from(*k)))
+        .collect::<Vec<_>>()
+        .join(",");
+    text_reply(StatusCode::OK, format!("{{{body}}}"))
+}
+
+fn text_reply(status: StatusCode, text: String) -> Reply {
     static REQUESTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let n = REQUESTS.fetch_add(1, Ordering::Relaxed);
-    let mut r = Response::new(MockBody::full(value.to_string()));
+    let mut r = Response::new(MockBody::full(text));
     *r.status_mut() = status;
     let h = r.headers_mut();
     h.insert(
@@ -419,17 +434,25 @@ fn search(base: &str, q: &Query, tickets: u64) -> Reply {
     let query = crate::query::encode(query);
     let link =
         |p: u64| format!("{base}/api/v2/search.json?page={p}&per_page={per_page}&query={query}");
-    ok(json!({
-        "results": ((start + 1)..=(start + per_page).min(total)).map(|id| {
-            let mut t = ticket(base, id);
-            t["result_type"] = json!("ticket");
-            t
-        }).collect::<Vec<_>>(),
-        "next_page": (start + per_page < total).then(|| link(page + 1)),
-        "previous_page": (page > 1).then(|| link(page - 1)),
-        "count": total,
-        "facets": null
-    }))
+    ok_ordered(&[
+        (
+            "results",
+            ((start + 1)..=(start + per_page).min(total))
+                .map(|id| {
+                    let mut t = ticket(base, id);
+                    t["result_type"] = json!("ticket");
+                    t
+                })
+                .collect(),
+        ),
+        ("facets", Value::Null),
+        (
+            "next_page",
+            json!((start + per_page < total).then(|| link(page + 1))),
+        ),
+        ("previous_page", json!((page > 1).then(|| link(page - 1)))),
+        ("count", json!(total)),
+    ])
 }
 
 /// The epoch second ticket `id` was last updated at, in the time-based incremental export.
@@ -444,17 +467,28 @@ fn incremental_by_time(base: &str, q: &Query, per_page: u64, total: u64) -> Repl
     let start = start_time.saturating_sub(EPOCH).min(total);
     let end = (start + per_page).min(total);
     let end_of_stream = end >= total;
-    ok(json!({
-        "tickets": ((start + 1)..=end).map(|id| {
-            let mut t = ticket(base, id);
-            t["generated_timestamp"] = json!(EPOCH + id);
-            t
-        }).collect::<Vec<_>>(),
-        "next_page": format!("{base}/api/v2/incremental/tickets.json?start_time={}", EPOCH + end),
-        "end_time": EPOCH + end,
-        "count": end - start,
-        "end_of_stream": end_of_stream
-    }))
+    ok_ordered(&[
+        (
+            "tickets",
+            ((start + 1)..=end)
+                .map(|id| {
+                    let mut t = ticket(base, id);
+                    t["generated_timestamp"] = json!(EPOCH + id);
+                    t
+                })
+                .collect(),
+        ),
+        (
+            "next_page",
+            json!(format!(
+                "{base}/api/v2/incremental/tickets.json?start_time={}",
+                EPOCH + end
+            )),
+        ),
+        ("count", json!(end - start)),
+        ("end_of_stream", json!(end_of_stream)),
+        ("end_time", json!(EPOCH + end)),
+    ])
 }
 
 async fn read_small(body: Incoming) -> Option<Bytes> {

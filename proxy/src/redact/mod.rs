@@ -102,6 +102,9 @@ enum Lex {
     Str { escaped: bool },
     /// Inside a number or `true`/`false`/`null`.
     Literal,
+    /// The root's `count`, after a list that lost records: its digits held, to be written less
+    /// what was withheld (see [`records`]).
+    Count,
     /// After a value: `,` or the container's end.
     After,
     /// The root value has ended: only whitespace may follow.
@@ -184,6 +187,8 @@ pub struct Redactor {
     records: Option<Box<Records>>,
     /// The byte just stepped closed a record: it is judged once the byte is in the output.
     record_closed: bool,
+    /// The root `count`'s digits being read ([`Lex::Count`]).
+    count: Vec<u8>,
     /// Bytes of the body before the chunk being scanned (for [`Cut::Malformed`]'s offset).
     offset: u64,
 }
@@ -210,6 +215,7 @@ impl Redactor {
             counts: vec![0; n],
             records: None,
             record_closed: false,
+            count: Vec::new(),
             offset: 0,
         }
     }
@@ -603,6 +609,23 @@ impl Redactor {
                     _ => return Err(bad),
                 }
             }
+            Lex::Count => {
+                if is_literal_byte(b) {
+                    e.withhold();
+                    if self.count.len() < 32 {
+                        self.count.push(b);
+                    }
+                    return Ok(false);
+                }
+                let withheld = self.records.as_ref().map_or(0, |r| r.withheld);
+                let text = std::str::from_utf8(&self.count).unwrap_or("");
+                match text.parse::<u64>() {
+                    Ok(n) => e.write(n.saturating_sub(withheld).to_string().as_bytes()),
+                    Err(_) => e.write(&self.count),
+                }
+                self.lex = Lex::After;
+                return Ok(true);
+            }
             Lex::Done => {
                 if !is_ws(b) {
                     return Err(bad);
@@ -715,6 +738,12 @@ impl Redactor {
                 self.stack.push(container);
                 self.lex = lex;
             }
+            b'0'..=b'9' if self.count_due() => {
+                e.withhold();
+                self.count.clear();
+                self.count.push(b);
+                self.lex = Lex::Count;
+            }
             b'-' | b'0'..=b'9' | b't' | b'f' | b'n' => {
                 e.pass();
                 self.lex = Lex::Literal;
@@ -722,6 +751,13 @@ impl Redactor {
             _ => return Err(bad),
         }
         Ok(())
+    }
+
+    /// The value starting is the root's `count` and records were withheld before it.
+    fn count_due(&self) -> bool {
+        self.stack.as_slice() == [Container::Object]
+            && self.key == b"count"
+            && self.records.as_ref().is_some_and(|r| r.withheld > 0)
     }
 
     /// Inside a records list, between its elements (the stack: root object, the list).
@@ -1090,7 +1126,7 @@ mod tests {
         let want = serde_json::json!({
             "tickets": [{"id": 2, "d": "a,]}", "group_id": 4},
                         {"id": 3, "group_id": 5, "email": "[redacted]"}, 7],
-            "results": [], "users": [{"id": 7, "group_id": 1}], "count": 5});
+            "results": [], "users": [{"id": 7, "group_id": 1}], "count": 1});
         let (whole, r) = scoped(body, &["**.email"], usize::MAX);
         let whole = whole.unwrap();
         let got: Value = serde_json::from_slice(&whole)

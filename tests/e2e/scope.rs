@@ -163,6 +163,26 @@ async fn a_ticket_outside_the_scope_its_comments_and_its_update_are_refused() {
         assert!(r.headers.iter().all(|(_, v)| !v.contains(&proxy.token)));
     }
 
+    // explain shows the scope on a route, and the parent a path names.
+    let token_file = proxy.dir.path().join("token");
+    std::fs::write(&token_file, &proxy.token).unwrap();
+    let path = format!("/api/v2/tickets/{outside}/comments.json");
+    let out = std::process::Command::new(BIN)
+        .args(["explain", "--config"])
+        .arg(proxy.config_path())
+        .args(["--path", &path, "--token"])
+        .arg(&token_file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("vendors.scope: tickets where group_id in [360004, 360005]")
+            && text.contains(&format!(
+                "routes.parent: tickets/{outside} judged before forwarding"
+            )),
+        "{text}"
+    );
+
     stop(&mut proxy).await;
     let records = records(proxy.dir.path());
     let refused: Vec<_> = records

@@ -193,6 +193,20 @@ pub fn run(
             "applies",
         );
     }
+    if let Some(scope) = policy.scope(allow.vendor, allow.route) {
+        line(
+            "scope",
+            &format!("vendors.scope: {}", scope.describe()),
+            "applies",
+        );
+        if let Some((resource, id)) = policy.parent_of(allow.route, &admission.path) {
+            line(
+                "parent",
+                &format!("routes.parent: {resource}/{id} judged before forwarding"),
+                "applies",
+            );
+        }
+    }
     match &allow.grant {
         Some(grant) => println!("\ndecision   ALLOW via {} (grant {grant})", route.id),
         None => println!("\ndecision   ALLOW via {}", route.id),

@@ -1,6 +1,7 @@
-//! Any body, cut into chunks anywhere, redacted both ways: the result is the same as for the body
-//! whole (refused at the same byte, or the same bytes); and when the body is JSON, the result is
-//! JSON in which no `email` keeps its value (replaced) or its key (removed).
+//! Any body, cut into chunks anywhere, redacted both ways and scoped: the result is the same as for
+//! the body whole (refused at the same byte, or the same bytes); and when the body is JSON, the
+//! result is JSON in which no `email` keeps its value (replaced) or its key (removed), and no
+//! record at `ticket`, `tickets[]`, `results[]` has a `group_id` other than 1.
 #![no_main]
 use std::sync::Arc;
 
@@ -8,13 +9,20 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use vendorgate::redact::{Cut, Redactor};
 use vendorgate_policy::fields::{RedactMode as Mode, Redaction};
+use vendorgate_policy::scope::RecordScope;
 
-fn redact(mode: Mode, chunks: &[&[u8]]) -> Result<Vec<u8>, Cut> {
+fn redact(mode: Mode, scoped: bool, chunks: &[&[u8]]) -> Result<Vec<u8>, Cut> {
     let fields: Arc<[Redaction]> = Arc::from(vec![Redaction {
         path: "**.email".parse().unwrap(),
         mode,
     }]);
     let mut r = Redactor::new(fields);
+    if scoped {
+        r = r.scoping(Arc::new(RecordScope {
+            group_id: vec![1],
+            ..RecordScope::default()
+        }));
+    }
     let mut out = BytesMut::new();
     for c in chunks {
         r.push(c, &mut out)?;
@@ -38,6 +46,21 @@ fn clean(v: &serde_json::Value, mode: Mode) -> bool {
     }
 }
 
+/// Every record left at the root's `ticket`, `tickets`, `results` is in group 1.
+fn scoped_clean(v: &serde_json::Value) -> bool {
+    let inside = |r: &serde_json::Value| r.get("group_id") == Some(&1.into());
+    let Some(root) = v.as_object() else {
+        return true;
+    };
+    root.iter().all(|(k, v)| match (k.as_str(), v) {
+        ("ticket", serde_json::Value::Object(_)) => inside(v),
+        ("tickets" | "results", serde_json::Value::Array(items)) => {
+            items.iter().all(|r| !r.is_object() || inside(r))
+        }
+        _ => true,
+    })
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&cuts, body)) = data.split_first() else {
         return;
@@ -46,13 +69,18 @@ fuzz_target!(|data: &[u8]| {
     let pieces: Vec<&[u8]> = body.chunks(step).collect();
     let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
     for mode in [Mode::Replace, Mode::Remove] {
-        let whole = redact(mode, &[body]);
-        assert_eq!(redact(mode, &pieces), whole);
-        // Keys written with escapes are compared as spelled (see the module): leave those aside.
-        if let (Some(_), false) = (&parsed, body.contains(&b'\\')) {
-            let out = whole.expect("JSON refused");
-            let v: serde_json::Value = serde_json::from_slice(&out).expect("redacted JSON is not JSON");
-            assert!(clean(&v, mode));
+        for scoped in [false, true] {
+            let whole = redact(mode, scoped, &[body]);
+            assert_eq!(redact(mode, scoped, &pieces), whole);
+            // Keys written with escapes are compared as spelled (see the module): leave those
+            // aside.
+            if let (Some(_), false) = (&parsed, body.contains(&b'\\')) {
+                let out = whole.expect("JSON refused");
+                let v: serde_json::Value =
+                    serde_json::from_slice(&out).expect("redacted JSON is not JSON");
+                assert!(clean(&v, mode));
+                assert!(!scoped || scoped_clean(&v));
+            }
         }
     }
 });

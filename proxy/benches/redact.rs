@@ -1,7 +1,7 @@
 //! What the streaming redactor costs per byte, on the Zendesk-like ticket list `bench/run.sh`
 //! serves with `BODY_SHAPE=list` (short strings, many keys: the worst shape for it), with fields
-//! that match (`**.email`), that match nothing (`**.zzz`), and a rooted path
-//! (`tickets[].requester.email`). The end-to-end figure is `bench/run.sh`'s A/B; this one shows
+//! that match (`**.email`), that match nothing (`**.zzz`), a rooted path
+//! (`tickets[].requester.email`), and with each ticket judged against a record scope. The end-to-end figure is `bench/run.sh`'s A/B; this one shows
 //! where a change to the scanner moves it.
 //!
 //!     cargo bench -p vendorgate --bench redact
@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use vendorgate::redact::Redactor;
 use vendorgate_policy::fields::{RedactMode, Redaction};
+use vendorgate_policy::scope::RecordScope;
 
 /// A ticket list of about `size` bytes, as `bench/run.sh` writes it.
 fn list(size: usize) -> Vec<u8> {
@@ -62,9 +63,15 @@ fn fields(paths: &[&str], mode: RedactMode) -> Arc<[Redaction]> {
         .collect()
 }
 
-/// One pass over `body`.
-fn pass(fields: &Arc<[Redaction]>, body: &[u8]) -> BytesMut {
+/// One pass over `body`; `scoped`: also judging each ticket against a scope.
+fn pass(fields: &Arc<[Redaction]>, scoped: bool, body: &[u8]) -> BytesMut {
     let mut r = Redactor::new(fields.clone());
+    if scoped {
+        r = r.scoping(Arc::new(RecordScope {
+            group_id: vec![360004, 360005],
+            ..RecordScope::default()
+        }));
+    }
     let mut out = BytesMut::with_capacity(body.len());
     for chunk in body.chunks(16 * 1024) {
         r.push(chunk, &mut out).expect("JSON");
@@ -73,24 +80,34 @@ fn pass(fields: &Arc<[Redaction]>, body: &[u8]) -> BytesMut {
     out
 }
 
-type Case = (&'static str, &'static [&'static str], RedactMode);
+type Case = (&'static str, &'static [&'static str], RedactMode, bool);
 
-const CASES: [Case; 4] = [
+const CASES: [Case; 6] = [
     (
         "any_depth_3",
         &["**.email", "**.phone", "**.name"],
         RedactMode::Replace,
+        false,
     ),
-    ("any_depth_none", &["**.zzz"], RedactMode::Replace),
+    ("any_depth_none", &["**.zzz"], RedactMode::Replace, false),
     (
         "rooted",
         &["tickets[].requester.email"],
         RedactMode::Replace,
+        false,
     ),
     (
         "remove_3",
         &["**.email", "**.phone", "**.name"],
         RedactMode::Remove,
+        false,
+    ),
+    ("scoped", &[], RedactMode::Replace, true),
+    (
+        "scoped_any_depth_3",
+        &["**.email", "**.phone", "**.name"],
+        RedactMode::Replace,
+        true,
     ),
 ];
 
@@ -102,10 +119,10 @@ fn redact(c: &mut Criterion) {
             Ok("2k") => 2048,
             _ => 1 << 20,
         };
-        let (_, paths, mode) = CASES.iter().find(|c| c.0 == case).expect("a case");
+        let (_, paths, mode, scoped) = CASES.iter().find(|c| c.0 == case).expect("a case");
         let (f, body) = (fields(paths, *mode), list(size));
         for _ in 0..passes {
-            black_box(pass(&f, &body));
+            black_box(pass(&f, *scoped, &body));
         }
         return;
     }
@@ -113,10 +130,10 @@ fn redact(c: &mut Criterion) {
         let body = list(size);
         let mut g = c.benchmark_group(format!("redact_{}", if size < 4096 { "2k" } else { "1m" }));
         g.throughput(Throughput::Bytes(body.len() as u64));
-        for (name, paths, mode) in CASES {
+        for (name, paths, mode, scoped) in CASES {
             let f = fields(paths, mode);
             g.bench_with_input(BenchmarkId::from_parameter(name), &body, |b, body| {
-                b.iter(|| black_box(pass(&f, body)))
+                b.iter(|| black_box(pass(&f, scoped, body)))
             });
         }
         g.finish();

@@ -141,6 +141,18 @@ async fn node_zendesk_walks_every_page_through_the_proxy() {
 const REDACTING: &str = "\n[[vendors.redact]]\nfields = [\"**.description\"]\n\n\
     [[vendors.redact]]\nfields = [\"tickets[].recipient\", \"results[].recipient\"]\nmode = \"remove\"\n";
 
+/// The records of the walk's pages of tickets (there is at least one).
+fn ticket_pages(records: &[serde_json::Value]) -> Vec<&serde_json::Value> {
+    let pages: Vec<_> = records
+        .iter()
+        .filter(|r| {
+            at(r, "url.path") == "/api/v2/tickets.json" || at(r, "url.path") == "/api/v2/tickets"
+        })
+        .collect();
+    assert!(!pages.is_empty());
+    pages
+}
+
 /// Redaction seen by the real clients: every page of every walk still arrives and parses (the
 /// counts are those of the unredacted walks), and of the fields taken out the clients saw only
 /// the placeholder, or nothing. Each record names the fields and how many values went.
@@ -154,13 +166,7 @@ async fn redacted_walk(pki: &Pki, command: impl FnOnce(&Proxy) -> Command, incre
         command
     };
     let records = client_walk(pki, REDACTING, command, expected).await;
-    let pages: Vec<_> = records
-        .iter()
-        .filter(|r| {
-            at(r, "url.path") == "/api/v2/tickets.json" || at(r, "url.path") == "/api/v2/tickets"
-        })
-        .collect();
-    assert!(!pages.is_empty());
+    let pages = ticket_pages(&records);
     for page in pages {
         let redacted = at(page, "vendorgate.redacted");
         let taken = redacted["**.description"].as_u64().unwrap();
@@ -272,13 +278,7 @@ async fn scoped_walk(pki: &Pki, command: impl FnOnce(&Proxy) -> Command, increme
         command
     };
     let records = client_walk(pki, SCOPED, command, expected).await;
-    let pages: Vec<_> = records
-        .iter()
-        .filter(|r| {
-            at(r, "url.path") == "/api/v2/tickets.json" || at(r, "url.path") == "/api/v2/tickets"
-        })
-        .collect();
-    assert!(!pages.is_empty());
+    let pages = ticket_pages(&records);
     let mut kept = 0;
     for page in pages {
         let scope = at(page, "vendorgate.scope");

@@ -56,7 +56,8 @@ class = "read"
 async fn a_ticket_outside_the_scope_its_comments_and_its_update_are_refused() {
     let pki = Pki::new();
     let upstream = mock(&pki, vendorgate_certs::Alpn::H2AndHttp11).await;
-    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(POLICY));
+    let policy = format!("{IDENTITY}{POLICY}");
+    let mut proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&policy));
     let client = client(&pki, Http::One);
     let outside = (1..).find(|&id| !in_scope(id)).unwrap();
     let inside = (1..).find(|&id| in_scope(id)).unwrap();

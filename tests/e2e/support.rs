@@ -672,6 +672,17 @@ pub fn audit_intact(dir: &std::path::Path) -> String {
     stdout
 }
 
+/// The groups the record-scoping tests scope their vendor to (`group_id = [360004, 360005]`).
+pub const IN_SCOPE: [u64; 2] = [360004, 360005];
+
+/// Whether the mock's ticket `id` is in a group of [`IN_SCOPE`] (its own data, as it serves it).
+pub fn in_scope(id: u64) -> bool {
+    let group = vendorgate_mock::ticket("", id)["group_id"]
+        .as_u64()
+        .unwrap();
+    IN_SCOPE.contains(&group)
+}
+
 /// The upstream with a files host for its attachments (a second mock standing in for
 /// `*.zdusercontent.com`), and the proxy allowed to follow redirects there, with `policy_extra`
 /// after the open policy. The upstream keeps every request id.

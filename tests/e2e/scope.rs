@@ -8,21 +8,7 @@ use http::Method;
 
 use crate::support::*;
 
-const IN_SCOPE: [u64; 2] = [360004, 360005];
-
-fn in_scope(id: u64) -> bool {
-    let group = vendorgate_mock::ticket("", id)["group_id"]
-        .as_u64()
-        .unwrap();
-    IN_SCOPE.contains(&group)
-}
-
 const POLICY: &str = r#"
-[identity]
-issuer = "https://idp.e2e.test"
-audiences = ["vendorgate"]
-jwks_file = "@JWKS@"
-
 [[vendors]]
 id = "acme"
 ip_allow = ["127.0.0.0/8", "::1/128"]

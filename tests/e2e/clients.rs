@@ -243,17 +243,8 @@ async fn curl_gets_a_redacted_page_over_both_protocols() {
     }
 }
 
-/// The vendor's record scope: tickets of groups 360004 and 360005 only.
+/// The vendor's record scope: tickets of groups 360004 and 360005 only ([`IN_SCOPE`]).
 const SCOPED: &str = "\n[[vendors.scope]]\ngroup_id = [360004, 360005]\n";
-const IN_SCOPE: [u64; 2] = [360004, 360005];
-
-/// Whether the mock's ticket `id` is in [`SCOPED`] (its own data, as the upstream serves it).
-fn in_scope(id: u64) -> bool {
-    let group = vendorgate_mock::ticket("", id)["group_id"]
-        .as_u64()
-        .unwrap();
-    IN_SCOPE.contains(&group)
-}
 
 /// Record scoping seen by the real clients: every walk (cursor-paginated tickets, search pages, an
 /// incremental export) completes and receives exactly the tickets of the scope's groups, no other

@@ -9,13 +9,19 @@ use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
 use vendorgate::redact::{Cut, Redactor};
 use vendorgate_policy::fields::{RedactMode as Mode, Redaction};
+use vendorgate_policy::patterns::{Pattern, Patterns};
 use vendorgate_policy::scope::RecordScope;
 
 fn redact(mode: Mode, scoped: bool, chunks: &[&[u8]]) -> Result<Vec<u8>, Cut> {
-    let fields: Arc<[Redaction]> = Arc::from(vec![Redaction {
-        path: "**.email".parse().unwrap(),
-        mode,
-    }]);
+    let fields: Arc<[Redaction]> = Arc::from(vec![
+        Redaction::new("**.email".parse().unwrap(), mode),
+        // Free text scanned for patterns, in whatever `text` fields the input has.
+        Redaction {
+            path: "**.text".parse().unwrap(),
+            mode: Mode::Scrub,
+            patterns: Patterns::default().with(Pattern::Phone).with(Pattern::Iban),
+        },
+    ]);
     let mut r = Redactor::new(fields);
     if scoped {
         r = r.scoping(Arc::new(RecordScope {
@@ -37,6 +43,16 @@ fn clean(v: &serde_json::Value, mode: Mode) -> bool {
         serde_json::Value::Object(map) => map.iter().all(|(k, v)| {
             if k == "email" {
                 mode == Mode::Replace && v == "[redacted]"
+            } else if k == "text" {
+                // What the patterns left has no phone number in it any more.
+                v.as_str().is_none_or(|t| {
+                    let raw = serde_json::to_string(t).unwrap_or_default();
+                    vendorgate_policy::patterns::scrub(
+                        &raw.as_bytes()[1..raw.len() - 1],
+                        Patterns::default().with(Pattern::Phone),
+                    )
+                    .is_none()
+                })
             } else {
                 clean(v, mode)
             }

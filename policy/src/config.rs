@@ -243,14 +243,20 @@ pub struct ScopeRule {
 
 /// Fields taken out of a vendor's JSON responses as they stream (see `vendorgate_policy::fields`
 /// for the path syntax): `fields = ["**.email", "users[].phone"]`, `mode = "replace"` (the value
-/// becomes `"[redacted]"`, the default) or `"remove"` (key and value go), for `classes` (default:
-/// every class).
+/// becomes `"[redacted]"`, the default) or `"remove"` (key and value go), or `patterns =
+/// ["phone", "iban"]` (only what matches inside the text goes), for `classes` (default: every
+/// class).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedactRule {
     pub fields: Vec<Spanned<String>>,
+    /// `"replace"` (the default) or `"remove"`; none with `patterns`.
     #[serde(default)]
-    pub mode: crate::fields::RedactMode,
+    pub mode: Option<Spanned<crate::fields::RedactMode>>,
+    /// Free-text patterns (`"phone"`, `"iban"`) replaced inside the fields' string values, the
+    /// rest of the text kept (see `vendorgate_policy::patterns`). Off unless named.
+    #[serde(default)]
+    pub patterns: Vec<crate::patterns::Pattern>,
     #[serde(default)]
     pub classes: Vec<Spanned<String>>,
 }
@@ -1553,6 +1559,16 @@ class = "read"
                 "redact = [{ fields = [\"**.email\"], mode = \"erase\" }]\n",
                 "\"erase\"",
                 "unknown variant",
+            ),
+            (
+                "redact = [{ fields = [\"**.body\"], patterns = [\"phone\", \"ssn\"] }]\n",
+                "\"ssn\"",
+                "unknown variant `ssn`",
+            ),
+            (
+                "redact = [{ fields = [\"**.body\"], patterns = [\"iban\"], mode = \"remove\" }]\n",
+                "\"remove\"",
+                "it takes no mode",
             ),
         ]);
         let good = vendor_with(

@@ -25,6 +25,10 @@ pub enum RedactMode {
     Replace,
     /// The member goes, key and all.
     Remove,
+    /// A string value stays, the vendor's free-text patterns in it replaced (set by `patterns`,
+    /// never written as a mode).
+    #[serde(skip)]
+    Scrub,
 }
 
 impl RedactMode {
@@ -32,6 +36,7 @@ impl RedactMode {
         match self {
             RedactMode::Replace => "replace",
             RedactMode::Remove => "remove",
+            RedactMode::Scrub => "scrub",
         }
     }
 }
@@ -41,6 +46,19 @@ impl RedactMode {
 pub struct Redaction {
     pub path: FieldPath,
     pub mode: RedactMode,
+    /// With [`RedactMode::Scrub`]: what is looked for in the value's text.
+    pub patterns: crate::patterns::Patterns,
+}
+
+impl Redaction {
+    /// A field replaced or removed whole.
+    pub fn new(path: FieldPath, mode: RedactMode) -> Self {
+        Redaction {
+            path,
+            mode,
+            patterns: Default::default(),
+        }
+    }
 }
 
 /// One step of a [`FieldPath`].

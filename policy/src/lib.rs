@@ -17,6 +17,7 @@ pub mod ipset;
 pub mod limits;
 pub mod locks;
 pub mod path;
+pub mod patterns;
 pub mod policy;
 pub mod routes;
 pub mod scope;

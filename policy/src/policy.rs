@@ -17,7 +17,7 @@ use toml::Spanned;
 use crate::config::{Backend, ByteCap, Config, GrantsConfig, SessionOverrides};
 use crate::decision::{Denial, Reason};
 use crate::detect::DetectRules;
-use crate::fields::{FieldPath, Redaction};
+use crate::fields::{FieldPath, RedactMode, Redaction};
 use crate::grants::{GrantRules, MAX_DURATION_CEILING};
 use crate::ipset::IpSet;
 use crate::limits::{applies, ByteRule, Direction, RateRule};
@@ -580,9 +580,34 @@ impl Policy {
                         ),
                     ));
                 }
+                let mut patterns = crate::patterns::Patterns::default();
+                for p in &r.patterns {
+                    patterns = patterns.with(*p);
+                }
+                let mode = match (&r.mode, patterns.is_empty()) {
+                    (Some(m), false) => {
+                        problems.push((
+                            Some(m.span()),
+                            "a redaction with patterns keeps its fields and replaces what matches \
+                             in them: it takes no mode"
+                                .into(),
+                        ));
+                        RedactMode::Scrub
+                    }
+                    (_, false) => RedactMode::Scrub,
+                    (Some(m), true) => *m.get_ref(),
+                    (None, true) => RedactMode::default(),
+                };
                 for f in &r.fields {
                     match f.get_ref().parse::<FieldPath>() {
-                        Ok(path) => rules.push((classes, Redaction { path, mode: r.mode })),
+                        Ok(path) => rules.push((
+                            classes,
+                            Redaction {
+                                path,
+                                mode,
+                                patterns,
+                            },
+                        )),
                         Err(e) => problems.push((Some(f.span()), e.to_string())),
                     }
                 }

@@ -56,10 +56,7 @@ fn list(size: usize) -> Vec<u8> {
 fn fields(paths: &[&str], mode: RedactMode) -> Arc<[Redaction]> {
     paths
         .iter()
-        .map(|p| Redaction {
-            path: p.parse().expect("a path"),
-            mode,
-        })
+        .map(|p| Redaction::new(p.parse().expect("a path"), mode))
         .collect()
 }
 

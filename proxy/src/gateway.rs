@@ -53,7 +53,7 @@ pub struct Gateway {
     /// Redirects to other hosts the proxy follows itself (startup config).
     pub downloads: Downloads,
     /// Parent records' scope fields (`routes.parent`), briefly remembered.
-    pub parents: crate::pipeline::parent::Parents,
+    pub parents: crate::state::parents::Parents,
     /// The locks and grants in force, and the streams they may cut.
     pub controls: ControlStore,
     /// The live sessions this replica serves.

@@ -297,3 +297,44 @@ async fn node_zendesk_receives_only_the_tickets_in_its_scope() {
     let pki = Pki::new();
     scoped_walk(&pki, |p| node_zendesk(&pki, p), 100).await;
 }
+
+/// Free-text patterns on the tickets' descriptions: the phone number a customer wrote goes, the
+/// rest of the text stays.
+const SCRUBBING: &str =
+    "\n[[vendors.redact]]\nfields = [\"**.description\"]\npatterns = [\"phone\", \"iban\"]\n";
+
+/// A description as the mock writes it, its phone number replaced.
+fn scrubbed_description(id: u64) -> String {
+    let text = vendorgate_mock::ticket("", id)["description"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = text.find("+33 6 ").unwrap();
+    format!("{}[redacted]{}", &text[..at], &text[at + 17..])
+}
+
+/// zenpy walks every page through a proxy scrubbing the descriptions: every page arrives, every
+/// description it read is the upstream's with the phone number replaced, and the records count
+/// one match per description.
+#[tokio::test]
+async fn zenpy_reads_descriptions_with_their_phone_numbers_replaced() {
+    let pki = Pki::with_names(&["localhost", "127.0.0.1", GATEWAY_NAME]);
+    let mut descriptions: Vec<String> = (1..=1186).map(scrubbed_description).collect();
+    descriptions.sort();
+    assert!(descriptions.iter().all(|d| !d.contains("+33")));
+    let expected = serde_json::json!({"tickets": 1186, "comments": 250, "search": 250,
+                                      "incremental": 1000, "attachment_bytes": 300_000,
+                                      "fields": {"description": descriptions}});
+    let command = |proxy: &Proxy| {
+        let mut command = zenpy(&pki, proxy);
+        command.env("VG_FIELDS", "description");
+        command
+    };
+    let records = client_walk(&pki, SCRUBBING, command, expected).await;
+    for page in ticket_pages(&records) {
+        let n = at(page, "vendorgate.redacted")["**.description"]
+            .as_u64()
+            .unwrap();
+        assert!((1..=100).contains(&n), "{page}");
+    }
+}

@@ -65,9 +65,12 @@ pub fn ticket(base: &str, id: u64) -> Value {
         "type": pick(id, 3, &["question", "incident", "problem", "task"]),
         "subject": subject,
         "raw_subject": subject,
+        // What customers write in free text: a phone number (the requester's), for the free-text
+        // patterns of a redaction to find.
         "description": format!(
-            "Hello, I placed order #{} and need help: {}. Please call me back on my mobile. Thanks, {} {}",
-            100_000 + id, subject.to_lowercase(), pick(requester, 4, FIRST), pick(requester, 5, LAST)
+            "Hello, I placed order #{} and need help: {}. Please call me back on my mobile +33 6 {:02} {:02} {:02} {:02}. Thanks, {} {}",
+            100_000 + id, subject.to_lowercase(), requester % 100, (requester / 100) % 100, id % 100, (id / 100) % 100,
+            pick(requester, 4, FIRST), pick(requester, 5, LAST)
         ),
         "priority": pick(id, 6, PRIORITIES),
         "status": pick(id, 7, STATUSES),

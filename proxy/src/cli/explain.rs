@@ -3,6 +3,8 @@
 use std::net::IpAddr;
 use std::path::Path;
 
+use vendorgate_policy::fields::RedactMode;
+
 use anyhow::{bail, Context};
 use vendorgate::gateway::controls_file;
 use vendorgate::identity::{KeySource, KeyStore};
@@ -187,9 +189,13 @@ pub fn run(
         .redactions(allow.vendor, allow.route)
         .map_or(&[][..], |f| &f[..])
     {
+        let how = match f.mode {
+            RedactMode::Scrub => format!("patterns {}", f.patterns.names().join(", ")),
+            mode => mode.as_str().to_string(),
+        };
         line(
             "redact",
-            &format!("vendors.redact: {} ({})", f.path, f.mode.as_str()),
+            &format!("vendors.redact: {} ({how})", f.path),
             "applies",
         );
     }

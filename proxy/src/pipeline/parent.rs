@@ -10,10 +10,6 @@
 //! request's record says which parent was judged and where its fields came from. A parent that
 //! cannot be read (the upstream fails or times out) refuses the request: fail closed.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
 use http::{header, HeaderValue, Method, Request, Uri, Version};
 use http_body_util::BodyExt;
 use vendorgate_policy::scope::{read_single, record_path, RecordFields};
@@ -27,38 +23,6 @@ use crate::gateway::Gateway;
 use crate::redact::records::MAX_RECORD;
 use crate::telemetry::request_id;
 use crate::trail::record::Draft;
-
-/// How long a parent's fields are trusted: a ticket moved to another group is seen within this.
-pub const TTL: Duration = Duration::from_secs(60);
-
-/// Parents remembered at most; past it the cache starts again empty.
-const CAPACITY: usize = 100_000;
-
-/// Parent records' scope fields, by resource and id, with when they stop being trusted.
-#[derive(Default)]
-pub struct Parents {
-    cache: Mutex<HashMap<(String, String), (RecordFields, u64)>>,
-}
-
-impl Parents {
-    fn get(&self, resource: &str, id: &str, now_ms: u64) -> Option<RecordFields> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        let (fields, until) = cache.get(&(resource.to_string(), id.to_string()))?;
-        (*until > now_ms).then(|| fields.clone())
-    }
-
-    fn put(&self, resource: &str, id: &str, fields: RecordFields, now_ms: u64) {
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CAPACITY {
-            cache.retain(|_, (_, until)| *until > now_ms);
-            if cache.len() >= CAPACITY {
-                cache.clear();
-            }
-        }
-        let until = now_ms + TTL.as_millis() as u64;
-        cache.insert((resource.to_string(), id.to_string()), (fields, until));
-    }
-}
 
 /// Judges the parent `path` names against the vendor's scope, when the route has a parent and
 /// the vendor a scope there.

@@ -71,7 +71,14 @@ pub enum Cut {
         "a record of the response body is longer than {0} bytes; it was cut rather than passed on unjudged"
     )]
     RecordTooLarge(usize),
+    #[error(
+        "a string scanned for patterns is longer than {0} bytes; it was cut rather than passed on unscanned"
+    )]
+    StringTooLarge(usize),
 }
+
+/// Longest string value held while it is scanned for free-text patterns.
+pub const MAX_SCRUBBED: usize = 1024 * 1024;
 
 /// Inside the scanner: the byte being looked at is not JSON (its offset is added where the byte's
 /// position is known, in [`Redactor::push`]).
@@ -100,6 +107,8 @@ enum Lex {
     Colon,
     /// Inside a string value.
     Str { escaped: bool },
+    /// Inside a string value held to be scanned for patterns (its text in `scrub`).
+    Scrub { escaped: bool },
     /// Inside a number or `true`/`false`/`null`.
     Literal,
     /// The root's `count`, after a list that lost records: its digits held, to be written less
@@ -189,6 +198,9 @@ pub struct Redactor {
     record_closed: bool,
     /// The root `count`'s digits being read ([`Lex::Count`]).
     count: Vec<u8>,
+    /// The string being scanned for patterns ([`Lex::Scrub`]), and its field.
+    scrub: Vec<u8>,
+    scrub_field: usize,
     /// Bytes of the body before the chunk being scanned (for [`Cut::Malformed`]'s offset).
     offset: u64,
 }
@@ -216,6 +228,8 @@ impl Redactor {
             records: None,
             record_closed: false,
             count: Vec::new(),
+            scrub: Vec::new(),
+            scrub_field: 0,
             offset: 0,
         }
     }
@@ -334,6 +348,21 @@ impl Redactor {
                         continue;
                     }
                 }
+                // A string held for its patterns: into the text, withheld.
+                Lex::Scrub { escaped: false } => {
+                    let rest = &chunk[e.pos..];
+                    let n = string_end(rest);
+                    if n > 0 {
+                        self.scrub.extend_from_slice(&rest[..n]);
+                        if self.scrub.len() > MAX_SCRUBBED {
+                            return Err(Cut::StringTooLarge(MAX_SCRUBBED));
+                        }
+                        e.withhold();
+                        e.run = e.pos + n;
+                        e.pos += n;
+                        continue;
+                    }
+                }
                 // A key, into the key being read (and held, removing), while it may still match.
                 Lex::Key { escaped: false } if self.key_whole => {
                     let rest = &chunk[e.pos..];
@@ -420,10 +449,8 @@ impl Redactor {
                 Lex::Value | Lex::ArrayStart
                     if b == b'"' || matches!(b, b'-' | b'0'..=b'9' | b't' | b'f' | b'n') =>
                 {
-                    if self
-                        .field_at(segment_of(&self.stack, &self.key), RedactMode::Replace)
-                        .is_some()
-                    {
+                    let at = self.depths.last().copied().unwrap_or(0);
+                    if self.paths.ends_at(at, segment_of(&self.stack, &self.key)) {
                         break;
                     }
                     p += 1;
@@ -609,6 +636,20 @@ impl Redactor {
                     _ => return Err(bad),
                 }
             }
+            Lex::Scrub { escaped } => {
+                e.withhold();
+                if !escaped && b == b'"' {
+                    self.scrubbed(e);
+                    self.lex = Lex::After;
+                    return Ok(false);
+                }
+                if self.scrub.len() < MAX_SCRUBBED {
+                    self.scrub.push(b);
+                }
+                self.lex = Lex::Scrub {
+                    escaped: !escaped && b == b'\\',
+                };
+            }
             Lex::Count => {
                 if is_literal_byte(b) {
                     e.withhold();
@@ -717,6 +758,18 @@ impl Redactor {
         if self.records.is_some() {
             self.record_value_starts(b, e);
         }
+        if b == b'"' && !self.stack.is_empty() {
+            if let Some(field) =
+                self.field_at(segment_of(&self.stack, &self.key), RedactMode::Scrub)
+            {
+                // The opening quote is written with the scanned text.
+                e.withhold();
+                self.scrub.clear();
+                self.scrub_field = field;
+                self.lex = Lex::Scrub { escaped: false };
+                return Ok(());
+            }
+        }
         match b {
             b'"' => {
                 e.pass();
@@ -751,6 +804,20 @@ impl Redactor {
             _ => return Err(bad),
         }
         Ok(())
+    }
+
+    /// A string held for its patterns has ended: written back, its matches replaced.
+    fn scrubbed(&mut self, e: &mut Emit<'_>) {
+        let patterns = self.paths.fields()[self.scrub_field].patterns;
+        e.write(b"\"");
+        match vendorgate_policy::patterns::scrub(&self.scrub, patterns) {
+            Some((text, n)) => {
+                self.counts[self.scrub_field] += u64::from(n);
+                e.write(&text);
+            }
+            None => e.write(&self.scrub),
+        }
+        e.write(b"\"");
     }
 
     /// The value starting is the root's `count` and records were withheld before it.
@@ -872,10 +939,7 @@ mod tests {
     fn fields(paths: &[&str], mode: Mode) -> Arc<[Redaction]> {
         paths
             .iter()
-            .map(|p| Redaction {
-                path: p.parse().unwrap(),
-                mode,
-            })
+            .map(|p| Redaction::new(p.parse().unwrap(), mode))
             .collect()
     }
 
@@ -908,6 +972,7 @@ mod tests {
             return match mode {
                 Mode::Replace => Some(json!("[redacted]")),
                 Mode::Remove => None,
+                Mode::Scrub => Some(value.clone()),
             };
         }
         Some(match value {
@@ -1024,14 +1089,8 @@ mod tests {
     #[test]
     fn replaced_and_removed_fields_mix_in_one_body() {
         let mixed: Arc<[Redaction]> = Arc::from(vec![
-            Redaction {
-                path: "**.email".parse().unwrap(),
-                mode: Mode::Replace,
-            },
-            Redaction {
-                path: "**.phone".parse().unwrap(),
-                mode: Mode::Remove,
-            },
+            Redaction::new("**.email".parse().unwrap(), Mode::Replace),
+            Redaction::new("**.phone".parse().unwrap(), Mode::Remove),
         ]);
         let body = br#"{"a":{"phone":"1","email":"x","b":[{"email":"y","phone":2}]}}"#;
         for size in 1..body.len() {
@@ -1188,6 +1247,34 @@ mod tests {
                 matches!(out, Err(Cut::RecordTooLarge(records::MAX_RECORD))),
                 "{size}"
             );
+        }
+    }
+
+    #[test]
+    fn patterns_in_free_text_are_replaced_and_the_rest_kept_in_every_chunking() {
+        use vendorgate_policy::patterns::{Pattern, Patterns};
+        let patterns = Patterns::default().with(Pattern::Phone).with(Pattern::Iban);
+        let fields: Arc<[Redaction]> = Arc::from(vec![
+            Redaction {
+                path: "**.description".parse().unwrap(),
+                mode: Mode::Scrub,
+                patterns,
+            },
+            Redaction::new("**.email".parse().unwrap(), Mode::Replace),
+        ]);
+        let body = r#"{"tickets": [{"description": "Call +33 6 12 34 56 78 or pay FR76 3000 6000 0112 3456 7890 189.\nThanks", "email": "a@b", "subject": "+33 6 12 34 56 78"},
+            {"description": "order 100042, nothing else", "n": 7}, {"description": 12, "x": "y"}]}"#;
+        let want = r#"{"tickets": [{"description": "Call [redacted] or pay [redacted].\nThanks", "email": "[redacted]", "subject": "+33 6 12 34 56 78"},
+            {"description": "order 100042, nothing else", "n": 7}, {"description": 12, "x": "y"}]}"#;
+        for size in 1..=body.len() {
+            let mut r = Redactor::new(fields.clone());
+            let mut out = BytesMut::new();
+            for c in body.as_bytes().chunks(size) {
+                r.push(c, &mut out).unwrap();
+            }
+            r.finish(&mut out).unwrap();
+            assert_eq!(String::from_utf8_lossy(&out), want, "{size}");
+            assert_eq!(r.counts, vec![2, 1]);
         }
     }
 }

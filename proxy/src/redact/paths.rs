@@ -186,6 +186,17 @@ impl Paths {
         Ok(to)
     }
 
+    /// Whether some field, of any mode, ends at `segment` of set `at`.
+    pub fn ends_at(&self, at: SetId, segment: Segment<'_>) -> bool {
+        let set = &self.sets[at as usize];
+        set.finals.may_end(segment)
+            && set.states.iter().any(|&(f, i)| {
+                let steps = self.fields[usize::from(f)].path.steps();
+                let i = usize::from(i);
+                i + 1 == steps.len() && steps[i].takes(segment)
+            })
+    }
+
     /// The field taken out by `mode` that the value at `segment` of set `at` is, if any.
     pub fn field_at(&self, at: SetId, segment: Segment<'_>, mode: RedactMode) -> Option<usize> {
         let set = &self.sets[at as usize];

@@ -14,6 +14,7 @@ pub mod cells;
 pub mod controls;
 pub mod keys;
 mod memory;
+pub mod parents;
 mod redis;
 pub mod sessions;
 pub mod usage;

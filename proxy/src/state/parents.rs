@@ -38,4 +38,3 @@ impl Parents {
         cache.insert((resource.to_string(), id.to_string()), (fields, until));
     }
 }
-

@@ -10,7 +10,7 @@ use libfuzzer_sys::fuzz_target;
 use vendorgate::redact::{Cut, Redactor};
 use vendorgate_policy::fields::{RedactMode as Mode, Redaction};
 use vendorgate_policy::patterns::{Pattern, Patterns};
-use vendorgate_policy::scope::RecordScope;
+use vendorgate_policy::scope::{RecordFields, RecordScope};
 
 fn redact(mode: Mode, scoped: bool, chunks: &[&[u8]]) -> Result<Vec<u8>, Cut> {
     let fields: Arc<[Redaction]> = Arc::from(vec![
@@ -84,6 +84,13 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(cuts % 16) + 1;
     let pieces: Vec<&[u8]> = body.chunks(step).collect();
     let parsed = serde_json::from_slice::<serde_json::Value>(body).ok();
+    // The scope's quick reader of a record's fields reads any JSON as serde does.
+    if parsed.is_some() {
+        assert_eq!(
+            format!("{:?}", RecordFields::read(body)),
+            format!("{:?}", serde_json::from_slice::<RecordFields>(body).ok())
+        );
+    }
     for mode in [Mode::Replace, Mode::Remove] {
         for scoped in [false, true] {
             let whole = redact(mode, scoped, &[body]);

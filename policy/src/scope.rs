@@ -39,9 +39,262 @@ pub struct RecordFields {
 
 impl RecordFields {
     /// The fields of a record's JSON text; `None` when it is not a readable record (outside any
-    /// scope).
+    /// scope). The record's own members are read and the rest skipped without being parsed
+    /// ([`quick`]); a record that reader does not take in its stride (an escape in a key or a
+    /// tag) goes to `serde_json`, whose answer is the reference.
     pub fn read(json: &[u8]) -> Option<Self> {
-        serde_json::from_slice(json).ok()
+        match quick::read(json) {
+            quick::Read::Fields(fields) => Some(fields),
+            quick::Read::Unreadable => None,
+            quick::Read::Unsure => serde_json::from_slice(json).ok(),
+        }
+    }
+}
+
+/// A reader of a record's scope fields that walks only its top-level members: a scope reads four
+/// fields of a ticket of a few KiB, and parsing the rest (as `serde_json` would, to skip it) was
+/// most of what scoping cost.
+mod quick {
+    use super::RecordFields;
+
+    pub enum Read {
+        Fields(RecordFields),
+        /// What `serde_json` would refuse too (a wrong type, a duplicate field, not an object).
+        Unreadable,
+        /// Escapes where a field's name or a tag is: let `serde_json` decide.
+        Unsure,
+    }
+
+    struct Cursor<'a> {
+        b: &'a [u8],
+        i: usize,
+    }
+
+    impl Cursor<'_> {
+        fn ws(&mut self) {
+            while self.i < self.b.len() && matches!(self.b[self.i], b' ' | b'\t' | b'\n' | b'\r') {
+                self.i += 1;
+            }
+        }
+
+        fn peek(&self) -> Option<u8> {
+            self.b.get(self.i).copied()
+        }
+
+        fn eat(&mut self, c: u8) -> bool {
+            self.ws();
+            let hit = self.peek() == Some(c);
+            self.i += usize::from(hit);
+            hit
+        }
+
+        /// A string's raw text (the opening quote eaten), and whether it has escapes.
+        fn string(&mut self) -> Option<(&[u8], bool)> {
+            let start = self.i;
+            let mut escaped = false;
+            loop {
+                let rest = &self.b[self.i..];
+                // Most of a ticket's strings are short: a look by hand before a vector search.
+                let head = rest.len().min(24);
+                let n = match rest[..head].iter().position(|&b| b == b'"' || b == b'\\') {
+                    Some(n) => n,
+                    None => head + memchr::memchr2(b'"', b'\\', &rest[head..])?,
+                };
+                self.i += n;
+                if self.b[self.i] == b'"' {
+                    self.i += 1;
+                    return Some((&self.b[start..self.i - 1], escaped));
+                }
+                escaped = true;
+                self.i += 2;
+                if self.i > self.b.len() {
+                    return None;
+                }
+            }
+        }
+
+        /// Skips one value.
+        fn skip(&mut self) -> Option<()> {
+            self.ws();
+            match self.peek()? {
+                b'"' => {
+                    self.i += 1;
+                    self.string().map(|_| ())
+                }
+                b'{' | b'[' => {
+                    let mut depth = 0usize;
+                    loop {
+                        let at = self.b[self.i..]
+                            .iter()
+                            .position(|b| matches!(b, b'"' | b'{' | b'[' | b']' | b'}'))?;
+                        self.i += at;
+                        match self.b[self.i] {
+                            b'"' => {
+                                self.i += 1;
+                                self.string()?;
+                            }
+                            b'{' | b'[' => {
+                                depth += 1;
+                                self.i += 1;
+                            }
+                            _ => {
+                                depth = depth.checked_sub(1)?;
+                                self.i += 1;
+                                if depth == 0 {
+                                    return Some(());
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let start = self.i;
+                    while self.i < self.b.len()
+                        && (self.b[self.i].is_ascii_alphanumeric()
+                            || matches!(self.b[self.i], b'-' | b'+' | b'.'))
+                    {
+                        self.i += 1;
+                    }
+                    (self.i > start).then_some(())
+                }
+            }
+        }
+
+        /// `null`, or an integer that fits a u64 (as serde reads an `Option<u64>`).
+        fn number(&mut self) -> Result<Option<u64>, ()> {
+            self.ws();
+            let start = self.i;
+            self.skip().ok_or(())?;
+            let text = &self.b[start..self.i];
+            if text == b"null" {
+                return Ok(None);
+            }
+            if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+                return Err(());
+            }
+            std::str::from_utf8(text)
+                .ok()
+                .and_then(|t| t.parse::<u64>().ok())
+                .map(Some)
+                .ok_or(())
+        }
+    }
+
+    pub fn read(json: &[u8]) -> Read {
+        let mut c = Cursor { b: json, i: 0 };
+        let mut fields = RecordFields::default();
+        let mut seen = [false; 5];
+        if !c.eat(b'{') {
+            // serde reads a struct from an array too: its call.
+            return Read::Unsure;
+        }
+        if c.eat(b'}') {
+            return Read::Fields(fields);
+        }
+        loop {
+            if !c.eat(b'"') {
+                return Read::Unreadable;
+            }
+            let Some((key, escaped)) = c.string() else {
+                return Read::Unreadable;
+            };
+            if escaped {
+                return Read::Unsure;
+            }
+            let slot = ["id", "group_id", "brand_id", "organization_id", "tags"]
+                .iter()
+                .position(|k| k.as_bytes() == key);
+            if !c.eat(b':') {
+                return Read::Unreadable;
+            }
+            if let Some(slot) = slot {
+                if std::mem::replace(&mut seen[slot], true) {
+                    return Read::Unreadable;
+                }
+            }
+            let ok = match slot {
+                Some(0) => {
+                    c.ws();
+                    let start = c.i;
+                    c.skip().is_some()
+                        && match serde_json::from_slice(&c.b[start..c.i]) {
+                            Ok(v) => {
+                                fields.id = Some(v);
+                                true
+                            }
+                            Err(_) => return Read::Unsure,
+                        }
+                }
+                Some(1..=3) => match c.number() {
+                    Ok(n) => {
+                        match slot {
+                            Some(1) => fields.group_id = n,
+                            Some(2) => fields.brand_id = n,
+                            _ => fields.organization_id = n,
+                        }
+                        true
+                    }
+                    // Not a plain integer or null (`-0`, `7.0`, a string…): serde's call.
+                    Err(()) => return Read::Unsure,
+                },
+                Some(_) => match tags(&mut c) {
+                    Some(Ok(t)) => {
+                        fields.tags = t;
+                        true
+                    }
+                    Some(Err(())) => return Read::Unsure,
+                    None => return Read::Unsure,
+                },
+                None => c.skip().is_some(),
+            };
+            if !ok {
+                return Read::Unreadable;
+            }
+            if c.eat(b',') {
+                continue;
+            }
+            if !c.eat(b'}') {
+                return Read::Unreadable;
+            }
+            c.ws();
+            return if c.i == c.b.len() {
+                Read::Fields(fields)
+            } else {
+                Read::Unreadable
+            };
+        }
+    }
+
+    /// `tags`: `null` or an array of strings. `Some(Err)`: a tag has escapes (unsure); `None`:
+    /// not that shape.
+    #[allow(clippy::type_complexity)]
+    fn tags(c: &mut Cursor<'_>) -> Option<Result<Option<Vec<String>>, ()>> {
+        c.ws();
+        if c.b[c.i..].starts_with(b"null") {
+            c.i += 4;
+            return Some(Ok(None));
+        }
+        if !c.eat(b'[') {
+            return None;
+        }
+        let mut tags = Vec::new();
+        if c.eat(b']') {
+            return Some(Ok(Some(tags)));
+        }
+        loop {
+            if !c.eat(b'"') {
+                return None;
+            }
+            let (raw, escaped) = c.string()?;
+            if escaped {
+                return Some(Err(()));
+            }
+            tags.push(String::from_utf8(raw.to_vec()).ok()?);
+            if c.eat(b',') {
+                continue;
+            }
+            return c.eat(b']').then_some(Ok(Some(tags)));
+        }
     }
 }
 
@@ -208,6 +461,37 @@ mod tests {
         ] {
             assert!(
                 s.judge_json(json).is_err(),
+                "{}",
+                String::from_utf8_lossy(json)
+            );
+        }
+    }
+
+    #[test]
+    fn the_quick_reader_reads_what_serde_reads() {
+        for json in [
+            &br#"{"id": 1, "url": "x\"}", "via": {"a": [1, {"b": "]}"}]}, "group_id": 360004, "brand_id": 1200, "tags": ["a", "b"], "organization_id": null}"#[..],
+            br#"{}"#,
+            br#" { "group_id" : 7 } "#,
+            br#"{"group_id": 7, "group_id": 8}"#,
+            br#"{"group_id": -7}"#,
+            br#"{"group_id": 7.0}"#,
+            br#"{"group_id": "7"}"#,
+            br#"{"group_id": 99999999999999999999999}"#,
+            br#"{"tags": null, "brand_id": 1}"#,
+            br#"{"tags": ["a\u0062"]}"#,
+            br#"{"tags": [1]}"#,
+            br#"{"gro\u0075p_id": 5}"#,
+            br#"{"id": "abc", "group_id": 1} x"#,
+            br#"[1]"#,
+            br#"{"a": [1, 2}"#,
+            br#"{"group_id": 7"#,
+        ] {
+            let serde = serde_json::from_slice::<RecordFields>(json).ok();
+            let quick = RecordFields::read(json);
+            assert_eq!(
+                format!("{quick:?}"),
+                format!("{serde:?}"),
                 "{}",
                 String::from_utf8_lossy(json)
             );

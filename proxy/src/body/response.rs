@@ -330,16 +330,27 @@ impl UpstreamBody {
         }
     }
 
-    /// Reads and transforms the body's first frames before the response's headers go, up to
-    /// `limit` bytes of the upstream's: a body that has ended by then (a page of a list, a
-    /// record) goes out with its exact length instead of chunked; one that has not streams on
-    /// after what was read. Only for a transformed body (a plain one keeps the upstream's length).
+    /// Reads and transforms the body's first frames before the response's headers go: the first,
+    /// then those already arrived, up to `limit` bytes of the upstream's (and, scoping, to the end
+    /// of a single record). A body that has ended by then (a page of a list, a record) goes out
+    /// with its exact length instead of chunked; one that has not streams on after what was read. Only for a transformed body (a plain one keeps the upstream's length).
     /// Returns the exact length when the whole body was read.
     pub async fn read_ahead(&mut self, limit: usize) -> Result<Option<u64>, BoxError> {
         let mut got = bytes::BytesMut::new();
         let mut read = 0;
         while !self.finished && self.trailers.is_none() && (read < limit || self.deciding()) {
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut self.inner).poll_frame(cx)).await;
+            // The first frame is waited for, and the rest of a single record being judged; past
+            // that only what has already arrived is read, so a slow stream is not held back.
+            let wait = read == 0 || self.deciding();
+            let frame = std::future::poll_fn(|cx| match Pin::new(&mut self.inner).poll_frame(cx) {
+                Poll::Pending if !wait => Poll::Ready(None::<Option<_>>),
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(frame) => Poll::Ready(Some(frame)),
+            })
+            .await;
+            let Some(frame) = frame else {
+                break;
+            };
             match frame {
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {

@@ -1,6 +1,8 @@
 //! Field redaction as a JSON body streams: the values at a vendor's redacted paths (see
-//! [`vendorgate_policy::fields`]) are replaced by `"[redacted]"`, or removed with their key, before
-//! any byte of them reaches the agent.
+//! [`vendorgate_policy::fields`]) are replaced by `"[redacted]"`, or removed with their key, or
+//! (free-text patterns, [`vendorgate_policy::patterns`]) kept with what matches in them replaced,
+//! before any byte of them reaches the agent. With a record scope, the same pass withholds the
+//! records outside it ([`records`]).
 //!
 //! A byte-at-a-time scanner keeps where it is in the body (the keys and array elements on the way
 //! down, and a small lexical state), so a chunk boundary can fall anywhere: inside a key, a string,

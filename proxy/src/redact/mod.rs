@@ -306,10 +306,11 @@ impl Redactor {
         serde_json::Value::Object(map).to_string()
     }
 
-    /// The field taken out by `mode` that the value about to start at `segment` is, if any.
-    fn field_at(&self, segment: Segment<'_>, mode: RedactMode) -> Option<usize> {
+    /// The field that the value about to start at `segment` is, if any, and its mode (see
+    /// [`Paths::field_at`]).
+    fn field_at(&self, segment: Segment<'_>) -> Option<(usize, RedactMode)> {
         let at = self.depths.last().copied().unwrap_or(0);
-        self.paths.field_at(at, segment, mode)
+        self.paths.field_at(at, segment)
     }
 
     /// Scans `chunk`, appending what the agent may receive to `out`.
@@ -451,8 +452,7 @@ impl Redactor {
                 Lex::Value | Lex::ArrayStart
                     if b == b'"' || matches!(b, b'-' | b'0'..=b'9' | b't' | b'f' | b'n') =>
                 {
-                    let at = self.depths.last().copied().unwrap_or(0);
-                    if self.paths.ends_at(at, segment_of(&self.stack, &self.key)) {
+                    if self.field_at(segment_of(&self.stack, &self.key)).is_some() {
                         break;
                     }
                     p += 1;
@@ -747,30 +747,27 @@ impl Redactor {
     /// A value's first byte: redacted, or passed on and entered.
     fn start_value(&mut self, b: u8, e: &mut Emit<'_>) -> Result<(), Bad> {
         let bad = Bad;
-        if !self.stack.is_empty() {
-            if let Some(field) =
-                self.field_at(segment_of(&self.stack, &self.key), RedactMode::Replace)
-            {
-                self.counts[field] += 1;
-                e.write(REDACTED);
-                e.withhold();
-                return self.skip_start(b);
-            }
+        let field = if self.stack.is_empty() {
+            None
+        } else {
+            self.field_at(segment_of(&self.stack, &self.key))
+        };
+        if let Some((field, RedactMode::Replace)) = field {
+            self.counts[field] += 1;
+            e.write(REDACTED);
+            e.withhold();
+            return self.skip_start(b);
         }
         if self.records.is_some() {
             self.record_value_starts(b, e);
         }
-        if b == b'"' && !self.stack.is_empty() {
-            if let Some(field) =
-                self.field_at(segment_of(&self.stack, &self.key), RedactMode::Scrub)
-            {
-                // The opening quote is written with the scanned text.
-                e.withhold();
-                self.scrub.clear();
-                self.scrub_field = field;
-                self.lex = Lex::Scrub { escaped: false };
-                return Ok(());
-            }
+        if let (Some((field, RedactMode::Scrub)), b'"') = (field, b) {
+            // The opening quote is written with the scanned text.
+            e.withhold();
+            self.scrub.clear();
+            self.scrub_field = field;
+            self.lex = Lex::Scrub { escaped: false };
+            return Ok(());
         }
         match b {
             b'"' => {
@@ -867,11 +864,12 @@ impl Redactor {
         if !self.removing {
             return;
         }
-        let field = if self.key_whole {
-            self.field_at(Segment::Key(&self.key), RedactMode::Remove)
-        } else {
-            None
-        };
+        let field = match self.key_whole {
+            true => self.field_at(Segment::Key(&self.key)),
+            false => None,
+        }
+        .filter(|&(_, mode)| mode == RedactMode::Remove)
+        .map(|(field, _)| field);
         // What follows the key (and the next member's comma and whitespace) is held again.
         self.key_whole = true;
         match field {

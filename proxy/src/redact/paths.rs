@@ -186,29 +186,28 @@ impl Paths {
         Ok(to)
     }
 
-    /// Whether some field, of any mode, ends at `segment` of set `at`.
-    pub fn ends_at(&self, at: SetId, segment: Segment<'_>) -> bool {
-        let set = &self.sets[at as usize];
-        set.finals.may_end(segment)
-            && set.states.iter().any(|&(f, i)| {
-                let steps = self.fields[usize::from(f)].path.steps();
-                let i = usize::from(i);
-                i + 1 == steps.len() && steps[i].takes(segment)
-            })
-    }
-
-    /// The field taken out by `mode` that the value at `segment` of set `at` is, if any.
-    pub fn field_at(&self, at: SetId, segment: Segment<'_>, mode: RedactMode) -> Option<usize> {
+    /// The field that ends at `segment` of set `at`, if any, and how it is taken out. When fields
+    /// of several modes end there, the strongest acts: a removal (the member goes), then a
+    /// replacement, then a scan for patterns; among one mode, the first field named.
+    pub fn field_at(&self, at: SetId, segment: Segment<'_>) -> Option<(usize, RedactMode)> {
         let set = &self.sets[at as usize];
         if !set.finals.may_end(segment) {
             return None;
         }
-        set.states.iter().find_map(|&(f, i)| {
-            let field = &self.fields[usize::from(f)];
-            let steps = field.path.steps();
-            let i = usize::from(i);
-            (field.mode == mode && i + 1 == steps.len() && steps[i].takes(segment))
-                .then_some(usize::from(f))
-        })
+        let rank = |mode| match mode {
+            RedactMode::Remove => 0,
+            RedactMode::Replace => 1,
+            RedactMode::Scrub => 2,
+        };
+        set.states
+            .iter()
+            .filter_map(|&(f, i)| {
+                let field = &self.fields[usize::from(f)];
+                let steps = field.path.steps();
+                let i = usize::from(i);
+                (i + 1 == steps.len() && steps[i].takes(segment))
+                    .then_some((usize::from(f), field.mode))
+            })
+            .min_by_key(|&(f, mode)| (rank(mode), f))
     }
 }

@@ -26,8 +26,6 @@ pub const LIST_KEYS: &[&[u8]] = &[b"tickets", b"results"];
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct RecordFields {
     #[serde(default)]
-    pub id: Option<serde_json::Value>,
-    #[serde(default)]
     pub group_id: Option<u64>,
     #[serde(default)]
     pub brand_id: Option<u64>,
@@ -183,7 +181,7 @@ mod quick {
     pub fn read(json: &[u8]) -> Read {
         let mut c = Cursor { b: json, i: 0 };
         let mut fields = RecordFields::default();
-        let mut seen = [false; 5];
+        let mut seen = [false; 4];
         if !c.eat(b'{') {
             // serde reads a struct from an array too: its call.
             return Read::Unsure;
@@ -201,7 +199,7 @@ mod quick {
             if escaped {
                 return Read::Unsure;
             }
-            let slot = ["id", "group_id", "brand_id", "organization_id", "tags"]
+            let slot = ["group_id", "brand_id", "organization_id", "tags"]
                 .iter()
                 .position(|k| k.as_bytes() == key);
             if !c.eat(b':') {
@@ -213,23 +211,11 @@ mod quick {
                 }
             }
             let ok = match slot {
-                Some(0) => {
-                    c.ws();
-                    let start = c.i;
-                    c.skip().is_some()
-                        && match serde_json::from_slice(&c.b[start..c.i]) {
-                            Ok(v) => {
-                                fields.id = Some(v);
-                                true
-                            }
-                            Err(_) => return Read::Unsure,
-                        }
-                }
-                Some(1..=3) => match c.number() {
+                Some(0..=2) => match c.number() {
                     Ok(n) => {
                         match slot {
-                            Some(1) => fields.group_id = n,
-                            Some(2) => fields.brand_id = n,
+                            Some(0) => fields.group_id = n,
+                            Some(1) => fields.brand_id = n,
                             _ => fields.organization_id = n,
                         }
                         true

@@ -847,12 +847,12 @@ impl Redactor {
             r.root_member(&self.key, b);
             if r.place == Place::Single {
                 e.flush();
-                r.open(e.out.len());
+                r.open(e.out);
             }
         } else if in_list {
             if b == b'{' {
                 e.flush();
-                r.open(e.out.len());
+                r.open(e.out);
             } else if let Some(comma) = r.other_element() {
                 e.write(comma);
             }

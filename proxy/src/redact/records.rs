@@ -42,8 +42,10 @@ pub enum Single {
 pub(super) struct Records {
     scope: Arc<RecordScope>,
     pub(super) place: Place,
-    /// The record being read began at this offset of the current chunk's output.
+    /// The record being read began at this offset of the current chunk's output (its comma
+    /// first, if it has one: `lead` bytes).
     open: Option<usize>,
+    lead: usize,
     /// The record's bytes from earlier chunks.
     held: Vec<u8>,
     /// An element of the current list has been passed on (the next one needs a comma).
@@ -61,6 +63,7 @@ impl Records {
             scope,
             place: Place::Other,
             open: None,
+            lead: 0,
             held: Vec::new(),
             kept_any: false,
             kept: 0,
@@ -86,9 +89,14 @@ impl Records {
         self.open.is_some()
     }
 
-    /// A record begins at `at` in the chunk's output (its `{` goes there next).
-    pub(super) fn open(&mut self, at: usize) {
-        self.open = Some(at);
+    /// A record begins at the end of the chunk's output (its `{` goes there next). In a list, the
+    /// comma it needs goes first, as part of it: withheld, the record takes its comma with it.
+    pub(super) fn open(&mut self, out: &mut bytes::BytesMut) {
+        self.open = Some(out.len());
+        self.lead = usize::from(self.place == Place::List && self.kept_any);
+        if self.lead > 0 {
+            out.extend_from_slice(b",");
+        }
         if self.place == Place::Single {
             self.single = Single::Pending;
         }
@@ -121,30 +129,35 @@ impl Records {
     }
 
     /// The record has ended (its last byte is in `out`): judged, and passed on or withheld. A
-    /// withheld single record leaves `null` (the body stays JSON; the response is refused anyway).
+    /// record read within one chunk is judged where it stands in the output and, kept, stays
+    /// there; one that spanned chunks is put back together from `held` first. A withheld single
+    /// record leaves `null` (the body stays JSON; the response is refused anyway).
     /// `Err`: the record is longer than [`MAX_RECORD`].
     pub(super) fn close(&mut self, out: &mut bytes::BytesMut) -> Result<(), usize> {
         let Some(at) = self.open.take() else {
             return Ok(());
         };
-        let mut record = std::mem::take(&mut self.held);
-        record.extend_from_slice(&out[at..]);
-        out.truncate(at);
-        if record.len() > MAX_RECORD {
+        if self.held.len() + out.len() - at - self.lead > MAX_RECORD {
             return Err(MAX_RECORD);
         }
-        match self.scope.judge_json(&record) {
+        let verdict = if self.held.is_empty() {
+            self.scope.judge_json(&out[at + self.lead..])
+        } else {
+            self.held.extend_from_slice(&out[at..]);
+            out.truncate(at);
+            self.scope.judge_json(&self.held[self.lead..])
+        };
+        match verdict {
             Ok(()) => {
-                if self.place == Place::List && std::mem::replace(&mut self.kept_any, true) {
-                    out.extend_from_slice(b",");
-                }
-                out.extend_from_slice(&record);
+                out.extend_from_slice(&self.held);
+                self.kept_any = true;
                 self.kept += 1;
                 if self.place == Place::Single {
                     self.single = Single::Inside;
                 }
             }
             Err(outside) => {
+                out.truncate(at);
                 self.withheld += 1;
                 if self.place == Place::Single {
                     self.single = Single::Outside(outside.clone());
@@ -153,8 +166,7 @@ impl Records {
                 self.first_outside.get_or_insert(outside);
             }
         }
-        record.clear();
-        self.held = record;
+        self.held.clear();
         Ok(())
     }
 }

@@ -505,18 +505,22 @@ impl UpstreamBody {
     }
 }
 
-/// The parent's judgement (made before the request went) and the body's, in one object.
+/// The parent's judgement (made before the request went) and the body's, in one object: both are
+/// non-empty objects with keys of their own (`parent`, `lookup`, `inside`; `kept`, `withheld`,
+/// `first`), so their members are put side by side as written.
 fn join_scope(parent: Option<String>, body: Option<String>) -> Option<String> {
-    let (Some(parent), Some(body)) = (&parent, &body) else {
-        return parent.or(body);
-    };
-    let parse = |s: &str| serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(s);
-    match (parse(parent), parse(body)) {
-        (Ok(mut p), Ok(b)) => {
-            p.extend(b);
-            Some(serde_json::Value::Object(p).to_string())
+    match (parent, body) {
+        (Some(parent), Some(body)) => {
+            let members = |o: &str| {
+                let o = o.trim();
+                o.strip_prefix('{')
+                    .and_then(|o| o.strip_suffix('}'))
+                    .unwrap_or(o)
+                    .to_string()
+            };
+            Some(format!("{{{},{}}}", members(&parent), members(&body)))
         }
-        _ => Some(body.clone()),
+        (parent, body) => parent.or(body),
     }
 }
 

@@ -11,7 +11,7 @@
 //! cannot be read (the upstream fails or times out) refuses the request: fail closed.
 
 use http::{header, HeaderValue, Method, Request, Uri, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, Limited};
 use vendorgate_policy::scope::{read_single, record_path, RecordFields};
 use vendorgate_policy::{Allow, Denial, Reason};
 
@@ -114,19 +114,11 @@ async fn fetch(
             .await
             .map_err(|e| crate::upstream::classify(&e))?;
         let status = resp.status();
-        let mut body = resp.into_body();
-        let mut bytes = Vec::new();
-        while let Some(frame) = body.frame().await {
-            let frame = frame.map_err(|e| ProxyError::UpstreamProtocol(e.to_string()))?;
-            if let Ok(data) = frame.into_data() {
-                bytes.extend_from_slice(&data);
-                if bytes.len() > MAX_RECORD {
-                    return Err(ProxyError::UpstreamProtocol(format!(
-                        "the parent {resource}/{id} is longer than {MAX_RECORD} bytes"
-                    )));
-                }
-            }
-        }
+        let bytes = Limited::new(resp.into_body(), MAX_RECORD)
+            .collect()
+            .await
+            .map_err(|e| ProxyError::UpstreamProtocol(format!("the parent {resource}/{id}: {e}")))?
+            .to_bytes();
         if let Some(lease) = lease {
             lease.release();
         }

@@ -32,8 +32,8 @@ pub use decision::{Allow, Challenge, Denial, Reason};
 pub use grants::{ApprovalError, Grant, GrantRequest, GrantRules, GrantState, RequestError};
 pub use ipset::IpSet;
 pub use limits::{
-    gcra, gcra_standing, session_step, ByteRule, Direction, GcraOutcome, RateRule, SessionRecord,
-    SessionStep,
+    gcra, gcra_standing, gcra_take, session_step, ByteRule, Direction, GcraOutcome, RateRule,
+    SessionRecord, SessionStep,
 };
 pub use locks::{Lock, LockTarget, Subject};
 pub use policy::{Admission, Policy, RouteAction, Standing};

@@ -107,6 +107,44 @@ pub fn gcra(tat: u64, now_us: u64, interval_us: u64, burst: u32) -> GcraOutcome 
     }
 }
 
+/// Up to `want` GCRA steps at once (a replica leasing requests from a shared limit, see the proxy's
+/// `state::leases`): as many as conform now, in order, each as [`gcra`] would take it. Returns how
+/// many were granted (0: refused, with the wait before the first would conform, whole
+/// milliseconds), the new TAT, and the burst left after them. `want = 1` is [`gcra`].
+pub fn gcra_take(
+    tat: u64,
+    now_us: u64,
+    interval_us: u64,
+    burst: u32,
+    want: u32,
+) -> (u32, GcraOutcome) {
+    let interval_us = interval_us.max(1);
+    let tolerance = interval_us * u64::from(burst.max(1) - 1);
+    let tat = tat.max(now_us);
+    let allow_at = tat.saturating_sub(tolerance);
+    if now_us < allow_at {
+        let refused = GcraOutcome {
+            allowed: false,
+            new_tat: tat,
+            retry_after_ms: (allow_at - now_us).div_ceil(1000),
+            remaining: 0,
+        };
+        return (0, refused);
+    }
+    // The j-th step (from 0) conforms while tat + j·interval - tolerance <= now.
+    let conforming = (now_us - allow_at) / interval_us + 1;
+    let granted = conforming.min(u64::from(want)) as u32;
+    let new_tat = tat + interval_us * u64::from(granted);
+    let used = (new_tat - now_us).div_ceil(interval_us);
+    let outcome = GcraOutcome {
+        allowed: granted > 0,
+        new_tat,
+        retry_after_ms: 0,
+        remaining: u64::from(burst.max(1)).saturating_sub(used) as u32,
+    };
+    (granted, outcome)
+}
+
 /// What is stored of a session between requests (nothing once it has expired).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SessionRecord {
@@ -165,6 +203,42 @@ pub struct GcraOutcome {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn taking_several_steps_at_once_is_taking_them_one_by_one() {
+        for (burst, interval, start_tat, now) in [
+            (10u32, 1000u64, 0u64, 5_000_000u64),
+            (10, 1000, 5_004_000, 5_000_000),
+            (1, 250, 0, 77),
+            (64, 7, 1_000_300, 1_000_000),
+            (3, 1_000_000, 9_000_000, 7_100_000),
+        ] {
+            for want in [1u32, 2, 5, 64, 200] {
+                let (granted, out) = gcra_take(start_tat, now, interval, burst, want);
+                let mut tat = start_tat;
+                let mut one_by_one = 0;
+                let mut last = gcra(tat, now, interval, burst);
+                while one_by_one < want {
+                    let step = gcra(tat, now, interval, burst);
+                    if !step.allowed {
+                        if one_by_one == 0 {
+                            last = step;
+                        }
+                        break;
+                    }
+                    tat = step.new_tat;
+                    last = step;
+                    one_by_one += 1;
+                }
+                assert_eq!(
+                    granted, one_by_one,
+                    "burst {burst} interval {interval} want {want}"
+                );
+                assert_eq!(out, last, "burst {burst} interval {interval} want {want}");
+            }
+        }
+    }
+
     use super::*;
 
     #[test]

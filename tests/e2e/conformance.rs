@@ -8,7 +8,7 @@ use std::time::Duration;
 use vendorgate::state::cells::{SessionCell, Slot};
 use vendorgate::state::{MemoryState, RedisState, SessionOutcome};
 use vendorgate_policy::config::Scope;
-use vendorgate_policy::{gcra, session_step, RateRule, SessionRecord, SessionStep};
+use vendorgate_policy::{gcra, gcra_take, session_step, RateRule, SessionRecord, SessionStep};
 
 use crate::support::RedisServer;
 
@@ -112,6 +112,58 @@ async fn gcra_agrees_in_the_pure_function_the_memory_cells_and_redis() {
             "rule {seed}: {allowed} allowed, {refused} refused"
         );
     }
+}
+
+/// A replica's lease of several requests at once (`state::leases`), with expired ones given back
+/// in the same call: the script and `gcra_take` agree step for step, on batches of every size.
+#[tokio::test]
+async fn a_batch_lease_agrees_in_the_pure_function_and_redis() {
+    let server = RedisServer::start();
+    let redis = connected(server.url()).await;
+    let rule = RateRule {
+        id: "batch".into(),
+        per: Scope::Account,
+        classes: 1,
+        vendors: vec![],
+        requests: 50,
+        period: Duration::from_secs(1),
+        burst: 40,
+    };
+    let key = "vg:conformance:batch";
+    let mut tat = 0u64;
+    let (mut partial, mut refused) = (0, 0);
+    for (i, now) in times(9, 300, 1_800_000_000_000_000, 40_000)
+        .into_iter()
+        .enumerate()
+    {
+        let want = [1u32, 3, 8, 17, 40][i % 5];
+        // Every seventh call gives back two requests taken before and never used.
+        let back = if i % 7 == 6 { 2 } else { 0 };
+        let given = tat.saturating_sub(u64::from(back) * rule.interval_us());
+        let (n, pure) = gcra_take(given, now, rule.interval_us(), rule.burst, want);
+        if n > 0 || back > 0 {
+            tat = pure.new_tat.max(given.max(now));
+        }
+        let (lua_n, lua) = redis
+            .rate_take(&rule, key, want, back, Some(now))
+            .await
+            .unwrap();
+        let answer = |o: vendorgate_policy::GcraOutcome| (o.allowed, o.retry_after_ms, o.remaining);
+        assert_eq!(
+            (lua_n, answer(lua)),
+            (n, answer(pure)),
+            "step {i} at {now}, want {want}"
+        );
+        if n == 0 {
+            refused += 1;
+        } else if n < want {
+            partial += 1;
+        }
+    }
+    assert!(
+        partial > 10 && refused > 10,
+        "{partial} partial, {refused} refused"
+    );
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use vendorgate_mock::MockBody;
 
 use crate::support::*;
 
-const MIB: u64 = 1024 * 1024;
+pub(crate) const MIB: u64 = 1024 * 1024;
 
 /// acme on loopback may read (anything) and export (incremental); 3 exports a minute per agent,
 /// 10 MiB out and 1 MiB in per agent per hour.
@@ -67,11 +67,16 @@ window = "1h"
     )
 }
 
-fn token(pki: &Pki, account: &str) -> String {
+pub(crate) fn token(pki: &Pki, account: &str) -> String {
     pki.token_with(KeyKind::Es256, "acme", account)
 }
 
-fn req(proxy: &Proxy, method: Method, path: &str, token: &str) -> http::Request<TestBody> {
+pub(crate) fn req(
+    proxy: &Proxy,
+    method: Method,
+    path: &str,
+    token: &str,
+) -> http::Request<TestBody> {
     http::Request::builder()
         .method(method)
         .uri(proxy.url(path))
@@ -80,7 +85,7 @@ fn req(proxy: &Proxy, method: Method, path: &str, token: &str) -> http::Request<
         .unwrap()
 }
 
-async fn status_and_reason(
+pub(crate) async fn status_and_reason(
     client: &TestClient,
     r: http::Request<TestBody>,
 ) -> (u16, String, http::HeaderMap) {
@@ -93,7 +98,7 @@ async fn status_and_reason(
 }
 
 /// Streams a download to its end or its failure; returns bytes received and whether it completed.
-async fn download(client: &TestClient, r: http::Request<TestBody>) -> (u16, u64, bool) {
+pub(crate) async fn download(client: &TestClient, r: http::Request<TestBody>) -> (u16, u64, bool) {
     let resp = client.request(r).await.unwrap();
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
@@ -445,6 +450,23 @@ async fn two_proxies_sharing_redis_enforce_one_rate_limit_and_one_cap() {
         !complete && (3 * MIB..=4 * MIB + 64 * 1024).contains(&got),
         "got {got}"
     );
+    // A still holds what it leased beyond its download (a slice: a 32nd of the cap): it streams
+    // that and no more, and then refuses up front as well. Never more than the cap in all.
+    let (status, held, complete) = download(
+        &client,
+        req(
+            &a,
+            Method::GET,
+            "/__mock/stream?bytes=1048576&chunked=1",
+            &agent,
+        ),
+    )
+    .await;
+    assert!(
+        status == 200 && !complete && held <= 10 * MIB / 32,
+        "{status} {held}"
+    );
+    assert!(6 * MIB + got + held <= 10 * MIB, "{got} + {held}");
     let (status, reason, _) =
         status_and_reason(&client, req(&a, Method::GET, "/api/v2/tickets/1", &agent)).await;
     assert_eq!((status, reason.as_str()), (429, "egress_cap_exceeded"));
@@ -477,6 +499,9 @@ async fn when_redis_dies_requests_are_refused_by_default_and_served_again_when_i
     assert!(ok, "never served with redis up: {}", deny.log());
 
     redis.stop();
+    // A replica notices within a heartbeat (250 ms) that Redis is gone; until then it decides
+    // from what it holds of the limits (its leases), never past them.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let before = upstream.request_count();
     let started = Instant::now();
     let (status, reason, _) = status_and_reason(&client, read(&deny)).await;

@@ -22,6 +22,7 @@ mod load;
 mod locks;
 mod policy;
 mod reload;
+mod replicas;
 mod scope;
 mod tls;
 mod trail;

@@ -108,6 +108,8 @@ pub struct ProxyConfig {
     pub trust_dev_ca: bool,
     /// `[network]`, `[identity]`, `[[vendors]]` and `[[routes]]`; `@JWKS@` becomes the JWKS path.
     pub policy: String,
+    /// The address the proxy listens on (port chosen by the system).
+    pub listen: String,
     /// Extra lines after `[admin]` (e.g. `[[admin.tokens]]` tables).
     pub admin: String,
 }
@@ -152,7 +154,14 @@ impl ProxyConfig {
             trust_dev_ca: true,
             policy: OPEN_POLICY.to_string(),
             admin: String::new(),
+            listen: "127.0.0.1".into(),
         }
+    }
+
+    /// Listens on `ip` (127.0.0.2, 127.0.0.3…: replicas side by side) instead of 127.0.0.1.
+    pub fn listen(mut self, ip: &str) -> Self {
+        self.listen = ip.to_string();
+        self
     }
 
     pub fn policy(mut self, policy: &str) -> Self {
@@ -185,10 +194,11 @@ impl ProxyConfig {
             String::new()
         };
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\ntls_cert = {:?}\ntls_key = {:?}\n{}\n\
+            "[server]\nlisten = \"{}:0\"\ntls_cert = {:?}\ntls_key = {:?}\n{}\n\
              [admin]\nlisten = \"127.0.0.1:0\"\n{}\n\
              [upstream]\nurl = {:?}\n{ca}{}\n\
              [log]\nlevel = \"debug\"\n{}\n",
+            self.listen,
             pki.files.server_cert,
             pki.files.server_key,
             self.server,
@@ -273,7 +283,7 @@ impl Proxy {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.addr.port())
+        format!("https://{}{path}", self.addr)
     }
 
     /// A request carrying the default valid token.
@@ -576,6 +586,34 @@ impl RedisServer {
             .status()
             .unwrap();
         assert!(status.success());
+    }
+
+    /// Commands Redis has run so far (`INFO commandstats`), by name: `evalsha`, `ping`…
+    pub fn calls(&self, command: &str) -> u64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        s.write_all(b"INFO commandstats\r\n").unwrap();
+        // A bulk string: `$<len>\r\n<text>\r\n`.
+        let mut text = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            let n = s.read(&mut buf).unwrap();
+            text.extend_from_slice(&buf[..n]);
+            let t = String::from_utf8_lossy(&text);
+            if let Some((len, rest)) = t.strip_prefix('$').and_then(|t| t.split_once("\r\n")) {
+                if rest.len() >= len.parse::<usize>().unwrap() {
+                    break;
+                }
+            }
+            assert!(n > 0, "redis closed the connection");
+        }
+        let t = String::from_utf8_lossy(&text);
+        let prefix = format!("cmdstat_{command}:calls=");
+        t.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .and_then(|rest| rest.split(',').next())
+            .map_or(0, |n| n.parse().unwrap())
     }
 
     fn ping(&self) -> bool {

@@ -259,12 +259,12 @@ pub async fn check_budget(
     if counters.is_empty() {
         return Ok(u64::MAX);
     }
+    let need = declared.unwrap_or(1).max(1);
     let remaining = store
-        .remaining(counters, now_ms)
+        .budget(counters, need, now_ms)
         .await
         .map_err(state_denial)?;
     let left = remaining.iter().copied().min().unwrap_or(u64::MAX);
-    let need = declared.unwrap_or(1).max(1);
     if left >= need {
         return Ok(left);
     }

@@ -30,14 +30,20 @@ use redis::Script;
 
 use super::{Counter, StateError};
 
-/// Advances a rate limit's TAT by ARGV[2] intervals of ARGV[1] µs from max(TAT, now).
+/// Advances a rate limit's TAT by ARGV[2] intervals of ARGV[1] µs from max(TAT, now); a negative
+/// count moves it back (requests a replica leased and gave back unused, see [`super::leases`]).
 const CARRY_RATE: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new_tat = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+local n = tonumber(ARGV[2])
+if n >= 0 and tat < now then tat = now end
+local new_tat = tat + tonumber(ARGV[1]) * n
+if new_tat <= now then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+end
 return 0
 ";
 
@@ -61,8 +67,8 @@ return 0
 
 #[derive(Default)]
 struct Held {
-    /// Key → (interval µs, requests admitted).
-    rates: HashMap<String, (u64, u64)>,
+    /// Key → (interval µs, requests admitted; negative: given back).
+    rates: HashMap<String, (u64, i64)>,
     /// Windowed key → (bytes, window end in ms since the epoch).
     bytes: HashMap<String, (i64, u64)>,
     /// Key → (last touch ms, TTL ms).
@@ -128,8 +134,13 @@ impl Carry {
 
     /// A request admitted locally under a rate limit.
     pub fn rate(&self, key: &str, interval_us: u64) {
+        self.rates(key, interval_us, 1);
+    }
+
+    /// `n` requests admitted locally under a rate limit (negative: leased and given back).
+    pub fn rates(&self, key: &str, interval_us: u64, n: i64) {
         self.with(|h| {
-            h.rates.entry(key.to_string()).or_insert((interval_us, 0)).1 += 1;
+            h.rates.entry(key.to_string()).or_insert((interval_us, 0)).1 += n;
         });
     }
 
@@ -146,6 +157,15 @@ impl Carry {
                     .0 += amount;
             }
         });
+    }
+
+    /// Bytes leased (positive) or given back (negative) on one counter's windowed key, whose
+    /// window ends at `until_ms`.
+    pub fn bytes_at(&self, windowed_key: String, until_ms: u64, amount: i64) {
+        if amount == 0 {
+            return;
+        }
+        self.with(|h| h.bytes.entry(windowed_key).or_insert((0, until_ms)).0 += amount);
     }
 
     /// A session touched locally at `now_ms`.

@@ -13,6 +13,7 @@ mod carry;
 pub mod cells;
 pub mod controls;
 pub mod keys;
+pub mod leases;
 mod memory;
 pub mod parents;
 mod redis;
@@ -33,6 +34,7 @@ use vendorgate_policy::{GcraOutcome, RateRule, SessionStep};
 
 use carry::Carry;
 use cells::{CounterCell, RateCell, SessionCell, Slot};
+use leases::{Leases, Take, SESSION_GRACE, SETTLE_EVERY};
 pub use memory::MemoryState;
 pub use redis::RedisState;
 
@@ -101,6 +103,8 @@ impl Counter {
 
 pub struct StateStore {
     redis: Option<RedisState>,
+    /// With Redis: what this replica holds of the shared limits (see [`leases`]).
+    leases: Option<Leases>,
     local: MemoryState,
     on_error: OnStateError,
     timeout: Duration,
@@ -119,8 +123,10 @@ impl StateStore {
             }
             _ => None,
         };
+        let leases = redis.as_ref().map(|_| Leases::new(config.max_keys));
         let store = Arc::new(StateStore {
             redis,
+            leases,
             local: MemoryState::new(config.max_keys),
             on_error: config.on_state_error,
             timeout: config.timeout.0,
@@ -131,13 +137,40 @@ impl StateStore {
         });
         every(&store, Duration::from_secs(10), |s| async move {
             s.local.evict(now_ms());
+            if let Some(l) = &s.leases {
+                l.evict(now_ms());
+            }
         });
-        if store.redis.is_some() && store.on_error == OnStateError::Local {
-            every(&store, Duration::from_secs(1), |s| async move {
-                s.carry().await
-            });
+        if store.redis.is_some() {
+            every(&store, SETTLE_EVERY, |s| async move { s.settle().await });
         }
         store
+    }
+
+    /// The leases, when Redis is configured and answering (see [`leases`]): `None` sends every
+    /// operation to Redis, and `on_state_error` decides when it fails.
+    fn leases(&self) -> Option<&Leases> {
+        self.leases.as_ref().filter(|l| l.healthy())
+    }
+
+    /// Whether the shared state answered its last call (always, in memory). A replica that
+    /// cannot reach Redis is not ready: a balancer should send its agents elsewhere.
+    pub fn healthy(&self) -> bool {
+        self.leases.as_ref().is_none_or(|l| l.healthy())
+    }
+
+    fn set_healthy(&self, healthy: bool) {
+        if let Some(l) = &self.leases {
+            if l.healthy.swap(healthy, Ordering::Relaxed) != healthy {
+                if healthy {
+                    tracing::info!("shared state answers again: leases resume");
+                } else {
+                    tracing::warn!(
+                        "shared state not answering: every request asks it until it does"
+                    );
+                }
+            }
+        }
     }
 
     /// Redis, when the state is shared (the detectors' hourly counts go there directly).
@@ -171,10 +204,14 @@ impl StateStore {
         Box::pin(async move {
             self.redis.as_ref()?;
             let err = match tokio::time::timeout(self.timeout, op).await {
-                Ok(Ok(v)) => return Some(Ok(v)),
+                Ok(Ok(v)) => {
+                    self.set_healthy(true);
+                    return Some(Ok(v));
+                }
                 Ok(Err(e)) => e,
                 Err(_) => StateError::Timeout,
             };
+            self.set_healthy(false);
             self.errors.fetch_add(1, Ordering::Relaxed);
             if self.log_throttle.allow() {
                 tracing::error!(
@@ -203,10 +240,27 @@ impl StateStore {
         now: u64,
     ) -> Result<SessionOutcome, StateError> {
         if let Some(r) = &self.redis {
+            let lease = self.leases().map(|l| (l, l.session(key, now)));
+            if let Some((leases, lease)) = &lease {
+                if let (true, queue) = lease.touch_here(now, idle_ms, ttl_ms) {
+                    if queue {
+                        leases.queue_session(key, lease);
+                    }
+                    return Ok(SessionOutcome::Active);
+                }
+            }
+            // Touches written behind reach Redis late: it judges idleness with a grace for them.
+            let judged_idle = idle_ms + SESSION_GRACE.as_millis() as u64;
             if let Some(out) = self
-                .shared("session", r.touch_session(key, idle_ms, ttl_ms, Some(now)))
+                .shared(
+                    "session",
+                    r.touch_session(key, judged_idle, ttl_ms, Some(now)),
+                )
                 .await
             {
+                if let (Some((_, lease)), Ok(o)) = (&lease, &out) {
+                    lease.confirmed(*o == SessionOutcome::Active, now);
+                }
                 return out;
             }
         }
@@ -228,15 +282,58 @@ impl StateStore {
         now_us: u64,
     ) -> Result<GcraOutcome, StateError> {
         if let Some(r) = &self.redis {
-            if let Some(out) = self.shared("rate", r.rate(rule, key, None)).await {
-                return out;
+            let Some(leases) = self.leases() else {
+                if let Some(out) = self.shared("rate", r.rate(rule, key, None)).await {
+                    return out;
+                }
+                return Ok(self.rate_here(rule, key, slot, now_us));
+            };
+            let pool = leases.token_pool(key, now_us / 1000);
+            let batch_max = leases::max_batch(rule.burst);
+            let (want, give_back, batch) = match pool.take(now_us, batch_max, rule.interval_us()) {
+                Take::Took(outcome) => return Ok(outcome),
+                Take::Lease {
+                    want,
+                    give_back,
+                    batch,
+                } => (want, give_back, batch),
+            };
+            let asked = r.rate_take(rule, key, want, give_back, None);
+            let out = self.shared("rate", asked).await;
+            let granted = match &out {
+                Some(Ok((n, o))) => Some((*n, o.remaining)),
+                _ => None,
+            };
+            pool.leased(batch, granted, now_us);
+            match out {
+                Some(Ok((n, o))) => {
+                    let held = n.saturating_sub(1);
+                    return Ok(GcraOutcome {
+                        remaining: o.remaining.saturating_add(held),
+                        ..o
+                    });
+                }
+                Some(Err(e)) => return Err(e),
+                None => {}
             }
         }
+        Ok(self.rate_here(rule, key, slot, now_us))
+    }
+
+    /// A step in this replica's memory: the state in memory, or Redis failed and the policy is
+    /// `local` (then carried into Redis on its return).
+    fn rate_here(
+        &self,
+        rule: &RateRule,
+        key: &Arc<str>,
+        slot: &Slot<RateCell>,
+        now_us: u64,
+    ) -> GcraOutcome {
         let out = self.local.rate_in(rule, key, slot, now_us);
         if self.redis.is_some() && out.allowed {
             self.carry.rate(key, rule.interval_us());
         }
-        Ok(out)
+        out
     }
 
     /// Where `key` stands under `rule` without taking a step: requests left in the burst, and how
@@ -280,7 +377,29 @@ impl StateStore {
     pub async fn lease(&self, counters: &[Counter], want: u64) -> Result<u64, StateError> {
         let now = now_ms();
         if let Some(r) = &self.redis {
-            if let Some(out) = self.shared("lease", r.lease(counters, want, now)).await {
+            if let Some(leases) = self.leases() {
+                let mut drawn = leases.draw(counters, want, now);
+                if drawn.complete(want) {
+                    return Ok(drawn.settle(now));
+                }
+                let asks = drawn.short(want);
+                match self
+                    .shared("lease", r.lease_each(counters, &asks, now))
+                    .await
+                {
+                    Some(Ok(grants)) => {
+                        for ((i, _), (granted, left)) in asks.iter().zip(grants) {
+                            drawn.leased(*i, want, granted, left, now);
+                        }
+                        return Ok(drawn.settle(now));
+                    }
+                    Some(Err(e)) => {
+                        drawn.restore(now);
+                        return Err(e);
+                    }
+                    None => drawn.restore(now),
+                }
+            } else if let Some(out) = self.shared("lease", r.lease(counters, want, now)).await {
                 return out;
             }
         }
@@ -294,17 +413,29 @@ impl StateStore {
     /// A lease decided without waiting, when the counters live in this process's memory; `None`
     /// when they are shared through Redis (use [`StateStore::lease`]).
     pub fn lease_now(&self, counters: &[Counter], want: u64) -> Option<u64> {
+        let now = now_ms();
         if self.redis.is_some() {
+            // Shared: at once only when this replica's pools hold it all.
+            let drawn = self.leases()?.draw(counters, want, now);
+            if drawn.complete(want) {
+                return Some(drawn.settle(now));
+            }
+            drawn.restore(now);
             return None;
         }
-        Some(self.local.lease_now(counters, want, now_ms()))
+        Some(self.local.lease_now(counters, want, now))
     }
 
     /// [`StateStore::release`] at once when the counters are in memory; false when they are in
     /// Redis and the caller must use the async call.
     pub fn release_now(&self, counters: &[Counter], amount: u64) -> bool {
         if self.redis.is_some() {
-            return false;
+            // Shared: back into this replica's pools, which give back what stays unused.
+            let Some(leases) = self.leases() else {
+                return false;
+            };
+            leases.put_back(counters, amount, now_ms());
+            return true;
         }
         self.local.release_now(counters, amount);
         true
@@ -321,6 +452,55 @@ impl StateStore {
             self.carry.bytes(counters, -(amount as i64));
         }
         Ok(())
+    }
+
+    /// What each counter has left, for a request about to use `need` bytes: with Redis, this
+    /// replica's pools are stocked first (a slice beyond `need`, leased in one call, only when a
+    /// pool holds less), and a counter's remainder is what its pool holds, and what Redis has
+    /// left when it was just asked. Elsewhere, [`StateStore::remaining`].
+    pub async fn budget(
+        &self,
+        counters: &[Counter],
+        need: u64,
+        now: u64,
+    ) -> Result<Vec<u64>, StateError> {
+        if let (Some(r), Some(leases)) = (&self.redis, self.leases()) {
+            let mut drawn = leases.draw(counters, need, now);
+            let asks = drawn.short(need);
+            if !asks.is_empty() {
+                match self
+                    .shared("lease", r.lease_each(counters, &asks, now))
+                    .await
+                {
+                    Some(Ok(grants)) => {
+                        for ((i, _), (granted, left)) in asks.iter().zip(grants) {
+                            drawn.leased(*i, need, granted, left, now);
+                        }
+                    }
+                    Some(Err(e)) => {
+                        drawn.restore(now);
+                        return Err(e);
+                    }
+                    None => {
+                        drawn.restore(now);
+                        return Ok(self.local.remaining(counters, now));
+                    }
+                }
+            }
+            drawn.restore(now);
+            // A remainder seen now counts; one seen at an older lease may be long spent by
+            // other replicas, and a body larger than the pool asks again (with `need` its size).
+            let standing = leases.standing(counters, now).into_iter().enumerate();
+            return Ok(standing
+                .map(
+                    |(i, (held, left))| match asks.iter().any(|(k, _)| *k == i) {
+                        true => held.saturating_add(left),
+                        false => held,
+                    },
+                )
+                .collect());
+        }
+        self.remaining(counters, now).await
     }
 
     pub async fn remaining(&self, counters: &[Counter], now: u64) -> Result<Vec<u64>, StateError> {
@@ -355,21 +535,54 @@ where
 }
 
 impl StateStore {
-    /// Carries what was decided locally into Redis if it answers again (see [`carry`]); run every
-    /// second when `on_state_error = "local"`.
-    async fn carry(&self) {
-        if !self.carry.is_pending() {
-            return;
-        }
-        let Some(Ok(mut conn)) = self.redis.as_ref().map(RedisState::conn) else {
+    /// The heartbeat in Redis mode, every [`SETTLE_EVERY`]: session touches decided here are
+    /// written behind, leases past their hold given back, and what was decided locally while
+    /// Redis was away carried into it (see [`carry`]), all in one transaction; with nothing to
+    /// write, a `PING`. Its answer sets the health flag, so a replica whose Redis stopped
+    /// answering stops deciding from its leases within a beat.
+    async fn settle(&self) {
+        let (Some(redis), Some(leases)) = (&self.redis, &self.leases) else {
             return;
         };
-        match self.carry.flush(&mut conn, self.timeout * 4).await {
-            Ok(keys) => tracing::info!(
-                keys,
-                "carried into redis what was decided locally while it was away"
-            ),
-            Err(e) => tracing::warn!("carrying local decisions into redis (will retry): {e}"),
+        let now = now_ms();
+        // Held before this beat adds to it: decided locally while Redis was away.
+        let fallback = self.carry.is_pending();
+        for (key, last, ttl) in leases.sessions_to_write() {
+            self.carry.session(&key, last, ttl);
         }
+        let (tokens, bytes) = leases.expired(now);
+        for (key, n, interval) in tokens {
+            self.carry.rates(&key, interval, -i64::from(n));
+        }
+        for (key, n, until) in bytes {
+            self.carry.bytes_at(key, until, -(n as i64));
+        }
+        let Ok(mut conn) = redis.conn() else {
+            return;
+        };
+        let limit = self.timeout * 4;
+        let answered = if self.carry.is_pending() {
+            match self.carry.flush(&mut conn, limit).await {
+                Ok(keys) if fallback => {
+                    tracing::info!(
+                        keys,
+                        "carried into redis what was decided locally while it was away"
+                    );
+                    true
+                }
+                Ok(_) => true,
+                Err(e) => {
+                    if fallback {
+                        tracing::warn!("carrying local decisions into redis (will retry): {e}");
+                    }
+                    false
+                }
+            }
+        } else {
+            let ping = ::redis::cmd("PING");
+            let answer = tokio::time::timeout(self.timeout, ping.query_async::<()>(&mut conn));
+            matches!(answer.await, Ok(Ok(())))
+        };
+        self.set_healthy(answered);
     }
 }

@@ -41,25 +41,61 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 ";
 
-/// GCRA, as `vendorgate_policy::gcra`, in microseconds (Redis TIME's resolution; Lua's doubles
-/// hold them exactly). ARGV: interval (µs), burst, and optionally the time (µs; else Redis's own).
-/// Returns {allowed, retry_after_ms, remaining}.
-const GCRA: &str = r"
+/// Up to ARGV[3] GCRA steps at once, as `vendorgate_policy::gcra_take`, in microseconds (Redis
+/// TIME's resolution; Lua's doubles hold them exactly), after giving back ARGV[4] steps taken
+/// earlier and not used (a replica's expired lease, see `super::leases`). ARGV: interval (µs),
+/// burst, steps wanted, steps given back, and optionally the time (µs; else Redis's own).
+/// Returns {granted, retry_after_ms, remaining}.
+const GCRA_TAKE: &str = r"
 local now
-if ARGV[3] then now = tonumber(ARGV[3]) else
+if ARGV[5] then now = tonumber(ARGV[5]) else
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+local want = tonumber(ARGV[3])
+local back = tonumber(ARGV[4])
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0') - back * interval
 if tat < now then tat = now end
 local allow_at = tat - interval * (burst - 1)
-if now < allow_at then return {0, math.ceil((allow_at - now) / 1000), 0} end
-local new_tat = tat + interval
-redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
-local used = math.ceil((new_tat - now) / interval)
-return {1, 0, burst - used}
+local n = 0
+if now >= allow_at then
+  n = math.floor((now - allow_at) / interval) + 1
+  if n > want then n = want end
+end
+local new_tat = tat + interval * n
+if n > 0 or back > 0 then
+  redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1000)
+end
+if n == 0 and want > 0 then return {0, math.ceil((allow_at - now) / 1000), 0} end
+local rem = burst - math.ceil((new_tat - now) / interval)
+if rem < 0 then rem = 0 end
+return {n, 0, rem}
+";
+
+/// Each counter leased on its own (a replica's pools, see `super::leases`). KEYS: counters.
+/// ARGV, three per counter: bytes asked, its max, its TTL (ms). Returns, per counter, the bytes
+/// granted and what it has left after them.
+const LEASE_EACH: &str = r"
+local out = {}
+for i = 1, #KEYS do
+  local ask = tonumber(ARGV[3 * i - 2])
+  local max = tonumber(ARGV[3 * i - 1])
+  local left = max - tonumber(redis.call('GET', KEYS[i]) or '0')
+  local grant = ask
+  if left < grant then grant = left end
+  if grant < 0 then grant = 0 end
+  if grant > 0 then
+    redis.call('INCRBY', KEYS[i], grant)
+    redis.call('PEXPIRE', KEYS[i], ARGV[3 * i])
+  end
+  left = left - grant
+  if left < 0 then left = 0 end
+  out[2 * i - 1] = grant
+  out[2 * i] = left
+end
+return out
 ";
 
 /// KEYS: counters. ARGV[1]: bytes wanted; ARGV[1+i]: max of counter i; ARGV[1+n+i]: its TTL (ms).
@@ -99,6 +135,7 @@ struct Scripts {
     session: Script,
     gcra: Script,
     lease: Script,
+    lease_each: Script,
     release: Script,
     remaining: Script,
 }
@@ -151,8 +188,9 @@ impl RedisState {
             conn,
             scripts: Scripts {
                 session: Script::new(SESSION),
-                gcra: Script::new(GCRA),
+                gcra: Script::new(GCRA_TAKE),
                 lease: Script::new(LEASE),
+                lease_each: Script::new(LEASE_EACH),
                 release: Script::new(RELEASE),
                 remaining: Script::new(REMAINING),
             },
@@ -205,20 +243,69 @@ impl RedisState {
         key: &str,
         at_us: Option<u64>,
     ) -> Result<GcraOutcome, StateError> {
+        Ok(self.rate_take(rule, key, 1, 0, at_us).await?.1)
+    }
+
+    /// Up to `want` GCRA steps for `key` under `rule` at once, after giving back `give_back`
+    /// taken earlier and unused. Returns how many were granted, and the outcome for the first
+    /// (allowed when any was; the burst left after all of them).
+    pub async fn rate_take(
+        &self,
+        rule: &RateRule,
+        key: &str,
+        want: u32,
+        give_back: u32,
+        at_us: Option<u64>,
+    ) -> Result<(u32, GcraOutcome), StateError> {
         let mut conn = self.conn()?;
         let mut inv = self.scripts.gcra.key(key);
-        inv.arg(rule.interval_us()).arg(rule.burst.max(1));
+        inv.arg(rule.interval_us())
+            .arg(rule.burst.max(1))
+            .arg(want)
+            .arg(give_back);
         if let Some(now) = at_us {
             inv.arg(now);
         }
-        let (allowed, retry, remaining): (i64, i64, i64) =
+        let (granted, retry, remaining): (i64, i64, i64) =
             inv.invoke_async(&mut conn).await.map_err(unavailable)?;
-        Ok(GcraOutcome {
-            allowed: allowed == 1,
+        let outcome = GcraOutcome {
+            allowed: granted > 0,
             new_tat: 0,
             retry_after_ms: retry.max(0) as u64,
-            remaining: remaining.max(0) as u32,
-        })
+            remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+        };
+        Ok((granted.max(0) as u32, outcome))
+    }
+
+    /// Leases `asks[k] = (i, bytes)` from counter `i` of `counters`, each on its own, in one
+    /// call. Returns (granted, left after it) per ask.
+    pub async fn lease_each(
+        &self,
+        counters: &[Counter],
+        asks: &[(usize, u64)],
+        now_ms: u64,
+    ) -> Result<Vec<(u64, u64)>, StateError> {
+        let mut conn = self.conn()?;
+        let mut inv = self.scripts.lease_each.prepare_invoke();
+        for (i, ask) in asks {
+            let c = &counters[*i];
+            inv.key(c.windowed_key());
+            inv.arg(*ask)
+                .arg(c.max)
+                .arg(c.reset_at_ms.saturating_sub(now_ms).max(1000));
+        }
+        let out: Vec<i64> = inv.invoke_async(&mut conn).await.map_err(unavailable)?;
+        if out.len() != asks.len() * 2 {
+            return Err(StateError::Unavailable(format!(
+                "lease: {} values for {} counters",
+                out.len(),
+                asks.len()
+            )));
+        }
+        Ok(out
+            .chunks(2)
+            .map(|p| (p[0].max(0) as u64, p[1].max(0) as u64))
+            .collect())
     }
 
     /// `key`'s theoretical arrival time (µs; 0: none), without a step.

@@ -1,0 +1,219 @@
+//! Three replicas (127.0.0.2, .3, .4) sharing one redis-server: an export limit, an egress cap
+//! and an agent's session hold across them within the bounds `state::leases` states, and most
+//! requests cost no round trip to Redis.
+
+use std::time::Duration;
+
+use http::Method;
+use vendorgate_certs::Alpn;
+
+use crate::limits::{download, req, status_and_reason, token, MIB};
+use crate::support::*;
+
+const REPLICAS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
+
+/// 32 exports an hour per agent (no refill while the test runs: exactly the burst), 2 MiB out
+/// per agent per hour, a one-second idle timeout; state in `redis`, refused if it fails.
+fn policy(redis: &RedisServer) -> String {
+    format!(
+        r#"
+[identity]
+issuer = "https://idp.e2e.test"
+audiences = ["vendorgate"]
+jwks_file = "@JWKS@"
+
+[sessions]
+idle_timeout = "1s"
+
+[state]
+backend = "redis"
+redis_url = "{}"
+on_state_error = "deny"
+timeout = "300ms"
+
+[[vendors]]
+id = "acme"
+ip_allow = ["127.0.0.0/8"]
+classes = ["read", "export"]
+
+[[routes]]
+id = "incremental"
+methods = ["GET"]
+path = "/api/v2/incremental/**"
+class = "export"
+
+[[routes]]
+id = "everything-else"
+path = "/**"
+class = "read"
+
+[[limits.rate]]
+id = "exports"
+per = "account"
+classes = ["export"]
+requests = 32
+period = "1h"
+
+[[limits.rate]]
+id = "reads"
+per = "account"
+classes = ["read"]
+requests = 100000
+period = "1h"
+
+[[limits.egress]]
+id = "hourly"
+per = "account"
+max = "2MiB"
+window = "1h"
+"#,
+        redis.url()
+    )
+}
+
+async fn replicas(pki: &Pki, redis: &RedisServer) -> Vec<Proxy> {
+    let upstream = Box::leak(Box::new(mock(pki, Alpn::H2AndHttp11).await));
+    let proxies: Vec<Proxy> = REPLICAS
+        .iter()
+        .map(|ip| {
+            Proxy::start(
+                pki,
+                ProxyConfig::to(upstream).listen(ip).policy(&policy(redis)),
+            )
+        })
+        .collect();
+    for (p, ip) in proxies.iter().zip(REPLICAS) {
+        p.ready().await;
+        assert_eq!(p.addr.ip().to_string(), ip);
+    }
+    proxies
+}
+
+fn pki() -> Pki {
+    Pki::with_names(&[
+        "localhost",
+        "127.0.0.1",
+        REPLICAS[0],
+        REPLICAS[1],
+        REPLICAS[2],
+    ])
+}
+
+#[tokio::test]
+async fn three_replicas_hold_one_export_limit_and_one_egress_cap() {
+    let redis = RedisServer::start();
+    let pki = pki();
+    let proxies = replicas(&pki, &redis).await;
+    let client = client(&pki, Http::One);
+    let agent = token(&pki, "exporter");
+    let export = "/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=1";
+
+    // Exports, eight at a time, round the three replicas: exactly the 32 of the limit pass, in
+    // all (batches leased by one replica are spent there or given back, never granted twice).
+    let mut admitted = 0;
+    let mut refused = 0;
+    for round in 0..10 {
+        let sends = (0..8).map(|i| {
+            let proxy = &proxies[(round * 8 + i) % 3];
+            status_and_reason(&client, req(proxy, Method::GET, export, &agent))
+        });
+        for (status, reason, _) in futures_util::future::join_all(sends).await {
+            match status {
+                200 => admitted += 1,
+                429 => {
+                    assert_eq!(reason, "export_rate_limited");
+                    refused += 1
+                }
+                other => panic!("{other} {reason}"),
+            }
+        }
+    }
+    assert_eq!((admitted, refused), (32, 48));
+
+    // Reads lease their limit in batches: 300 reads ask Redis far fewer times than 300.
+    let reader = token(&pki, "reader");
+    let scripts_before = redis.calls("evalsha") + redis.calls("eval");
+    for round in 0..30 {
+        let sends = (0..10).map(|i| {
+            let proxy = &proxies[(round * 10 + i) % 3];
+            status_and_reason(
+                &client,
+                req(proxy, Method::GET, "/api/v2/tickets/1", &reader),
+            )
+        });
+        for (status, reason, _) in futures_util::future::join_all(sends).await {
+            assert_eq!(status, 200, "{reason}");
+        }
+    }
+    let scripts = redis.calls("evalsha") + redis.calls("eval") - scripts_before;
+    assert!(scripts < 100, "{scripts} scripts for 300 reads");
+
+    // 2 MiB out, whichever replica streams it: 512 KiB downloads round the replicas until every
+    // replica refuses. Never more than the cap; at most a slice (a 32nd of the cap) per replica
+    // short of it, held by a replica when another ran out.
+    let downloader = token(&pki, "downloader");
+    let mut delivered = 0;
+    let mut refusals = 0;
+    for i in 0..12 {
+        let proxy = &proxies[i % 3];
+        let path = "/__mock/stream?bytes=524288&chunked=1";
+        let (status, got, _) = download(&client, req(proxy, Method::GET, path, &downloader)).await;
+        match status {
+            200 => delivered += got,
+            _ => refusals += 1,
+        }
+    }
+    assert!(delivered <= 2 * MIB, "{delivered}");
+    assert!(delivered + 3 * (2 * MIB / 32) >= 2 * MIB, "{delivered}");
+    assert!(refusals >= 3, "every replica refuses at last: {refusals}");
+}
+
+#[tokio::test]
+async fn an_agents_session_is_one_session_across_the_replicas() {
+    let redis = RedisServer::start();
+    let pki = pki();
+    let proxies = replicas(&pki, &redis).await;
+    let client = client(&pki, Http::One);
+    let read = |p: &Proxy, t: &str| req(p, Method::GET, "/api/v2/tickets/1", t);
+
+    // Busy on the first replica only, for longer than the idle timeout: its touches reach Redis
+    // behind it, so the second does not find the session idle.
+    let busy = token(&pki, "busy");
+    for _ in 0..10 {
+        assert_eq!(
+            status_and_reason(&client, read(&proxies[0], &busy)).await.0,
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for p in &proxies {
+        let (status, reason, _) = status_and_reason(&client, read(p, &busy)).await;
+        assert_eq!((status, reason.as_str()), (200, ""), "{}", p.addr);
+    }
+
+    // Idle past the timeout (and the grace for touches written behind): idle on every replica,
+    // the one it was last seen on included.
+    let idler = token(&pki, "idler");
+    assert_eq!(
+        status_and_reason(&client, read(&proxies[0], &idler))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        status_and_reason(&client, read(&proxies[1], &idler))
+            .await
+            .0,
+        200
+    );
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    for p in [&proxies[2], &proxies[1], &proxies[0]] {
+        let (status, reason, _) = status_and_reason(&client, read(p, &idler)).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (401, "session_idle_expired"),
+            "{}",
+            p.addr
+        );
+    }
+}

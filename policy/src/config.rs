@@ -380,9 +380,25 @@ pub struct ByteCap {
 pub struct StateConfig {
     #[serde(default)]
     pub backend: Backend,
-    /// `redis://host:port/db` (required with `backend = "redis"`).
+    /// One Redis server: `redis://host:port/db`, or `rediss://` for TLS. With `backend =
+    /// "redis"`, set this or `redis_cluster`.
     #[serde(default)]
     pub redis_url: Option<Spanned<String>>,
+    /// A Redis Cluster: some of its nodes (`redis://host:port` or `rediss://`); the rest are
+    /// found from them. Keys are then hash-tagged so every script stays in one slot.
+    #[serde(default)]
+    pub redis_cluster: Vec<Spanned<String>>,
+    /// A Redis ACL user (with the password below; without one, the URL's or the default user).
+    #[serde(default)]
+    pub redis_username: Option<String>,
+    /// The password, from the environment or a file, never the config itself.
+    #[serde(default)]
+    pub redis_password_env: Option<String>,
+    #[serde(default)]
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM CA certificates trusted for `rediss://` (default: the system's roots).
+    #[serde(default)]
+    pub redis_ca: Option<PathBuf>,
     /// When the shared state cannot be reached: refuse (`deny`) or use this replica's memory.
     #[serde(default)]
     pub on_state_error: OnStateError,
@@ -401,6 +417,11 @@ impl Default for StateConfig {
         StateConfig {
             backend: Backend::default(),
             redis_url: None,
+            redis_cluster: Vec::new(),
+            redis_username: None,
+            redis_password_env: None,
+            redis_password_file: None,
+            redis_ca: None,
             on_state_error: OnStateError::default(),
             timeout: defaults::state_timeout(),
             key_prefix: defaults::key_prefix(),
@@ -1289,6 +1310,8 @@ impl Config {
             self.upstream.ca_bundle.as_mut(),
             self.identity.jwks_file.as_mut(),
             self.identity.ca_bundle.as_mut(),
+            self.state.redis_password_file.as_mut(),
+            self.state.redis_ca.as_mut(),
         ]
         .into_iter()
         .flatten()

@@ -764,21 +764,43 @@ impl Policy {
         let egress_rules = byte_rules(&c.limits.egress, "egress", &mut problems);
         let ingress_rules = byte_rules(&c.limits.ingress, "ingress", &mut problems);
         let st = &c.state;
-        match (&st.backend, &st.redis_url) {
-            (Backend::Redis, None) => problems.push((
-                None,
-                "state.backend = \"redis\" needs state.redis_url".into(),
-            )),
-            (_, Some(url))
-                if !url.get_ref().starts_with("redis://")
-                    && !url.get_ref().starts_with("rediss://") =>
-            {
+        let redis_urls = st.redis_url.iter().chain(&st.redis_cluster);
+        for url in redis_urls {
+            let u = url.get_ref();
+            if !u.starts_with("redis://") && !u.starts_with("rediss://") {
                 problems.push((
                     Some(url.span()),
-                    format!("{:?} is not a redis:// or rediss:// URL", url.get_ref()),
-                ))
+                    format!("{u:?} is not a redis:// or rediss:// URL"),
+                ));
             }
+        }
+        match (&st.backend, &st.redis_url, st.redis_cluster.is_empty()) {
+            (Backend::Redis, None, true) => problems.push((
+                None,
+                "state.backend = \"redis\" needs state.redis_url (one server) or \
+                 state.redis_cluster (a cluster's nodes)"
+                    .into(),
+            )),
+            (_, Some(url), false) => problems.push((
+                Some(url.span()),
+                "state.redis_url and state.redis_cluster: set one, not both".into(),
+            )),
             _ => {}
+        }
+        if st.redis_password_env.is_some() && st.redis_password_file.is_some() {
+            problems.push((
+                None,
+                "state: set redis_password_env or redis_password_file, not both".into(),
+            ));
+        }
+        if !st.redis_cluster.is_empty()
+            && (st.key_prefix.contains('{') || st.key_prefix.contains('}'))
+        {
+            problems.push((
+                None,
+                "state.key_prefix: no { or } with redis_cluster (they would choose the keys' slot)"
+                    .into(),
+            ));
         }
         let grants = compile_grants(&c.grants, &class_mask, &mut problems);
         let (detect, detect_zone) =

@@ -44,7 +44,7 @@ fn verified(i: usize, policy: &Arc<str>) -> Arc<Identity> {
         token,
         policy.clone(),
         &Policy::default(),
-        "vg",
+        &vendorgate::state::keys::KeyPrefix::new("vg", false),
         i as u128,
     ))
 }

@@ -34,6 +34,8 @@ pub enum BuildError {
     Upstream(#[from] crate::upstream::SetupError),
     #[error(transparent)]
     Controls(#[from] crate::state::controls::ControlsError),
+    #[error(transparent)]
+    Redis(#[from] crate::state::link::LinkError),
 }
 
 pub struct Gateway {
@@ -101,22 +103,23 @@ impl Gateway {
             .keep_alive_timeout(std::time::Duration::from_secs(20));
 
         let upstream = Upstream::new(&config.upstream)?;
-        let controls = match (&config.state.backend, &config.state.redis_url) {
-            (vendorgate_policy::config::Backend::Redis, Some(url)) => ControlStore::shared(
+        let redis = crate::state::link::Target::from_config(&config.state)?;
+        let state = StateStore::new(&config.state, redis.clone());
+        let controls = match redis {
+            Some(target) => ControlStore::shared(
                 controls_file(&config),
-                url.get_ref(),
-                &config.state.key_prefix,
+                target,
+                &state.prefix.shared(),
                 config.state.timeout.0,
                 config.locks.on_state_error,
             )?,
-            _ => ControlStore::load(Some(controls_file(&config)))?,
+            None => ControlStore::load(Some(controls_file(&config)))?,
         };
         let downloads = Downloads::new(
             &config.upstream.redirect_hosts,
             config.upstream.ca_bundle.as_deref(),
         )?;
         let tokens = TokenCache::new(config.identity.token_cache_entries);
-        let state = StateStore::new(&config.state);
         let trail = Trail::start(&config.trail);
         let refusals = Refusals::new(config.trail.refusal_interval.0);
         let metrics = Arc::new(Metrics::default());

@@ -34,7 +34,8 @@ fn times(seed: u64, n: usize, start_us: u64, scale_us: u64) -> Vec<u64> {
 }
 
 async fn connected(url: String) -> RedisState {
-    let redis = RedisState::connect(url, Duration::from_secs(2));
+    let target = vendorgate::state::link::Target::from_url(&url, Duration::from_secs(2)).unwrap();
+    let redis = RedisState::connect(target);
     let probe = RateRule {
         id: "probe".into(),
         per: Scope::Account,

@@ -252,12 +252,22 @@ async fn a_lock_with_a_ttl_expires_and_the_api_refuses_who_may_not_act() {
 #[tokio::test]
 async fn a_lock_made_on_one_replica_cuts_a_stream_on_another() {
     let redis = RedisServer::start();
+    lock_across_replicas(&format!("redis_url = \"{}\"", redis.url())).await;
+}
+
+/// The same on a Redis Cluster: the locks, the grants and their version share one hash tag, so
+/// the script that changes them runs in one slot; the change reaches the other replica through
+/// the channel (published to the whole cluster) or its check of the version.
+#[tokio::test]
+async fn a_lock_made_on_one_replica_cuts_a_stream_on_another_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    lock_across_replicas(&format!("redis_cluster = {}", cluster.urls())).await;
+}
+
+async fn lock_across_replicas(shared: &str) {
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;
-    let policy = format!(
-        "{OPEN_POLICY}\n[state]\nbackend = \"redis\"\nredis_url = \"{}\"\n",
-        redis.url()
-    );
+    let policy = format!("{OPEN_POLICY}\n[state]\nbackend = \"redis\"\n{shared}\n");
     let config = || ProxyConfig::to(&upstream).policy(&policy).admin(&tokens());
     let (a, b) = (Proxy::start(&pki, config()), Proxy::start(&pki, config()));
     let client = client(&pki, Http::Two);

@@ -12,9 +12,32 @@ use crate::support::*;
 
 const REPLICAS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 
+/// Where the replicas keep their shared state: one server, or a cluster.
+enum Shared<'a> {
+    One(&'a RedisServer),
+    Cluster(&'a RedisCluster),
+}
+
+impl Shared<'_> {
+    fn toml(&self) -> String {
+        match self {
+            Shared::One(r) => format!("redis_url = \"{}\"", r.url()),
+            Shared::Cluster(c) => format!("redis_cluster = {}", c.urls()),
+        }
+    }
+
+    fn scripts_run(&self) -> u64 {
+        let calls = |f: &dyn Fn(&str) -> u64| f("evalsha") + f("eval");
+        match self {
+            Shared::One(r) => calls(&|c| r.calls(c)),
+            Shared::Cluster(c) => calls(&|x| c.calls(x)),
+        }
+    }
+}
+
 /// 32 exports an hour per agent (no refill while the test runs: exactly the burst), 2 MiB out
 /// per agent per hour, a one-second idle timeout; state in `redis`, refused if it fails.
-fn policy(redis: &RedisServer) -> String {
+fn policy(redis: &Shared) -> String {
     format!(
         r#"
 [identity]
@@ -27,7 +50,7 @@ idle_timeout = "1s"
 
 [state]
 backend = "redis"
-redis_url = "{}"
+{}
 on_state_error = "deny"
 timeout = "300ms"
 
@@ -67,11 +90,11 @@ per = "account"
 max = "2MiB"
 window = "1h"
 "#,
-        redis.url()
+        redis.toml()
     )
 }
 
-async fn replicas(pki: &Pki, redis: &RedisServer) -> Vec<Proxy> {
+async fn replicas(pki: &Pki, redis: &Shared<'_>) -> Vec<Proxy> {
     let upstream = Box::leak(Box::new(mock(pki, Alpn::H2AndHttp11).await));
     let proxies: Vec<Proxy> = REPLICAS
         .iter()
@@ -85,6 +108,9 @@ async fn replicas(pki: &Pki, redis: &RedisServer) -> Vec<Proxy> {
     for (p, ip) in proxies.iter().zip(REPLICAS) {
         p.ready().await;
         assert_eq!(p.addr.ip().to_string(), ip);
+        let cluster = matches!(redis, Shared::Cluster(_));
+        let said = format!("connected to redis cluster={cluster}");
+        assert!(p.log().contains(&said), "{}", p.log());
     }
     proxies
 }
@@ -102,8 +128,20 @@ fn pki() -> Pki {
 #[tokio::test]
 async fn three_replicas_hold_one_export_limit_and_one_egress_cap() {
     let redis = RedisServer::start();
+    one_export_limit_and_one_egress_cap(&Shared::One(&redis)).await;
+}
+
+/// The same on a three-master Redis Cluster: every script's keys in one slot (the vendor's hash
+/// tag), or Cluster would refuse them.
+#[tokio::test]
+async fn three_replicas_on_a_redis_cluster_hold_one_export_limit_and_one_egress_cap() {
+    let cluster = RedisCluster::start();
+    one_export_limit_and_one_egress_cap(&Shared::Cluster(&cluster)).await;
+}
+
+async fn one_export_limit_and_one_egress_cap(redis: &Shared<'_>) {
     let pki = pki();
-    let proxies = replicas(&pki, &redis).await;
+    let proxies = replicas(&pki, redis).await;
     let client = client(&pki, Http::One);
     let agent = token(&pki, "exporter");
     let export = "/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=1";
@@ -132,7 +170,7 @@ async fn three_replicas_hold_one_export_limit_and_one_egress_cap() {
 
     // Reads lease their limit in batches: 300 reads ask Redis far fewer times than 300.
     let reader = token(&pki, "reader");
-    let scripts_before = redis.calls("evalsha") + redis.calls("eval");
+    let scripts_before = redis.scripts_run();
     for round in 0..30 {
         let sends = (0..10).map(|i| {
             let proxy = &proxies[(round * 10 + i) % 3];
@@ -145,7 +183,7 @@ async fn three_replicas_hold_one_export_limit_and_one_egress_cap() {
             assert_eq!(status, 200, "{reason}");
         }
     }
-    let scripts = redis.calls("evalsha") + redis.calls("eval") - scripts_before;
+    let scripts = redis.scripts_run() - scripts_before;
     assert!(scripts < 100, "{scripts} scripts for 300 reads");
 
     // 2 MiB out, whichever replica streams it: 512 KiB downloads round the replicas until every
@@ -171,8 +209,18 @@ async fn three_replicas_hold_one_export_limit_and_one_egress_cap() {
 #[tokio::test]
 async fn an_agents_session_is_one_session_across_the_replicas() {
     let redis = RedisServer::start();
+    one_session(&Shared::One(&redis)).await;
+}
+
+#[tokio::test]
+async fn an_agents_session_is_one_session_across_the_replicas_on_a_redis_cluster() {
+    let cluster = RedisCluster::start();
+    one_session(&Shared::Cluster(&cluster)).await;
+}
+
+async fn one_session(redis: &Shared<'_>) {
     let pki = pki();
-    let proxies = replicas(&pki, &redis).await;
+    let proxies = replicas(&pki, redis).await;
     let client = client(&pki, Http::One);
     let read = |p: &Proxy, t: &str| req(p, Method::GET, "/api/v2/tickets/1", t);
 

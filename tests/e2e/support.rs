@@ -500,6 +500,8 @@ pub struct RedisServer {
     dir: TempDir,
     /// Keeps its data across a kill and restart (append-only file, synced on every write).
     durable: bool,
+    /// More arguments for redis-server (a cluster node's).
+    extra: Vec<String>,
 }
 
 impl RedisServer {
@@ -520,6 +522,7 @@ impl RedisServer {
             port: closed_port(),
             dir,
             durable,
+            extra: Vec::new(),
         };
         server.restart();
         server
@@ -544,6 +547,7 @@ impl RedisServer {
                 "--appendfsync",
                 "always",
             ])
+            .args(&self.extra)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -633,6 +637,86 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A real Redis Cluster of three masters on loopback (each its own redis-server, cluster bus on
+/// a port of its own), slots assigned by `redis-cli --cluster create`; killed when dropped.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> Self {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let dir = tempfile::tempdir().unwrap();
+                let mut server = RedisServer {
+                    child: None,
+                    port: closed_port(),
+                    dir,
+                    durable: false,
+                    extra: Vec::new(),
+                };
+                let bus = closed_port().to_string();
+                let conf = server.dir.path().join("nodes.conf");
+                server.extra = vec![
+                    "--cluster-enabled".into(),
+                    "yes".into(),
+                    "--cluster-port".into(),
+                    bus,
+                    "--cluster-config-file".into(),
+                    conf.display().to_string(),
+                ];
+                server.restart();
+                server
+            })
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (it comes with redis-server)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let ok = nodes.iter().all(|n| {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &n.port.to_string(), "cluster", "info"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+            });
+            if ok {
+                return RedisCluster { nodes };
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the cluster never reached cluster_state:ok");
+    }
+
+    /// The TOML list of its nodes, for `state.redis_cluster`.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"redis://127.0.0.1:{}\"", n.port))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// Commands run so far, over every node.
+    pub fn calls(&self, command: &str) -> u64 {
+        self.nodes.iter().map(|n| n.calls(command)).sum()
     }
 }
 

@@ -73,7 +73,7 @@ impl Identity {
         token: VerifiedToken,
         version: Arc<str>,
         policy: &Policy,
-        prefix: &str,
+        prefix: &crate::state::keys::KeyPrefix,
         hash: u128,
     ) -> Self {
         let vendor = policy
@@ -220,7 +220,13 @@ mod tests {
             alg: "ES256".into(),
             kid: None,
         };
-        Arc::new(Identity::new(token, policy(), &Policy::default(), "vg", 7))
+        Arc::new(Identity::new(
+            token,
+            policy(),
+            &Policy::default(),
+            &crate::state::keys::KeyPrefix::new("vg", false),
+            7,
+        ))
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use vendorgate_policy::{ByteRule, Direction, Policy, VerifiedToken};
 
 use super::cells::{CounterCell, RateCell, SessionCell, Slot};
-use super::keys::{byte_key, rate_key, session_key};
+use super::keys::{byte_key, rate_key, session_key, KeyPrefix};
 use super::sessions::Session;
 
 /// One rule's state for one account: the key that finds the shared cell, and the slot that keeps
@@ -45,7 +45,7 @@ pub struct AccountState {
 impl AccountState {
     /// `token`'s state under `policy`, its keys under `prefix`; `hash` is the token's cache key
     /// (the session key of a token with neither `sid` nor `jti`).
-    pub fn new(policy: &Policy, prefix: &str, token: &VerifiedToken, hash: u128) -> Self {
+    pub fn new(policy: &Policy, prefix: &KeyPrefix, token: &VerifiedToken, hash: u128) -> Self {
         let vendor = policy
             .vendors
             .get(token.vendor)

@@ -26,6 +26,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
+use futures_util::FutureExt;
 use redis::Script;
 
 use super::{Counter, StateError};
@@ -65,7 +66,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 0
 ";
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Held {
     /// Key → (interval µs, requests admitted; negative: given back).
     rates: HashMap<String, (u64, i64)>,
@@ -78,6 +79,16 @@ struct Held {
 impl Held {
     fn is_empty(&self) -> bool {
         self.rates.is_empty() && self.bytes.is_empty() && self.sessions.is_empty()
+    }
+
+    /// What to hold again after a flush whose outcome is unknown (it failed, or its answer was
+    /// lost, after Redis may have applied it): what was admitted (carried twice, it refuses
+    /// sooner) but not what was given back (given back twice, it would admit more than the limit);
+    /// a give-back lost this way leaves the limit that much stricter until its window ends.
+    fn unsure(mut self) -> Held {
+        self.rates.retain(|_, (_, n)| *n > 0);
+        self.bytes.retain(|_, (b, _)| *b > 0);
+        self
     }
 
     /// Puts back what could not be carried, under what was held meanwhile.
@@ -187,7 +198,7 @@ impl Carry {
     /// it is all held again for the next try. Returns how many keys were carried.
     pub async fn flush(
         &self,
-        conn: &mut redis::aio::ConnectionManager,
+        conn: &mut super::link::Conn,
         limit: std::time::Duration,
     ) -> Result<usize, StateError> {
         let held = {
@@ -197,6 +208,9 @@ impl Carry {
         };
         if held.is_empty() {
             return Ok(0);
+        }
+        if conn.is_cluster() {
+            return self.flush_each(conn, held, limit).await;
         }
         // One transaction: carried all or not at all (a reply lost or late after EXEC would carry
         // it twice on the retry, which errs toward refusing).
@@ -223,7 +237,83 @@ impl Carry {
             Ok(Err(e)) => StateError::Unavailable(e.to_string()),
             Err(_) => StateError::Timeout,
         };
-        self.with(|h| h.merge(held));
+        self.with(|h| h.merge(held.unsure()));
         Err(err)
+    }
+
+    /// The flush in a Redis Cluster, where a transaction cannot span slots: each fact is its own
+    /// script call (each atomic), all sent at once; those that fail are held again, alone.
+    async fn flush_each(
+        &self,
+        conn: &super::link::Conn,
+        held: Held,
+        limit: std::time::Duration,
+    ) -> Result<usize, StateError> {
+        let keys = held.rates.len() + held.bytes.len() + held.sessions.len();
+        // Should no answer come in time, nothing is known of any of them.
+        let unsure = held.clone();
+        let calls = held
+            .rates
+            .into_iter()
+            .map(|(key, (interval, n))| {
+                let mut conn = conn.clone();
+                async move {
+                    let mut inv = self.rate.key(&key);
+                    inv.arg(interval).arg(n);
+                    let done = inv.invoke_async::<()>(&mut conn).await.is_ok();
+                    let mut left = Held::default();
+                    if !done {
+                        left.rates.insert(key, (interval, n));
+                    }
+                    left
+                }
+                .boxed()
+            })
+            .chain(held.bytes.into_iter().map(|(key, (amount, until))| {
+                let mut conn = conn.clone();
+                async move {
+                    let mut inv = self.bytes.key(&key);
+                    inv.arg(amount).arg(until);
+                    let done = inv.invoke_async::<()>(&mut conn).await.is_ok();
+                    let mut left = Held::default();
+                    if !done {
+                        left.bytes.insert(key, (amount, until));
+                    }
+                    left
+                }
+                .boxed()
+            }))
+            .chain(held.sessions.into_iter().map(|(key, (last, ttl))| {
+                let mut conn = conn.clone();
+                async move {
+                    let mut inv = self.session.key(&key);
+                    inv.arg(last).arg(ttl.max(1));
+                    let done = inv.invoke_async::<()>(&mut conn).await.is_ok();
+                    let mut left = Held::default();
+                    if !done {
+                        left.sessions.insert(key, (last, ttl));
+                    }
+                    left
+                }
+                .boxed()
+            }));
+        let all = futures_util::future::join_all(calls);
+        let failed = match tokio::time::timeout(limit, all).await {
+            Ok(results) => results.into_iter().fold(Held::default(), |mut acc, h| {
+                acc.merge(h);
+                acc
+            }),
+            Err(_) => {
+                self.with(|h| h.merge(unsure.unsure()));
+                return Err(StateError::Timeout);
+            }
+        };
+        if failed.is_empty() {
+            return Ok(keys);
+        }
+        self.with(|h| h.merge(failed.unsure()));
+        Err(StateError::Unavailable(
+            "some facts were not carried".into(),
+        ))
     }
 }

@@ -35,8 +35,9 @@ use std::time::{Duration, Instant};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use atomic_waker::AtomicWaker;
 use futures_util::StreamExt;
-use redis::aio::ConnectionManager;
 use redis::Script;
+
+use super::link::{Conn, Target};
 use vendorgate_policy::config::OnLockStateError;
 use vendorgate_policy::{Controls, Grant, GrantState, Lock, Reason, Subject};
 
@@ -83,8 +84,8 @@ pub enum ControlsError {
 
 /// The controls' home in Redis, when they are shared.
 struct Shared {
-    client: redis::Client,
-    conn: ArcSwapOption<ConnectionManager>,
+    target: Target,
+    conn: ArcSwapOption<Conn>,
     /// `{prefix}:locks` and `{prefix}:grants`: id → JSON.
     locks_hash: String,
     grants_hash: String,
@@ -149,16 +150,13 @@ struct Streams {
 }
 
 impl Shared {
-    async fn conn(&self) -> Result<ConnectionManager, ControlsError> {
+    async fn conn(&self) -> Result<Conn, ControlsError> {
         if let Some(conn) = self.conn.load_full() {
             return Ok((*conn).clone());
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
-            .set_response_timeout(Some(self.timeout));
         let conn = self
-            .client
-            .get_connection_manager_with_config(config)
+            .target
+            .connect()
             .await
             .map_err(|e| ControlsError::Shared(e.to_string()))?;
         self.conn.store(Some(Arc::new(conn.clone())));
@@ -309,22 +307,22 @@ impl ControlStore {
         })
     }
 
-    /// Controls shared through Redis at `url`, keys under `prefix`; `file` keeps the last-known
-    /// copy. Until Redis first confirms the list, `strict` refuses everyone.
+    /// Controls shared through Redis at `target`, keys under `prefix` (one hash tag in a
+    /// cluster, see [`super::keys::KeyPrefix::shared`]); `file` keeps the last-known copy. Until
+    /// Redis first confirms the list, `strict` refuses everyone.
     pub fn shared(
         file: PathBuf,
-        url: &str,
+        target: Target,
         prefix: &str,
         timeout: Duration,
         on_error: OnLockStateError,
     ) -> Result<Self, ControlsError> {
         let mut store = ControlStore::load(Some(file))?;
-        let client = redis::Client::open(url).map_err(|e| ControlsError::Shared(e.to_string()))?;
         store.on_error = on_error;
         // The version and channel keep the names they had when only locks were shared, so
         // replicas of the release before still follow the locks.
         store.shared = Some(Shared {
-            client,
+            target,
             conn: ArcSwapOption::empty(),
             locks_hash: format!("{prefix}:locks"),
             grants_hash: format!("{prefix}:grants"),
@@ -459,7 +457,12 @@ impl ControlStore {
         };
         let messages = async {
             loop {
-                match shared.client.get_async_pubsub().await {
+                let client = shared.target.client();
+                let pubsub = match client {
+                    Ok(client) => client.get_async_pubsub().await,
+                    Err(e) => Err(e),
+                };
+                match pubsub {
                     Ok(mut pubsub) => {
                         if pubsub.subscribe(&shared.channel).await.is_ok() {
                             let mut stream = pubsub.on_message();

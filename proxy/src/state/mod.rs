@@ -14,6 +14,7 @@ pub mod cells;
 pub mod controls;
 pub mod keys;
 pub mod leases;
+pub mod link;
 mod memory;
 pub mod parents;
 mod redis;
@@ -29,7 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vendorgate_policy::config::{Backend, OnStateError, StateConfig};
+use vendorgate_policy::config::{OnStateError, StateConfig};
 use vendorgate_policy::{GcraOutcome, RateRule, SessionStep};
 
 use carry::Carry;
@@ -108,7 +109,7 @@ pub struct StateStore {
     local: MemoryState,
     on_error: OnStateError,
     timeout: Duration,
-    pub prefix: String,
+    pub prefix: keys::KeyPrefix,
     errors: AtomicU64,
     log_throttle: LogThrottle,
     /// What was decided locally while Redis was away, to carry into it on its return.
@@ -116,13 +117,10 @@ pub struct StateStore {
 }
 
 impl StateStore {
-    pub fn new(config: &StateConfig) -> Arc<Self> {
-        let redis = match (config.backend, &config.redis_url) {
-            (Backend::Redis, Some(url)) => {
-                Some(RedisState::connect(url.get_ref().clone(), config.timeout.0))
-            }
-            _ => None,
-        };
+    /// The store `config` describes; `redis` is where its shared state is (see
+    /// [`link::Target::from_config`]), `None` for memory.
+    pub fn new(config: &StateConfig, redis: Option<link::Target>) -> Arc<Self> {
+        let redis = redis.map(RedisState::connect);
         let leases = redis.as_ref().map(|_| Leases::new(config.max_keys));
         let store = Arc::new(StateStore {
             redis,
@@ -130,7 +128,7 @@ impl StateStore {
             local: MemoryState::new(config.max_keys),
             on_error: config.on_state_error,
             timeout: config.timeout.0,
-            prefix: config.key_prefix.clone(),
+            prefix: keys::KeyPrefix::new(&config.key_prefix, !config.redis_cluster.is_empty()),
             errors: AtomicU64::new(0),
             log_throttle: LogThrottle::default(),
             carry: Carry::default(),

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use vendorgate_policy::{GcraOutcome, RateRule};
 
+use super::link::{Conn, Target};
 use super::{Counter, SessionOutcome, StateError};
 
 /// `vendorgate_policy::session_step`, in milliseconds. ARGV: idle (ms), TTL (ms), and optionally
@@ -141,7 +141,7 @@ struct Scripts {
 }
 
 pub struct RedisState {
-    conn: Arc<ArcSwapOption<ConnectionManager>>,
+    conn: Arc<ArcSwapOption<Conn>>,
     scripts: Scripts,
 }
 
@@ -151,29 +151,16 @@ fn unavailable(e: redis::RedisError) -> StateError {
 
 impl RedisState {
     /// Starts connecting in the background, retrying until Redis answers.
-    pub fn connect(url: String, timeout: Duration) -> Self {
-        let conn: Arc<ArcSwapOption<ConnectionManager>> = Arc::new(ArcSwapOption::empty());
+    pub fn connect(target: Target) -> Self {
+        let conn: Arc<ArcSwapOption<Conn>> = Arc::new(ArcSwapOption::empty());
         let slot = conn.clone();
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
             handle.spawn(async move {
-                let client = match redis::Client::open(url.as_str()) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::error!("state.redis_url: {e}");
-                        return;
-                    }
-                };
-                let config = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout.max(Duration::from_millis(500))))
-                    .set_response_timeout(Some(timeout));
                 loop {
-                    match client
-                        .get_connection_manager_with_config(config.clone())
-                        .await
-                    {
-                        Ok(manager) => {
-                            tracing::info!("connected to redis");
-                            slot.store(Some(Arc::new(manager)));
+                    match target.connect().await {
+                        Ok(conn) => {
+                            tracing::info!(cluster = conn.is_cluster(), "connected to redis");
+                            slot.store(Some(Arc::new(conn)));
                             return;
                         }
                         Err(e) => {
@@ -202,7 +189,7 @@ impl RedisState {
         self.conn.load().is_some()
     }
 
-    pub(super) fn conn(&self) -> Result<ConnectionManager, StateError> {
+    pub(super) fn conn(&self) -> Result<Conn, StateError> {
         self.conn
             .load_full()
             .map(|c| (*c).clone())
@@ -379,30 +366,26 @@ impl RedisState {
         batch: &[(&str, u32, vendorgate_policy::detect::Usage)],
     ) -> Result<Vec<vendorgate_policy::detect::Usage>, StateError> {
         let mut conn = self.conn()?;
-        let mut pipe = redis::pipe();
-        for (key, hour, u) in batch {
-            pipe.cmd("HINCRBY")
-                .arg(*key)
-                .arg(format!("{hour}:r"))
-                .arg(u.requests);
-            pipe.cmd("HINCRBY")
-                .arg(*key)
-                .arg(format!("{hour}:e"))
-                .arg(u.exports);
-            pipe.cmd("HINCRBY")
-                .arg(*key)
-                .arg(format!("{hour}:b"))
-                .arg(u.bytes);
-            let old = hour.saturating_sub(vendorgate_policy::detect::HOURS_KEPT);
-            pipe.cmd("HDEL")
-                .arg(*key)
-                .arg(format!("{old}:r"))
-                .arg(format!("{old}:e"))
-                .arg(format!("{old}:b"))
-                .ignore();
-            pipe.cmd("PEXPIRE").arg(*key).arg(USAGE_TTL_MS).ignore();
-        }
-        let totals: Vec<u64> = pipe.query_async(&mut conn).await.map_err(unavailable)?;
+        let totals: Vec<u64> = if conn.is_cluster() {
+            // A pipeline may not span slots in a cluster: one per account, all at once.
+            let calls = batch.iter().map(|(key, hour, u)| {
+                let mut pipe = redis::pipe();
+                add_usage(&mut pipe, key, *hour, u);
+                let mut conn = conn.clone();
+                async move { pipe.query_async::<Vec<u64>>(&mut conn).await }
+            });
+            let mut all = Vec::with_capacity(batch.len() * 3);
+            for one in futures_util::future::join_all(calls).await {
+                all.extend(one.map_err(unavailable)?);
+            }
+            all
+        } else {
+            let mut pipe = redis::pipe();
+            for (key, hour, u) in batch {
+                add_usage(&mut pipe, key, *hour, u);
+            }
+            pipe.query_async(&mut conn).await.map_err(unavailable)?
+        };
         Ok(totals
             .chunks(3)
             .map(|t| vendorgate_policy::detect::Usage {
@@ -483,3 +466,27 @@ impl RedisState {
 /// How long an account's shared hours outlive its last activity: the four weeks they serve, and a
 /// day.
 const USAGE_TTL_MS: u64 = 29 * 86_400_000;
+
+/// An account's counts for an hour added to its hash, the hour four weeks before forgotten, the
+/// hash kept 29 days: three totals answered.
+fn add_usage(
+    pipe: &mut redis::Pipeline,
+    key: &str,
+    hour: u32,
+    u: &vendorgate_policy::detect::Usage,
+) {
+    for (m, n) in [("r", u.requests), ("e", u.exports), ("b", u.bytes)] {
+        pipe.cmd("HINCRBY")
+            .arg(key)
+            .arg(format!("{hour}:{m}"))
+            .arg(n);
+    }
+    let old = hour.saturating_sub(vendorgate_policy::detect::HOURS_KEPT);
+    pipe.cmd("HDEL")
+        .arg(key)
+        .arg(format!("{old}:r"))
+        .arg(format!("{old}:e"))
+        .arg(format!("{old}:b"))
+        .ignore();
+    pipe.cmd("PEXPIRE").arg(key).arg(USAGE_TTL_MS).ignore();
+}

@@ -16,6 +16,8 @@ const REPLICAS: [&str; 3] = ["127.0.0.2", "127.0.0.3", "127.0.0.4"];
 enum Shared<'a> {
     One(&'a RedisServer),
     Cluster(&'a RedisCluster),
+    /// `[state]` lines of the test's own.
+    Lines(String),
 }
 
 impl Shared<'_> {
@@ -23,6 +25,7 @@ impl Shared<'_> {
         match self {
             Shared::One(r) => format!("redis_url = \"{}\"", r.url()),
             Shared::Cluster(c) => format!("redis_cluster = {}", c.urls()),
+            Shared::Lines(lines) => lines.clone(),
         }
     }
 
@@ -31,6 +34,7 @@ impl Shared<'_> {
         match self {
             Shared::One(r) => calls(&|c| r.calls(c)),
             Shared::Cluster(c) => calls(&|x| c.calls(x)),
+            Shared::Lines(_) => unreachable!("not counted"),
         }
     }
 }
@@ -263,5 +267,58 @@ async fn one_session(redis: &Shared<'_>) {
             "{}",
             p.addr
         );
+    }
+}
+
+/// Redis as production runs it: TLS (`rediss://`, trusting the CA in `state.redis_ca`) and an
+/// ACL user whose password is read from a file (the default user is off). With the right
+/// password the limits work; with a wrong one, or trusting a CA that did not sign Redis's
+/// certificate, the proxy never gets in and `deny` refuses, saying why in its log.
+#[tokio::test]
+async fn redis_over_tls_as_an_acl_user() {
+    let pki = pki();
+    let (_redis, tls_port) = RedisServer::start_secured(&pki, "vendorgate", "s3cret-pw");
+    let dir = tempfile::tempdir().unwrap();
+    let (good, bad) = (dir.path().join("good"), dir.path().join("bad"));
+    std::fs::write(&good, "s3cret-pw\n").unwrap();
+    std::fs::write(&bad, "guess\n").unwrap();
+    let stranger = Pki::new();
+    let state = |password: &std::path::Path, ca: &std::path::Path| {
+        Shared::Lines(format!(
+            "redis_url = \"rediss://127.0.0.1:{tls_port}/0\"\nredis_username = \"vendorgate\"\n\
+             redis_password_file = {password:?}\nredis_ca = {ca:?}"
+        ))
+    };
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let start =
+        |shared: Shared| Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&policy(&shared)));
+    let client = client(&pki, Http::One);
+    let agent = token(&pki, "secured");
+    let read = |p: &Proxy| req(p, Method::GET, "/api/v2/tickets/1", &agent);
+
+    let proxy = start(state(&good, &pki.files.ca_cert));
+    proxy.ready().await;
+    assert_eq!(status_and_reason(&client, read(&proxy)).await.0, 200);
+    let export = "/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=1";
+    for _ in 0..32 {
+        let r = req(&proxy, Method::GET, export, &agent);
+        assert_eq!(status_and_reason(&client, r).await.0, 200);
+    }
+    let r = req(&proxy, Method::GET, export, &agent);
+    assert_eq!(status_and_reason(&client, r).await.1, "export_rate_limited");
+
+    let wrong_password = start(state(&bad, &pki.files.ca_cert));
+    let wrong_ca = start(state(&good, &stranger.files.ca_cert));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (p, why) in [(&wrong_password, "authentication failed"), (&wrong_ca, "certificate")] {
+        let (status, reason, _) = status_and_reason(&client, read(p)).await;
+        assert_eq!(
+            (status, reason.as_str()),
+            (503, "state_unavailable"),
+            "{}",
+            p.log()
+        );
+        assert!(p.log().contains(why), "{why}: {}", p.log());
+        assert!(!p.log().contains("s3cret-pw"), "the password in the log");
     }
 }

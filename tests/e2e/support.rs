@@ -532,6 +532,47 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    /// One that also listens with TLS on `tls_port` (the dev PKI's server certificate) and knows
+    /// one ACL user: `user` with `password`, allowed everything; the default user is off, so
+    /// nothing is answered without logging in.
+    pub fn start_secured(pki: &Pki, user: &str, password: &str) -> (Self, u16) {
+        let tls_port = closed_port();
+        let mut server = RedisServer {
+            child: None,
+            port: closed_port(),
+            dir: tempfile::tempdir().unwrap(),
+            durable: false,
+            extra: Vec::new(),
+        };
+        let path = |p: &std::path::Path| p.display().to_string();
+        server.extra = [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &path(&pki.files.server_cert),
+            "--tls-key-file",
+            &path(&pki.files.server_key),
+            "--tls-ca-cert-file",
+            &path(&pki.files.ca_cert),
+            "--tls-auth-clients",
+            "no",
+            "--user",
+            "default",
+            "off",
+            "--user",
+            user,
+            "on",
+            &format!(">{password}"),
+            "~*",
+            "&*",
+            "+@all",
+        ]
+        .map(String::from)
+        .to_vec();
+        server.restart();
+        (server, tls_port)
+    }
+
     /// Starts (again) on the same port and waits until it answers PING.
     pub fn restart(&mut self) {
         let child = Command::new("redis-server")
@@ -629,8 +670,9 @@ impl RedisServer {
         if s.write_all(b"PING\r\n").is_err() {
             return false;
         }
+        // Any answer means it is up (`-NOAUTH` from one that wants a login first).
         let mut buf = [0u8; 7];
-        s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
     }
 }
 

@@ -76,12 +76,11 @@ redis_start() { # port
 if [ "$CLUSTER" = 1 ]; then
   nodes=()
   for i in 1 2 3; do
-    p=$(port); redis_start "$p" --cluster-enabled yes --cluster-config-file "$WORK/redis/nodes-$p.conf"
+    p=$(port); redis_start "$p" --cluster-enabled yes --cluster-port "$(port)" --cluster-config-file "$WORK/redis/nodes-$p.conf"
     nodes+=("127.0.0.1:$p")
   done
   redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >/dev/null
   for _ in $(seq 100); do redis-cli -p "${nodes[0]##*:}" cluster info | grep -q 'cluster_state:ok' && break; sleep 0.1; done
-  REDIS_URL="redis+cluster://${nodes[0]}"
   STATE=$(printf '[state]\nbackend = "redis"\nredis_cluster = [%s]\non_state_error = "deny"\n' \
     "$(printf '"redis://%s",' "${nodes[@]}" | sed 's/,$//')")
 else

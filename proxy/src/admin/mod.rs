@@ -612,9 +612,10 @@ async fn readiness(gw: &Gateway) -> Response<Full<Bytes>> {
             json!({"status": "not_ready", "reason": "draining"}),
         );
     }
-    // Shared state not reached yet (just started): with `on_state_error = "deny"` every request
-    // would be refused, so traffic is better sent to a replica that has it.
-    if gw.state.redis().is_some_and(|r| !r.connected()) {
+    // Shared state not reached yet (just started), or not answering now with `on_state_error =
+    // "deny"`: every request would be refused, so traffic is better sent to a replica that has it.
+    let deny = gw.config.state.on_state_error == vendorgate_policy::config::OnStateError::Deny;
+    if gw.state.redis().is_some_and(|r| !r.connected()) || (deny && !gw.state.healthy()) {
         return json(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"status": "not_ready", "reason": "state_unavailable"}),

@@ -360,7 +360,7 @@ async fn replicas_refuse_through_a_redis_pause_and_a_restart_and_recover_by_them
     let agent = token(&pki, "through-faults");
     let export = "/api/v2/incremental/tickets/cursor.json?start_time=0&per_page=1";
     let mut admitted = 0;
-    let mut exports = |n: usize| {
+    let exports = |n: usize| {
         let sends: Vec<_> = (0..n)
             .map(|i| status_and_reason(&client, req(&proxies[i % 3], Method::GET, export, &agent)))
             .collect();

@@ -388,6 +388,12 @@ pub struct StateConfig {
     /// found from them. Keys are then hash-tagged so every script stays in one slot.
     #[serde(default)]
     pub redis_cluster: Vec<Spanned<String>>,
+    /// Redis behind Sentinel: the sentinels (`redis://host:26379`), asked for the master of
+    /// `redis_sentinel_master` at the start and again after a failover.
+    #[serde(default)]
+    pub redis_sentinels: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub redis_sentinel_master: Option<String>,
     /// A Redis ACL user (with the password below; without one, the URL's or the default user).
     #[serde(default)]
     pub redis_username: Option<String>,
@@ -418,6 +424,8 @@ impl Default for StateConfig {
             backend: Backend::default(),
             redis_url: None,
             redis_cluster: Vec::new(),
+            redis_sentinels: Vec::new(),
+            redis_sentinel_master: None,
             redis_username: None,
             redis_password_env: None,
             redis_password_file: None,

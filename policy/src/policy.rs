@@ -764,7 +764,11 @@ impl Policy {
         let egress_rules = byte_rules(&c.limits.egress, "egress", &mut problems);
         let ingress_rules = byte_rules(&c.limits.ingress, "ingress", &mut problems);
         let st = &c.state;
-        let redis_urls = st.redis_url.iter().chain(&st.redis_cluster);
+        let redis_urls = st
+            .redis_url
+            .iter()
+            .chain(&st.redis_cluster)
+            .chain(&st.redis_sentinels);
         for url in redis_urls {
             let u = url.get_ref();
             if !u.starts_with("redis://") && !u.starts_with("rediss://") {
@@ -774,18 +778,33 @@ impl Policy {
                 ));
             }
         }
-        match (&st.backend, &st.redis_url, st.redis_cluster.is_empty()) {
-            (Backend::Redis, None, true) => problems.push((
+        let ways = [
+            st.redis_url.is_some(),
+            !st.redis_cluster.is_empty(),
+            !st.redis_sentinels.is_empty(),
+        ]
+        .iter()
+        .filter(|w| **w)
+        .count();
+        if st.backend == Backend::Redis && ways == 0 {
+            problems.push((
                 None,
-                "state.backend = \"redis\" needs state.redis_url (one server) or \
-                 state.redis_cluster (a cluster's nodes)"
+                "state.backend = \"redis\" needs state.redis_url (one server), \
+                 state.redis_cluster (a cluster's nodes) or state.redis_sentinels"
                     .into(),
-            )),
-            (_, Some(url), false) => problems.push((
-                Some(url.span()),
-                "state.redis_url and state.redis_cluster: set one, not both".into(),
-            )),
-            _ => {}
+            ));
+        }
+        if ways > 1 {
+            problems.push((
+                None,
+                "state: set one of redis_url, redis_cluster and redis_sentinels".into(),
+            ));
+        }
+        if st.redis_sentinels.is_empty() != st.redis_sentinel_master.is_none() {
+            problems.push((
+                None,
+                "state: redis_sentinels and redis_sentinel_master go together".into(),
+            ));
         }
         if st.redis_password_env.is_some() && st.redis_password_file.is_some() {
             problems.push((

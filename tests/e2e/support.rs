@@ -762,6 +762,125 @@ impl RedisCluster {
     }
 }
 
+/// Redis behind Sentinel on loopback: a master, a replica of it, and three sentinels watching
+/// them (quorum two, the master judged down after a second), each process killed when dropped.
+pub struct RedisSentinel {
+    pub master: RedisServer,
+    pub replica: RedisServer,
+    sentinels: Vec<(Child, u16)>,
+    _dir: TempDir,
+}
+
+pub const SENTINEL_MASTER: &str = "vg-master";
+
+impl RedisSentinel {
+    pub fn start() -> Self {
+        let master = RedisServer::start();
+        let mut replica = RedisServer {
+            child: None,
+            port: closed_port(),
+            dir: tempfile::tempdir().unwrap(),
+            durable: false,
+            extra: vec![
+                "--replicaof".into(),
+                "127.0.0.1".into(),
+                master.port.to_string(),
+            ],
+        };
+        replica.restart();
+        let dir = tempfile::tempdir().unwrap();
+        let sentinels = (0..3)
+            .map(|i| {
+                let port = closed_port();
+                let conf = dir.path().join(format!("sentinel-{i}.conf"));
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "port {port}\nbind 127.0.0.1\ndir {}\n\
+                         sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 2\n\
+                         sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                         sentinel failover-timeout {SENTINEL_MASTER} 3000\n\
+                         sentinel parallel-syncs {SENTINEL_MASTER} 1\n",
+                        dir.path().display(),
+                        master.port
+                    ),
+                )
+                .unwrap();
+                let child = Command::new("redis-server")
+                    .arg(&conf)
+                    .arg("--sentinel")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap();
+                (child, port)
+            })
+            .collect();
+        let sentinel = RedisSentinel {
+            master,
+            replica,
+            sentinels,
+            _dir: dir,
+        };
+        // Up when the replica has caught up and every sentinel knows the master and its replica.
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            let synced = redis_cli(sentinel.replica.port, &["info", "replication"])
+                .contains("master_link_status:up");
+            let known = sentinel.sentinels.iter().all(|(_, port)| {
+                redis_cli(*port, &["sentinel", "replicas", SENTINEL_MASTER])
+                    .contains(&sentinel.replica.port.to_string())
+            });
+            if synced && known {
+                return sentinel;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sentinels never saw the master and its replica");
+    }
+
+    /// The TOML list of the sentinels, for `state.redis_sentinels`.
+    pub fn urls(&self) -> String {
+        let urls: Vec<String> = self
+            .sentinels
+            .iter()
+            .map(|(_, port)| format!("\"redis://127.0.0.1:{port}\""))
+            .collect();
+        format!("[{}]", urls.join(", "))
+    }
+
+    /// The port of the master the sentinels name now.
+    pub fn master_port(&self) -> u16 {
+        let out = redis_cli(
+            self.sentinels[0].1,
+            &["sentinel", "get-master-addr-by-name", SENTINEL_MASTER],
+        );
+        out.lines()
+            .nth(1)
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for RedisSentinel {
+    fn drop(&mut self) {
+        for (child, _) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `redis-cli -p port args…`, its output (empty when it fails).
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
 /// A GET to the admin listener over plain HTTP/1.1; the raw response, status line and all.
 pub async fn admin_response(admin: impl tokio::net::ToSocketAddrs, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -457,7 +457,7 @@ impl ControlStore {
         };
         let messages = async {
             loop {
-                let client = shared.target.client();
+                let client = shared.target.client().await;
                 let pubsub = match client {
                     Ok(client) => client.get_async_pubsub().await,
                     Err(e) => Err(e),

@@ -1,15 +1,20 @@
-//! How the proxy reaches Redis: one server through the crate's reconnecting `ConnectionManager`,
-//! or a Redis Cluster through its cluster connection (which learns the slot map from the nodes
+//! How the proxy reaches Redis: one server through the crate's reconnecting `ConnectionManager`;
+//! a Redis Cluster through its cluster connection (which learns the slot map from the nodes
 //! named, follows `MOVED`/`ASK` redirections and a failover's new master, and reconnects by
-//! itself); over TLS for `rediss://` (trusting `state.redis_ca`, else the system's roots); as an
-//! ACL user whose password comes from the environment or a file, never the config.
+//! itself); or the master Redis Sentinel names ([`SentinelLink`]: asked again whenever the
+//! master stops answering or answers as a replica). Over TLS for `rediss://` (trusting
+//! `state.redis_ca`, else the system's roots); as an ACL user whose password comes from the
+//! environment or a file, never the config.
 //!
 //! Both kinds of connection answer through [`Conn`], so every operation is written once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use redis::aio::{ConnectionLike, ConnectionManager};
+use arc_swap::ArcSwapOption;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_async::ClusterConnection;
+use redis::sentinel::{Sentinel, SentinelNodeConnectionInfo};
 use redis::{ConnectionInfo, IntoConnectionInfo, RedisFuture, TlsCertificates};
 use vendorgate_policy::config::{Backend, StateConfig};
 
@@ -26,11 +31,20 @@ fn config_error(field: &'static str, cause: impl ToString) -> LinkError {
     }
 }
 
+/// What kind of Redis the nodes are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Kind {
+    One,
+    Cluster,
+    /// The nodes are sentinels, asked for this master.
+    Sentinel(String),
+}
+
 /// Where the shared state is and how to log in to it.
 #[derive(Clone)]
 pub struct Target {
     nodes: Vec<ConnectionInfo>,
-    cluster: bool,
+    kind: Kind,
     username: Option<String>,
     password: Option<String>,
     tls: Option<TlsCertificates>,
@@ -42,7 +56,7 @@ impl std::fmt::Debug for Target {
         // Never the password.
         f.debug_struct("Target")
             .field("nodes", &self.nodes.len())
-            .field("cluster", &self.cluster)
+            .field("kind", &self.kind)
             .field("username", &self.username)
             .finish()
     }
@@ -54,15 +68,24 @@ impl Target {
         if config.backend != Backend::Redis {
             return Ok(None);
         }
-        let (urls, cluster, field) = match &config.redis_url {
-            Some(url) => (vec![url.get_ref().clone()], false, "redis_url"),
-            None => (
+        let (urls, kind, field) = match (&config.redis_url, &config.redis_sentinel_master) {
+            (Some(url), _) => (vec![url.get_ref().clone()], Kind::One, "redis_url"),
+            (None, Some(master)) => (
+                config
+                    .redis_sentinels
+                    .iter()
+                    .map(|u| u.get_ref().clone())
+                    .collect(),
+                Kind::Sentinel(master.clone()),
+                "redis_sentinels",
+            ),
+            (None, None) => (
                 config
                     .redis_cluster
                     .iter()
                     .map(|u| u.get_ref().clone())
                     .collect(),
-                true,
+                Kind::Cluster,
                 "redis_cluster",
             ),
         };
@@ -100,19 +123,16 @@ impl Target {
                 .as_str()
                 .into_connection_info()
                 .map_err(|e| config_error(field, e))?;
-            let mut settings = info.redis_settings().clone();
-            if let Some(user) = &config.redis_username {
-                settings = settings.set_username(user);
+            // Sentinels are asked without the ACL user: it is the master's.
+            if !matches!(kind, Kind::Sentinel(_)) {
+                let settings = login(info.redis_settings(), &config.redis_username, &password);
+                info = info.set_redis_settings(settings);
             }
-            if let Some(pw) = &password {
-                settings = settings.set_password(pw);
-            }
-            info = info.set_redis_settings(settings);
             nodes.push(info);
         }
         Ok(Some(Target {
             nodes,
-            cluster,
+            kind,
             username: config.redis_username.clone(),
             password,
             tls,
@@ -126,7 +146,7 @@ impl Target {
             nodes: vec![url
                 .into_connection_info()
                 .map_err(|e| config_error("redis_url", e))?],
-            cluster: false,
+            kind: Kind::One,
             username: None,
             password: None,
             tls: None,
@@ -135,23 +155,63 @@ impl Target {
     }
 
     pub fn is_cluster(&self) -> bool {
-        self.cluster
+        self.kind == Kind::Cluster
     }
 
     /// A client for the first node named: what a pub/sub subscription uses (in a cluster,
-    /// `PUBLISH` reaches every node, so any one will do).
-    pub fn client(&self) -> redis::RedisResult<redis::Client> {
-        let first = self.nodes[0].clone();
-        match &self.tls {
-            Some(certs) => redis::Client::build_with_tls(first, certs.clone()),
-            None => redis::Client::open(first),
+    /// `PUBLISH` reaches every node, so any one will do). Behind Sentinel, the current master's.
+    pub async fn client(&self) -> redis::RedisResult<redis::Client> {
+        if let Kind::Sentinel(master) = &self.kind {
+            let mut sentinel = Sentinel::build(self.nodes.clone())?;
+            return sentinel
+                .async_master_for(master, Some(&self.master_login()))
+                .await;
         }
+        self.client_for(self.nodes[0].clone())
+    }
+
+    fn client_for(&self, node: ConnectionInfo) -> redis::RedisResult<redis::Client> {
+        match &self.tls {
+            Some(certs) => redis::Client::build_with_tls(node, certs.clone()),
+            None => redis::Client::open(node),
+        }
+    }
+
+    /// How the master behind Sentinel is logged in to.
+    fn master_login(&self) -> SentinelNodeConnectionInfo {
+        let base = redis::RedisConnectionInfo::default();
+        SentinelNodeConnectionInfo::default().set_redis_connection_info(login(
+            &base,
+            &self.username,
+            &self.password,
+        ))
+    }
+
+    fn manager_config(&self) -> ConnectionManagerConfig {
+        ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
+            .set_response_timeout(Some(self.timeout))
+            // Behind Sentinel a dead master is found again through the sentinels, not retried.
+            .set_number_of_retries(if self.is_sentinel() { 1 } else { 6 })
+    }
+
+    fn is_sentinel(&self) -> bool {
+        matches!(self.kind, Kind::Sentinel(_))
     }
 
     /// One connection, shared by every task (multiplexed), reconnecting by itself.
     pub async fn connect(&self) -> redis::RedisResult<Conn> {
         let connect_timeout = self.timeout.max(Duration::from_millis(500));
-        if self.cluster {
+        if self.is_sentinel() {
+            let link = SentinelLink {
+                target: self.clone(),
+                sentinel: tokio::sync::Mutex::new(Sentinel::build(self.nodes.clone())?),
+                master: ArcSwapOption::empty(),
+            };
+            link.master().await?;
+            return Ok(Conn::Sentinel(Arc::new(link)));
+        }
+        if self.is_cluster() {
             let mut builder = redis::cluster::ClusterClientBuilder::new(self.nodes.clone())
                 .connection_timeout(connect_timeout)
                 .response_timeout(self.timeout);
@@ -167,22 +227,83 @@ impl Target {
             let client = builder.build()?;
             return Ok(Conn::Cluster(client.get_async_connection().await?));
         }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(connect_timeout))
-            .set_response_timeout(Some(self.timeout));
         let manager = self
-            .client()?
-            .get_connection_manager_with_config(config)
+            .client_for(self.nodes[0].clone())?
+            .get_connection_manager_with_config(self.manager_config())
             .await?;
         Ok(Conn::One(manager))
     }
 }
 
-/// A connection to one server or to a cluster.
+/// `base` logged in as the ACL user, if one is configured.
+fn login(
+    base: &redis::RedisConnectionInfo,
+    username: &Option<String>,
+    password: &Option<String>,
+) -> redis::RedisConnectionInfo {
+    let mut settings = base.clone();
+    if let Some(user) = username {
+        settings = settings.set_username(user);
+    }
+    if let Some(pw) = password {
+        settings = settings.set_password(pw);
+    }
+    settings
+}
+
+/// The master Redis Sentinel names, through a reconnecting connection to it; forgotten when it
+/// stops answering or answers as a replica (`READONLY`: demoted by a failover), so that the next
+/// call asks the sentinels again and finds the new master. The call that fails fails (the
+/// caller's `on_state_error` decides it); those after it go to the new master.
+pub struct SentinelLink {
+    target: Target,
+    sentinel: tokio::sync::Mutex<Sentinel>,
+    master: ArcSwapOption<ConnectionManager>,
+}
+
+impl SentinelLink {
+    async fn master(&self) -> redis::RedisResult<ConnectionManager> {
+        if let Some(m) = self.master.load_full() {
+            return Ok((*m).clone());
+        }
+        // One lookup at a time; whoever waited finds the master the first one found.
+        let mut sentinel = self.sentinel.lock().await;
+        if let Some(m) = self.master.load_full() {
+            return Ok((*m).clone());
+        }
+        let Kind::Sentinel(name) = &self.target.kind else {
+            unreachable!("a sentinel link for a sentinel target")
+        };
+        let client = sentinel
+            .async_master_for(name, Some(&self.target.master_login()))
+            .await?;
+        let manager = client
+            .get_connection_manager_with_config(self.target.manager_config())
+            .await?;
+        tracing::info!("redis master found through sentinel");
+        self.master.store(Some(Arc::new(manager.clone())));
+        Ok(manager)
+    }
+
+    /// After `e`: the master is looked up again if it is gone or no longer the master.
+    fn lost(&self, e: &redis::RedisError) {
+        let demoted = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly);
+        let gone = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout();
+        if (demoted || gone) && self.master.swap(None).is_some() {
+            tracing::warn!("redis master lost ({e}): asking the sentinels again");
+        }
+    }
+}
+
+/// A connection to one server, a cluster, or the master behind Sentinel.
 #[derive(Clone)]
 pub enum Conn {
     One(ConnectionManager),
     Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelLink>),
 }
 
 impl Conn {
@@ -196,6 +317,14 @@ impl ConnectionLike for Conn {
         match self {
             Conn::One(c) => c.req_packed_command(cmd),
             Conn::Cluster(c) => c.req_packed_command(cmd),
+            Conn::Sentinel(link) => Box::pin(async move {
+                let mut master = link.master().await?;
+                let out = master.req_packed_command(cmd).await;
+                if let Err(e) = &out {
+                    link.lost(e);
+                }
+                out
+            }),
         }
     }
 
@@ -208,6 +337,14 @@ impl ConnectionLike for Conn {
         match self {
             Conn::One(c) => c.req_packed_commands(pipeline, offset, count),
             Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Sentinel(link) => Box::pin(async move {
+                let mut master = link.master().await?;
+                let out = master.req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &out {
+                    link.lost(e);
+                }
+                out
+            }),
         }
     }
 
@@ -215,6 +352,7 @@ impl ConnectionLike for Conn {
         match self {
             Conn::One(c) => c.get_db(),
             Conn::Cluster(c) => c.get_db(),
+            Conn::Sentinel(_) => 0,
         }
     }
 }

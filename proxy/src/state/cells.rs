@@ -118,15 +118,6 @@ impl<C: Evictable> Registry<C> {
         lock(&self.shards[shard_of(key)]).get(key).cloned()
     }
 
-    /// Calls `f` on every cell, shard by shard (each shard locked while it is walked).
-    pub fn each(&self, mut f: impl FnMut(&str, &Arc<C>)) {
-        for shard in &self.shards {
-            for (k, c) in lock(shard).iter() {
-                f(k, c);
-            }
-        }
-    }
-
     /// Drops the evictable cells no identity holds.
     pub fn evict(&self, now_ms: u64) {
         for shard in &self.shards {

@@ -82,18 +82,27 @@ struct Tokens {
 }
 
 /// Requests leased from one shared rate limiter.
-pub struct TokenPool(Mutex<Tokens>);
+pub struct TokenPool {
+    key: Box<str>,
+    tokens: Mutex<Tokens>,
+    /// In the heartbeat's list of pools holding something (see [`Leases::holding`]).
+    queued: AtomicBool,
+}
 
-impl Default for TokenPool {
-    fn default() -> Self {
-        TokenPool(Mutex::new(Tokens {
-            held: 0,
-            interval_us: 0,
-            until_us: 0,
-            batch: 1,
-            leasing_until_us: 0,
-            remaining: 0,
-        }))
+impl TokenPool {
+    fn new(key: &str) -> Self {
+        TokenPool {
+            key: key.into(),
+            tokens: Mutex::new(Tokens {
+                held: 0,
+                interval_us: 0,
+                until_us: 0,
+                batch: 1,
+                leasing_until_us: 0,
+                remaining: 0,
+            }),
+            queued: AtomicBool::new(false),
+        }
     }
 }
 
@@ -113,7 +122,7 @@ pub enum Take {
 
 impl TokenPool {
     pub fn take(&self, now_us: u64, max_batch: u32, interval_us: u64) -> Take {
-        let mut t = lock(&self.0);
+        let mut t = lock(&self.tokens);
         t.interval_us = interval_us;
         let fresh = now_us < t.until_us;
         if t.held > 0 && fresh {
@@ -146,7 +155,7 @@ impl TokenPool {
     /// What Redis granted for a [`Take::Lease`] (`granted` of it; `None`: the call failed). The
     /// first of the grant is the asking request's; the rest is held.
     pub fn leased(&self, batch: bool, granted: Option<(u32, u32)>, now_us: u64) {
-        let mut t = lock(&self.0);
+        let mut t = lock(&self.tokens);
         if batch {
             t.leasing_until_us = 0;
         }
@@ -161,12 +170,22 @@ impl TokenPool {
 
     /// Held requests whose hold has ended, taken out to be given back, with the interval.
     pub fn expired(&self, now_us: u64) -> (u32, u64) {
-        let mut t = lock(&self.0);
+        let mut t = lock(&self.tokens);
         if t.held > 0 && now_us >= t.until_us && now_us >= t.leasing_until_us {
             t.batch = (t.batch / 2).max(1);
             return (std::mem::take(&mut t.held), t.interval_us);
         }
         (0, 0)
+    }
+
+    /// Whether it still holds requests (else it leaves the heartbeat's list).
+    fn holds(&self) -> bool {
+        let t = lock(&self.tokens);
+        let holds = t.held > 0;
+        if !holds {
+            self.queued.store(false, Ordering::Relaxed);
+        }
+        holds
     }
 }
 
@@ -181,7 +200,7 @@ fn allowed(remaining: u32) -> GcraOutcome {
 
 impl Evictable for TokenPool {
     fn evictable(&self, now_ms: u64) -> bool {
-        let t = lock(&self.0);
+        let t = lock(&self.tokens);
         let now_us = now_ms.saturating_mul(1000);
         t.held == 0 && t.leasing_until_us <= now_us && t.until_us <= now_us
     }
@@ -201,21 +220,31 @@ struct Held {
 }
 
 /// Bytes leased from one shared counter in one window.
-pub struct BytePool(Mutex<Held>);
+pub struct BytePool {
+    /// The counter's key in Redis (with its window).
+    key: String,
+    held: Mutex<Held>,
+    /// In the heartbeat's list of pools holding something (see [`Leases::holding`]).
+    queued: AtomicBool,
+}
 
 impl BytePool {
-    fn new(window_end_ms: u64) -> Self {
-        BytePool(Mutex::new(Held {
-            bytes: 0,
-            until_ms: 0,
-            left: 0,
-            window_end_ms,
-        }))
+    fn new(key: String, window_end_ms: u64) -> Self {
+        BytePool {
+            key,
+            held: Mutex::new(Held {
+                bytes: 0,
+                until_ms: 0,
+                left: 0,
+                window_end_ms,
+            }),
+            queued: AtomicBool::new(false),
+        }
     }
 
     /// Takes up to `want` of the held bytes.
     pub fn take(&self, want: u64) -> u64 {
-        let mut h = lock(&self.0);
+        let mut h = lock(&self.held);
         let n = h.bytes.min(want);
         h.bytes -= n;
         n
@@ -226,26 +255,26 @@ impl BytePool {
         if bytes == 0 {
             return;
         }
-        let mut h = lock(&self.0);
+        let mut h = lock(&self.held);
         h.bytes += bytes;
         h.until_ms = now_ms + BYTE_HOLD.as_millis() as u64;
     }
 
     fn leased(&self, surplus: u64, left: u64, now_ms: u64) {
         self.put(surplus, now_ms);
-        lock(&self.0).left = left;
+        lock(&self.held).left = left;
     }
 
     /// Held bytes, and the shared counter's remainder as last seen.
     pub fn standing(&self) -> (u64, u64) {
-        let h = lock(&self.0);
+        let h = lock(&self.held);
         (h.bytes, h.left)
     }
 
     /// Held bytes past their hold (and their window still open), taken out to be given back,
     /// with the window's end.
     pub fn expired(&self, now_ms: u64) -> (u64, u64) {
-        let mut h = lock(&self.0);
+        let mut h = lock(&self.held);
         if h.bytes > 0 && now_ms >= h.until_ms {
             let n = std::mem::take(&mut h.bytes);
             if now_ms < h.window_end_ms {
@@ -254,11 +283,20 @@ impl BytePool {
         }
         (0, 0)
     }
+
+    /// Whether it still holds bytes (else it leaves the heartbeat's list).
+    fn holds(&self) -> bool {
+        let holds = lock(&self.held).bytes > 0;
+        if !holds {
+            self.queued.store(false, Ordering::Relaxed);
+        }
+        holds
+    }
 }
 
 impl Evictable for BytePool {
     fn evictable(&self, now_ms: u64) -> bool {
-        let h = lock(&self.0);
+        let h = lock(&self.held);
         h.bytes == 0 || h.window_end_ms <= now_ms
     }
 }
@@ -344,12 +382,22 @@ pub struct Leases {
     sessions: Registry<SessionLease>,
     /// Sessions with a touch to write behind.
     dirty: Mutex<Vec<(Arc<str>, Arc<SessionLease>)>>,
+    /// The pools that hold something, for the heartbeat to give back what expires: it visits
+    /// these, not every pool (100,000 accounts' pools four times a second).
+    holding: Mutex<Holding>,
     /// Whether Redis answered the last call (see [`super::StateStore::healthy`]).
     pub healthy: AtomicBool,
 }
 
+#[derive(Default)]
+struct Holding {
+    tokens: Vec<Arc<TokenPool>>,
+    bytes: Vec<Arc<BytePool>>,
+}
+
 /// Bytes taken from pools for one request, per counter.
 pub struct Drawn<'a> {
+    leases: &'a Leases,
     pools: Vec<Arc<BytePool>>,
     pub got: Vec<u64>,
     pub counters: &'a [Counter],
@@ -362,6 +410,7 @@ impl Leases {
             bytes: Registry::new(max_keys),
             sessions: Registry::new(max_keys),
             dirty: Mutex::new(Vec::new()),
+            holding: Mutex::default(),
             healthy: AtomicBool::new(true),
         }
     }
@@ -371,7 +420,20 @@ impl Leases {
     }
 
     pub fn token_pool(&self, key: &str, now_ms: u64) -> Arc<TokenPool> {
-        self.tokens.get(key, now_ms, TokenPool::default)
+        self.tokens.get(key, now_ms, || TokenPool::new(key))
+    }
+
+    /// After a lease into `pool`: on the heartbeat's list if it now holds something.
+    pub fn note_tokens(&self, pool: &Arc<TokenPool>) {
+        if lock(&pool.tokens).held > 0 && !pool.queued.swap(true, Ordering::Relaxed) {
+            lock(&self.holding).tokens.push(pool.clone());
+        }
+    }
+
+    fn note_bytes(&self, pool: &Arc<BytePool>) {
+        if lock(&pool.held).bytes > 0 && !pool.queued.swap(true, Ordering::Relaxed) {
+            lock(&self.holding).bytes.push(pool.clone());
+        }
     }
 
     pub fn session(&self, key: &str, now_ms: u64) -> Arc<SessionLease> {
@@ -391,16 +453,18 @@ impl Leases {
     }
 
     fn byte_pool(&self, c: &Counter, now_ms: u64) -> Arc<BytePool> {
+        let key = c.windowed_key();
         self.bytes
-            .get(&c.windowed_key(), now_ms, || BytePool::new(c.reset_at_ms))
+            .get(&key, now_ms, || BytePool::new(key.clone(), c.reset_at_ms))
     }
 
     /// Takes up to `want` bytes for every counter from the pools.
-    pub fn draw<'a>(&self, counters: &'a [Counter], want: u64, now_ms: u64) -> Drawn<'a> {
+    pub fn draw<'a>(&'a self, counters: &'a [Counter], want: u64, now_ms: u64) -> Drawn<'a> {
         let pools: Vec<Arc<BytePool>> =
             counters.iter().map(|c| self.byte_pool(c, now_ms)).collect();
         let got = pools.iter().map(|p| p.take(want)).collect();
         Drawn {
+            leases: self,
             pools,
             got,
             counters,
@@ -418,28 +482,44 @@ impl Leases {
     /// Puts `amount` back in each counter's pool (a body's unused lease).
     pub fn put_back(&self, counters: &[Counter], amount: u64, now_ms: u64) {
         for c in counters {
-            self.byte_pool(c, now_ms).put(amount, now_ms);
+            let pool = self.byte_pool(c, now_ms);
+            pool.put(amount, now_ms);
+            self.note_bytes(&pool);
         }
     }
 
     /// Held requests and bytes past their hold, to give back: (limiter key, requests, interval) and
-    /// (counter's windowed key, bytes, window end).
+    /// (counter's windowed key, bytes, window end). Pools that hold nothing more leave the list.
     #[allow(clippy::type_complexity)]
     pub fn expired(&self, now_ms: u64) -> (Vec<(String, u32, u64)>, Vec<(String, u64, u64)>) {
+        let Holding {
+            tokens: token_pools,
+            bytes: byte_pools,
+        } = std::mem::take(&mut *lock(&self.holding));
         let mut tokens = Vec::new();
-        self.tokens.each(|k, p| {
+        let mut still = Holding::default();
+        for p in token_pools {
             let (n, interval) = p.expired(now_ms.saturating_mul(1000));
             if n > 0 {
-                tokens.push((k.to_string(), n, interval));
+                tokens.push((p.key.to_string(), n, interval));
             }
-        });
+            if p.holds() {
+                still.tokens.push(p);
+            }
+        }
         let mut bytes = Vec::new();
-        self.bytes.each(|k, p| {
+        for p in byte_pools {
             let (n, until) = p.expired(now_ms);
             if n > 0 {
-                bytes.push((k.to_string(), n, until));
+                bytes.push((p.key.clone(), n, until));
             }
-        });
+            if p.holds() {
+                still.bytes.push(p);
+            }
+        }
+        let mut holding = lock(&self.holding);
+        holding.tokens.append(&mut still.tokens);
+        holding.bytes.append(&mut still.bytes);
         (tokens, bytes)
     }
 
@@ -468,6 +548,7 @@ impl Drawn<'_> {
         let use_now = granted.min(want - self.got[i]);
         self.got[i] += use_now;
         self.pools[i].leased(granted - use_now, left, now_ms);
+        self.leases.note_bytes(&self.pools[i]);
     }
 
     /// Settles the draw: the request gets the least any counter gave; the rest goes back.
@@ -475,6 +556,7 @@ impl Drawn<'_> {
         let granted = self.got.iter().copied().min().unwrap_or(0);
         for (pool, got) in self.pools.iter().zip(&self.got) {
             pool.put(got - granted, now_ms);
+            self.leases.note_bytes(pool);
         }
         granted
     }
@@ -483,6 +565,7 @@ impl Drawn<'_> {
     pub fn restore(self, now_ms: u64) {
         for (pool, got) in self.pools.iter().zip(&self.got) {
             pool.put(*got, now_ms);
+            self.leases.note_bytes(pool);
         }
     }
 
@@ -497,7 +580,7 @@ mod tests {
 
     #[test]
     fn a_busy_pool_leases_bigger_batches_and_an_idle_one_gives_back() {
-        let pool = TokenPool::default();
+        let pool = TokenPool::new("k");
         let first = pool.take(0, 8, 1000);
         assert_eq!(
             first,
@@ -569,5 +652,46 @@ mod tests {
         assert_eq!(lease.touch_here(t + 1600, 1000, 5000), (false, false));
         lease.confirmed(false, t + 1600);
         assert_eq!(lease.touch_here(t + 1601, 1000, 5000), (false, false));
+    }
+
+    #[test]
+    fn the_heartbeat_gives_back_what_expired_once_and_forgets_empty_pools() {
+        let leases = Leases::new(1000);
+        let now_ms = 1_000_000;
+        let pool = leases.token_pool("vg:rate:r:a:acme:x", now_ms);
+        let Take::Lease { want, .. } = pool.take(now_ms * 1000, 8, 500) else {
+            panic!()
+        };
+        pool.leased(true, Some((want, 10)), now_ms * 1000);
+        // Used up at once: the next batch is two, one of which stays held.
+        assert!(matches!(
+            pool.take(now_ms * 1000 + 1, 8, 500),
+            Take::Lease { want: 2, .. }
+        ));
+        pool.leased(true, Some((2, 8)), now_ms * 1000 + 1);
+        leases.note_tokens(&pool);
+        leases.note_tokens(&pool);
+        let counter = Counter {
+            place: super::super::Place::Key("vg:egress:e:a:acme:x".into()),
+            window_start: 0,
+            max: 1 << 20,
+            reset_at_ms: now_ms + 3_600_000,
+        };
+        leases.put_back(std::slice::from_ref(&counter), 700, now_ms);
+        assert_eq!(
+            leases.expired(now_ms),
+            (vec![], vec![]),
+            "nothing expired yet"
+        );
+        let later = now_ms + BYTE_HOLD.as_millis() as u64;
+        let (tokens, bytes) = leases.expired(later);
+        assert_eq!(tokens, vec![("vg:rate:r:a:acme:x".to_string(), 1, 500)]);
+        assert_eq!(
+            bytes,
+            vec![(counter.windowed_key(), 700, now_ms + 3_600_000)]
+        );
+        // Given back once; the emptied pools left the list.
+        assert_eq!(leases.expired(later + 10_000), (vec![], vec![]));
+        assert!(lock(&leases.holding).tokens.is_empty() && lock(&leases.holding).bytes.is_empty());
     }
 }

@@ -303,6 +303,7 @@ impl StateStore {
                 _ => None,
             };
             pool.leased(batch, granted, now_us);
+            leases.note_tokens(&pool);
             match out {
                 Some(Ok((n, o))) => {
                     let held = n.saturating_sub(1);

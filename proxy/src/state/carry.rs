@@ -26,7 +26,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use futures_util::FutureExt;
 use redis::Script;
 
 use super::{Counter, StateError};
@@ -76,7 +75,49 @@ struct Held {
     sessions: HashMap<String, (u64, u64)>,
 }
 
+/// One thing to carry: a rate limit's requests (key, interval µs, count), a counter's bytes (key,
+/// amount, window end), a session's last touch (key, last ms, TTL ms).
+enum Fact {
+    Rate(String, u64, i64),
+    Bytes(String, i64, u64),
+    Session(String, u64, u64),
+}
+
 impl Held {
+    fn len(&self) -> usize {
+        self.rates.len() + self.bytes.len() + self.sessions.len()
+    }
+
+    fn facts(self) -> impl Iterator<Item = Fact> {
+        let rates = self
+            .rates
+            .into_iter()
+            .map(|(k, (i, n))| Fact::Rate(k, i, n));
+        let bytes = self
+            .bytes
+            .into_iter()
+            .map(|(k, (b, u))| Fact::Bytes(k, b, u));
+        let sessions = self
+            .sessions
+            .into_iter()
+            .map(|(k, (l, t))| Fact::Session(k, l, t));
+        rates.chain(bytes).chain(sessions)
+    }
+
+    fn add(&mut self, fact: Fact) {
+        match fact {
+            Fact::Rate(k, i, n) => {
+                self.rates.insert(k, (i, n));
+            }
+            Fact::Bytes(k, b, u) => {
+                self.bytes.insert(k, (b, u));
+            }
+            Fact::Session(k, l, t) => {
+                self.sessions.insert(k, (l, t));
+            }
+        }
+    }
+
     fn is_empty(&self) -> bool {
         self.rates.is_empty() && self.bytes.is_empty() && self.sessions.is_empty()
     }
@@ -219,19 +260,10 @@ impl Carry {
         for script in [&self.rate, &self.bytes, &self.session] {
             pipe.load_script(script).ignore();
         }
-        for (key, (interval, n)) in &held.rates {
-            pipe.invoke_script(self.rate.key(key).arg(*interval).arg(*n))
-                .ignore();
+        let keys = held.len();
+        for fact in held.clone().facts() {
+            pipe.invoke_script(&self.invocation(&fact)).ignore();
         }
-        for (key, (amount, until)) in &held.bytes {
-            pipe.invoke_script(self.bytes.key(key).arg(*amount).arg(*until))
-                .ignore();
-        }
-        for (key, (last, ttl)) in &held.sessions {
-            pipe.invoke_script(self.session.key(key).arg(*last).arg((*ttl).max(1)))
-                .ignore();
-        }
-        let keys = held.rates.len() + held.bytes.len() + held.sessions.len();
         let err = match tokio::time::timeout(limit, pipe.query_async::<()>(conn)).await {
             Ok(Ok(())) => return Ok(keys),
             Ok(Err(e)) => StateError::Unavailable(e.to_string()),
@@ -239,6 +271,27 @@ impl Carry {
         };
         self.with(|h| h.merge(held.unsure()));
         Err(err)
+    }
+
+    /// The script call that carries `fact`.
+    fn invocation(&self, fact: &Fact) -> redis::ScriptInvocation<'_> {
+        match fact {
+            Fact::Rate(key, interval, n) => {
+                let mut inv = self.rate.key(key);
+                inv.arg(*interval).arg(*n);
+                inv
+            }
+            Fact::Bytes(key, amount, until) => {
+                let mut inv = self.bytes.key(key);
+                inv.arg(*amount).arg(*until);
+                inv
+            }
+            Fact::Session(key, last, ttl) => {
+                let mut inv = self.session.key(key);
+                inv.arg(*last).arg((*ttl).max(1));
+                inv
+            }
+        }
     }
 
     /// The flush in a Redis Cluster, where a transaction cannot span slots: each fact is its own
@@ -249,54 +302,20 @@ impl Carry {
         held: Held,
         limit: std::time::Duration,
     ) -> Result<usize, StateError> {
-        let keys = held.rates.len() + held.bytes.len() + held.sessions.len();
+        let keys = held.len();
         // Should no answer come in time, nothing is known of any of them.
         let unsure = held.clone();
-        let calls = held
-            .rates
-            .into_iter()
-            .map(|(key, (interval, n))| {
-                let mut conn = conn.clone();
-                async move {
-                    let mut inv = self.rate.key(&key);
-                    inv.arg(interval).arg(n);
-                    let done = inv.invoke_async::<()>(&mut conn).await.is_ok();
-                    let mut left = Held::default();
-                    if !done {
-                        left.rates.insert(key, (interval, n));
-                    }
-                    left
+        let calls = held.facts().map(|fact| {
+            let mut conn = conn.clone();
+            async move {
+                let done = self.invocation(&fact).invoke_async::<()>(&mut conn).await;
+                let mut left = Held::default();
+                if done.is_err() {
+                    left.add(fact);
                 }
-                .boxed()
-            })
-            .chain(held.bytes.into_iter().map(|(key, (amount, until))| {
-                let mut conn = conn.clone();
-                async move {
-                    let mut inv = self.bytes.key(&key);
-                    inv.arg(amount).arg(until);
-                    let done = inv.invoke_async::<()>(&mut conn).await.is_ok();
-                    let mut left = Held::default();
-                    if !done {
-                        left.bytes.insert(key, (amount, until));
-                    }
-                    left
-                }
-                .boxed()
-            }))
-            .chain(held.sessions.into_iter().map(|(key, (last, ttl))| {
-                let mut conn = conn.clone();
-                async move {
-                    let mut inv = self.session.key(&key);
-                    inv.arg(last).arg(ttl.max(1));
-                    let done = inv.invoke_async::<()>(&mut conn).await.is_ok();
-                    let mut left = Held::default();
-                    if !done {
-                        left.sessions.insert(key, (last, ttl));
-                    }
-                    left
-                }
-                .boxed()
-            }));
+                left
+            }
+        });
         let all = futures_util::future::join_all(calls);
         let failed = match tokio::time::timeout(limit, all).await {
             Ok(results) => results.into_iter().fold(Held::default(), |mut acc, h| {

@@ -382,16 +382,8 @@ impl StateStore {
                     return Ok(drawn.settle(now));
                 }
                 let asks = drawn.short(want);
-                match self
-                    .shared("lease", r.lease_each(counters, &asks, now))
-                    .await
-                {
-                    Some(Ok(grants)) => {
-                        for ((i, _), (granted, left)) in asks.iter().zip(grants) {
-                            drawn.leased(*i, want, granted, left, now);
-                        }
-                        return Ok(drawn.settle(now));
-                    }
+                match self.top_up(r, &mut drawn, &asks, want, now).await {
+                    Some(Ok(())) => return Ok(drawn.settle(now)),
                     Some(Err(e)) => {
                         drawn.restore(now);
                         return Err(e);
@@ -453,6 +445,26 @@ impl StateStore {
         Ok(())
     }
 
+    /// Leases in one call what `drawn`'s pools lacked of `want` (`asks`: counter, bytes); `None`:
+    /// Redis failed and the policy is `local`.
+    async fn top_up(
+        &self,
+        r: &RedisState,
+        drawn: &mut leases::Drawn<'_>,
+        asks: &[(usize, u64)],
+        want: u64,
+        now: u64,
+    ) -> Option<Result<(), StateError>> {
+        let out = self
+            .shared("lease", r.lease_each(drawn.counters, asks, now))
+            .await?;
+        Some(out.map(|grants| {
+            for ((i, _), (granted, left)) in asks.iter().zip(grants) {
+                drawn.leased(*i, want, granted, left, now);
+            }
+        }))
+    }
+
     /// What each counter has left, for a request about to use `need` bytes: with Redis, this
     /// replica's pools are stocked first (a slice beyond `need`, leased in one call, only when a
     /// pool holds less), and a counter's remainder is what its pool holds, and what Redis has
@@ -467,15 +479,8 @@ impl StateStore {
             let mut drawn = leases.draw(counters, need, now);
             let asks = drawn.short(need);
             if !asks.is_empty() {
-                match self
-                    .shared("lease", r.lease_each(counters, &asks, now))
-                    .await
-                {
-                    Some(Ok(grants)) => {
-                        for ((i, _), (granted, left)) in asks.iter().zip(grants) {
-                            drawn.leased(*i, need, granted, left, now);
-                        }
-                    }
+                match self.top_up(r, &mut drawn, &asks, need, now).await {
+                    Some(Ok(())) => {}
                     Some(Err(e)) => {
                         drawn.restore(now);
                         return Err(e);

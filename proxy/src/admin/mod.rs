@@ -94,6 +94,8 @@ fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
         trail_head_seq: status.head_seq.load(Ordering::Relaxed),
         trail_writable: status.healthy.load(Ordering::Relaxed),
         state_errors: gw.state.error_count(),
+        state_calls: gw.state.call_count(),
+        state_healthy: gw.state.healthy(),
         token_cache_hits,
         token_cache_misses,
         token_cache_entries: gw.tokens.len() as u64,

@@ -111,6 +111,8 @@ pub struct StateStore {
     timeout: Duration,
     pub prefix: keys::KeyPrefix,
     errors: AtomicU64,
+    /// Calls to Redis made for requests.
+    calls: AtomicU64,
     log_throttle: LogThrottle,
     /// What was decided locally while Redis was away, to carry into it on its return.
     carry: Carry,
@@ -130,6 +132,7 @@ impl StateStore {
             timeout: config.timeout.0,
             prefix: keys::KeyPrefix::new(&config.key_prefix, !config.redis_cluster.is_empty()),
             errors: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
             log_throttle: LogThrottle::default(),
             carry: Carry::default(),
         });
@@ -189,6 +192,11 @@ impl StateStore {
         self.errors.load(Ordering::Relaxed)
     }
 
+    /// Calls to the shared backend made for requests so far.
+    pub fn call_count(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// Runs `op` against Redis when configured. `None` means "use local memory instead": either
     /// there is no Redis, or it failed and the policy says `local`.
     ///
@@ -201,6 +209,7 @@ impl StateStore {
     ) -> Pin<Box<impl Future<Output = Option<Result<T, StateError>>> + 'a>> {
         Box::pin(async move {
             self.redis.as_ref()?;
+            self.calls.fetch_add(1, Ordering::Relaxed);
             let err = match tokio::time::timeout(self.timeout, op).await {
                 Ok(Ok(v)) => {
                     self.set_healthy(true);

@@ -163,6 +163,9 @@ pub struct Gauges {
     pub trail_head_seq: u64,
     pub trail_writable: bool,
     pub state_errors: u64,
+    /// Calls to the shared state (Redis) so far, and whether it answers now.
+    pub state_calls: u64,
+    pub state_healthy: bool,
     pub token_cache_hits: u64,
     pub token_cache_misses: u64,
     pub token_cache_entries: u64,
@@ -460,7 +463,7 @@ impl Metrics {
                 by.as_str()
             );
         }
-        let gauges: [(&str, &str, &str, u64); 13] = [
+        let gauges: [(&str, &str, &str, u64); 15] = [
             (
                 "vendorgate_trail_records_total",
                 "counter",
@@ -496,6 +499,18 @@ impl Metrics {
                 "counter",
                 "Failed operations on the shared state backend.",
                 g.state_errors,
+            ),
+            (
+                "vendorgate_state_calls_total",
+                "counter",
+                "Calls to the shared state made by requests (most are decided from this replica's leases).",
+                g.state_calls,
+            ),
+            (
+                "vendorgate_state_healthy",
+                "gauge",
+                "1 when the shared state answered its last call (always 1 in memory).",
+                u64::from(g.state_healthy),
             ),
             (
                 "vendorgate_token_cache_hits_total",
@@ -562,6 +577,8 @@ mod tests {
             trail_head_seq: 0,
             trail_writable: true,
             state_errors: 0,
+            state_calls: 0,
+            state_healthy: true,
             token_cache_hits: 0,
             token_cache_misses: 0,
             token_cache_entries: 0,

@@ -1529,6 +1529,39 @@ class = "read"
     }
 
     #[test]
+    fn shared_state_is_named_one_way() {
+        let redis = "backend = \"redis\"\n";
+        for (state, words) in [
+            ("", "needs state.redis_url"),
+            (
+                "redis_url = \"redis://a:1\"\nredis_cluster = [\"redis://b:2\"]",
+                "set one of",
+            ),
+            ("redis_cluster = [\"http://b:2\"]", "not a redis://"),
+            ("redis_sentinels = [\"redis://s:26379\"]", "go together"),
+            (
+                "redis_url = \"redis://a:1\"\nredis_password_env = \"X\"\nredis_password_file = \"p\"",
+                "not both",
+            ),
+            (
+                "redis_cluster = [\"redis://b:2\"]\nkey_prefix = \"{vg}\"",
+                "no { or }",
+            ),
+        ] {
+            let e = error_of(&format!("{GOOD}\n[state]\n{redis}{state}\n"));
+            assert!(e.message.contains(words), "{state}: {e}");
+        }
+        for good in [
+            "redis_url = \"rediss://a:1/0\"\nredis_username = \"vg\"\nredis_password_env = \"X\"",
+            "redis_cluster = [\"redis://a:1\", \"redis://b:2\"]",
+            "redis_sentinels = [\"redis://s:26379\"]\nredis_sentinel_master = \"m\"",
+        ] {
+            let text = format!("{GOOD}\n[state]\n{redis}{good}\n");
+            assert!(Config::from_toml(&text, "v.toml").is_ok(), "{good}");
+        }
+    }
+
+    #[test]
     fn scope_errors_point_at_the_value() {
         vendor_errors_point_at(&[
             (

@@ -35,6 +35,15 @@ enum Command {
         #[arg(long)]
         policy_only: bool,
     },
+    /// Ask a running proxy's admin listener whether it is alive (`/healthz`) or, with
+    /// `--ready`, ready for traffic (`/readyz`): exit 0 on 200. A container's health check.
+    Health {
+        /// The admin listener [env VENDORGATE_ADMIN_URL; default http://127.0.0.1:9901].
+        #[arg(long)]
+        url: Option<String>,
+        #[arg(long)]
+        ready: bool,
+    },
     /// TLS material.
     Certs {
         #[command(subcommand)]
@@ -168,6 +177,7 @@ fn main() -> ExitCode {
             command: CertsCommand::Dev { out, names },
         } => cli::certs_dev(&out, &names),
         Command::Demo { port } => cli::demo::run(port),
+        Command::Health { url, ready } => cli::admin::health(url, ready),
         Command::Admin { api, command } => cli::admin::run(&api, command),
         Command::Audit { command } => match command {
             AuditCommand::Verify { files, expect_head } => cli::audit::verify(&files, expect_head),

@@ -114,6 +114,20 @@ pub fn check_environment(config: &Config) -> Vec<Problem> {
             }),
         }
     }
+    // Redis's password and CA: read as the proxy will read them (a variable not set here is a
+    // run-time matter, like the upstream credential's).
+    if let Err(crate::state::link::LinkError::Config { field, cause }) =
+        crate::state::link::Target::from_config(&config.state)
+    {
+        problems.push(Problem {
+            severity: if field == "redis_password_env" {
+                Severity::RunTime
+            } else {
+                Severity::Error
+            },
+            message: format!("state.{field}: {cause}"),
+        });
+    }
     problems
 }
 

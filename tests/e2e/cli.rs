@@ -380,3 +380,42 @@ fn every_shipped_config_checks() {
         );
     }
 }
+
+/// `vendorgate health`, a container's health check (no curl in the image): 0 when the admin
+/// listener answers 200, not when it is down, and `--ready` asks `/readyz` (here: not ready, the
+/// shared state never reached).
+#[tokio::test]
+async fn health_says_whether_the_proxy_is_alive_and_ready() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, vendorgate_certs::Alpn::H2AndHttp11).await;
+    let unreachable_redis = format!(
+        "{OPEN_POLICY}\n[state]\nbackend = \"redis\"\nredis_url = \"redis://127.0.0.1:{}/0\"\n",
+        closed_port()
+    );
+    let proxy = Proxy::start(&pki, ProxyConfig::to(&upstream).policy(&unreachable_redis));
+    let url = format!("http://{}", proxy.admin);
+    let run = move |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            vendorgate(&args)
+        })
+    };
+    let alive = run(vec!["health".into(), "--url".into(), url.clone()])
+        .await
+        .unwrap();
+    assert!(
+        alive.status.success(),
+        "{}",
+        String::from_utf8_lossy(&alive.stderr)
+    );
+    let ready = run(vec!["health".into(), "--ready".into(), "--url".into(), url])
+        .await
+        .unwrap();
+    assert!(!ready.status.success());
+    assert!(String::from_utf8_lossy(&ready.stderr).contains("503"));
+    let down = format!("http://127.0.0.1:{}", closed_port());
+    let dead = run(vec!["health".into(), "--url".into(), down])
+        .await
+        .unwrap();
+    assert!(!dead.status.success());
+}

@@ -435,6 +435,32 @@ fn call(api: &Api, method: Method, path: &str, body: Option<Value>) -> anyhow::R
     Ok(v)
 }
 
+/// `vendorgate health`: asks the admin listener's `/healthz` (or `/readyz`), no token needed, and
+/// fails unless it answers 200 within 5 s. For a container's health check, where there is no curl.
+pub fn health(url: Option<String>, ready: bool) -> anyhow::Result<()> {
+    let base = url
+        .or_else(|| std::env::var("VENDORGATE_ADMIN_URL").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:9901".into());
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let url = format!("{}{path}", base.trim_end_matches('/'));
+    let req = Request::get(&url)
+        .body(Full::new(Bytes::new()))
+        .with_context(|| format!("{url} is not a URL"))?;
+    let status = super::runtime()?.block_on(async {
+        let client = vendorgate::http_client::side_client::<Full<Bytes>>(None)?;
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), client.request(req))
+            .await
+            .context("no answer in 5 s")?
+            .with_context(|| format!("calling {url}"))?;
+        anyhow::Ok(resp.status())
+    })?;
+    if !status.is_success() {
+        bail!("{url}: {}", status.as_u16());
+    }
+    println!("{url}: {}", status.as_u16());
+    Ok(())
+}
+
 fn new_token(name: &str, role: &str) -> anyhow::Result<()> {
     if !matches!(role, "viewer" | "requester" | "operator") {
         bail!("--role is viewer, requester or operator");

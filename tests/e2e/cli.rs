@@ -312,34 +312,32 @@ fn check_reports_every_problem_in_one_run_and_says_which_are_for_run_time() {
     assert!(ok, "{lines:#?}");
 }
 
-/// Every config the project ships (examples/, and the one inside the Kubernetes recipe) passes
-/// `check --policy-only` as it is, and the full `check` once the files and secret it names exist.
+/// Every config the project ships (examples/, and those of the Kubernetes and compose recipes)
+/// passes `check --policy-only` as it is, and the full `check` once the files and secrets it
+/// names exist.
 #[test]
 fn every_shipped_config_checks() {
-    let k8s = std::fs::read_to_string(repo_path("deploy/kubernetes/vendorgate.yaml")).unwrap();
-    let embedded: String = k8s
-        .lines()
-        .skip_while(|l| !l.trim_start().starts_with("vendorgate.toml: |"))
-        .skip(1)
-        .take_while(|l| l.starts_with("    ") || l.is_empty())
-        .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
-        .collect();
-    assert!(embedded.contains("[server]"), "{embedded}");
-    let mut configs = vec![("deploy/kubernetes/vendorgate.yaml".to_string(), embedded)];
-    for entry in std::fs::read_dir(repo_path("examples/policies")).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            configs.push((
-                path.display().to_string(),
-                std::fs::read_to_string(&path).unwrap(),
-            ));
+    let mut configs = vec![];
+    for dir in ["examples/policies", "deploy/kubernetes", "deploy/compose"] {
+        for entry in std::fs::read_dir(repo_path(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                configs.push((
+                    path.display().to_string(),
+                    std::fs::read_to_string(&path).unwrap(),
+                ));
+            }
         }
     }
-    assert!(configs.len() >= 2);
+    assert!(configs.len() >= 3);
     for (name, text) in configs {
         let dir = tempfile::tempdir().unwrap();
         // Absolute paths (a container's) are moved under the temporary directory.
-        let text = text.replace("\"/etc/", &format!("\"{}/etc/", dir.path().display()));
+        let mut text = text;
+        for root in ["/etc/", "/run/", "/var/"] {
+            let moved = format!("\"{}{root}", dir.path().display());
+            text = text.replace(&format!("\"{root}"), &moved);
+        }
         let path = dir.path().join("vendorgate.toml");
         std::fs::write(&path, &text).unwrap();
         let (lines, ok) = check_lines(&path, &["--policy-only"]);
@@ -368,9 +366,22 @@ fn every_shipped_config_checks() {
             let idp = vendorgate_mock::idp::DevIdp::new("https://idp.e2e.test");
             std::fs::write(at(jwks), idp.jwks()).unwrap();
         }
+        // Secrets mounted as files (compose's): stubs.
+        let upstream_token = config.upstream.credential.as_ref().and_then(|c| match c {
+            vendorgate_policy::config::Credential::ZendeskApiToken { secret, .. }
+            | vendorgate_policy::config::Credential::Bearer { secret } => secret.token_file.clone(),
+        });
+        for secret in [upstream_token, config.state.redis_password_file.clone()]
+            .into_iter()
+            .flatten()
+        {
+            std::fs::create_dir_all(at(&secret).parent().unwrap()).unwrap();
+            std::fs::write(at(&secret), "stub-secret").unwrap();
+        }
         let out = Command::new(BIN)
             .args(["check", "--config", path.to_str().unwrap()])
             .env("ZENDESK_API_TOKEN", "stub-token")
+            .env("REDIS_PASSWORD", "stub-password")
             .output()
             .unwrap();
         assert!(

@@ -411,7 +411,8 @@ impl Leases {
             sessions: Registry::new(max_keys),
             dirty: Mutex::new(Vec::new()),
             holding: Mutex::default(),
-            healthy: AtomicBool::new(true),
+            // Unconfirmed until Redis first answers: until then every request asks it.
+            healthy: AtomicBool::new(false),
         }
     }
 

@@ -164,7 +164,9 @@ impl StateStore {
         if let Some(l) = &self.leases {
             if l.healthy.swap(healthy, Ordering::Relaxed) != healthy {
                 if healthy {
-                    tracing::info!("shared state answers again: leases resume");
+                    tracing::info!(
+                        "shared state answers: requests are decided from this replica's leases"
+                    );
                 } else {
                     tracing::warn!(
                         "shared state not answering: every request asks it until it does"
@@ -410,8 +412,8 @@ impl StateStore {
         Ok(granted)
     }
 
-    /// A lease decided without waiting, when the counters live in this process's memory; `None`
-    /// when they are shared through Redis (use [`StateStore::lease`]).
+    /// A lease decided without waiting: in memory, or from this replica's pools when they hold it
+    /// all; `None` when Redis must be asked (use [`StateStore::lease`]).
     pub fn lease_now(&self, counters: &[Counter], want: u64) -> Option<u64> {
         let now = now_ms();
         if self.redis.is_some() {
@@ -426,8 +428,8 @@ impl StateStore {
         Some(self.local.lease_now(counters, want, now))
     }
 
-    /// [`StateStore::release`] at once when the counters are in memory; false when they are in
-    /// Redis and the caller must use the async call.
+    /// [`StateStore::release`] at once: in memory, or into this replica's pools; false when Redis
+    /// is not answering and the caller must use the async call.
     pub fn release_now(&self, counters: &[Counter], amount: u64) -> bool {
         if self.redis.is_some() {
             // Shared: back into this replica's pools, which give back what stays unused.

@@ -482,21 +482,30 @@ impl Default for Trail {
     }
 }
 
-/// Where spans and metrics go.
-#[derive(Debug, Clone, Deserialize)]
+/// Where spans, metrics and (opt-in) decision records go, over OTLP/HTTP with protobuf. What is
+/// not set here comes from the standard variables (`OTEL_EXPORTER_OTLP_ENDPOINT`, `…_HEADERS`,
+/// `…_TIMEOUT`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER`,
+/// `OTEL_METRIC_EXPORT_INTERVAL`…), as every OpenTelemetry SDK reads them.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Otel {
-    /// An OTLP/HTTP endpoint such as `http://otel-collector:4318` (`/v1/traces` and `/v1/metrics`
-    /// are appended).
-    pub endpoint: String,
-    #[serde(default = "defaults::service_name")]
-    pub service_name: String,
-    /// How often metrics are pushed (spans go out as they accumulate, at least every second).
-    #[serde(default = "defaults::export_interval")]
-    pub export_interval: HumanDuration,
+    /// An OTLP/HTTP endpoint such as `http://otel-collector:4318` (`/v1/traces`, `/v1/metrics`
+    /// and `/v1/logs` are appended). Default: the variables, else `http://localhost:4318`.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// Default: `OTEL_SERVICE_NAME`, else `vendorgate`.
+    #[serde(default)]
+    pub service_name: Option<String>,
+    /// How often metrics are pushed. Default: `OTEL_METRIC_EXPORT_INTERVAL`, else 60 s.
+    #[serde(default)]
+    pub export_interval: Option<HumanDuration>,
     /// CAs for an HTTPS endpoint instead of the web PKI roots.
     #[serde(default)]
     pub ca_bundle: Option<PathBuf>,
+    /// Every decision record also as an OTLP log record (the file trail stays the record of
+    /// truth; the copy never slows a request: a bounded queue, drops counted).
+    #[serde(default)]
+    pub decisions: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -1150,12 +1159,6 @@ mod defaults {
     }
     pub fn max_keys() -> usize {
         1_000_000
-    }
-    pub fn service_name() -> String {
-        "vendorgate".into()
-    }
-    pub fn export_interval() -> HumanDuration {
-        HumanDuration::from_secs(10)
     }
     pub fn trail_path() -> PathBuf {
         PathBuf::from("decisions.jsonl")

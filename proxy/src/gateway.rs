@@ -36,6 +36,8 @@ pub enum BuildError {
     Controls(#[from] crate::state::controls::ControlsError),
     #[error(transparent)]
     Redis(#[from] crate::state::link::LinkError),
+    #[error(transparent)]
+    Otel(#[from] crate::telemetry::otel::OtelError),
 }
 
 pub struct Gateway {
@@ -123,11 +125,18 @@ impl Gateway {
         let trail = Trail::start(&config.trail);
         let refusals = Refusals::new(config.trail.refusal_interval.0);
         let metrics = Arc::new(Metrics::default());
-        let otel = config
-            .otel
-            .as_ref()
-            .map(|o| Otel::start(o, metrics.clone()))
+        // `[otel]`, or the standard variables alone; never with OTEL_SDK_DISABLED=true.
+        let otel_config = config.otel.clone().or_else(|| {
+            crate::telemetry::otel::wanted_by_environment()
+                .then(vendorgate_policy::config::Otel::default)
+        });
+        let otel = otel_config
+            .filter(|_| !crate::telemetry::otel::disabled_by_environment())
+            .map(|o| Otel::start(&o, metrics.clone()))
             .transpose()?;
+        if let Some(copies) = otel.as_ref().and_then(|o| o.decision_copies()) {
+            let _ = trail.status.copies.set(copies);
+        }
         let active = Active::build(config.clone(), None)?;
         let (found, anomalies) = tokio::sync::mpsc::channel(4096);
         let mut activity = crate::state::activity::Activity::new(Some(found));

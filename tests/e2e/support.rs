@@ -110,6 +110,8 @@ pub struct ProxyConfig {
     pub policy: String,
     /// The address the proxy listens on (port chosen by the system).
     pub listen: String,
+    /// Environment variables for the proxy's process (`OTEL_*`, say).
+    pub env: Vec<(String, String)>,
     /// Extra lines after `[admin]` (e.g. `[[admin.tokens]]` tables).
     pub admin: String,
 }
@@ -155,7 +157,14 @@ impl ProxyConfig {
             policy: OPEN_POLICY.to_string(),
             admin: String::new(),
             listen: "127.0.0.1".into(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets an environment variable for the proxy's process.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.to_string(), value.to_string()));
+        self
     }
 
     /// Listens on `ip` (127.0.0.2, 127.0.0.3…: replicas side by side) instead of 127.0.0.1.
@@ -226,6 +235,12 @@ impl Proxy {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("vendorgate.toml");
         std::fs::write(&config_path, config.render(pki)).unwrap();
+        let env = config
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect::<String>();
+        std::fs::write(dir.path().join("env"), env).unwrap();
         Self::start_in(pki, dir)
     }
 
@@ -241,7 +256,10 @@ impl Proxy {
         let config_path = dir.path().join("vendorgate.toml");
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
         let token = pki.token();
+        let env = std::fs::read_to_string(dir.path().join("env")).unwrap_or_default();
+        let env = env.lines().filter_map(|l| l.split_once('='));
         let mut child = Command::new(BIN)
+            .envs(env)
             .args(["run", "--config"])
             .arg(&config_path)
             .stdin(Stdio::null())

@@ -527,7 +527,8 @@ fn method() -> Method {
     Method::GET
 }
 
-/// An OTLP/HTTP receiver (JSON encoding) on a loopback port, keeping every export it is sent.
+/// An OTLP/HTTP receiver (protobuf, decoded with the spec's own message types) on a loopback
+/// port, keeping every export it is sent and the `x-api-key` header it came with.
 struct OtlpReceiver {
     addr: std::net::SocketAddr,
     got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
@@ -555,10 +556,15 @@ impl OtlpReceiver {
                                 let ok = req
                                     .headers()
                                     .get("content-type")
-                                    .is_some_and(|v| v == "application/json");
+                                    .is_some_and(|v| v == "application/x-protobuf");
+                                let key = req
+                                    .headers()
+                                    .get("x-api-key")
+                                    .map(|v| v.to_str().unwrap_or("").to_string());
                                 let body = req.into_body().collect().await.unwrap().to_bytes();
-                                let status = match serde_json::from_slice::<Value>(&body) {
-                                    Ok(v) if ok => {
+                                let status = match decode(&path, &body) {
+                                    Some(mut v) if ok => {
+                                        v["x-api-key"] = serde_json::json!(key);
                                         sink.lock().unwrap().push((path, v));
                                         200
                                     }
@@ -589,6 +595,21 @@ impl OtlpReceiver {
             .filter(|(p, _)| p == path)
             .map(|(_, v)| v.clone())
             .collect()
+    }
+}
+
+/// An OTLP/HTTP body decoded as the spec's protobuf messages, as JSON (the OTLP JSON mapping).
+fn decode(path: &str, body: &[u8]) -> Option<Value> {
+    use opentelemetry_proto::tonic::collector::{
+        logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
+        trace::v1::ExportTraceServiceRequest,
+    };
+    use prost::Message;
+    match path {
+        "/v1/traces" => serde_json::to_value(ExportTraceServiceRequest::decode(body).ok()?).ok(),
+        "/v1/metrics" => serde_json::to_value(ExportMetricsServiceRequest::decode(body).ok()?).ok(),
+        "/v1/logs" => serde_json::to_value(ExportLogsServiceRequest::decode(body).ok()?).ok(),
+        _ => None,
     }
 }
 
@@ -646,14 +667,12 @@ async fn spans_and_metrics_reach_an_otlp_receiver_and_the_trace_continues_upstre
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let traces = receiver.exports("/v1/traces");
-    assert_eq!(
-        traces[0]["resourceSpans"][0]["resource"]["attributes"][0]["value"]["stringValue"],
-        "vg-test"
-    );
+    let resource = &traces[0]["resourceSpans"][0]["resource"];
+    assert_eq!(attr(resource, "service.name")["stringValue"], "vg-test");
     let allowed = spans
         .iter()
         .find(|s| s["traceId"] == trace_id)
-        .expect("the allowed request's span");
+        .unwrap_or_else(|| panic!("the allowed request's span: {traces:#?}"));
     assert_eq!(allowed["parentSpanId"], caller_span);
     assert_eq!(allowed["spanId"], our_span.as_str());
     assert_eq!(allowed["kind"], 2);
@@ -692,6 +711,84 @@ async fn spans_and_metrics_reach_an_otlp_receiver_and_the_trace_continues_upstre
     ] {
         assert!(names.iter().any(|n| n == want), "{names:?}");
     }
+}
+
+/// Configured by the standard variables alone (no endpoint in `[otel]`): the endpoint, a SaaS
+/// collector's API key header and the service name come from `OTEL_*`; with `decisions = true`
+/// every decision record reaches the collector as a log record, its line (chain fields and all)
+/// as the body, the same as in the file trail, and its fields as attributes.
+#[tokio::test]
+async fn decision_records_reach_an_otlp_receiver_as_log_records_set_up_by_the_otel_variables() {
+    let receiver = OtlpReceiver::start().await;
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!("{OPEN_POLICY}\n[otel]\ndecisions = true\n");
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream)
+            .policy(&policy)
+            .env(
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                &format!("http://{}", receiver.addr),
+            )
+            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector-secret")
+            .env("OTEL_SERVICE_NAME", "vg-from-env")
+            .env("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    );
+    let client = client(&pki, Http::One);
+    send(&client, proxy.get("/api/v2/tickets/1")).await;
+    send(&client, get_unauth(&proxy.url("/api/v2/tickets/2"))).await;
+    let log_records = |receiver: &OtlpReceiver| -> Vec<Value> {
+        receiver
+            .exports("/v1/logs")
+            .iter()
+            .flat_map(|e| {
+                e["resourceLogs"][0]["scopeLogs"][0]["logRecords"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .collect()
+    };
+    for _ in 0..50 {
+        if log_records(&receiver).len() >= 2 && !receiver.exports("/v1/metrics").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logged = log_records(&receiver);
+    stop(&mut proxy).await;
+    let lines: Vec<String> = std::fs::read_to_string(proxy.dir.path().join("decisions.jsonl"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    let requests: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("\"action\":\"http_request\""))
+        .collect();
+    assert_eq!(requests.len(), 2, "{lines:#?}");
+    for line in requests {
+        let record: Value = serde_json::from_str(line).unwrap();
+        let copy = logged
+            .iter()
+            .find(|r| r["body"]["stringValue"] == line.as_str())
+            .unwrap_or_else(|| panic!("{line} not among {logged:#?}"));
+        assert_eq!(copy["eventName"], "vendorgate.decision");
+        assert_eq!(attr(copy, "seq")["intValue"], record["seq"].to_string());
+        assert_eq!(attr(copy, "hash")["stringValue"], record["hash"]);
+        assert_eq!(attr(copy, "prev_hash")["stringValue"], record["prev_hash"]);
+    }
+    for path in ["/v1/logs", "/v1/traces", "/v1/metrics"] {
+        let exports = receiver.exports(path);
+        assert!(!exports.is_empty(), "nothing on {path}");
+        for e in exports {
+            assert_eq!(e["x-api-key"], "collector-secret", "{path}");
+        }
+    }
+    let traces = receiver.exports("/v1/traces");
+    let resource = &traces[0]["resourceSpans"][0]["resource"];
+    assert_eq!(attr(resource, "service.name")["stringValue"], "vg-from-env");
 }
 
 #[tokio::test]

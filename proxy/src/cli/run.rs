@@ -28,7 +28,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<()> {
         );
         wait_for_stop(&running, Some(config_path)).await?;
         running.shutdown();
+        let otel = running.gateway.otel.clone();
         running.wait().await;
+        // What the exporters hold goes out before the process ends (their threads block while
+        // this runtime carries the requests).
+        if let Some(otel) = otel {
+            let _ = tokio::task::spawn_blocking(move || otel.shutdown()).await;
+        }
         Ok(())
     })
 }

@@ -14,7 +14,7 @@ use crate::trail::refusals::Refusal;
 use crate::trail::schema::Abandoned;
 use std::time::Duration;
 
-const BUCKETS: [f64; 12] = [
+pub const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
 ];
 
@@ -290,58 +290,7 @@ impl Metrics {
         h
     }
 
-    /// The same families as OTLP metrics (JSON mapping): cumulative sums and a histogram.
-    pub fn otlp(
-        &self,
-        start: std::time::SystemTime,
-        now: std::time::SystemTime,
-    ) -> Vec<serde_json::Value> {
-        use serde_json::json;
-        let ns = |t: std::time::SystemTime| {
-            t.duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-                .to_string()
-        };
-        let (start, now) = (ns(start), ns(now));
-        let attr = |k: &str, v: &str| json!({"key": k, "value": {"stringValue": v}});
-        let requests: Vec<_> = self
-            .request_rows()
-            .iter()
-            .map(|((allowed, reason, vendor), n)| {
-                json!({
-                    "attributes": [attr("decision", if *allowed { "allow" } else { "deny" }), attr("reason", reason), attr("vendor", vendor)],
-                    "startTimeUnixNano": start, "timeUnixNano": now, "asInt": n.to_string(),
-                })
-            })
-            .collect();
-        let egress: Vec<_> = self
-            .egress_rows()
-            .iter()
-            .map(|((vendor, account), n)| {
-                json!({
-                    "attributes": [attr("vendor", vendor), attr("account", account)],
-                    "startTimeUnixNano": start, "timeUnixNano": now, "asInt": n.to_string(),
-                })
-            })
-            .collect();
-        let histogram = self.histogram();
-        let count = histogram.count();
-        let counts: Vec<String> = histogram.buckets.iter().map(u64::to_string).collect();
-        vec![
-            json!({"name": "vendorgate.requests", "description": "Requests decided.", "unit": "{request}",
-                   "sum": {"dataPoints": requests, "aggregationTemporality": 2, "isMonotonic": true}}),
-            json!({"name": "vendorgate.egress.bytes", "description": "Response bytes sent to agents.", "unit": "By",
-                   "sum": {"dataPoints": egress, "aggregationTemporality": 2, "isMonotonic": true}}),
-            json!({"name": "vendorgate.request.duration", "description": "Time to the end of the response body.", "unit": "s",
-            "histogram": {"aggregationTemporality": 2, "dataPoints": [{
-                "startTimeUnixNano": start, "timeUnixNano": now, "count": count.to_string(),
-                "sum": histogram.sum_micros as f64 / 1e6,
-                "bucketCounts": counts, "explicitBounds": BUCKETS,
-            }]}}),
-        ]
-    }
-
-    fn request_rows(&self) -> Vec<((bool, &'static str, String), u64)> {
+    pub fn request_rows(&self) -> Vec<((bool, &'static str, String), u64)> {
         let mut totals: HashMap<(bool, &'static str, String), u64> = HashMap::new();
         for shard in &self.shards {
             let requests = shard.requests.lock().unwrap_or_else(|p| p.into_inner());
@@ -363,7 +312,7 @@ impl Metrics {
         slot(slot(&mut egress, vendor), account).clone()
     }
 
-    fn egress_rows(&self) -> Vec<((String, String), u64)> {
+    pub fn egress_rows(&self) -> Vec<((String, String), u64)> {
         let egress = self.egress.lock().unwrap_or_else(|p| p.into_inner());
         let mut rows: Vec<_> = egress
             .iter()
@@ -648,22 +597,5 @@ mod tests {
                 allowed + threads
             )
         );
-        let otlp = serde_json::Value::Array(
-            metrics.otlp(std::time::UNIX_EPOCH, std::time::SystemTime::now()),
-        );
-        let point = &otlp[2]["histogram"]["dataPoints"][0];
-        assert_eq!(point["count"], (allowed + threads).to_string());
-        let per_bucket: Vec<u64> = point["bucketCounts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|c| c.as_str().unwrap().parse().unwrap())
-            .collect();
-        assert_eq!(per_bucket.len(), BUCKETS.len() + 1);
-        assert_eq!(
-            (per_bucket[0], per_bucket[4], per_bucket[12]),
-            (allowed, threads / 2, threads / 2)
-        );
-        assert_eq!(per_bucket.iter().sum::<u64>(), allowed + threads);
     }
 }

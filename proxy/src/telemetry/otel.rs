@@ -1,28 +1,56 @@
-//! OpenTelemetry export over OTLP/HTTP with the JSON encoding: one span per request, carrying the
-//! decision, and the request/egress/latency metrics.
+//! OpenTelemetry export through the official crates (`opentelemetry`, `opentelemetry_sdk`,
+//! `opentelemetry-otlp`): one span per request carrying the decision, the request, egress and
+//! latency metrics, and, opt-in, every decision record as an OTLP log record; over OTLP/HTTP
+//! with protobuf (the spec's default, accepted by every collector and back end).
 //!
-//! The wire format (OTLP 1.x, JSON mapping: hex trace and span ids, int64 as strings) is written
-//! here directly on top of the proxy's own HTTP client, rather than through the OpenTelemetry SDK
-//! and its exporter stack (prost, a second HTTP client, a batch runtime): the proxy only emits, it
-//! never samples or propagates through libraries, so the SDK would be weight without function.
-//! Spans queue in a bounded channel; when it is full they are dropped and counted, never awaited
-//! on the request path.
+//! What `[otel]` does not set comes from the standard variables, read by the SDK as every
+//! OpenTelemetry SDK reads them (`OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_,LOGS_}{ENDPOINT,HEADERS,
+//! TIMEOUT,PROTOCOL}`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`,
+//! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_*`, `OTEL_BLRP_*`); `OTEL_SDK_DISABLED=true` turns
+//! the export off, and an endpoint in the variables turns it on without an `[otel]` table.
+//!
+//! The requests go out through the proxy's own hyper + rustls client ([`OtlpClient`]), not a
+//! second HTTP stack: the SDK's batch processors run on threads of their own and call it there;
+//! it runs each request on the proxy's runtime. Nothing here waits on the request path: a span is
+//! handed to the SDK's bounded batch queue (dropped when full), the metrics are read from the
+//! proxy's own counters when the SDK collects them, and decision records are copied from the
+//! trail writer into a bounded queue (dropped when full, counted).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use serde_json::{json, Value};
+use http_body_util::{BodyExt, Full, Limited};
+use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
+use opentelemetry::metrics::{Histogram, MeterProvider as _};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
+    Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue, Value as OtelValue};
+use opentelemetry_http::{HttpClient, HttpError};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::logs::SdkLoggerProvider;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::Resource;
+use serde_json::Value;
 use tokio::sync::mpsc;
-use vendorgate_certs::CertError;
-
-use crate::http_client::{side_client, SideClient};
 use vendorgate_policy::config::Otel as OtelConfig;
 
-use crate::telemetry::metrics::Metrics;
+use crate::http_client::{side_client, SideClient};
+use crate::telemetry::metrics::{Metrics, BUCKETS};
 
+#[derive(Debug, thiserror::Error)]
+pub enum OtelError {
+    #[error("otel.ca_bundle: {0}")]
+    Ca(#[from] vendorgate_certs::CertError),
+    #[error("otel: {0}")]
+    Exporter(String),
+}
+
+/// A request as a span: what the decision record knows when the request ends.
 pub struct Span {
     pub trace_id: String,
     pub span_id: String,
@@ -35,158 +63,375 @@ pub struct Span {
 }
 
 pub struct Otel {
-    tx: mpsc::Sender<Span>,
-    pub dropped: AtomicU64,
-    pub exported: Arc<AtomicU64>,
+    tracer: opentelemetry_sdk::trace::SdkTracer,
+    traces: SdkTracerProvider,
+    metrics: SdkMeterProvider,
+    logs: Option<SdkLoggerProvider>,
+    duration: Histogram<f64>,
+    /// Decision records not copied to the log export (its queue full).
+    pub dropped: Arc<AtomicU64>,
 }
 
-type OtlpClient = SideClient<Full<Bytes>>;
-
-fn nanos(t: SystemTime) -> String {
-    t.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos())
-        .to_string()
+/// Whether the standard variables ask for an export when the config has no `[otel]`.
+pub fn wanted_by_environment() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|e| !e.is_empty()))
 }
 
-fn attribute(key: &str, value: &Value) -> Value {
-    let v = match value {
-        Value::Bool(b) => json!({"boolValue": b}),
-        Value::Number(n) if n.is_u64() || n.is_i64() => json!({"intValue": n.to_string()}),
-        Value::Number(n) => json!({"doubleValue": n}),
-        Value::String(s) => json!({"stringValue": s}),
-        other => json!({"stringValue": other.to_string()}),
-    };
-    json!({"key": key, "value": v})
+/// `OTEL_SDK_DISABLED=true`: no export at all, whatever the config says.
+pub fn disabled_by_environment() -> bool {
+    std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// The proxy's own HTTP client, as the OTLP exporters' transport.
+#[derive(Clone)]
+struct OtlpClient {
+    client: SideClient<Full<Bytes>>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl std::fmt::Debug for OtlpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OtlpClient")
+    }
+}
+
+/// A collector's answer is small; more than this is not read.
+const MAX_ANSWER: usize = 64 * 1024;
+
+#[async_trait::async_trait]
+impl HttpClient for OtlpClient {
+    async fn send_bytes(
+        &self,
+        request: http::Request<Bytes>,
+    ) -> Result<http::Response<Bytes>, HttpError> {
+        let (parts, body) = request.into_parts();
+        let request = http::Request::from_parts(parts, Full::new(body));
+        let client = self.client.clone();
+        // The SDK calls from its own threads; the client's connections live on the runtime.
+        let sent = self.runtime.spawn(async move {
+            let response = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+                .await
+                .map_err(|_| HttpError::from("no answer in 10 s"))??;
+            let (parts, body) = response.into_parts();
+            let body = Limited::new(body, MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| HttpError::from(e.to_string()))?
+                .to_bytes();
+            Ok::<_, HttpError>(http::Response::from_parts(parts, body))
+        });
+        sent.await.map_err(|e| HttpError::from(e.to_string()))?
+    }
 }
 
 impl Otel {
-    pub fn start(config: &OtelConfig, metrics: Arc<Metrics>) -> Result<Arc<Otel>, CertError> {
-        let client: OtlpClient = side_client(config.ca_bundle.as_deref())?;
-        let (tx, rx) = mpsc::channel(8192);
-        let exported = Arc::new(AtomicU64::new(0));
-        let resource = json!({"attributes": [
-            attribute("service.name", &json!(config.service_name)),
-            attribute("service.version", &json!(env!("CARGO_PKG_VERSION"))),
-        ]});
-        tokio::spawn(export_loop(
-            client,
-            config.endpoint.trim_end_matches('/').to_string(),
-            resource,
-            config.export_interval.0,
-            rx,
-            metrics,
-            exported.clone(),
-        ));
+    /// Starts the exporters; `metrics` are the proxy's own counters, read at each collection.
+    /// Runs on the proxy's runtime (its requests go out there).
+    pub fn start(config: &OtelConfig, metrics: Arc<Metrics>) -> Result<Arc<Otel>, OtelError> {
+        let client = OtlpClient {
+            client: side_client(config.ca_bundle.as_deref())?,
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let endpoint = |path: &str| {
+            config
+                .endpoint
+                .as_deref()
+                .map(|e| format!("{}{path}", e.trim_end_matches('/')))
+        };
+        let mut resource = Resource::builder()
+            .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+        if let Some(name) = &config.service_name {
+            resource = resource.with_service_name(name.clone());
+        } else if std::env::var("OTEL_SERVICE_NAME").is_err() {
+            resource = resource.with_service_name("vendorgate");
+        }
+        let resource = resource.build();
+        let fail = |e: opentelemetry_otlp::ExporterBuildError| OtelError::Exporter(e.to_string());
+
+        let mut spans = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_http_client(client.clone())
+            .with_protocol(Protocol::HttpBinary);
+        if let Some(url) = endpoint("/v1/traces") {
+            spans = spans.with_endpoint(url);
+        }
+        // Spans go out every second unless OTEL_BSP_SCHEDULE_DELAY says otherwise (the spec's
+        // default, 5 s, holds five times as many of a busy proxy's spans in memory).
+        let mut batching = opentelemetry_sdk::trace::BatchConfigBuilder::default();
+        if std::env::var("OTEL_BSP_SCHEDULE_DELAY").is_err() {
+            batching = batching.with_scheduled_delay(Duration::from_secs(1));
+        }
+        let processor =
+            opentelemetry_sdk::trace::BatchSpanProcessor::builder(spans.build().map_err(fail)?)
+                .with_batch_config(batching.build())
+                .build();
+        let traces = SdkTracerProvider::builder()
+            .with_span_processor(processor)
+            .with_id_generator(GivenIds)
+            .with_resource(resource.clone())
+            .build();
+        let tracer = traces.tracer("vendorgate");
+
+        let mut measures = opentelemetry_otlp::MetricExporter::builder()
+            .with_http()
+            .with_http_client(client.clone())
+            .with_protocol(Protocol::HttpBinary);
+        if let Some(url) = endpoint("/v1/metrics") {
+            measures = measures.with_endpoint(url);
+        }
+        let mut reader = PeriodicReader::builder(measures.build().map_err(fail)?);
+        if let Some(every) = &config.export_interval {
+            reader = reader.with_interval(every.0);
+        }
+        let meters = SdkMeterProvider::builder()
+            .with_reader(reader.build())
+            .with_resource(resource.clone())
+            .build();
+        let duration = observe(&meters, metrics);
+
+        let logs = if config.decisions {
+            let mut records = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_protocol(Protocol::HttpBinary);
+            if let Some(url) = endpoint("/v1/logs") {
+                records = records.with_endpoint(url);
+            }
+            Some(
+                SdkLoggerProvider::builder()
+                    .with_batch_exporter(records.build().map_err(fail)?)
+                    .with_resource(resource)
+                    .build(),
+            )
+        } else {
+            None
+        };
         Ok(Arc::new(Otel {
-            tx,
-            dropped: AtomicU64::new(0),
-            exported,
+            tracer,
+            traces,
+            metrics: meters,
+            logs,
+            duration,
+            dropped: Arc::new(AtomicU64::new(0)),
         }))
     }
 
+    /// A request's span, handed to the SDK's batch queue, and its duration to the histogram.
     pub fn record(&self, span: Span) {
-        if self.tx.try_send(span).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
-async fn post(client: &OtlpClient, url: &str, body: Value) -> Result<(), String> {
-    let req = http::Request::post(url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(Duration::from_secs(5), client.request(req))
-        .await
-        .map_err(|_| "timed out".to_string())?
-        .map_err(|e| e.to_string())?;
-    if resp.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("HTTP {}", resp.status()))
-    }
-}
-
-fn span_json(s: &Span) -> Value {
-    let mut v = json!({
-        "traceId": s.trace_id,
-        "spanId": s.span_id,
-        "name": s.name,
-        "kind": 2,
-        "startTimeUnixNano": nanos(s.start),
-        "endTimeUnixNano": nanos(s.end),
-        "attributes": s.attributes.iter().map(|(k, v)| attribute(k, v)).collect::<Vec<_>>(),
-        "status": {"code": if s.error { 2 } else { 1 }},
-    });
-    if let Some(p) = &s.parent_span_id {
-        v["parentSpanId"] = json!(p);
-    }
-    v
-}
-
-async fn export_loop(
-    client: OtlpClient,
-    endpoint: String,
-    resource: Value,
-    metrics_every: Duration,
-    mut rx: mpsc::Receiver<Span>,
-    metrics: Arc<Metrics>,
-    exported: Arc<AtomicU64>,
-) {
-    let scope = json!({"name": "vendorgate", "version": env!("CARGO_PKG_VERSION")});
-    let started = SystemTime::now();
-    let mut next_metrics = tokio::time::Instant::now() + metrics_every;
-    let mut batch: Vec<Span> = Vec::new();
-    let mut last_error_log = tokio::time::Instant::now() - Duration::from_secs(60);
-    loop {
-        let flush_at = tokio::time::Instant::now() + Duration::from_secs(1);
-        let open = loop {
-            tokio::select! {
-                span = rx.recv() => match span {
-                    Some(s) => {
-                        batch.push(s);
-                        if batch.len() >= 512 { break true; }
-                    }
-                    None => break false,
-                },
-                _ = tokio::time::sleep_until(flush_at) => break true,
-            }
+        let seconds = span
+            .end
+            .duration_since(span.start)
+            .unwrap_or_default()
+            .as_secs_f64();
+        self.duration.record(seconds, &[]);
+        let trace_id = TraceId::from_hex(&span.trace_id).unwrap_or(TraceId::INVALID);
+        let parent = match span.parent_span_id.as_deref().map(SpanId::from_hex) {
+            Some(Ok(parent)) => Context::new().with_remote_span_context(SpanContext::new(
+                trace_id,
+                parent,
+                TraceFlags::SAMPLED,
+                true,
+                TraceState::default(),
+            )),
+            _ => Context::new(),
         };
-        if !batch.is_empty() {
-            let body = json!({"resourceSpans": [{
-                "resource": resource,
-                "scopeSpans": [{"scope": scope, "spans": batch.iter().map(span_json).collect::<Vec<_>>()}],
-            }]});
-            match post(&client, &format!("{endpoint}/v1/traces"), body).await {
-                Ok(()) => {
-                    exported.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                }
-                Err(e) if last_error_log.elapsed() > Duration::from_secs(10) => {
-                    last_error_log = tokio::time::Instant::now();
-                    tracing::warn!(
-                        "OTLP span export to {endpoint} failed ({} spans lost): {e}",
-                        batch.len()
-                    );
-                }
-                Err(_) => {}
-            }
-            batch.clear();
-        }
-        if tokio::time::Instant::now() >= next_metrics || !open {
-            next_metrics = tokio::time::Instant::now() + metrics_every;
-            let body = json!({"resourceMetrics": [{
-                "resource": resource,
-                "scopeMetrics": [{"scope": scope, "metrics": metrics.otlp(started, SystemTime::now())}],
-            }]});
-            if let Err(e) = post(&client, &format!("{endpoint}/v1/metrics"), body).await {
-                if last_error_log.elapsed() > Duration::from_secs(10) {
-                    last_error_log = tokio::time::Instant::now();
-                    tracing::warn!("OTLP metrics export to {endpoint} failed: {e}");
+        let builder = self
+            .tracer
+            .span_builder(span.name)
+            .with_kind(SpanKind::Server)
+            .with_start_time(span.start)
+            .with_attributes(span.attributes.into_iter().map(|(k, v)| attribute(k, v)));
+        let span_id = SpanId::from_hex(&span.span_id).unwrap_or(SpanId::INVALID);
+        GIVEN.with(|g| g.set((trace_id, span_id)));
+        let mut sdk_span = builder.start_with_context(&self.tracer, &parent);
+        use opentelemetry::trace::Span as _;
+        sdk_span.set_status(if span.error {
+            Status::error("")
+        } else {
+            Status::Ok
+        });
+        sdk_span.end_with_timestamp(span.end);
+    }
+
+    /// Where the trail writer copies decision records to, when `decisions` is on: a bounded
+    /// queue, read by a task that turns each record into a log record.
+    pub fn decision_copies(&self) -> Option<DecisionCopies> {
+        let provider = self.logs.as_ref()?;
+        let logger = provider.logger("vendorgate.decisions");
+        let (tx, mut rx) = mpsc::channel::<String>(256);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                for line in batch.lines() {
+                    emit(&logger, line);
                 }
             }
-        }
-        if !open {
-            return;
+        });
+        Some(DecisionCopies {
+            tx,
+            dropped: self.dropped.clone(),
+        })
+    }
+
+    /// Sends what is queued and stops the exporters (at shutdown).
+    pub fn shutdown(&self) {
+        let _ = self.traces.shutdown();
+        let _ = self.metrics.shutdown();
+        if let Some(logs) = &self.logs {
+            let _ = logs.shutdown();
         }
     }
+}
+
+thread_local! {
+    /// The ids of the span this thread is about to start (see [`GivenIds`]).
+    static GIVEN: std::cell::Cell<(TraceId, SpanId)> =
+        const { std::cell::Cell::new((TraceId::INVALID, SpanId::INVALID)) };
+}
+
+/// The ids the proxy gave the request (in its decision record and the `traceparent` it sent
+/// upstream), for the SDK to use: it takes ids only from an id generator, which here hands out
+/// the ones [`Otel::record`] set on this thread just before it starts the span.
+#[derive(Debug)]
+struct GivenIds;
+
+impl opentelemetry_sdk::trace::IdGenerator for GivenIds {
+    fn new_trace_id(&self) -> TraceId {
+        GIVEN.with(|g| g.get().0)
+    }
+
+    fn new_span_id(&self) -> SpanId {
+        GIVEN.with(|g| g.get().1)
+    }
+}
+
+/// The trail writer's side of the decision records' copy.
+pub struct DecisionCopies {
+    tx: mpsc::Sender<String>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl DecisionCopies {
+    /// A batch of records as written (JSON lines, chain fields included), `count` of them; never
+    /// waits: dropped and counted when the queue is full.
+    pub fn offer(&self, batch: String, count: usize) {
+        if self.tx.try_send(batch).is_err() {
+            self.dropped.fetch_add(count as u64, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One decision record as a log record: its fields as attributes (nested ones by dotted keys),
+/// the line itself as the body, at the record's own time.
+fn emit(logger: &opentelemetry_sdk::logs::SdkLogger, line: &str) {
+    let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line) else {
+        return;
+    };
+    let mut record = logger.create_log_record();
+    record.set_event_name("vendorgate.decision");
+    record.set_severity_number(Severity::Info);
+    record.set_severity_text("INFO");
+    if let Some(t) = fields
+        .get("@timestamp")
+        .and_then(Value::as_str)
+        .and_then(crate::trail::time::parse_rfc3339)
+    {
+        record.set_timestamp(t);
+    }
+    let mut flat = Vec::new();
+    flatten("", &Value::Object(fields), &mut flat);
+    record.add_attributes(flat);
+    record.set_body(AnyValue::String(line.to_string().into()));
+    logger.emit(record);
+}
+
+fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, AnyValue)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        Value::Null => {}
+        Value::Bool(b) => out.push((prefix.to_string(), AnyValue::Boolean(*b))),
+        Value::Number(n) => out.push((
+            prefix.to_string(),
+            match n.as_i64() {
+                Some(i) => AnyValue::Int(i),
+                None => AnyValue::Double(n.as_f64().unwrap_or(0.0)),
+            },
+        )),
+        Value::String(s) => out.push((prefix.to_string(), AnyValue::String(s.clone().into()))),
+        Value::Array(_) => out.push((prefix.to_string(), AnyValue::String(v.to_string().into()))),
+    }
+}
+
+fn attribute(key: &'static str, value: Value) -> KeyValue {
+    let v: OtelValue = match value {
+        Value::Bool(b) => b.into(),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => i.into(),
+            None => n.as_f64().unwrap_or(0.0).into(),
+        },
+        Value::String(s) => s.into(),
+        other => other.to_string().into(),
+    };
+    KeyValue::new(key, v)
+}
+
+/// The metrics, read from the proxy's counters when the SDK collects (nothing added to the
+/// request path), and the latency histogram the spans feed.
+fn observe(meters: &SdkMeterProvider, metrics: Arc<Metrics>) -> Histogram<f64> {
+    let meter = meters.meter("vendorgate");
+    let m = metrics.clone();
+    meter
+        .u64_observable_counter("vendorgate.requests")
+        .with_description("Requests decided.")
+        .with_unit("{request}")
+        .with_callback(move |o| {
+            for ((allowed, reason, vendor), n) in m.request_rows() {
+                let decision = if allowed { "allow" } else { "deny" };
+                o.observe(
+                    n,
+                    &[
+                        KeyValue::new("decision", decision),
+                        KeyValue::new("reason", reason),
+                        KeyValue::new("vendor", vendor),
+                    ],
+                );
+            }
+        })
+        .build();
+    meter
+        .u64_observable_counter("vendorgate.egress.bytes")
+        .with_description("Response bytes sent to agents.")
+        .with_unit("By")
+        .with_callback(move |o| {
+            for ((vendor, account), n) in metrics.egress_rows() {
+                o.observe(
+                    n,
+                    &[
+                        KeyValue::new("vendor", vendor),
+                        KeyValue::new("account", account),
+                    ],
+                );
+            }
+        })
+        .build();
+    meter
+        .f64_histogram("vendorgate.request.duration")
+        .with_description("Time to the end of the response body.")
+        .with_unit("s")
+        .with_boundaries(BUCKETS.to_vec())
+        .build()
 }

@@ -20,6 +20,8 @@ pub struct WriterStatus {
     pub healthy: AtomicBool,
     pub head_seq: AtomicU64,
     pub written: AtomicU64,
+    /// Where written records are copied (OTLP log records, `otel.decisions`), if anywhere.
+    pub copies: std::sync::OnceLock<crate::telemetry::otel::DecisionCopies>,
 }
 
 enum Out {
@@ -229,6 +231,9 @@ impl Writer {
         }
         self.seq = seq;
         self.prev = prev;
+        if let Some(copies) = self.status.copies.get() {
+            copies.offer(buf, batch.len());
+        }
         self.status.head_seq.store(seq, Ordering::Relaxed);
         self.status
             .written

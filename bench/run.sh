@@ -9,7 +9,7 @@
 #   SCALE=0 EXTRAS=0 bench/run.sh      # only the side-by-side matrix
 #   PROFILE_OUT=/tmp/vg.perf PROFILE_CASE=vendorgate-cold bench/run.sh   # perf profile of one case
 #   VG=/path/to/vendorgate bench/run.sh   # measure that build instead of this tree's
-#   AB=/path/to/other/vendorgate ROUNDS=8 [AB_BODY=1m] [AB_EXTRA=toml] [BODY_SHAPE=list] bench/run.sh   # only an A/B: this tree's build against
+#   AB=/path/to/other/vendorgate ROUNDS=8 [AB_BODY=1m] [AB_EXTRA=toml] [BASE_EXTRA=toml] [BODY_SHAPE=list] bench/run.sh   # only an A/B: this tree's build against
 #                  another, loaded at the same moment (see "the same moment" below)
 #
 # Besides the matrix (direct, nginx, HAProxy, vendorgate × 2 KiB/1 MiB × 32/128 connections):
@@ -126,6 +126,9 @@ vg_conf reference "$VG_REF_PORT" file
 # AB_EXTRA: TOML appended to the candidate's policy (AB=this build AB_EXTRA='[detect]…' measures a
 # feature's cost against the same build without it).
 [ -n "$AB" ] && [ -n "${AB_EXTRA:-}" ] && printf '%b\n' "$AB_EXTRA" >> "$CONF/vendorgate-candidate.toml"
+# BASE_EXTRA: the same for the base (this tree's build), so both sides of an A/B can carry a
+# feature (BASE_EXTRA=AB_EXTRA='[otel]…': the OpenTelemetry export of two builds compared).
+[ -n "$AB" ] && [ -n "${BASE_EXTRA:-}" ] && printf '%b\n' "$BASE_EXTRA" >> "$CONF/vendorgate-reference.toml"
 # The large policy: 10,000 more networks in the vendor's allow-list (scattered /28s that cannot
 # merge into a few ranges) and 999 more routes around the one the benchmark hits.
 python3 - "$CONF/vendorgate-large.toml" <<'PY'

@@ -791,6 +791,30 @@ async fn decision_records_reach_an_otlp_receiver_as_log_records_set_up_by_the_ot
     assert_eq!(attr(resource, "service.name")["stringValue"], "vg-from-env");
 }
 
+/// `OTEL_SDK_DISABLED=true` turns the export off even with an endpoint in `[otel]` (the same
+/// config exports when the variable is absent: the test above).
+#[tokio::test]
+async fn otel_sdk_disabled_turns_the_export_off() {
+    let receiver = OtlpReceiver::start().await;
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!(
+        "{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"1s\"\n",
+        receiver.addr
+    );
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream)
+            .policy(&policy)
+            .env("OTEL_SDK_DISABLED", "true"),
+    );
+    let client = client(&pki, Http::One);
+    send(&client, proxy.get("/api/v2/tickets/1")).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop(&mut proxy).await;
+    assert!(receiver.got.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn the_html_report_is_one_self_contained_page_with_three_charts() {
     let pki = Pki::new();

@@ -561,10 +561,25 @@ impl OtlpReceiver {
                                     .headers()
                                     .get("x-api-key")
                                     .map(|v| v.to_str().unwrap_or("").to_string());
+                                let gzip = req
+                                    .headers()
+                                    .get("content-encoding")
+                                    .is_some_and(|v| v == "gzip");
                                 let body = req.into_body().collect().await.unwrap().to_bytes();
+                                let body = if gzip {
+                                    use std::io::Read;
+                                    let mut out = Vec::new();
+                                    flate2::read::GzDecoder::new(&body[..])
+                                        .read_to_end(&mut out)
+                                        .unwrap();
+                                    out.into()
+                                } else {
+                                    body
+                                };
                                 let status = match decode(&path, &body) {
                                     Some(mut v) if ok => {
                                         v["x-api-key"] = serde_json::json!(key);
+                                        v["gzip"] = serde_json::json!(gzip);
                                         sink.lock().unwrap().push((path, v));
                                         200
                                     }
@@ -714,7 +729,7 @@ async fn spans_and_metrics_reach_an_otlp_receiver_and_the_trace_continues_upstre
 }
 
 /// Configured by the standard variables alone (no endpoint in `[otel]`): the endpoint, a SaaS
-/// collector's API key header and the service name come from `OTEL_*`; with `decisions = true`
+/// collector's API key header, gzip and the service name come from `OTEL_*`; with `decisions = true`
 /// every decision record reaches the collector as a log record, its line (chain fields and all)
 /// as the body, the same as in the file trail, and its fields as attributes.
 #[tokio::test]
@@ -732,6 +747,7 @@ async fn decision_records_reach_an_otlp_receiver_as_log_records_set_up_by_the_ot
                 &format!("http://{}", receiver.addr),
             )
             .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector-secret")
+            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
             .env("OTEL_SERVICE_NAME", "vg-from-env")
             .env("OTEL_METRIC_EXPORT_INTERVAL", "500"),
     );
@@ -784,6 +800,7 @@ async fn decision_records_reach_an_otlp_receiver_as_log_records_set_up_by_the_ot
         assert!(!exports.is_empty(), "nothing on {path}");
         for e in exports {
             assert_eq!(e["x-api-key"], "collector-secret", "{path}");
+            assert_eq!(e["gzip"], true, "{path}");
         }
     }
     let traces = receiver.exports("/v1/traces");

@@ -96,6 +96,10 @@ fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
         state_errors: gw.state.error_count(),
         state_calls: gw.state.call_count(),
         state_healthy: gw.state.healthy(),
+        otel_decisions_dropped: gw
+            .otel
+            .as_ref()
+            .map_or(0, |o| o.dropped.load(Ordering::Relaxed)),
         token_cache_hits,
         token_cache_misses,
         token_cache_entries: gw.tokens.len() as u64,

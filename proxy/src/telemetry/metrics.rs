@@ -166,6 +166,8 @@ pub struct Gauges {
     /// Calls to the shared state (Redis) so far, and whether it answers now.
     pub state_calls: u64,
     pub state_healthy: bool,
+    /// Decision records not copied to the OTLP log export (its queue full).
+    pub otel_decisions_dropped: u64,
     pub token_cache_hits: u64,
     pub token_cache_misses: u64,
     pub token_cache_entries: u64,
@@ -412,7 +414,7 @@ impl Metrics {
                 by.as_str()
             );
         }
-        let gauges: [(&str, &str, &str, u64); 15] = [
+        let gauges: [(&str, &str, &str, u64); 16] = [
             (
                 "vendorgate_trail_records_total",
                 "counter",
@@ -460,6 +462,12 @@ impl Metrics {
                 "gauge",
                 "1 when the shared state answered its last call (always 1 in memory).",
                 u64::from(g.state_healthy),
+            ),
+            (
+                "vendorgate_otel_decisions_dropped_total",
+                "counter",
+                "Decision records not copied to the OTLP log export (its queue full; the file trail has them).",
+                g.otel_decisions_dropped,
             ),
             (
                 "vendorgate_token_cache_hits_total",
@@ -528,6 +536,7 @@ mod tests {
             state_errors: 0,
             state_calls: 0,
             state_healthy: true,
+            otel_decisions_dropped: 0,
             token_cache_hits: 0,
             token_cache_misses: 0,
             token_cache_entries: 0,

@@ -28,7 +28,7 @@ use opentelemetry::trace::{
     SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId, TraceState,
     Tracer as _, TracerProvider as _,
 };
-use opentelemetry::{Context, KeyValue, Value as OtelValue};
+use opentelemetry::{Context, KeyValue};
 use opentelemetry_http::{HttpClient, HttpError};
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::logs::SdkLoggerProvider;
@@ -59,7 +59,7 @@ pub struct Span {
     pub start: SystemTime,
     pub end: SystemTime,
     pub error: bool,
-    pub attributes: Vec<(&'static str, Value)>,
+    pub attributes: Vec<KeyValue>,
 }
 
 pub struct Otel {
@@ -246,7 +246,7 @@ impl Otel {
             .span_builder(span.name)
             .with_kind(SpanKind::Server)
             .with_start_time(span.start)
-            .with_attributes(span.attributes.into_iter().map(|(k, v)| attribute(k, v)));
+            .with_attributes(span.attributes);
         let span_id = SpanId::from_hex(&span.span_id).unwrap_or(SpanId::INVALID);
         GIVEN.with(|g| g.set((trace_id, span_id)));
         let mut sdk_span = builder.start_with_context(&self.tracer, &parent);
@@ -374,19 +374,6 @@ fn flatten(prefix: &str, v: &Value, out: &mut Vec<(String, AnyValue)>) {
         Value::String(s) => out.push((prefix.to_string(), AnyValue::String(s.clone().into()))),
         Value::Array(_) => out.push((prefix.to_string(), AnyValue::String(v.to_string().into()))),
     }
-}
-
-fn attribute(key: &'static str, value: Value) -> KeyValue {
-    let v: OtelValue = match value {
-        Value::Bool(b) => b.into(),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => i.into(),
-            None => n.as_f64().unwrap_or(0.0).into(),
-        },
-        Value::String(s) => s.into(),
-        other => other.to_string().into(),
-    };
-    KeyValue::new(key, v)
 }
 
 /// The metrics, read from the proxy's counters when the SDK collects (nothing added to the

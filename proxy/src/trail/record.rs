@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Method, Uri};
-use serde_json::{json, Value};
 
 use super::schema::{Abandoned, Ending, Field, Record};
 use super::time::Timestamp;
@@ -19,6 +18,7 @@ use crate::telemetry::metrics::Metrics;
 use crate::telemetry::otel::Otel;
 use crate::telemetry::otel::Span;
 use crate::telemetry::trace_context::TraceContext;
+use opentelemetry::KeyValue;
 
 /// Where a sealed record reports besides the trail: the gateway, seen only through what the
 /// record needs of it (so the record does not depend on the gateway that depends on it).
@@ -257,48 +257,45 @@ impl Draft {
         cut_off: bool,
         abandoned: Option<Abandoned>,
     ) -> Span {
-        let mut attributes: Vec<(&'static str, Value)> = vec![
-            (Field::Method.otel(), json!(self.method.as_str())),
-            (
-                Field::Path.otel(),
-                json!(self.path.as_deref().unwrap_or(self.uri.path())),
-            ),
-            (Field::Status.otel(), json!(self.status)),
-            (Field::BytesIn.otel(), json!(bytes_in)),
-            (Field::BytesOut.otel(), json!(bytes_out)),
-            (
+        let text = |f: Field, v: &str| KeyValue::new(f.otel(), v.to_owned());
+        let int = |f: Field, v: u64| KeyValue::new(f.otel(), v as i64);
+        let mut attributes = Vec::with_capacity(20);
+        attributes.extend([
+            text(Field::Method, self.method.as_str()),
+            text(Field::Path, self.path.as_deref().unwrap_or(self.uri.path())),
+            int(Field::Status, u64::from(self.status)),
+            int(Field::BytesIn, bytes_in),
+            int(Field::BytesOut, bytes_out),
+            KeyValue::new(
                 Field::ClientIp.otel(),
-                json!(self.client_ip.unwrap_or(self.peer.ip()).to_string()),
+                self.client_ip.unwrap_or(self.peer.ip()).to_string(),
             ),
-            (Field::RequestId.otel(), json!(self.request_id())),
-            (
-                Field::Decision.otel(),
-                json!(if self.allowed { "allow" } else { "deny" }),
-            ),
-            (Field::Reason.otel(), json!(self.outcome.as_str())),
-            (Field::PolicyVersion.otel(), json!(&*self.active.version)),
-            (Field::CutOff.otel(), json!(cut_off)),
-            (Field::Forwarded.otel(), json!(self.forwarded)),
-        ];
+            text(Field::RequestId, self.request_id()),
+            text(Field::Decision, if self.allowed { "allow" } else { "deny" }),
+            text(Field::Reason, self.outcome.as_str()),
+            text(Field::PolicyVersion, &self.active.version),
+            KeyValue::new(Field::CutOff.otel(), cut_off),
+            KeyValue::new(Field::Forwarded.otel(), self.forwarded),
+        ]);
         if let Some(by) = abandoned {
-            attributes.push((Field::Abandoned.otel(), json!(by.as_str())));
+            attributes.push(text(Field::Abandoned, by.as_str()));
         }
         for (k, v) in [
-            (Field::Vendor.otel(), self.vendor_id()),
+            (Field::Vendor, self.vendor_id()),
             (
-                Field::Account.otel(),
+                Field::Account,
                 self.identity.as_deref().map(|i| i.token.account.as_str()),
             ),
-            (Field::Route.otel(), self.route_id()),
-            (Field::Class.otel(), self.class()),
-            (Field::Grant.otel(), self.grant.as_deref()),
+            (Field::Route, self.route_id()),
+            (Field::Class, self.class()),
+            (Field::Grant, self.grant.as_deref()),
         ] {
             if let Some(v) = v {
-                attributes.push((k, json!(v)));
+                attributes.push(text(k, v));
             }
         }
         if !self.rule.is_empty() {
-            attributes.push((Field::Rule.otel(), json!(self.rule)));
+            attributes.push(text(Field::Rule, &self.rule));
         }
         Span {
             trace_id: self.trace.trace_id().to_owned(),

@@ -236,8 +236,9 @@ pub fn byte_counters(
                     &identity.token.account,
                 )
             });
-            let place = store.counter_place(&state.slot, || state.key.clone(), now_ms);
             let (start, end) = rule.window_at(now_ms);
+            let key = || state.key.clone();
+            let place = store.counter_place(&state.slot, key, now_ms, (start, end));
             Counter {
                 place,
                 window_start: start,

@@ -242,6 +242,11 @@ impl BytePool {
         }
     }
 
+    /// The counter's key in Redis, with its window.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
     /// Takes up to `want` of the held bytes.
     pub fn take(&self, want: u64) -> u64 {
         let mut h = lock(&self.held);
@@ -453,16 +458,32 @@ impl Leases {
             .collect()
     }
 
-    fn byte_pool(&self, c: &Counter, now_ms: u64) -> Arc<BytePool> {
-        let key = c.windowed_key();
-        self.bytes
-            .get(&key, now_ms, || BytePool::new(key.clone(), c.reset_at_ms))
+    /// The pool of counter `key` for the window from `window_start` to `window_end`.
+    pub fn byte_pool(
+        &self,
+        key: &str,
+        window_start: u64,
+        window_end: u64,
+        now_ms: u64,
+    ) -> Arc<BytePool> {
+        let mut n = itoa::Buffer::new();
+        let windowed = [key, ":", n.format(window_start)].concat();
+        self.bytes.get(&windowed, now_ms, || {
+            BytePool::new(windowed.clone(), window_end)
+        })
+    }
+
+    /// A counter's pool: the one it carries (found once for its request), else by its key.
+    fn pool_of(&self, c: &Counter, now_ms: u64) -> Arc<BytePool> {
+        match &c.place {
+            super::Place::Leased(_, pool) => pool.clone(),
+            _ => self.byte_pool(c.key(), c.window_start, c.reset_at_ms, now_ms),
+        }
     }
 
     /// Takes up to `want` bytes for every counter from the pools.
     pub fn draw<'a>(&'a self, counters: &'a [Counter], want: u64, now_ms: u64) -> Drawn<'a> {
-        let pools: Vec<Arc<BytePool>> =
-            counters.iter().map(|c| self.byte_pool(c, now_ms)).collect();
+        let pools: Vec<Arc<BytePool>> = counters.iter().map(|c| self.pool_of(c, now_ms)).collect();
         let got = pools.iter().map(|p| p.take(want)).collect();
         Drawn {
             leases: self,
@@ -476,14 +497,14 @@ impl Leases {
     pub fn standing(&self, counters: &[Counter], now_ms: u64) -> Vec<(u64, u64)> {
         counters
             .iter()
-            .map(|c| self.byte_pool(c, now_ms).standing())
+            .map(|c| self.pool_of(c, now_ms).standing())
             .collect()
     }
 
     /// Puts `amount` back in each counter's pool (a body's unused lease).
     pub fn put_back(&self, counters: &[Counter], amount: u64, now_ms: u64) {
         for c in counters {
-            let pool = self.byte_pool(c, now_ms);
+            let pool = self.pool_of(c, now_ms);
             pool.put(amount, now_ms);
             self.note_bytes(&pool);
         }

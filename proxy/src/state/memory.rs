@@ -139,7 +139,7 @@ impl MemoryState {
     fn cell_of(&self, c: &Counter, now_ms: u64) -> Arc<CounterCell> {
         match &c.place {
             Place::Cell(cell) => cell.clone(),
-            Place::Key(key) => self
+            Place::Key(key) | Place::Leased(key, _) => self
                 .counters
                 .get(key, now_ms, || CounterCell::new(key.clone())),
         }
@@ -149,7 +149,7 @@ impl MemoryState {
     fn find(&self, c: &Counter) -> Option<Arc<CounterCell>> {
         match &c.place {
             Place::Cell(cell) => Some(cell.clone()),
-            Place::Key(key) => self.counters.find(key),
+            Place::Key(key) | Place::Leased(key, _) => self.counters.find(key),
         }
     }
 }
@@ -163,7 +163,7 @@ impl MemoryState {
             // One counter (the usual policy): one lock, and nothing collected.
             let cell = match &c.place {
                 Place::Cell(cell) => cell,
-                Place::Key(_) => &self.cell_of(c, now_ms),
+                Place::Key(_) | Place::Leased(..) => &self.cell_of(c, now_ms),
             };
             let mut used = lock(&cell.used);
             let grant = c.max.saturating_sub(used.at(now_ms)).min(want);

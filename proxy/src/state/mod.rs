@@ -85,18 +85,24 @@ pub enum Place {
     /// zero again once past `reset_at_ms`); in Redis the key is this, `:` and `window_start`
     /// (see [`Counter::windowed_key`]), and the old window's key expires by itself.
     Key(Arc<str>),
+    /// In Redis, with this replica's pool for the counter's window, found once for the request
+    /// (see [`leases`]); the key as in [`Place::Key`].
+    Leased(Arc<str>, Arc<leases::BytePool>),
 }
 
 impl Counter {
     pub fn key(&self) -> &Arc<str> {
         match &self.place {
             Place::Cell(cell) => &cell.key,
-            Place::Key(key) => key,
+            Place::Key(key) | Place::Leased(key, _) => key,
         }
     }
 
-    /// The counter's key in Redis: one per window.
+    /// The counter's key in Redis: one per window (its pool's, when it carries one).
     pub fn windowed_key(&self) -> String {
+        if let Place::Leased(_, pool) = &self.place {
+            return pool.key().to_string();
+        }
         let mut n = itoa::Buffer::new();
         [&**self.key(), ":", n.format(self.window_start)].concat()
     }
@@ -370,16 +376,20 @@ impl StateStore {
     }
 
     /// Where a byte counter is kept: its in-memory cell, through the identity's `slot` (the key
-    /// is only made the first time); its key when counters are shared through Redis (the local
-    /// fallback then finds cells by key).
+    /// is only made the first time); with Redis, its key and this replica's pool for the window
+    /// that starts at `window_start` and ends at `window_end` (the local fallback finds cells by
+    /// key).
     pub fn counter_place(
         &self,
         slot: &Slot<CounterCell>,
         key: impl FnOnce() -> Arc<str>,
         now: u64,
+        (window_start, window_end): (u64, u64),
     ) -> Place {
-        if self.redis.is_some() {
-            return Place::Key(key());
+        if let Some(leases) = &self.leases {
+            let key = key();
+            let pool = leases.byte_pool(&key, window_start, window_end, now);
+            return Place::Leased(key, pool);
         }
         Place::Cell(self.local.counter_cell(slot, key, now))
     }

@@ -9,8 +9,6 @@
 //! its atomicity across the account's and the vendor's caps. One server keeps the untagged names
 //! it always had, so an upgrade finds its counters where they were.
 
-use std::fmt;
-
 use std::sync::Arc;
 
 use vendorgate_policy::config::Scope;
@@ -48,12 +46,6 @@ impl KeyPrefix {
         } else {
             self.text.clone()
         }
-    }
-}
-
-impl fmt::Display for KeyPrefix {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)
     }
 }
 

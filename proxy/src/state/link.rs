@@ -187,9 +187,14 @@ impl Target {
         ))
     }
 
+    /// How long a connection may take to open: the operations' timeout, at least half a second.
+    fn connect_timeout(&self) -> Duration {
+        self.timeout.max(Duration::from_millis(500))
+    }
+
     fn manager_config(&self) -> ConnectionManagerConfig {
         ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(self.timeout.max(Duration::from_millis(500))))
+            .set_connection_timeout(Some(self.connect_timeout()))
             .set_response_timeout(Some(self.timeout))
             // Behind Sentinel a dead master is found again through the sentinels, not retried.
             .set_number_of_retries(if self.is_sentinel() { 1 } else { 6 })
@@ -201,7 +206,6 @@ impl Target {
 
     /// One connection, shared by every task (multiplexed), reconnecting by itself.
     pub async fn connect(&self) -> redis::RedisResult<Conn> {
-        let connect_timeout = self.timeout.max(Duration::from_millis(500));
         if self.is_sentinel() {
             let link = SentinelLink {
                 target: self.clone(),
@@ -213,7 +217,7 @@ impl Target {
         }
         if self.is_cluster() {
             let mut builder = redis::cluster::ClusterClientBuilder::new(self.nodes.clone())
-                .connection_timeout(connect_timeout)
+                .connection_timeout(self.connect_timeout())
                 .response_timeout(self.timeout);
             if let Some(user) = &self.username {
                 builder = builder.username(user);

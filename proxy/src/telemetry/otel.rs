@@ -154,13 +154,11 @@ impl Otel {
         let resource = resource.build();
         let fail = |e: opentelemetry_otlp::ExporterBuildError| OtelError::Exporter(e.to_string());
 
-        let mut spans = opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_http_client(client.clone())
-            .with_protocol(Protocol::HttpBinary);
-        if let Some(url) = endpoint("/v1/traces") {
-            spans = spans.with_endpoint(url);
-        }
+        let spans = over(
+            opentelemetry_otlp::SpanExporter::builder().with_http(),
+            &client,
+            endpoint("/v1/traces"),
+        );
         // Spans go out every second unless OTEL_BSP_SCHEDULE_DELAY says otherwise (the spec's
         // default, 5 s, holds five times as many of a busy proxy's spans in memory).
         let mut batching = opentelemetry_sdk::trace::BatchConfigBuilder::default();
@@ -178,13 +176,11 @@ impl Otel {
             .build();
         let tracer = traces.tracer("vendorgate");
 
-        let mut measures = opentelemetry_otlp::MetricExporter::builder()
-            .with_http()
-            .with_http_client(client.clone())
-            .with_protocol(Protocol::HttpBinary);
-        if let Some(url) = endpoint("/v1/metrics") {
-            measures = measures.with_endpoint(url);
-        }
+        let measures = over(
+            opentelemetry_otlp::MetricExporter::builder().with_http(),
+            &client,
+            endpoint("/v1/metrics"),
+        );
         let mut reader = PeriodicReader::builder(measures.build().map_err(fail)?);
         if let Some(every) = &config.export_interval {
             reader = reader.with_interval(every.0);
@@ -196,13 +192,11 @@ impl Otel {
         let duration = observe(&meters, metrics);
 
         let logs = if config.decisions {
-            let mut records = opentelemetry_otlp::LogExporter::builder()
-                .with_http()
-                .with_http_client(client)
-                .with_protocol(Protocol::HttpBinary);
-            if let Some(url) = endpoint("/v1/logs") {
-                records = records.with_endpoint(url);
-            }
+            let records = over(
+                opentelemetry_otlp::LogExporter::builder().with_http(),
+                &client,
+                endpoint("/v1/logs"),
+            );
             Some(
                 SdkLoggerProvider::builder()
                     .with_batch_exporter(records.build().map_err(fail)?)
@@ -307,6 +301,22 @@ impl opentelemetry_sdk::trace::IdGenerator for GivenIds {
 
     fn new_span_id(&self) -> SpanId {
         GIVEN.with(|g| g.get().1)
+    }
+}
+
+/// An exporter's builder set to send protobuf through `client`, to `endpoint` when the config
+/// names one (else the variables decide).
+fn over<B: WithExportConfig + WithHttpConfig>(
+    builder: B,
+    client: &OtlpClient,
+    endpoint: Option<String>,
+) -> B {
+    let builder = builder
+        .with_http_client(client.clone())
+        .with_protocol(Protocol::HttpBinary);
+    match endpoint {
+        Some(url) => builder.with_endpoint(url),
+        None => builder,
     }
 }
 

@@ -141,8 +141,9 @@ impl TokenPool {
         if give_back > 0 {
             t.batch = (t.batch / 2).max(1);
         } else if fresh {
-            t.batch = (t.batch * 2).min(max_batch);
+            t.batch *= 2;
         }
+        // Also when the rule's burst shrank since (a reload).
         t.batch = t.batch.min(max_batch);
         t.leasing_until_us = now_us + LEASING_FOR.as_micros() as u64;
         Take::Lease {

@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnetwork::IpNetwork;
 use serde::de::{self, Deserializer};
@@ -810,6 +811,14 @@ pub struct Server {
     /// On SIGTERM/SIGINT, in-flight requests get this long to finish before connections are cut.
     #[serde(default = "defaults::shutdown_grace")]
     pub shutdown_grace: HumanDuration,
+    /// On SIGTERM/SIGINT, how long an HTTP/1.1 keep-alive connection with nothing in flight stays
+    /// open for one last request (answered with `Connection: close`). HTTP/1.1 has no way to say
+    /// "no more requests here" but closing, and an agent's client may be sending on the
+    /// connection at that very moment: closed at once (`0s`, as nginx does), that request is
+    /// lost and the agent sees a dropped connection. HAProxy's `idle-close-on-response`.
+    /// Unset: 1s, or `shutdown_grace` if that is shorter ([`Server::shutdown_idle_wait`]).
+    #[serde(default)]
+    pub shutdown_idle_wait: Option<HumanDuration>,
     /// The origin agents reach the proxy at (`https://zendesk-gw.acme.example`): the upstream's
     /// absolute links in JSON bodies and `Location` are rewritten to it. Unset: to the origin of
     /// the request itself (`https://` and the `Host` the agent's client sent), which is right
@@ -820,6 +829,20 @@ pub struct Server {
     #[serde(default)]
     pub underscore_headers: UnderscoreHeaders,
 }
+
+impl Server {
+    /// How long an idle HTTP/1.1 connection waits for a last request once shutdown has begun.
+    pub fn shutdown_idle_wait(&self) -> Duration {
+        self.shutdown_idle_wait
+            .map_or(DEFAULT_SHUTDOWN_IDLE_WAIT.min(self.shutdown_grace.0), |w| {
+                w.0
+            })
+    }
+}
+
+/// [`Server::shutdown_idle_wait`] when the config does not say: long enough for a client that
+/// was between two requests to send the second, short enough not to hold a restart.
+const DEFAULT_SHUTDOWN_IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// `server.public_url`: an origin, parsed like the upstream's.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1244,7 +1267,7 @@ impl Config {
                 ),
             );
         }
-        let checks: [(bool, &str, &str); 7] = [
+        let checks: [(bool, &str, &str); 8] = [
             (
                 s.max_connections == 0,
                 "max_connections",
@@ -1279,6 +1302,12 @@ impl Config {
                 s.max_header_size.0 < MIN_HEADER_SIZE,
                 "max_header_size",
                 "must be at least 8KiB",
+            ),
+            (
+                s.shutdown_idle_wait
+                    .is_some_and(|wait| wait.0 > s.shutdown_grace.0),
+                "shutdown_idle_wait",
+                "must not be longer than server.shutdown_grace",
             ),
         ];
         for (bad, key, what) in checks {
@@ -1529,6 +1558,23 @@ class = "read"
             "max_header_size = \"1KiB\"\nmax_request_body",
         ));
         assert!(e.message.contains("at least 8KiB"), "{e}");
+
+        let e = error_of(&GOOD.replace(
+            "max_request_body",
+            "shutdown_grace = \"2s\"\nshutdown_idle_wait = \"3s\"\nmax_request_body",
+        ));
+        assert!(
+            e.message.contains(
+                "server.shutdown_idle_wait must not be longer than server.shutdown_grace"
+            ),
+            "{e}"
+        );
+        let at = GOOD
+            .lines()
+            .take_while(|l| !l.starts_with("max_request_body"))
+            .count()
+            + 2;
+        assert_eq!((e.line, e.column), (at, 1), "{e}");
     }
 
     #[test]

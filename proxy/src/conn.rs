@@ -123,7 +123,7 @@ impl Activity {
 
     /// Nothing in flight, no request head begun, and nothing read since the last request began
     /// that hyper could still hold: an HTTP/1.1 connection whose hyper side is empty.
-    fn is_between_requests(&self) -> bool {
+    pub(crate) fn is_between_requests(&self) -> bool {
         self.in_flight.load(Ordering::Acquire) == 0
             && self.head_since.load(Ordering::Acquire) == 0
             && !self.early_bytes.load(Ordering::Relaxed)

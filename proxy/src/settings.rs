@@ -144,7 +144,7 @@ pub fn summary(config: &Config) -> String {
          admin      http://{}\n\
          upstream   {} (trusting {}; HTTP/2 {})\n\
          limits     {} connections, headers {} within {}, request body {}, {} streams per HTTP/2 connection\n\
-         timeouts   TLS handshake {}, idle keep-alive {}, upstream connect {}, upstream response {}, shutdown grace {}\n",
+         timeouts   TLS handshake {}, idle keep-alive {}, upstream connect {}, upstream response {}, shutdown grace {} (idle connections {})\n",
         s.listen.get_ref(),
         s.tls_cert.display(),
         s.tls_key.display(),
@@ -162,6 +162,7 @@ pub fn summary(config: &Config) -> String {
         u.connect_timeout,
         u.response_timeout,
         s.shutdown_grace,
+        vendorgate_policy::units::HumanDuration(s.shutdown_idle_wait()),
     );
     let id = &config.identity;
     let keys = if let Some(p) = &id.jwks_file {

@@ -338,38 +338,66 @@ async fn sigterm_grace_period_bounds_the_drain() {
     );
 }
 
+/// Idle agents must not hold a restart for the grace period, and an agent sending on its
+/// keep-alive connection just as the proxy stops must not lose that request (HTTP/1.1 cannot say
+/// "no more" but by closing, and a close racing the client's write is a dropped request). Each
+/// idle connection, parked or just gone quiet, gets `shutdown_idle_wait` for one last request,
+/// answered with `Connection: close`; one that sends nothing is closed cleanly (close_notify) when
+/// the wait is over, well before the grace period.
 #[tokio::test]
-async fn sigterm_closes_idle_connections_at_once_and_cleanly() {
-    // Idle agents must not hold a restart for the grace period: a parked connection and one that
-    // has just gone quiet are both closed as soon as shutdown begins, with a TLS close_notify.
+async fn sigterm_gives_idle_connections_a_last_request_then_closes_them_cleanly() {
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;
     let mut proxy = Proxy::start(
         &pki,
-        ProxyConfig::to(&upstream).server("shutdown_grace = \"20s\""),
+        ProxyConfig::to(&upstream).server("shutdown_grace = \"20s\"\nshutdown_idle_wait = \"1s\""),
     );
     let get = format!(
         "GET /api/v2/tickets/1.json HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {}\r\n\r\n",
         proxy.token
     );
-    let mut parked = raw_tls(&pki, proxy.addr).await;
-    let mut seen = Vec::new();
-    parked.write_all(get.as_bytes()).await.unwrap();
-    read_until(&mut parked, &mut seen, |s| count(s, b"HTTP/1.1 200") == 1).await;
+    let answered = |seen: &[u8], n| count(seen, b"HTTP/1.1 200") == n;
+    // Parked: quiet for longer than the proxy keeps a connection's HTTP state.
+    let mut conns = Vec::new();
+    for _ in 0..2 {
+        let mut tls = raw_tls(&pki, proxy.addr).await;
+        let mut seen = Vec::new();
+        tls.write_all(get.as_bytes()).await.unwrap();
+        read_until(&mut tls, &mut seen, |s| answered(s, 1)).await;
+        conns.push((tls, seen));
+    }
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let mut quiet = raw_tls(&pki, proxy.addr).await;
-    let mut seen = Vec::new();
-    quiet.write_all(get.as_bytes()).await.unwrap();
-    read_until(&mut quiet, &mut seen, |s| count(s, b"HTTP/1.1 200") == 1).await;
+    // Just gone quiet: its HTTP state still held.
+    for _ in 0..2 {
+        let mut tls = raw_tls(&pki, proxy.addr).await;
+        let mut seen = Vec::new();
+        tls.write_all(get.as_bytes()).await.unwrap();
+        read_until(&mut tls, &mut seen, |s| answered(s, 1)).await;
+        conns.push((tls, seen));
+    }
 
     let start = Instant::now();
     proxy.signal("TERM");
-    for (name, tls) in [("parked", &mut parked), ("quiet", &mut quiet)] {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // One of each sends again as the proxy stops: answered, with the connection closed after.
+    for (i, (tls, seen)) in conns.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            tls.write_all(get.as_bytes()).await.unwrap();
+            read_until(tls, seen, |s| answered(s, 2)).await;
+            let last = String::from_utf8_lossy(seen);
+            let last = &last[last.rfind("HTTP/1.1 200").unwrap()..];
+            assert!(
+                last.to_ascii_lowercase().contains("connection: close"),
+                "connection {i}: {last}"
+            );
+        }
+    }
+    for (i, (tls, _)) in conns.iter_mut().enumerate() {
         let mut rest = [0u8; 256];
         let end = tokio::time::timeout(Duration::from_secs(5), tls.read(&mut rest)).await;
         assert!(
             matches!(end, Ok(Ok(0))),
-            "{name}: expected a clean TLS close, got {end:?}"
+            "connection {i}: expected a clean TLS close, got {end:?}"
         );
     }
     let status = proxy
@@ -382,6 +410,8 @@ async fn sigterm_closes_idle_connections_at_once_and_cleanly() {
         "idle connections held shutdown for {:?}",
         start.elapsed()
     );
+    assert_eq!(upstream.request_count(), 6);
+    assert_eq!(records(proxy.dir.path()).len(), 6);
 }
 
 #[tokio::test]

@@ -34,6 +34,18 @@ pub struct Load {
     workers: Vec<tokio::task::JoinHandle<()>>,
 }
 
+/// An error with every cause under it: hyper's top line (`client error (SendRequest)`) alone
+/// does not say whether the connection was refused, reset or closed before the answer.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c} [{c:?}]"));
+        cause = c.source();
+    }
+    text
+}
+
 impl Load {
     pub fn start(
         client: &TestClient,
@@ -73,7 +85,7 @@ impl Load {
                                     id,
                                 });
                             }
-                            Ok(Err(e)) => failures.lock().unwrap().push(e.to_string()),
+                            Ok(Err(e)) => failures.lock().unwrap().push(chain(&*e)),
                             Err(_) => failures.lock().unwrap().push("no answer in 10 s".into()),
                         }
                     }

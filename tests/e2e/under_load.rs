@@ -126,7 +126,8 @@ async fn a_full_disk_refuses_until_room_returns_and_leaves_one_intact_chain() {
 /// SIGTERM while agents keep sending, over HTTP/1.1 and HTTP/2, some requests slow: everything
 /// the proxy had begun finishes within the grace period and is answered, every answer has exactly
 /// one record on disk when the process exits, and the only requests that fail are those that
-/// found the door already closed (a new connection refused), never one cut midway.
+/// found the door already closed (a new connection refused): never one cut midway, nor one sent
+/// on a keep-alive connection the proxy was closing.
 #[tokio::test]
 async fn sigterm_under_load_answers_and_records_everything_begun() {
     let pki = Pki::new();
@@ -168,17 +169,22 @@ async fn sigterm_under_load_answers_and_records_everything_begun() {
         proxy.log()
     );
     let mut answers = Vec::new();
-    for load in loads {
+    let mut failed = Vec::new();
+    for (load, version) in loads.into_iter().zip(["HTTP/1.1", "HTTP/2"]) {
         let (a, failures) = load.stop().await;
         answers.extend(a);
-        for f in &failures {
-            assert!(f.contains("Connect"), "a request cut midway: {f}");
-        }
+        failed.extend(failures.into_iter().map(|f| format!("{version}: {f}")));
     }
     assert!(answers.iter().all(|a| a.status == 200), "{answers:?}");
+    assert_eq!(upstream.request_count(), answers.len() as u64);
     let answered: Vec<&Answer> = answers.iter().collect();
     one_record_each(proxy.dir.path(), &answered);
     audit_intact(proxy.dir.path());
+    // A request sent on a keep-alive connection as the proxy stopped is answered (its last
+    // call, `server.shutdown_idle_wait`), not lost to a close racing the client's write.
+    for f in &failed {
+        assert!(f.contains("(Connect)"), "a request cut or lost: {f}");
+    }
 }
 
 /// Redis, holding the shared state, is killed under load and started again, then paused (a stopped

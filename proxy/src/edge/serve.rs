@@ -198,7 +198,7 @@ fn serve_h1<'a>(
             let requests_before = info.activity.requests();
             let io = TokioIo::new(ClientIo::h1(tls, info.clone(), std::mem::take(&mut replay)));
             // Boxed so that a parked connection's task does not keep room for it.
-            let mut conn = Box::new(gw.h1.serve_connection(io, proxy));
+            let mut conn = Box::new(h1_builder(gw, shutdown).serve_connection(io, proxy));
             let served = Box::pin(drive(gw, info, &mut conn, Some(PARK_AFTER), shutdown)).await;
             let head = (info.activity.requests() == requests_before && !first_bytes.is_empty())
                 .then_some(&first_bytes[..]);
@@ -255,25 +255,48 @@ fn note_refusal(
     }
 }
 
-/// Waits, parked, for the first bytes of the next request. `None` when the client closed, the
-/// connection idled out or shutdown began: a parked connection has nothing in flight to finish.
+/// Waits, parked, for the first bytes of the next request. `None` when the client closed or the
+/// connection idled out, or when shutdown began and `server.shutdown_idle_wait` passed with
+/// nothing sent: until then a request its client may be sending as the proxy stops is still
+/// taken (and, the connection being built by [`h1_builder`] then, answered with
+/// `Connection: close`).
 async fn next_bytes(
     gw: &Gateway,
     info: &ConnInfo,
     tls: &mut Tls,
     shutdown: &mut watch::Receiver<bool>,
 ) -> Option<Bytes> {
-    if *shutdown.borrow_and_update() {
-        return None;
-    }
     let idle_at = info.activity.idle_deadline(gw.config.server.idle_timeout.0);
     let _parked = gw.metrics.connection_parked();
     tls.release_buffers();
     crate::edge::memory::note_park();
+    if !*shutdown.borrow_and_update() {
+        tokio::select! {
+            read = poll_fn(|cx| read_some(tls, cx)) => return read.ok().filter(|b| !b.is_empty()),
+            _ = tokio::time::sleep_until(idle_at) => return None,
+            _ = shutdown.changed() => {}
+        }
+    }
+    let last_call = tokio::time::Instant::now() + gw.config.server.shutdown_idle_wait();
     tokio::select! {
         read = poll_fn(|cx| read_some(tls, cx)) => read.ok().filter(|b| !b.is_empty()),
-        _ = tokio::time::sleep_until(idle_at) => None,
-        _ = shutdown.changed() => None,
+        _ = tokio::time::sleep_until(idle_at.min(last_call)) => None,
+    }
+}
+
+/// The HTTP/1.1 settings for a connection's next hyper connection: once shutdown has begun,
+/// without keep-alive, so the one request it takes is answered with `Connection: close` and the
+/// connection ends there.
+fn h1_builder<'a>(
+    gw: &'a Gateway,
+    shutdown: &watch::Receiver<bool>,
+) -> std::borrow::Cow<'a, http1::Builder> {
+    if *shutdown.borrow() {
+        let mut closing = gw.h1.clone();
+        closing.keep_alive(false);
+        std::borrow::Cow::Owned(closing)
+    } else {
+        std::borrow::Cow::Borrowed(&gw.h1)
     }
 }
 
@@ -333,7 +356,7 @@ async fn close(mut tls: Tls) {
 trait Served {
     fn poll_served(&mut self, cx: &mut Context<'_>) -> Poll<hyper::Result<()>>;
     /// Finish what is in flight, then close.
-    fn drain(&mut self);
+    fn drain(&mut self, info: &ConnInfo);
 }
 
 impl Served for Box<http1::Connection<Io, Proxy>> {
@@ -342,8 +365,15 @@ impl Served for Box<http1::Connection<Io, Proxy>> {
         self.poll_without_shutdown(cx)
     }
 
-    fn drain(&mut self) {
-        Pin::new(&mut **self).graceful_shutdown();
+    /// A request under way: hyper answers it with `Connection: close` and ends. Between requests
+    /// hyper would close at once, and a request the client is sending at that moment would be
+    /// lost; the connection parks instead, and [`next_bytes`] gives it its last call.
+    fn drain(&mut self, info: &ConnInfo) {
+        if info.activity.is_between_requests() {
+            info.activity.want_park();
+        } else {
+            Pin::new(&mut **self).graceful_shutdown();
+        }
     }
 }
 
@@ -352,7 +382,9 @@ impl Served for Pin<Box<http2::Connection<Io, Proxy, TokioExecutor>>> {
         self.as_mut().poll(cx)
     }
 
-    fn drain(&mut self) {
+    /// GOAWAY, twice (h2 sends the last stream id only after a PING round trip), so the client
+    /// knows which of its streams were taken.
+    fn drain(&mut self, _: &ConnInfo) {
         self.as_mut().graceful_shutdown();
     }
 }
@@ -371,7 +403,7 @@ async fn drive(
     let head_timeout = gw.config.server.header_read_timeout.0;
     let mut draining = *shutdown.borrow_and_update();
     if draining {
-        conn.drain();
+        conn.drain(info);
     }
     // The timer, the shutdown signal and the head notification are made once and kept across
     // turns of the loop: making them anew each turn registered a timer and two waiters per
@@ -404,7 +436,7 @@ async fn drive(
             }
             _ = shutdown_changed.as_mut(), if !draining => {
                 draining = true;
-                conn.drain();
+                conn.drain(info);
             }
             _ = timer.as_mut(), if timer_at.is_some() => {
                 timer_at = None;
@@ -416,7 +448,7 @@ async fn drive(
                 }
                 if !draining && info.activity.is_idle_for(idle) {
                     draining = true;
-                    conn.drain();
+                    conn.drain(info);
                 }
                 // Asked here, done by hyper's next read: the loop polls the connection again.
                 if park_after.is_some_and(|quiet| info.activity.is_quiet_for(quiet)) {

@@ -701,14 +701,26 @@ impl Drop for RedisServer {
 }
 
 /// A real Redis Cluster of three masters on loopback (each its own redis-server, cluster bus on
-/// a port of its own), slots assigned by `redis-cli --cluster create`; killed when dropped.
+/// a port of its own, optionally a replica each), slots assigned by `redis-cli --cluster
+/// create`; killed when dropped.
 pub struct RedisCluster {
     pub nodes: Vec<RedisServer>,
 }
 
 impl RedisCluster {
+    /// Three masters.
     pub fn start() -> Self {
-        let nodes: Vec<RedisServer> = (0..3)
+        Self::start_nodes(3, 0)
+    }
+
+    /// Three masters, each with a replica, and a one-second node timeout: a master that stops
+    /// answering is failed over to its replica within a few seconds.
+    pub fn start_with_replicas() -> Self {
+        Self::start_nodes(6, 1)
+    }
+
+    fn start_nodes(count: usize, replicas: usize) -> Self {
+        let nodes: Vec<RedisServer> = (0..count)
             .map(|_| {
                 let dir = tempfile::tempdir().unwrap();
                 let mut server = RedisServer {
@@ -727,6 +739,8 @@ impl RedisCluster {
                     bus,
                     "--cluster-config-file".into(),
                     conf.display().to_string(),
+                    "--cluster-node-timeout".into(),
+                    "1000".into(),
                 ];
                 server.restart();
                 server
@@ -739,7 +753,7 @@ impl RedisCluster {
         let out = Command::new("redis-cli")
             .args(["--cluster", "create"])
             .args(&addrs)
-            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
             .output()
             .expect("redis-cli must be installed (it comes with redis-server)");
         assert!(
@@ -747,21 +761,66 @@ impl RedisCluster {
             "{}",
             String::from_utf8_lossy(&out.stdout)
         );
+        let cluster = RedisCluster { nodes };
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            let ok = nodes.iter().all(|n| {
-                let info = Command::new("redis-cli")
-                    .args(["-p", &n.port.to_string(), "cluster", "info"])
-                    .output()
-                    .unwrap();
-                String::from_utf8_lossy(&info.stdout).contains("cluster_state:ok")
+            let ok = cluster
+                .nodes
+                .iter()
+                .all(|n| redis_cli(n.port, &["cluster", "info"]).contains("cluster_state:ok"));
+            // Every replica attached to its master (a failover needs one in sync).
+            let attached = cluster.nodes.iter().all(|n| {
+                let role = redis_cli(n.port, &["role"]);
+                !role.starts_with("slave") || role.contains("connected")
             });
-            if ok {
-                return RedisCluster { nodes };
+            if ok && attached {
+                return cluster;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("the cluster never reached cluster_state:ok");
+    }
+
+    /// The port of the live master serving `slot`, as the running nodes see it (`None` while
+    /// they do not agree on one, during a failover).
+    pub fn master_of(&self, slot: u16) -> Option<u16> {
+        let mut seen = None;
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            let nodes = redis_cli(node.port, &["cluster", "nodes"]);
+            let owner = nodes.lines().find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let flags = fields.get(2)?;
+                if !flags.contains("master") || flags.contains("fail") {
+                    return None;
+                }
+                let holds = fields.iter().skip(8).any(|range| {
+                    let (a, b) = range.split_once('-').unwrap_or((range, range));
+                    matches!((a.parse::<u16>(), b.parse::<u16>()), (Ok(a), Ok(b)) if (a..=b).contains(&slot))
+                });
+                holds.then(|| {
+                    let addr = fields[1].split('@').next().unwrap();
+                    addr.rsplit(':').next().unwrap().parse::<u16>().unwrap()
+                })
+            })?;
+            if seen.is_some_and(|p| p != owner) {
+                return None;
+            }
+            seen = Some(owner);
+        }
+        seen
+    }
+
+    /// The slot a hash tag (or key) falls in.
+    pub fn slot(&self, key: &str) -> u16 {
+        redis_cli(self.nodes[0].port, &["cluster", "keyslot", key])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    /// The node listening on `port`.
+    pub fn node(&mut self, port: u16) -> &mut RedisServer {
+        self.nodes.iter_mut().find(|n| n.port == port).unwrap()
     }
 
     /// The TOML list of its nodes, for `state.redis_cluster`.

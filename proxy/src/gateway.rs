@@ -125,13 +125,7 @@ impl Gateway {
         let trail = Trail::start(&config.trail);
         let refusals = Refusals::new(config.trail.refusal_interval.0);
         let metrics = Arc::new(Metrics::default());
-        // `[otel]`, or the standard variables alone; never with OTEL_SDK_DISABLED=true.
-        let otel_config = config.otel.clone().or_else(|| {
-            crate::telemetry::otel::wanted_by_environment()
-                .then(vendorgate_policy::config::Otel::default)
-        });
-        let otel = otel_config
-            .filter(|_| !crate::telemetry::otel::disabled_by_environment())
+        let otel = crate::telemetry::otel::wanted(&config)
             .map(|o| Otel::start(&o, metrics.clone()))
             .transpose()?;
         if let Some(copies) = otel.as_ref().and_then(|o| o.decision_copies()) {

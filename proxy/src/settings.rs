@@ -128,6 +128,15 @@ pub fn check_environment(config: &Config) -> Vec<Problem> {
             message: format!("state.{field}: {cause}"),
         });
     }
+    // The OTLP protocol comes from the environment only; one this build cannot speak stops `run`.
+    if crate::telemetry::otel::wanted(config).is_some() {
+        if let Some(message) = crate::telemetry::otel::unsupported_protocol() {
+            problems.push(Problem {
+                severity: Severity::RunTime,
+                message: format!("otel: {message}"),
+            });
+        }
+    }
     problems
 }
 

@@ -832,6 +832,62 @@ async fn otel_sdk_disabled_turns_the_export_off() {
     assert!(receiver.got.lock().unwrap().is_empty());
 }
 
+/// A protocol variable asking for gRPC or http/json, which this build does not speak: `check`
+/// names the variable and what to do, and `run` refuses to start rather than send protobuf to a
+/// gRPC port batch after failing batch. `http/protobuf` itself is accepted.
+#[tokio::test]
+async fn an_otlp_protocol_this_build_cannot_speak_is_refused_at_start() {
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!("{OPEN_POLICY}\n[otel]\nendpoint = \"http://127.0.0.1:4317\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vendorgate.toml");
+    std::fs::write(
+        &path,
+        ProxyConfig::to(&upstream).policy(&policy).render(&pki),
+    )
+    .unwrap();
+    let with = |command: &str, variable: &str, value: &str| {
+        let mut child = Command::new(BIN)
+            .args([command, "--config", path.to_str().unwrap()])
+            .env(variable, value)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("{command} with {variable}={value} kept running");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        child.wait_with_output().unwrap()
+    };
+    for (variable, value) in [
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json"),
+    ] {
+        for command in ["check", "run"] {
+            let out = with(command, variable, value);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{command}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{variable}={value}"))
+                    && stderr.contains("http/protobuf only"),
+                "{command}: {stderr}"
+            );
+        }
+    }
+    let out = with("check", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[tokio::test]
 async fn the_html_report_is_one_self_contained_page_with_three_charts() {
     let pki = Pki::new();

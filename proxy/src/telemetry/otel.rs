@@ -5,9 +5,11 @@
 //!
 //! What `[otel]` does not set comes from the standard variables, read by the SDK as every
 //! OpenTelemetry SDK reads them (`OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_,LOGS_}{ENDPOINT,HEADERS,
-//! TIMEOUT,PROTOCOL}`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`,
-//! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_*`, `OTEL_BLRP_*`); `OTEL_SDK_DISABLED=true` turns
-//! the export off, and an endpoint in the variables turns it on without an `[otel]` table.
+//! TIMEOUT,COMPRESSION}`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_*`, `OTEL_BLRP_*`);
+//! `OTEL_SDK_DISABLED=true` turns the export off, and an endpoint in the variables turns it on
+//! without an `[otel]` table. The `…PROTOCOL` variables may only say `http/protobuf`: anything
+//! else is refused at start ([`unsupported_protocol`]).
 //!
 //! The requests go out through the proxy's own hyper + rustls client ([`OtlpClient`]), not a
 //! second HTTP stack: the SDK's batch processors run on threads of their own and call it there;
@@ -72,8 +74,45 @@ pub struct Otel {
     pub dropped: Arc<AtomicU64>,
 }
 
+/// What to export, if anything: `[otel]`, or the standard variables alone; never with
+/// `OTEL_SDK_DISABLED=true`.
+pub fn wanted(config: &vendorgate_policy::Config) -> Option<OtelConfig> {
+    if disabled_by_environment() {
+        return None;
+    }
+    config
+        .otel
+        .clone()
+        .or_else(|| wanted_by_environment().then(OtelConfig::default))
+}
+
+/// The variables that may name the OTLP protocol, the general one first.
+const PROTOCOL_VARIABLES: [&str; 4] = [
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+];
+
+/// A protocol variable asking for what this build does not speak (`grpc`, `http/json`), said
+/// as a problem: exporting protobuf over HTTP to a collector's gRPC port would fail on every
+/// batch, and only the collector would know.
+pub fn unsupported_protocol() -> Option<String> {
+    PROTOCOL_VARIABLES.iter().find_map(|name| {
+        let value = std::env::var(name).ok()?;
+        let value = value.trim();
+        (!value.is_empty() && value != "http/protobuf").then(|| {
+            format!(
+                "{name}={value}: this build exports OTLP over http/protobuf only (no gRPC, no \
+                 http/json); unset it or set http/protobuf, and point the endpoint at the \
+                 collector's OTLP/HTTP port (4318 by default)"
+            )
+        })
+    })
+}
+
 /// Whether the standard variables ask for an export when the config has no `[otel]`.
-pub fn wanted_by_environment() -> bool {
+fn wanted_by_environment() -> bool {
     [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
@@ -84,7 +123,7 @@ pub fn wanted_by_environment() -> bool {
 }
 
 /// `OTEL_SDK_DISABLED=true`: no export at all, whatever the config says.
-pub fn disabled_by_environment() -> bool {
+fn disabled_by_environment() -> bool {
     std::env::var("OTEL_SDK_DISABLED").is_ok_and(|v| v.trim().eq_ignore_ascii_case("true"))
 }
 
@@ -134,6 +173,9 @@ impl Otel {
     /// Starts the exporters; `metrics` are the proxy's own counters, read at each collection.
     /// Runs on the proxy's runtime (its requests go out there).
     pub fn start(config: &OtelConfig, metrics: Arc<Metrics>) -> Result<Arc<Otel>, OtelError> {
+        if let Some(problem) = unsupported_protocol() {
+            return Err(OtelError::Exporter(problem));
+        }
         let client = OtlpClient {
             client: side_client(config.ca_bundle.as_deref())?,
             runtime: tokio::runtime::Handle::current(),

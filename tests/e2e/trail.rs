@@ -553,10 +553,14 @@ impl OtlpReceiver {
                             let sink = sink.clone();
                             async move {
                                 let path = req.uri().path().to_string();
-                                let ok = req
+                                let content_type = req
                                     .headers()
                                     .get("content-type")
-                                    .is_some_and(|v| v == "application/x-protobuf");
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_string();
+                                let json = content_type == "application/json";
+                                let ok = json || content_type == "application/x-protobuf";
                                 let key = req
                                     .headers()
                                     .get("x-api-key")
@@ -576,10 +580,11 @@ impl OtlpReceiver {
                                 } else {
                                     body
                                 };
-                                let status = match decode(&path, &body) {
+                                let status = match decode(&path, &body, json) {
                                     Some(mut v) if ok => {
                                         v["x-api-key"] = serde_json::json!(key);
                                         v["gzip"] = serde_json::json!(gzip);
+                                        v["json"] = serde_json::json!(json);
                                         sink.lock().unwrap().push((path, v));
                                         200
                                     }
@@ -613,17 +618,28 @@ impl OtlpReceiver {
     }
 }
 
-/// An OTLP/HTTP body decoded as the spec's protobuf messages, as JSON (the OTLP JSON mapping).
-fn decode(path: &str, body: &[u8]) -> Option<Value> {
+/// An OTLP/HTTP body (protobuf, or OTLP/JSON when `json`) decoded as the spec's messages, as
+/// JSON (the OTLP JSON mapping).
+fn decode(path: &str, body: &[u8], json: bool) -> Option<Value> {
     use opentelemetry_proto::tonic::collector::{
         logs::v1::ExportLogsServiceRequest, metrics::v1::ExportMetricsServiceRequest,
         trace::v1::ExportTraceServiceRequest,
     };
-    use prost::Message;
+    fn read<M: prost::Message + Default + serde::de::DeserializeOwned + serde::Serialize>(
+        body: &[u8],
+        json: bool,
+    ) -> Option<Value> {
+        let message: M = if json {
+            serde_json::from_slice(body).ok()?
+        } else {
+            M::decode(body).ok()?
+        };
+        serde_json::to_value(message).ok()
+    }
     match path {
-        "/v1/traces" => serde_json::to_value(ExportTraceServiceRequest::decode(body).ok()?).ok(),
-        "/v1/metrics" => serde_json::to_value(ExportMetricsServiceRequest::decode(body).ok()?).ok(),
-        "/v1/logs" => serde_json::to_value(ExportLogsServiceRequest::decode(body).ok()?).ok(),
+        "/v1/traces" => read::<ExportTraceServiceRequest>(body, json),
+        "/v1/metrics" => read::<ExportMetricsServiceRequest>(body, json),
+        "/v1/logs" => read::<ExportLogsServiceRequest>(body, json),
         _ => None,
     }
 }
@@ -734,23 +750,44 @@ async fn spans_and_metrics_reach_an_otlp_receiver_and_the_trace_continues_upstre
 /// as the body, the same as in the file trail, and its fields as attributes.
 #[tokio::test]
 async fn decision_records_reach_an_otlp_receiver_as_log_records_set_up_by_the_otel_variables() {
+    exported_by_the_variables(&[], &[]).await;
+}
+
+/// The same in OTLP/JSON (`OTEL_EXPORTER_OTLP_PROTOCOL=http/json`), but for the spans, which a
+/// signal's own variable keeps in protobuf.
+#[tokio::test]
+async fn otlp_json_is_spoken_when_the_protocol_variables_ask_for_it() {
+    exported_by_the_variables(
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "http/protobuf"),
+        ],
+        &["/v1/logs", "/v1/metrics"],
+    )
+    .await;
+}
+
+/// The export set up by the variables alone, `extra` with them; the exports on `json` paths
+/// must come as OTLP/JSON, the others as protobuf.
+async fn exported_by_the_variables(extra: &[(&str, &str)], json: &[&str]) {
     let receiver = OtlpReceiver::start().await;
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;
     let policy = format!("{OPEN_POLICY}\n[otel]\ndecisions = true\n");
-    let mut proxy = Proxy::start(
-        &pki,
-        ProxyConfig::to(&upstream)
-            .policy(&policy)
-            .env(
-                "OTEL_EXPORTER_OTLP_ENDPOINT",
-                &format!("http://{}", receiver.addr),
-            )
-            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector-secret")
-            .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
-            .env("OTEL_SERVICE_NAME", "vg-from-env")
-            .env("OTEL_METRIC_EXPORT_INTERVAL", "500"),
-    );
+    let mut config = ProxyConfig::to(&upstream)
+        .policy(&policy)
+        .env(
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            &format!("http://{}", receiver.addr),
+        )
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=collector-secret")
+        .env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")
+        .env("OTEL_SERVICE_NAME", "vg-from-env")
+        .env("OTEL_METRIC_EXPORT_INTERVAL", "500");
+    for (name, value) in extra {
+        config = config.env(name, value);
+    }
+    let mut proxy = Proxy::start(&pki, config);
     let client = client(&pki, Http::One);
     send(&client, proxy.get("/api/v2/tickets/1")).await;
     send(&client, get_unauth(&proxy.url("/api/v2/tickets/2"))).await;
@@ -801,6 +838,7 @@ async fn decision_records_reach_an_otlp_receiver_as_log_records_set_up_by_the_ot
         for e in exports {
             assert_eq!(e["x-api-key"], "collector-secret", "{path}");
             assert_eq!(e["gzip"], true, "{path}");
+            assert_eq!(e["json"], json.contains(&path), "{path}");
         }
     }
     let traces = receiver.exports("/v1/traces");
@@ -832,7 +870,7 @@ async fn otel_sdk_disabled_turns_the_export_off() {
     assert!(receiver.got.lock().unwrap().is_empty());
 }
 
-/// A protocol variable asking for gRPC or http/json, which this build does not speak: `check`
+/// A protocol variable asking for gRPC, which this build does not speak: `check`
 /// names the variable and what to do, and `run` refuses to start rather than send protobuf to a
 /// gRPC port batch after failing batch. `http/protobuf` itself is accepted.
 #[tokio::test]
@@ -867,7 +905,7 @@ async fn an_otlp_protocol_this_build_cannot_speak_is_refused_at_start() {
     };
     for (variable, value) in [
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-        ("OTEL_EXPORTER_OTLP_LOGS_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_METRICS_PROTOCOL", "grpc"),
     ] {
         for command in ["check", "run"] {
             let out = with(command, variable, value);
@@ -875,17 +913,19 @@ async fn an_otlp_protocol_this_build_cannot_speak_is_refused_at_start() {
             assert!(!out.status.success(), "{command}: {stderr}");
             assert!(
                 stderr.contains(&format!("{variable}={value}"))
-                    && stderr.contains("http/protobuf only"),
+                    && stderr.contains("http/protobuf or http/json only"),
                 "{command}: {stderr}"
             );
         }
     }
-    let out = with("check", "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for value in ["http/protobuf", "http/json"] {
+        let out = with("check", "OTEL_EXPORTER_OTLP_PROTOCOL", value);
+        assert!(
+            out.status.success(),
+            "{value}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test]

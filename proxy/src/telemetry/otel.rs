@@ -1,15 +1,15 @@
 //! OpenTelemetry export through the official crates (`opentelemetry`, `opentelemetry_sdk`,
 //! `opentelemetry-otlp`): one span per request carrying the decision, the request, egress and
 //! latency metrics, and, opt-in, every decision record as an OTLP log record; over OTLP/HTTP
-//! with protobuf (the spec's default, accepted by every collector and back end).
+//! with protobuf (the spec's default, accepted by every collector and back end) or JSON.
 //!
 //! What `[otel]` does not set comes from the standard variables, read by the SDK as every
 //! OpenTelemetry SDK reads them (`OTEL_EXPORTER_OTLP_{,TRACES_,METRICS_,LOGS_}{ENDPOINT,HEADERS,
 //! TIMEOUT,COMPRESSION}`, `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_TRACES_SAMPLER(_ARG)`, `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_*`, `OTEL_BLRP_*`);
 //! `OTEL_SDK_DISABLED=true` turns the export off, and an endpoint in the variables turns it on
-//! without an `[otel]` table. The `…PROTOCOL` variables may only say `http/protobuf`: anything
-//! else is refused at start ([`unsupported_protocol`]).
+//! without an `[otel]` table. The `…PROTOCOL` variables may say `http/protobuf` (the default)
+//! or `http/json`; `grpc` is refused at start ([`protocol`]).
 //!
 //! The requests go out through the proxy's own hyper + rustls client ([`OtlpClient`]), not a
 //! second HTTP stack: the SDK's batch processors run on threads of their own and call it there;
@@ -86,29 +86,39 @@ pub fn wanted(config: &vendorgate_policy::Config) -> Option<OtelConfig> {
         .or_else(|| wanted_by_environment().then(OtelConfig::default))
 }
 
-/// The variables that may name the OTLP protocol, the general one first.
-const PROTOCOL_VARIABLES: [&str; 4] = [
-    "OTEL_EXPORTER_OTLP_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-    "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
-];
+/// The three OTLP signals, by the infix of their own variables (`OTEL_EXPORTER_OTLP_TRACES_…`).
+const SIGNALS: [&str; 3] = ["TRACES", "METRICS", "LOGS"];
 
-/// A protocol variable asking for what this build does not speak (`grpc`, `http/json`), said
-/// as a problem: exporting protobuf over HTTP to a collector's gRPC port would fail on every
-/// batch, and only the collector would know.
+/// The encoding a signal is exported in: its own `…_PROTOCOL` variable, else
+/// `OTEL_EXPORTER_OTLP_PROTOCOL`, else `http/protobuf` (the spec's default). `http/json` is
+/// spoken too; `grpc` is not built in (a second HTTP/2 client stack for a transport every
+/// collector also offers over HTTP), and asking for it is an error, not a silent fallback:
+/// protobuf sent to a collector's gRPC port would fail on every batch, and only the collector
+/// would know.
+fn protocol(signal: &str) -> Result<Protocol, String> {
+    let own = format!("OTEL_EXPORTER_OTLP_{signal}_PROTOCOL");
+    let set = [own.as_str(), "OTEL_EXPORTER_OTLP_PROTOCOL"]
+        .into_iter()
+        .find_map(|name| {
+            let value = std::env::var(name).ok()?;
+            let value = value.trim().to_ascii_lowercase();
+            (!value.is_empty()).then_some((name, value))
+        });
+    match set {
+        None => Ok(Protocol::HttpBinary),
+        Some((_, value)) if value == "http/protobuf" => Ok(Protocol::HttpBinary),
+        Some((_, value)) if value == "http/json" => Ok(Protocol::HttpJson),
+        Some((name, value)) => Err(format!(
+            "{name}={value}: this build exports OTLP over http/protobuf or http/json only (no \
+             gRPC); set one of those, and point the endpoint at the collector's OTLP/HTTP port \
+             (4318 by default)"
+        )),
+    }
+}
+
+/// The first signal whose protocol this build cannot speak, said as a problem.
 pub fn unsupported_protocol() -> Option<String> {
-    PROTOCOL_VARIABLES.iter().find_map(|name| {
-        let value = std::env::var(name).ok()?;
-        let value = value.trim();
-        (!value.is_empty() && value != "http/protobuf").then(|| {
-            format!(
-                "{name}={value}: this build exports OTLP over http/protobuf only (no gRPC, no \
-                 http/json); unset it or set http/protobuf, and point the endpoint at the \
-                 collector's OTLP/HTTP port (4318 by default)"
-            )
-        })
-    })
+    SIGNALS.iter().find_map(|signal| protocol(signal).err())
 }
 
 /// Whether the standard variables ask for an export when the config has no `[otel]`.
@@ -173,9 +183,6 @@ impl Otel {
     /// Starts the exporters; `metrics` are the proxy's own counters, read at each collection.
     /// Runs on the proxy's runtime (its requests go out there).
     pub fn start(config: &OtelConfig, metrics: Arc<Metrics>) -> Result<Arc<Otel>, OtelError> {
-        if let Some(problem) = unsupported_protocol() {
-            return Err(OtelError::Exporter(problem));
-        }
         let client = OtlpClient {
             client: side_client(config.ca_bundle.as_deref())?,
             runtime: tokio::runtime::Handle::current(),
@@ -199,8 +206,9 @@ impl Otel {
         let spans = over(
             opentelemetry_otlp::SpanExporter::builder().with_http(),
             &client,
+            "TRACES",
             endpoint("/v1/traces"),
-        );
+        )?;
         // Spans go out every second unless OTEL_BSP_SCHEDULE_DELAY says otherwise (the spec's
         // default, 5 s, holds five times as many of a busy proxy's spans in memory).
         let mut batching = opentelemetry_sdk::trace::BatchConfigBuilder::default();
@@ -221,8 +229,9 @@ impl Otel {
         let measures = over(
             opentelemetry_otlp::MetricExporter::builder().with_http(),
             &client,
+            "METRICS",
             endpoint("/v1/metrics"),
-        );
+        )?;
         let mut reader = PeriodicReader::builder(measures.build().map_err(fail)?);
         if let Some(every) = &config.export_interval {
             reader = reader.with_interval(every.0);
@@ -237,8 +246,9 @@ impl Otel {
             let records = over(
                 opentelemetry_otlp::LogExporter::builder().with_http(),
                 &client,
+                "LOGS",
                 endpoint("/v1/logs"),
-            );
+            )?;
             Some(
                 SdkLoggerProvider::builder()
                     .with_batch_exporter(records.build().map_err(fail)?)
@@ -346,20 +356,21 @@ impl opentelemetry_sdk::trace::IdGenerator for GivenIds {
     }
 }
 
-/// An exporter's builder set to send protobuf through `client`, to `endpoint` when the config
-/// names one (else the variables decide).
+/// An exporter's builder set to send `signal` ([`SIGNALS`]) through `client` in its
+/// [`protocol`], to `endpoint` when the config names one (else the variables decide).
 fn over<B: WithExportConfig + WithHttpConfig>(
     builder: B,
     client: &OtlpClient,
+    signal: &str,
     endpoint: Option<String>,
-) -> B {
+) -> Result<B, OtelError> {
     let builder = builder
         .with_http_client(client.clone())
-        .with_protocol(Protocol::HttpBinary);
-    match endpoint {
+        .with_protocol(protocol(signal).map_err(OtelError::Exporter)?);
+    Ok(match endpoint {
         Some(url) => builder.with_endpoint(url),
         None => builder,
-    }
+    })
 }
 
 /// The trail writer's side of the decision records' copy.

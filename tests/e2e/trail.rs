@@ -532,6 +532,8 @@ fn method() -> Method {
 struct OtlpReceiver {
     addr: std::net::SocketAddr,
     got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>>,
+    /// A status to answer every export with instead of taking it (0: take them).
+    refuse: std::sync::Arc<std::sync::atomic::AtomicU16>,
 }
 
 impl OtlpReceiver {
@@ -540,17 +542,19 @@ impl OtlpReceiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let got: std::sync::Arc<std::sync::Mutex<Vec<(String, Value)>>> = Default::default();
-        let sink = got.clone();
+        let refuse: std::sync::Arc<std::sync::atomic::AtomicU16> = Default::default();
+        let (sink, refusing) = (got.clone(), refuse.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let sink = sink.clone();
+                let (sink, refusing) = (sink.clone(), refusing.clone());
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(
                         move |req: http::Request<hyper::body::Incoming>| {
                             let sink = sink.clone();
+                            let refused = refusing.load(std::sync::atomic::Ordering::Relaxed);
                             async move {
                                 let path = req.uri().path().to_string();
                                 let content_type = req
@@ -581,6 +585,7 @@ impl OtlpReceiver {
                                     body
                                 };
                                 let status = match decode(&path, &body, json) {
+                                    _ if refused != 0 => refused,
                                     Some(mut v) if ok => {
                                         v["x-api-key"] = serde_json::json!(key);
                                         v["gzip"] = serde_json::json!(gzip);
@@ -604,7 +609,7 @@ impl OtlpReceiver {
                 });
             }
         });
-        OtlpReceiver { addr, got }
+        OtlpReceiver { addr, got, refuse }
     }
 
     fn exports(&self, path: &str) -> Vec<Value> {
@@ -926,6 +931,62 @@ async fn an_otlp_protocol_this_build_cannot_speak_is_refused_at_start() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+}
+
+/// A collector refusing every batch (401, as for a wrong API key) is seen, not only by the
+/// collector: one warning naming the endpoint and the answer, then the failures counted in
+/// `vendorgate_otel_export_failures_total`; once it takes them again, one line says so and
+/// `vendorgate_otel_exports_total` counts on. Neither line carries the API key.
+#[tokio::test]
+async fn a_collector_refusing_the_exports_is_seen_in_the_log_and_the_metrics() {
+    use std::sync::atomic::Ordering;
+    let receiver = OtlpReceiver::start().await;
+    receiver.refuse.store(401, Ordering::Relaxed);
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!(
+        "{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"300ms\"\n",
+        receiver.addr
+    );
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream)
+            .policy(&policy)
+            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=wrong-secret"),
+    );
+    proxy.ready().await;
+    let client = client(&pki, Http::One);
+    send(&client, proxy.get("/api/v2/tickets/1")).await;
+    let until = |name: &'static str, at_least: f64| {
+        let proxy = &proxy;
+        async move {
+            for _ in 0..100 {
+                if metric(proxy, name).await >= at_least {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{name} never reached {at_least}: {}", proxy.log());
+        }
+    };
+    until("vendorgate_otel_export_failures_total", 3.0).await;
+    assert_eq!(metric(&proxy, "vendorgate_otel_exports_total").await, 0.0);
+    let log = proxy.log();
+    let warned = "OTLP export failed: answered 401";
+    assert_eq!(log.matches(warned).count(), 1, "{log}");
+    assert!(log.contains(&receiver.addr.to_string()), "{log}");
+
+    receiver.refuse.store(0, Ordering::Relaxed);
+    send(&client, proxy.get("/api/v2/tickets/1")).await;
+    until("vendorgate_otel_exports_total", 1.0).await;
+    let log = proxy.log();
+    assert_eq!(
+        log.matches("OTLP export accepted again").count(),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("wrong-secret"), "{log}");
+    stop(&mut proxy).await;
 }
 
 #[tokio::test]

@@ -100,6 +100,14 @@ fn metrics(gw: &Gateway) -> Response<Full<Bytes>> {
             .otel
             .as_ref()
             .map_or(0, |o| o.dropped.load(Ordering::Relaxed)),
+        otel_exports: gw
+            .otel
+            .as_ref()
+            .map_or(0, |o| o.exports.accepted.load(Ordering::Relaxed)),
+        otel_export_failures: gw
+            .otel
+            .as_ref()
+            .map_or(0, |o| o.exports.failed.load(Ordering::Relaxed)),
         token_cache_hits,
         token_cache_misses,
         token_cache_entries: gw.tokens.len() as u64,

@@ -168,6 +168,9 @@ pub struct Gauges {
     pub state_healthy: bool,
     /// Decision records not copied to the OTLP log export (its queue full).
     pub otel_decisions_dropped: u64,
+    /// OTLP export requests the collector accepted, and those it refused or never answered.
+    pub otel_exports: u64,
+    pub otel_export_failures: u64,
     pub token_cache_hits: u64,
     pub token_cache_misses: u64,
     pub token_cache_entries: u64,
@@ -414,7 +417,7 @@ impl Metrics {
                 by.as_str()
             );
         }
-        let gauges: [(&str, &str, &str, u64); 16] = [
+        let gauges: [(&str, &str, &str, u64); 18] = [
             (
                 "vendorgate_trail_records_total",
                 "counter",
@@ -468,6 +471,18 @@ impl Metrics {
                 "counter",
                 "Decision records not copied to the OTLP log export (its queue full; the file trail has them).",
                 g.otel_decisions_dropped,
+            ),
+            (
+                "vendorgate_otel_exports_total",
+                "counter",
+                "OTLP export requests (batches of spans, metrics or log records) the collector accepted.",
+                g.otel_exports,
+            ),
+            (
+                "vendorgate_otel_export_failures_total",
+                "counter",
+                "OTLP export requests the collector refused or did not answer (their batches are lost).",
+                g.otel_export_failures,
             ),
             (
                 "vendorgate_token_cache_hits_total",
@@ -537,6 +552,8 @@ mod tests {
             state_calls: 0,
             state_healthy: true,
             otel_decisions_dropped: 0,
+            otel_exports: 0,
+            otel_export_failures: 0,
             token_cache_hits: 0,
             token_cache_misses: 0,
             token_cache_entries: 0,

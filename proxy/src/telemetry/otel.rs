@@ -72,6 +72,59 @@ pub struct Otel {
     duration: Histogram<f64>,
     /// Decision records not copied to the log export (its queue full).
     pub dropped: Arc<AtomicU64>,
+    /// How the collector has been answering.
+    pub exports: Arc<Exports>,
+}
+
+/// The export requests' outcomes, counted where they all pass ([`OtlpClient`]). Without this a
+/// collector refusing every batch (a wrong API key, a wrong port) went unseen: the SDK says
+/// nothing unless built with its internal logs.
+#[derive(Debug, Default)]
+pub struct Exports {
+    /// Answered 2xx.
+    pub accepted: AtomicU64,
+    /// Refused (any other status) or not answered.
+    pub failed: AtomicU64,
+    /// Whether the last one failed: the log says when that changes, not at every batch.
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl Exports {
+    fn note(&self, to: &str, outcome: Result<u16, &str>) {
+        match outcome {
+            Ok(status) if (200..300).contains(&status) => {
+                self.accepted.fetch_add(1, Ordering::Relaxed);
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(otlp.endpoint = to, "OTLP export accepted again");
+                }
+            }
+            failure => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    let why = match failure {
+                        Ok(status) => format!("answered {status}"),
+                        Err(e) => e.to_string(),
+                    };
+                    tracing::warn!(
+                        otlp.endpoint = to,
+                        "OTLP export failed: {why}; what follows is counted in \
+                         vendorgate_otel_export_failures_total until one is accepted"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Where a request goes, without anything a URL may carry besides (credentials, a query).
+fn destination(uri: &http::Uri) -> String {
+    let host = uri.host().unwrap_or("");
+    let port = uri.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+    format!(
+        "{}://{host}{port}{}",
+        uri.scheme_str().unwrap_or("http"),
+        uri.path()
+    )
 }
 
 /// What to export, if anything: `[otel]`, or the standard variables alone; never with
@@ -142,6 +195,7 @@ fn disabled_by_environment() -> bool {
 struct OtlpClient {
     client: SideClient<Full<Bytes>>,
     runtime: tokio::runtime::Handle,
+    exports: Arc<Exports>,
 }
 
 impl std::fmt::Debug for OtlpClient {
@@ -160,6 +214,7 @@ impl HttpClient for OtlpClient {
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, HttpError> {
         let (parts, body) = request.into_parts();
+        let to = destination(&parts.uri);
         let request = http::Request::from_parts(parts, Full::new(body));
         let client = self.client.clone();
         // The SDK calls from its own threads; the client's connections live on the runtime.
@@ -175,7 +230,12 @@ impl HttpClient for OtlpClient {
                 .to_bytes();
             Ok::<_, HttpError>(http::Response::from_parts(parts, body))
         });
-        sent.await.map_err(|e| HttpError::from(e.to_string()))?
+        let answer = sent.await.map_err(|e| HttpError::from(e.to_string()))?;
+        match &answer {
+            Ok(response) => self.exports.note(&to, Ok(response.status().as_u16())),
+            Err(e) => self.exports.note(&to, Err(&e.to_string())),
+        }
+        answer
     }
 }
 
@@ -183,9 +243,11 @@ impl Otel {
     /// Starts the exporters; `metrics` are the proxy's own counters, read at each collection.
     /// Runs on the proxy's runtime (its requests go out there).
     pub fn start(config: &OtelConfig, metrics: Arc<Metrics>) -> Result<Arc<Otel>, OtelError> {
+        let exports = Arc::new(Exports::default());
         let client = OtlpClient {
             client: side_client(config.ca_bundle.as_deref())?,
             runtime: tokio::runtime::Handle::current(),
+            exports: exports.clone(),
         };
         let endpoint = |path: &str| {
             config
@@ -265,6 +327,7 @@ impl Otel {
             logs,
             duration,
             dropped: Arc::new(AtomicU64::new(0)),
+            exports,
         }))
     }
 

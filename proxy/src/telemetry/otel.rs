@@ -107,7 +107,7 @@ impl Exports {
                     };
                     tracing::warn!(
                         otlp.endpoint = to,
-                        "OTLP export failed: {why}; what follows is counted in \
+                        "OTLP export failed: {why}; further failures are counted in \
                          vendorgate_otel_export_failures_total until one is accepted"
                     );
                 }

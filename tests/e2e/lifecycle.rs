@@ -357,24 +357,18 @@ async fn sigterm_gives_idle_connections_a_last_request_then_closes_them_cleanly(
         proxy.token
     );
     let answered = |seen: &[u8], n| count(seen, b"HTTP/1.1 200") == n;
-    // Parked: quiet for longer than the proxy keeps a connection's HTTP state.
-    let mut conns = Vec::new();
-    for _ in 0..2 {
+    let served_once = || async {
         let mut tls = raw_tls(&pki, proxy.addr).await;
         let mut seen = Vec::new();
         tls.write_all(get.as_bytes()).await.unwrap();
         read_until(&mut tls, &mut seen, |s| answered(s, 1)).await;
-        conns.push((tls, seen));
-    }
+        (tls, seen)
+    };
+    // Two parked (quiet for longer than the proxy keeps a connection's HTTP state), then two
+    // just gone quiet (their HTTP state still held).
+    let mut conns = vec![served_once().await, served_once().await];
     tokio::time::sleep(Duration::from_millis(600)).await;
-    // Just gone quiet: its HTTP state still held.
-    for _ in 0..2 {
-        let mut tls = raw_tls(&pki, proxy.addr).await;
-        let mut seen = Vec::new();
-        tls.write_all(get.as_bytes()).await.unwrap();
-        read_until(&mut tls, &mut seen, |s| answered(s, 1)).await;
-        conns.push((tls, seen));
-    }
+    conns.extend([served_once().await, served_once().await]);
 
     let start = Instant::now();
     proxy.signal("TERM");

@@ -875,6 +875,51 @@ async fn otel_sdk_disabled_turns_the_export_off() {
     assert!(receiver.got.lock().unwrap().is_empty());
 }
 
+/// The sampler and resource variables, as the SDK reads them: `OTEL_TRACES_SAMPLER=always_off`
+/// sends no span while the metrics go on, carrying `OTEL_RESOURCE_ATTRIBUTES`.
+#[tokio::test]
+async fn the_sampler_and_resource_variables_apply() {
+    let receiver = OtlpReceiver::start().await;
+    let pki = Pki::new();
+    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
+    let policy = format!(
+        "{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"300ms\"\n",
+        receiver.addr
+    );
+    let mut proxy = Proxy::start(
+        &pki,
+        ProxyConfig::to(&upstream)
+            .policy(&policy)
+            .env("OTEL_TRACES_SAMPLER", "always_off")
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=e2e,team=support-ops",
+            ),
+    );
+    let client = client(&pki, Http::One);
+    for _ in 0..3 {
+        send(&client, proxy.get("/api/v2/tickets/1")).await;
+    }
+    for _ in 0..50 {
+        if !receiver.exports("/v1/metrics").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Spans are batched every second: give them the time to come if they were going to.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop(&mut proxy).await;
+    assert!(receiver.exports("/v1/traces").is_empty(), "spans sent");
+    let metrics = receiver.exports("/v1/metrics");
+    let resource = &metrics.first().expect("no metrics")["resourceMetrics"][0]["resource"];
+    assert_eq!(
+        attr(resource, "deployment.environment")["stringValue"],
+        "e2e"
+    );
+    assert_eq!(attr(resource, "team")["stringValue"], "support-ops");
+    assert_eq!(attr(resource, "service.name")["stringValue"], "vendorgate");
+}
+
 /// A protocol variable asking for gRPC, which this build does not speak: `check`
 /// names the variable and what to do, and `run` refuses to start rather than send protobuf to a
 /// gRPC port batch after failing batch. `http/protobuf` itself is accepted.

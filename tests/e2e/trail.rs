@@ -851,23 +851,47 @@ async fn exported_by_the_variables(extra: &[(&str, &str)], json: &[&str]) {
     assert_eq!(attr(resource, "service.name")["stringValue"], "vg-from-env");
 }
 
-/// `OTEL_SDK_DISABLED=true` turns the export off even with an endpoint in `[otel]` (the same
-/// config exports when the variable is absent: the test above).
-#[tokio::test]
-async fn otel_sdk_disabled_turns_the_export_off() {
+/// What an OTel test runs against: a receiver, and a proxy (with its upstream) exporting to it
+/// with metrics every `every` and `env` set.
+struct Exporting {
+    receiver: OtlpReceiver,
+    pki: Pki,
+    _upstream: vendorgate_mock::MockUpstream,
+    proxy: Proxy,
+}
+
+async fn exporting(every: &str, env: &[(&str, &str)]) -> Exporting {
     let receiver = OtlpReceiver::start().await;
     let pki = Pki::new();
     let upstream = mock(&pki, Alpn::H2AndHttp11).await;
     let policy = format!(
-        "{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"1s\"\n",
+        "{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"{every}\"\n",
         receiver.addr
     );
-    let mut proxy = Proxy::start(
-        &pki,
-        ProxyConfig::to(&upstream)
-            .policy(&policy)
-            .env("OTEL_SDK_DISABLED", "true"),
-    );
+    let mut config = ProxyConfig::to(&upstream).policy(&policy);
+    for (name, value) in env {
+        config = config.env(name, value);
+    }
+    let proxy = Proxy::start(&pki, config);
+    proxy.ready().await;
+    Exporting {
+        receiver,
+        pki,
+        _upstream: upstream,
+        proxy,
+    }
+}
+
+/// `OTEL_SDK_DISABLED=true` turns the export off even with an endpoint in `[otel]` (the same
+/// config exports when the variable is absent: the test above).
+#[tokio::test]
+async fn otel_sdk_disabled_turns_the_export_off() {
+    let Exporting {
+        receiver,
+        pki,
+        mut proxy,
+        _upstream,
+    } = exporting("1s", &[("OTEL_SDK_DISABLED", "true")]).await;
     let client = client(&pki, Http::One);
     send(&client, proxy.get("/api/v2/tickets/1")).await;
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -879,23 +903,22 @@ async fn otel_sdk_disabled_turns_the_export_off() {
 /// sends no span while the metrics go on, carrying `OTEL_RESOURCE_ATTRIBUTES`.
 #[tokio::test]
 async fn the_sampler_and_resource_variables_apply() {
-    let receiver = OtlpReceiver::start().await;
-    let pki = Pki::new();
-    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
-    let policy = format!(
-        "{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"300ms\"\n",
-        receiver.addr
-    );
-    let mut proxy = Proxy::start(
-        &pki,
-        ProxyConfig::to(&upstream)
-            .policy(&policy)
-            .env("OTEL_TRACES_SAMPLER", "always_off")
-            .env(
+    let Exporting {
+        receiver,
+        pki,
+        mut proxy,
+        _upstream,
+    } = exporting(
+        "300ms",
+        &[
+            ("OTEL_TRACES_SAMPLER", "always_off"),
+            (
                 "OTEL_RESOURCE_ATTRIBUTES",
                 "deployment.environment=e2e,team=support-ops",
             ),
-    );
+        ],
+    )
+    .await;
     let client = client(&pki, Http::One);
     for _ in 0..3 {
         send(&client, proxy.get("/api/v2/tickets/1")).await;
@@ -985,21 +1008,18 @@ async fn an_otlp_protocol_this_build_cannot_speak_is_refused_at_start() {
 #[tokio::test]
 async fn a_collector_refusing_the_exports_is_seen_in_the_log_and_the_metrics() {
     use std::sync::atomic::Ordering;
-    let receiver = OtlpReceiver::start().await;
+    let Exporting {
+        receiver,
+        pki,
+        mut proxy,
+        _upstream,
+    } = exporting(
+        "300ms",
+        &[("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=wrong-secret")],
+    )
+    .await;
+    // Nothing is exported before the first request.
     receiver.refuse.store(401, Ordering::Relaxed);
-    let pki = Pki::new();
-    let upstream = mock(&pki, Alpn::H2AndHttp11).await;
-    let policy = format!(
-        "{OPEN_POLICY}\n[otel]\nendpoint = \"http://{}\"\nexport_interval = \"300ms\"\n",
-        receiver.addr
-    );
-    let mut proxy = Proxy::start(
-        &pki,
-        ProxyConfig::to(&upstream)
-            .policy(&policy)
-            .env("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=wrong-secret"),
-    );
-    proxy.ready().await;
     let client = client(&pki, Http::One);
     send(&client, proxy.get("/api/v2/tickets/1")).await;
     let until = |name: &'static str, at_least: f64| {

@@ -54,9 +54,8 @@ pub enum OtelError {
 
 /// A request as a span: what the decision record knows when the request ends.
 pub struct Span {
-    pub trace_id: String,
-    pub span_id: String,
-    pub parent_span_id: Option<String>,
+    /// The request's trace context: the ids its decision record and upstream `traceparent` carry.
+    pub trace: crate::telemetry::trace_context::TraceContext,
     pub name: String,
     pub start: SystemTime,
     pub end: SystemTime,
@@ -90,23 +89,27 @@ pub struct Exports {
 }
 
 impl Exports {
-    fn note(&self, to: &str, outcome: Result<u16, &str>) {
-        match outcome {
-            Ok(status) if (200..300).contains(&status) => {
+    /// Counts an export to `to`; the endpoint is written out only when the log speaks.
+    fn note(&self, to: &http::Uri, answer: &Result<http::Response<Bytes>, HttpError>) {
+        match answer {
+            Ok(response) if response.status().is_success() => {
                 self.accepted.fetch_add(1, Ordering::Relaxed);
                 if self.failing.swap(false, Ordering::Relaxed) {
-                    tracing::info!(otlp.endpoint = to, "OTLP export accepted again");
+                    tracing::info!(
+                        otlp.endpoint = destination(to),
+                        "OTLP export accepted again"
+                    );
                 }
             }
             failure => {
                 self.failed.fetch_add(1, Ordering::Relaxed);
                 if !self.failing.swap(true, Ordering::Relaxed) {
                     let why = match failure {
-                        Ok(status) => format!("answered {status}"),
+                        Ok(response) => format!("answered {}", response.status().as_u16()),
                         Err(e) => e.to_string(),
                     };
                     tracing::warn!(
-                        otlp.endpoint = to,
+                        otlp.endpoint = destination(to),
                         "OTLP export failed: {why}; further failures are counted in \
                          vendorgate_otel_export_failures_total until one is accepted"
                     );
@@ -214,7 +217,7 @@ impl HttpClient for OtlpClient {
         request: http::Request<Bytes>,
     ) -> Result<http::Response<Bytes>, HttpError> {
         let (parts, body) = request.into_parts();
-        let to = destination(&parts.uri);
+        let to = parts.uri.clone();
         let request = http::Request::from_parts(parts, Full::new(body));
         let client = self.client.clone();
         // The SDK calls from its own threads; the client's connections live on the runtime.
@@ -230,11 +233,10 @@ impl HttpClient for OtlpClient {
                 .to_bytes();
             Ok::<_, HttpError>(http::Response::from_parts(parts, body))
         });
-        let answer = sent.await.map_err(|e| HttpError::from(e.to_string()))?;
-        match &answer {
-            Ok(response) => self.exports.note(&to, Ok(response.status().as_u16())),
-            Err(e) => self.exports.note(&to, Err(&e.to_string())),
-        }
+        let answer = sent
+            .await
+            .unwrap_or_else(|e| Err(HttpError::from(e.to_string())));
+        self.exports.note(&to, &answer);
         answer
     }
 }
@@ -339,8 +341,8 @@ impl Otel {
             .unwrap_or_default()
             .as_secs_f64();
         self.duration.record(seconds, &[]);
-        let trace_id = TraceId::from_hex(&span.trace_id).unwrap_or(TraceId::INVALID);
-        let parent = match span.parent_span_id.as_deref().map(SpanId::from_hex) {
+        let trace_id = TraceId::from_hex(span.trace.trace_id()).unwrap_or(TraceId::INVALID);
+        let parent = match span.trace.parent_span_id().map(SpanId::from_hex) {
             Some(Ok(parent)) => Context::new().with_remote_span_context(SpanContext::new(
                 trace_id,
                 parent,
@@ -356,7 +358,7 @@ impl Otel {
             .with_kind(SpanKind::Server)
             .with_start_time(span.start)
             .with_attributes(span.attributes);
-        let span_id = SpanId::from_hex(&span.span_id).unwrap_or(SpanId::INVALID);
+        let span_id = SpanId::from_hex(span.trace.span_id()).unwrap_or(SpanId::INVALID);
         GIVEN.with(|g| g.set((trace_id, span_id)));
         let mut sdk_span = builder.start_with_context(&self.tracer, &parent);
         use opentelemetry::trace::Span as _;

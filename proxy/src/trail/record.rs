@@ -298,9 +298,7 @@ impl Draft {
             attributes.push(text(Field::Rule, &self.rule));
         }
         Span {
-            trace_id: self.trace.trace_id().to_owned(),
-            span_id: self.trace.span_id().to_owned(),
-            parent_span_id: self.trace.parent_span_id().map(str::to_owned),
+            trace: self.trace,
             name: format!("{} {}", self.method, self.route_id().unwrap_or("(refused)")),
             start: self.at,
             end: self.at + took,
